@@ -1,0 +1,18 @@
+//! HTTP/3 (RFC 9114) for quay, with Extended CONNECT (RFC 9220), HTTP Datagrams and the Capsule
+//! Protocol (RFC 9297), and PRIORITY_UPDATE parsing (RFC 9218).
+//!
+//! [`proto`] holds the pure codecs: frames, settings, stream types, capsules, datagram prefixes
+//! and message validation, none of which does I/O. [`error`] holds the wire error codes.
+//!
+//! This crate does not do QPACK (that is `quay-qpack`), QUIC or TLS (that is `quay-transport`),
+//! or WebTransport's session rules (that is `quay-webtransport`, which plugs into the extension
+//! points described in DESIGN.md).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[macro_use]
+mod macros;
+
+pub mod error;
+pub mod proto;

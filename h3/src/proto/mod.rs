@@ -1,0 +1,114 @@
+//! Pure HTTP/3 codecs: no I/O, no tasks, no clocks.
+//!
+//! This module owns the wire formats of RFC 9114 and its extensions:
+//!
+//! - [`frame`]: frame types, the frame header, whole-frame decoding with a size bound, and encoders
+//!   (RFC 9114 §7, PRIORITY_UPDATE from RFC 9218 §7.2);
+//! - [`reader`]: [`FrameReader`](reader::FrameReader), a push-based reader for a stream's bytes that
+//!   arrive in arbitrary chunks, streaming DATA payloads without buffering them;
+//! - [`settings`]: the SETTINGS payload (RFC 9114 §7.2.4, RFC 9220 §3, RFC 9297 §2.1.1);
+//! - [`stream`]: stream types and the prefixes of unidirectional and WebTransport bidirectional
+//!   streams (RFC 9114 §6.2);
+//! - [`capsule`]: the Capsule Protocol (RFC 9297 §3.2) with its own chunk-fed reader;
+//! - [`datagram`]: the quarter-stream-ID prefix of HTTP/3 datagrams (RFC 9297 §2.1);
+//! - [`headers`]: validation of decoded field sections into `http` heads and back (RFC 9114
+//!   §4.1-4.4, RFC 9220);
+//! - [`message`]: the frame order on request and control streams and the `content-length` check.
+//!
+//! It does not own QPACK (field sections stay encoded `Bytes` here; `quay-qpack` turns them into
+//! field lines), stream or connection state beyond one stream's frame order, or any quinn type
+//! other than the [`VarInt`] and [`Codec`] it re-exports. The connection driver feeds bytes in and
+//! maps every decode error to a [`Code`](crate::error::Code) with `Code::from`.
+//!
+//! Varints are quinn's: one `VarInt`, one `Codec` (STYLE.md §1). [`varint_len`] fills the one gap,
+//! quinn's encoded-size method being private.
+
+pub mod capsule;
+pub mod datagram;
+pub mod frame;
+pub mod headers;
+pub mod message;
+pub mod reader;
+pub mod settings;
+pub mod stream;
+
+pub use quinn_proto::VarInt;
+pub use quinn_proto::coding::{Codec, UnexpectedEnd};
+
+/// The number of bytes the QUIC varint encoding of `value` takes (RFC 9000 §16): 1, 2, 4 or 8.
+///
+/// Values above [`VarInt::MAX`] cannot be encoded; they report 8 like the largest valid value.
+pub const fn varint_len(value: u64) -> usize {
+    if value < 1 << 6 {
+        1
+    } else if value < 1 << 14 {
+        2
+    } else if value < 1 << 30 {
+        4
+    } else {
+        8
+    }
+}
+
+/// Whether `value` is a reserved `0x1f * N + 0x21` value (RFC 9114 §6.2.3, §7.2.4.1, §7.2.8,
+/// §8.1).
+pub(crate) const fn is_grease(value: u64) -> bool {
+    value >= 0x21 && (value - 0x21).is_multiple_of(0x1f)
+}
+
+/// The reserved value `0x1f * N + 0x21` for `N = n`, with `n` wrapped so that the result stays a
+/// valid varint.
+pub(crate) fn grease_value(n: u64) -> VarInt {
+    const MAX_N: u64 = ((1 << 62) - 1 - 0x21) / 0x1f;
+    let value = 0x1f * (n % (MAX_N + 1)) + 0x21;
+    // The wrap above keeps `value` at most 0x1f * MAX_N + 0x21, which is below 2^62.
+    VarInt::from_u64(value).unwrap_or(VarInt::MAX)
+}
+
+/// Wraps a length that came from memory (a `usize`) into a varint.
+///
+/// # Panics
+///
+/// Panics if `len` is at least 2^62, which no buffer on a 64-bit machine reaches.
+fn len_varint(len: usize) -> VarInt {
+    VarInt::try_from(len).expect("a buffer length is below 2^62")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_quinn() {
+        // RFC 9000 §16 boundaries and the Appendix A.1 examples.
+        for value in [
+            0,
+            0x3f,
+            0x40,
+            0x3fff,
+            0x4000,
+            0x3fff_ffff,
+            0x4000_0000,
+            (1 << 62) - 1,
+            37,
+            15_293,
+            494_878_333,
+            151_288_809_941_952_652,
+        ] {
+            let mut buf = Vec::new();
+            VarInt::from_u64(value).unwrap().encode(&mut buf);
+            assert_eq!(varint_len(value), buf.len(), "{value:#x}");
+        }
+    }
+
+    #[test]
+    fn grease_values() {
+        assert_eq!(grease_value(0).into_inner(), 0x21);
+        assert_eq!(grease_value(2).into_inner(), 0x5f);
+        assert!(is_grease(0x5f));
+        assert!(!is_grease(0x20));
+        assert!(!is_grease(0x22));
+        let top = grease_value(u64::MAX);
+        assert!(is_grease(top.into_inner()));
+    }
+}
