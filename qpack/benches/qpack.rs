@@ -1,0 +1,2 @@
+//! QPACK benchmarks (being written).
+fn main() {}

@@ -1,0 +1,775 @@
+//! The QPACK encoder: encodes field lists, maintains the dynamic table the peer's decoder
+//! mirrors, and processes the peer's decoder stream.
+//!
+//! # Insertion strategy
+//!
+//! Tuned on the QIF corpus (`../shared/qifs`); the corpus test prints the resulting sizes.
+//!
+//! For each field, in order of preference:
+//! 1. a static table match (name and value) is sent as an index;
+//! 2. a dynamic table match is sent as an index when the decoder is known to have the entry,
+//!    or when this stream may block (RFC 9204 §2.1.2: it already blocks, or fewer streams
+//!    block than the peer's `SETTINGS_QPACK_BLOCKED_STREAMS`). A match in the draining area
+//!    (the oldest entries that the next inserts will need to evict) is first re-inserted with
+//!    Duplicate so that the old copy can drain;
+//! 3. otherwise the field is inserted when it is worth it (below) and referenced if the stream
+//!    may block, or sent as a literal with a name reference (static first, then dynamic) or a
+//!    literal name.
+//!
+//! A field is worth inserting when it is not sensitive, takes at most 3/4 of the table, and
+//! either was seen recently (a history of field hashes) or its name usually repeats its values.
+//! Names start out as "repeating" except for a short list of names whose values are nearly
+//! always unique (`:path`, `date`, `content-length`, ...); each name then learns from what the
+//! encoder sees. For a field not worth inserting whose name is in neither table, the name
+//! alone is inserted (with an empty value) so later literals can reference it.
+//!
+//! Entries the decoder has not acknowledged are capped: with blocked streams allowed, at the
+//! whole table; without, at a quarter of it, since they are useless until acknowledged.
+//!
+//! Sensitive fields are never inserted and are sent with the N bit: anything marked
+//! [`Field::never_index`], `authorization`, `proxy-authorization`, and `cookie` and
+//! `set-cookie` unless [`EncoderConfig::danger_index_cookies`] is set.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Reason};
+use crate::field::{ENTRY_OVERHEAD, Field, entry_size};
+use crate::static_table::{self, Match};
+use crate::wire::{Reader, WireError, put_int, put_string, string_len};
+
+/// Local choices for the encoder. The peer's limits come from
+/// [`Encoder::apply_peer_settings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EncoderConfig {
+    /// The largest dynamic table we are willing to keep (memory per connection), whatever the
+    /// peer allows. Default 4096.
+    pub max_table_capacity: u64,
+    /// Insert `cookie` and `set-cookie` values into the dynamic table. Off by default: a table
+    /// shared by several principals on one connection lets one of them guess another's cookie
+    /// from compressed sizes (RFC 9204 §7.1). Only turn it on when every request on the
+    /// connection comes from one trusted party.
+    pub danger_index_cookies: bool,
+    /// Use Huffman coding for strings it makes shorter. Default on.
+    pub huffman: bool,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            max_table_capacity: 4096,
+            danger_index_cookies: false,
+            huffman: true,
+        }
+    }
+}
+
+impl EncoderConfig {
+    /// Sets [`EncoderConfig::max_table_capacity`].
+    pub fn max_table_capacity(mut self, value: u64) -> Self {
+        self.max_table_capacity = value;
+        self
+    }
+
+    /// Sets [`EncoderConfig::huffman`].
+    pub fn huffman(mut self, value: bool) -> Self {
+        self.huffman = value;
+        self
+    }
+
+    /// Sets [`EncoderConfig::danger_index_cookies`].
+    pub fn danger_index_cookies(mut self, value: bool) -> Self {
+        self.danger_index_cookies = value;
+        self
+    }
+}
+
+/// The output of [`Encoder::encode`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Encoded {
+    /// The encoded field section: the HEADERS frame payload.
+    pub field_section: Bytes,
+    /// Bytes for our encoder stream (possibly empty). Send them no later than the field
+    /// section; the peer blocks the stream until they arrive.
+    pub encoder_stream: Bytes,
+}
+
+/// A QPACK encoder for one connection.
+///
+/// Sans-IO. The HTTP/3 layer:
+/// 1. creates it, and once the peer's SETTINGS arrive calls
+///    [`apply_peer_settings`](Self::apply_peer_settings) (until then only the static table is
+///    used);
+/// 2. calls [`encode`](Self::encode) for each header or trailer section and sends
+///    [`Encoded::encoder_stream`] on our encoder stream and [`Encoded::field_section`] in a
+///    HEADERS frame;
+/// 3. passes every chunk read from the peer's decoder stream to
+///    [`handle_decoder_stream`](Self::handle_decoder_stream); chunks may split instructions
+///    anywhere.
+#[derive(Debug)]
+pub struct Encoder {
+    config: EncoderConfig,
+    /// The peer's `SETTINGS_QPACK_BLOCKED_STREAMS`.
+    max_blocked: u64,
+    /// floor(peer's SETTINGS_QPACK_MAX_TABLE_CAPACITY / 32), for the Required Insert Count.
+    max_entries: u64,
+    capacity: u64,
+    /// Oldest first; `entries[i]` has absolute index `dropped + i`.
+    entries: VecDeque<Entry>,
+    dropped: u64,
+    size: u64,
+    /// Known Received Count (RFC 9204 §2.1.4).
+    known_received: u64,
+    /// Field hash -> newest absolute index with that name and value.
+    by_field: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
+    /// Name hash -> newest absolute index with that name.
+    by_name: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
+    /// Field sections not acknowledged yet, per stream, oldest first.
+    unacked: HashMap<u64, VecDeque<Section>>,
+    /// Bytes of our encoder stream not handed out yet.
+    encoder_stream: Vec<u8>,
+    /// The start of a decoder instruction whose end has not arrived yet.
+    partial: Vec<u8>,
+    history: History,
+    scratch: Vec<Repr>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: Bytes,
+    value: Bytes,
+    size: u64,
+    field_hash: u64,
+    name_hash: u64,
+    /// Unacknowledged field sections that reference this entry.
+    refs: u32,
+}
+
+#[derive(Debug)]
+struct Section {
+    required: u64,
+    /// Distinct absolute indices referenced.
+    refs: Vec<u64>,
+}
+
+/// How one field line will be encoded; indices into the field list.
+#[derive(Debug, Clone, Copy)]
+enum Repr {
+    Static(u8),
+    Dynamic(u64),
+    StaticName {
+        index: u8,
+        field: usize,
+        never: bool,
+    },
+    DynamicName {
+        abs: u64,
+        field: usize,
+        never: bool,
+    },
+    Literal {
+        field: usize,
+        never: bool,
+    },
+}
+
+impl Encoder {
+    /// An encoder that uses only the static table until
+    /// [`apply_peer_settings`](Self::apply_peer_settings) is called.
+    pub fn new(config: EncoderConfig) -> Self {
+        Self {
+            config,
+            max_blocked: 0,
+            max_entries: 0,
+            capacity: 0,
+            entries: VecDeque::new(),
+            dropped: 0,
+            size: 0,
+            known_received: 0,
+            by_field: HashMap::default(),
+            by_name: HashMap::default(),
+            unacked: HashMap::new(),
+            encoder_stream: Vec::new(),
+            partial: Vec::new(),
+            history: History::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Applies the peer's `SETTINGS_QPACK_MAX_TABLE_CAPACITY` and
+    /// `SETTINGS_QPACK_BLOCKED_STREAMS` (RFC 9204 §5). Call it once, when the peer's SETTINGS
+    /// arrive; the Set Dynamic Table Capacity instruction it causes goes out with the next
+    /// [`encode`](Self::encode).
+    pub fn apply_peer_settings(&mut self, max_table_capacity: u64, max_blocked_streams: u64) {
+        self.max_blocked = max_blocked_streams;
+        self.max_entries = max_table_capacity / ENTRY_OVERHEAD;
+        let capacity = max_table_capacity.min(self.config.max_table_capacity);
+        if capacity != self.capacity && self.entries.is_empty() {
+            self.capacity = capacity;
+            // RFC 9204 §4.3.1 Set Dynamic Table Capacity.
+            put_int(&mut self.encoder_stream, 5, 0x20, capacity);
+        }
+    }
+
+    /// The dynamic table capacity in use.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Number of entries inserted so far.
+    pub fn insert_count(&self) -> u64 {
+        self.dropped + self.entries.len() as u64
+    }
+
+    /// The Known Received Count: inserts the peer's decoder has acknowledged.
+    pub fn known_received_count(&self) -> u64 {
+        self.known_received
+    }
+
+    /// Encodes one field section to be sent on `stream_id`.
+    pub fn encode(&mut self, stream_id: u64, fields: &[Field]) -> Encoded {
+        let mut reprs = std::mem::take(&mut self.scratch);
+        reprs.clear();
+        let mut refs: Vec<u64> = Vec::new();
+        let can_block = self.can_block(stream_id);
+        let drain_below = self.draining_index();
+        for (i, field) in fields.iter().enumerate() {
+            let repr = self.choose(i, field, can_block, drain_below);
+            if let Repr::Dynamic(abs) | Repr::DynamicName { abs, .. } = repr {
+                if !refs.contains(&abs) {
+                    refs.push(abs);
+                    if let Some(e) = self.entry_mut(abs) {
+                        e.refs += 1;
+                    }
+                }
+            }
+            reprs.push(repr);
+        }
+        let required = refs.iter().max().map_or(0, |m| m + 1);
+        let mut out = Vec::with_capacity(fields.len() * 4 + 2);
+        // RFC 9204 §4.5.1: prefix. Base = Required Insert Count, so every reference is a
+        // plain relative index and Delta Base is zero.
+        let encoded_ric = if required == 0 {
+            0
+        } else {
+            required % (2 * self.max_entries) + 1
+        };
+        put_int(&mut out, 8, 0, encoded_ric);
+        out.push(0);
+        let base = required;
+        let huffman = self.config.huffman;
+        for repr in &reprs {
+            match *repr {
+                Repr::Static(index) => put_int(&mut out, 6, 0xc0, index.into()),
+                Repr::Dynamic(abs) => put_int(&mut out, 6, 0x80, base - 1 - abs),
+                Repr::StaticName {
+                    index,
+                    field,
+                    never,
+                } => {
+                    put_int(
+                        &mut out,
+                        4,
+                        0x50 | if never { 0x20 } else { 0 },
+                        index.into(),
+                    );
+                    put_string(&mut out, 8, 0, &fields[field].value, huffman);
+                }
+                Repr::DynamicName { abs, field, never } => {
+                    put_int(
+                        &mut out,
+                        4,
+                        0x40 | if never { 0x20 } else { 0 },
+                        base - 1 - abs,
+                    );
+                    put_string(&mut out, 8, 0, &fields[field].value, huffman);
+                }
+                Repr::Literal { field, never } => {
+                    put_string(
+                        &mut out,
+                        4,
+                        0x20 | if never { 0x10 } else { 0 },
+                        &fields[field].name,
+                        huffman,
+                    );
+                    put_string(&mut out, 8, 0, &fields[field].value, huffman);
+                }
+            }
+        }
+        if !refs.is_empty() {
+            self.unacked
+                .entry(stream_id)
+                .or_default()
+                .push_back(Section { required, refs });
+        }
+        self.scratch = reprs;
+        Encoded {
+            field_section: Bytes::from(out),
+            encoder_stream: Bytes::from(std::mem::take(&mut self.encoder_stream)),
+        }
+    }
+
+    /// Processes a chunk of the peer's decoder stream (RFC 9204 §4.4).
+    pub fn handle_decoder_stream(&mut self, data: &[u8]) -> Result<(), Error> {
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(data);
+        let mut r = Reader::new(&buf);
+        let mut used = 0;
+        while !r.is_empty() {
+            match self.apply_instruction(&mut r) {
+                Ok(()) => used = r.position(),
+                Err(WireError::Incomplete) => break,
+                Err(WireError::Invalid(reason)) => return Err(Error::DecoderStream(reason)),
+            }
+        }
+        // An incomplete instruction is one prefixed integer: at most 10 bytes, or it would
+        // already have failed as an overflow.
+        buf.drain(..used);
+        self.partial = buf;
+        Ok(())
+    }
+
+    fn apply_instruction(&mut self, r: &mut Reader<'_>) -> Result<(), WireError> {
+        let first = r.peek()?;
+        if first & 0x80 != 0 {
+            // §4.4.1 Section Acknowledgment: the oldest unacknowledged section on the stream.
+            let stream_id = r.int(7)?;
+            let section = self
+                .unacked
+                .get_mut(&stream_id)
+                .and_then(VecDeque::pop_front)
+                .ok_or(Reason::UnexpectedAcknowledgment)?;
+            if self.unacked.get(&stream_id).is_some_and(VecDeque::is_empty) {
+                self.unacked.remove(&stream_id);
+            }
+            // §2.1.4: the decoder had every insert the section needed.
+            self.known_received = self.known_received.max(section.required);
+            self.release(&section.refs);
+        } else if first & 0x40 != 0 {
+            // §4.4.2 Stream Cancellation: every section on the stream is gone.
+            let stream_id = r.int(6)?;
+            if let Some(sections) = self.unacked.remove(&stream_id) {
+                for s in sections {
+                    self.release(&s.refs);
+                }
+            }
+        } else {
+            // §4.4.3 Insert Count Increment.
+            let increment = r.int(6)?;
+            if increment == 0 {
+                return Err(Reason::ZeroIncrement.into());
+            }
+            let known = self.known_received + increment;
+            if known > self.insert_count() {
+                return Err(Reason::IncrementTooLarge.into());
+            }
+            self.known_received = known;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, refs: &[u64]) {
+        for &abs in refs {
+            if let Some(e) = self.entry_mut(abs) {
+                e.refs = e.refs.saturating_sub(1);
+            }
+        }
+    }
+
+    fn entry(&self, abs: u64) -> Option<&Entry> {
+        let i = abs.checked_sub(self.dropped)?;
+        self.entries.get(usize::try_from(i).ok()?)
+    }
+
+    fn entry_mut(&mut self, abs: u64) -> Option<&mut Entry> {
+        let i = abs.checked_sub(self.dropped)?;
+        self.entries.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// RFC 9204 §2.1.2: may this stream reference entries the decoder may not have yet?
+    fn can_block(&self, stream_id: u64) -> bool {
+        let known = self.known_received;
+        let mut blocking = 0;
+        for (id, sections) in &self.unacked {
+            if sections.iter().any(|s| s.required > known) {
+                if *id == stream_id {
+                    return true;
+                }
+                blocking += 1;
+            }
+        }
+        blocking < self.max_blocked
+    }
+
+    /// RFC 9204 §2.1.1.1: the smallest absolute index we still reference. Entries below it
+    /// are the next to be evicted; referencing them would pin them.
+    fn draining_index(&self) -> u64 {
+        let reserve = self.capacity / 8;
+        let free = self.capacity - self.size;
+        if free >= reserve {
+            return self.dropped;
+        }
+        let mut freed = free;
+        let mut abs = self.dropped;
+        for e in &self.entries {
+            if freed >= reserve {
+                break;
+            }
+            freed += e.size;
+            abs += 1;
+        }
+        abs
+    }
+
+    fn referenceable(&self, abs: u64, can_block: bool) -> bool {
+        abs >= self.dropped && (abs < self.known_received || can_block)
+    }
+
+    fn is_sensitive(&self, field: &Field) -> bool {
+        if field.never_index {
+            return true;
+        }
+        match &field.name[..] {
+            b"authorization" | b"proxy-authorization" => true,
+            b"cookie" | b"set-cookie" => !self.config.danger_index_cookies,
+            _ => false,
+        }
+    }
+
+    fn choose(&mut self, i: usize, field: &Field, can_block: bool, drain_below: u64) -> Repr {
+        let never = self.is_sensitive(field);
+        let stat = static_table::find(&field.name, &field.value);
+        if let Match::Full(index) = stat {
+            if !never {
+                return Repr::Static(index);
+            }
+        }
+        let name_hash = hash(&field.name);
+        if never {
+            return self.literal(i, stat, name_hash, can_block, true);
+        }
+        let field_hash = hash_field(name_hash, &field.value);
+        let repeated = self.history.observe(field_hash, name_hash);
+        if let Some(abs) = self.find_field(field_hash, field) {
+            if abs < drain_below {
+                if let Some(dup) = self.duplicate(abs) {
+                    if self.referenceable(dup, can_block) {
+                        return Repr::Dynamic(dup);
+                    }
+                }
+            }
+            if self.referenceable(abs, can_block) {
+                return Repr::Dynamic(abs);
+            }
+            return self.literal(i, stat, name_hash, can_block, false);
+        }
+        let size = entry_size(&field.name, &field.value);
+        if size <= self.capacity * 3 / 4
+            && (repeated || self.history.name_repeats(name_hash, &field.name))
+        {
+            if let Some(abs) = self.insert(field, stat, name_hash, field_hash, size) {
+                if self.referenceable(abs, can_block) {
+                    return Repr::Dynamic(abs);
+                }
+            }
+        } else if stat == Match::None && !self.by_name.contains_key(&name_hash) {
+            // Insert the name alone so later literals can reference it.
+            let empty = Field::new(field.name.clone(), Bytes::new());
+            let size = entry_size(&field.name, b"");
+            if size <= self.capacity / 4 {
+                let fh = hash_field(name_hash, b"");
+                self.insert(&empty, stat, name_hash, fh, size);
+            }
+        }
+        self.literal(i, stat, name_hash, can_block, false)
+    }
+
+    fn literal(&self, i: usize, stat: Match, name_hash: u64, can_block: bool, never: bool) -> Repr {
+        if let Match::Full(index) | Match::Name(index) = stat {
+            return Repr::StaticName {
+                index,
+                field: i,
+                never,
+            };
+        }
+        if let Some(&abs) = self.by_name.get(&name_hash) {
+            if self.referenceable(abs, can_block) {
+                return Repr::DynamicName {
+                    abs,
+                    field: i,
+                    never,
+                };
+            }
+        }
+        Repr::Literal { field: i, never }
+    }
+
+    fn find_field(&self, field_hash: u64, field: &Field) -> Option<u64> {
+        let abs = *self.by_field.get(&field_hash)?;
+        let e = self.entry(abs)?;
+        (e.name == field.name && e.value == field.value).then_some(abs)
+    }
+
+    /// How many of the oldest entries must go to fit `size` more bytes, if they all may go
+    /// (acknowledged and unreferenced, RFC 9204 §2.1.1).
+    fn evictions_for(&self, size: u64) -> Option<usize> {
+        if size > self.capacity {
+            return None;
+        }
+        let mut free = self.capacity - self.size;
+        let mut n = 0;
+        for (i, e) in self.entries.iter().enumerate() {
+            if free >= size {
+                break;
+            }
+            let abs = self.dropped + i as u64;
+            if abs >= self.known_received || e.refs > 0 {
+                return None;
+            }
+            free += e.size;
+            n += 1;
+        }
+        (free >= size).then_some(n)
+    }
+
+    /// Bytes of entries the decoder has not acknowledged.
+    fn unacknowledged_bytes(&self) -> u64 {
+        let skip = self.known_received.saturating_sub(self.dropped) as usize;
+        self.entries.iter().skip(skip).map(|e| e.size).sum()
+    }
+
+    fn within_budget(&self, size: u64) -> bool {
+        let budget = if self.max_blocked > 0 {
+            self.capacity
+        } else {
+            self.capacity / 4
+        };
+        self.unacknowledged_bytes() + size <= budget
+    }
+
+    /// Inserts a field (RFC 9204 §4.3.2 / §4.3.3) if the table can take it.
+    fn insert(
+        &mut self,
+        field: &Field,
+        stat: Match,
+        name_hash: u64,
+        field_hash: u64,
+        size: u64,
+    ) -> Option<u64> {
+        if !self.within_budget(size) {
+            return None;
+        }
+        let evict = self.evictions_for(size)?;
+        let count = self.insert_count();
+        let huffman = self.config.huffman;
+        if let Match::Full(index) | Match::Name(index) = stat {
+            put_int(&mut self.encoder_stream, 6, 0xc0, index.into());
+        } else {
+            // A dynamic name reference must not point at an entry this insert evicts.
+            let name_abs = self
+                .by_name
+                .get(&name_hash)
+                .copied()
+                .filter(|&abs| abs >= self.dropped + evict as u64)
+                .filter(|&abs| self.entry(abs).is_some_and(|e| e.name == field.name));
+            match name_abs {
+                Some(abs) => {
+                    let relative = count - 1 - abs;
+                    // A name reference only pays off when it is shorter than the name.
+                    if relative < 63 || string_len(6, &field.name) > 3 {
+                        put_int(&mut self.encoder_stream, 6, 0x80, relative);
+                    } else {
+                        put_string(&mut self.encoder_stream, 6, 0x40, &field.name, huffman);
+                    }
+                }
+                None => put_string(&mut self.encoder_stream, 6, 0x40, &field.name, huffman),
+            }
+        }
+        put_string(&mut self.encoder_stream, 8, 0, &field.value, huffman);
+        Some(self.push_entry(
+            field.name.clone(),
+            field.value.clone(),
+            size,
+            field_hash,
+            name_hash,
+            evict,
+        ))
+    }
+
+    /// Re-inserts an entry with Duplicate (RFC 9204 §4.3.4), if the table can take it.
+    fn duplicate(&mut self, abs: u64) -> Option<u64> {
+        let e = self.entry(abs)?;
+        let (name, value, size, fh, nh) = (
+            e.name.clone(),
+            e.value.clone(),
+            e.size,
+            e.field_hash,
+            e.name_hash,
+        );
+        if !self.within_budget(size) {
+            return None;
+        }
+        let evict = self.evictions_for(size)?;
+        if abs < self.dropped + evict as u64 {
+            return None;
+        }
+        let relative = self.insert_count() - 1 - abs;
+        put_int(&mut self.encoder_stream, 5, 0x00, relative);
+        Some(self.push_entry(name, value, size, fh, nh, evict))
+    }
+
+    fn push_entry(
+        &mut self,
+        name: Bytes,
+        value: Bytes,
+        size: u64,
+        field_hash: u64,
+        name_hash: u64,
+        evict: usize,
+    ) -> u64 {
+        for _ in 0..evict {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            let abs = self.dropped;
+            self.dropped += 1;
+            self.size -= old.size;
+            if let MapEntry::Occupied(o) = self.by_field.entry(old.field_hash) {
+                if *o.get() == abs {
+                    o.remove();
+                }
+            }
+            if let MapEntry::Occupied(o) = self.by_name.entry(old.name_hash) {
+                if *o.get() == abs {
+                    o.remove();
+                }
+            }
+        }
+        let abs = self.insert_count();
+        self.entries.push_back(Entry {
+            name,
+            value,
+            size,
+            field_hash,
+            name_hash,
+            refs: 0,
+        });
+        self.size += size;
+        self.by_field.insert(field_hash, abs);
+        self.by_name.insert(name_hash, abs);
+        abs
+    }
+}
+
+/// Recently seen fields and, per name, how often values repeat.
+#[derive(Debug, Default)]
+struct History {
+    ring: VecDeque<u64>,
+    counts: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    /// name hash -> (fields seen, fields seen before in the ring)
+    names: HashMap<u64, (u32, u32), BuildHasherDefault<IdHasher>>,
+}
+
+const HISTORY: usize = 512;
+const MAX_NAMES: usize = 1024;
+
+/// Names whose values are almost always new: inserting them mostly wastes table space.
+const UNIQUE_NAMES: [&[u8]; 16] = [
+    b":path",
+    b"content-length",
+    b"date",
+    b"expires",
+    b"last-modified",
+    b"etag",
+    b"age",
+    b"if-modified-since",
+    b"if-none-match",
+    b"content-md5",
+    b"x-fb-debug",
+    b"x-request-id",
+    b"content-range",
+    b"location",
+    b"x-fb-trace-id",
+    b"x-amz-request-id",
+];
+
+impl History {
+    /// Records a field; returns whether it was seen recently.
+    fn observe(&mut self, field_hash: u64, name_hash: u64) -> bool {
+        let seen = self.counts.get(&field_hash).is_some_and(|c| *c > 0);
+        if self.names.len() >= MAX_NAMES && !self.names.contains_key(&name_hash) {
+            self.names.clear();
+        }
+        let stats = self.names.entry(name_hash).or_default();
+        stats.0 = stats.0.saturating_add(1);
+        if seen {
+            stats.1 = stats.1.saturating_add(1);
+        }
+        if self.ring.len() == HISTORY {
+            if let Some(old) = self.ring.pop_front() {
+                if let MapEntry::Occupied(mut o) = self.counts.entry(old) {
+                    *o.get_mut() -= 1;
+                    if *o.get() == 0 {
+                        o.remove();
+                    }
+                }
+            }
+        }
+        self.ring.push_back(field_hash);
+        *self.counts.entry(field_hash).or_default() += 1;
+        seen
+    }
+
+    /// Whether values of this name tend to repeat.
+    fn name_repeats(&self, name_hash: u64, name: &[u8]) -> bool {
+        let (seen, repeats) = self.names.get(&name_hash).copied().unwrap_or_default();
+        if seen < 4 {
+            return !UNIQUE_NAMES.contains(&name);
+        }
+        repeats * 2 >= seen
+    }
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A fast non-cryptographic hash; collisions are checked against the real bytes.
+fn hash(data: &[u8]) -> u64 {
+    let mut h = data.len() as u64;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    h ^ (h >> 29)
+}
+
+fn hash_field(name_hash: u64, value: &[u8]) -> u64 {
+    (name_hash.rotate_left(17) ^ hash(value)).wrapping_mul(K)
+}
