@@ -1,0 +1,104 @@
+//! QUIC endpoints for quay: [quinn] and [rustls] set up for HTTP/3 and WebTransport.
+//!
+//! This crate owns what sits below HTTP/3:
+//! - server and client endpoint builders ([`ServerBuilder`], [`ClientBuilder`]) with
+//!   documented defaults ([`TransportOptions`]): ALPN `h3`, QUIC datagrams on, idle timeout,
+//!   keep-alive, stream limits, flow-control windows, congestion controller;
+//! - server certificates ([`Identity`]): PEM files, or a self-signed ECDSA P-256 certificate
+//!   valid for 14 days whose SHA-256 ([`CertificateHash`]) a browser can pin;
+//! - client trust ([`Trust`]): system roots, explicit roots, certificate-hash pinning with the
+//!   browsers' rules, and an insecure mode named `Danger…`;
+//! - `SSLKEYLOGFILE`: when the variable names a file, TLS secrets are appended to it so Wireshark
+//!   can decrypt captures.
+//!
+//! It does not speak HTTP/3 (see `quay-h3`) and never reads from streams itself. Endpoints need a
+//! tokio runtime. The crypto provider is aws-lc-rs, for the whole workspace ([`crypto_provider`]).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use quay_transport::{ClientBuilder, Identity, ServerBuilder, Trust};
+//!
+//! let identity = Identity::self_signed(["localhost"])?;
+//! let hash = identity.certificate_hash();
+//! let server = ServerBuilder::new(identity).bind("127.0.0.1:4433".parse()?)?;
+//! let client = ClientBuilder::new()
+//!     .trust(Trust::CertificateHashes(vec![hash]))
+//!     .build()?;
+//! let connection = client.connect(server.local_addr()?, "localhost")?.await?;
+//! let (mut send, _recv) = connection.open_bi().await?;
+//! send.write_all(b"hello").await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+
+pub mod client;
+pub mod identity;
+pub mod options;
+pub mod server;
+pub mod trust;
+
+pub use client::ClientBuilder;
+pub use identity::{CertificateError, CertificateHash, Identity};
+pub use options::{ALPN_H3, CongestionController, TransportOptions};
+pub use server::ServerBuilder;
+pub use trust::{PinningError, Trust};
+
+pub use quinn;
+pub use rustls;
+
+pub use quinn::{
+    ClosedStream, ConnectError, Connection, ConnectionError, Endpoint, Incoming, ReadError,
+    ReadExactError, ReadToEndError, RecvStream, SendDatagramError, SendStream, StoppedError,
+    VarInt, WriteError,
+};
+
+/// The QUIC variable-length integer codec (RFC 9000 §16), shared by every layer of quay.
+///
+/// One [`Codec`](coding::Codec) trait decodes from any `bytes::Buf` and encodes into any
+/// `bytes::BufMut`; [`VarInt`] implements it. Upper layers use this instead of writing their own.
+pub mod coding {
+    pub use quinn_proto::coding::{Codec, UnexpectedEnd};
+}
+
+/// The rustls crypto provider every quay endpoint uses: aws-lc-rs.
+///
+/// aws-lc-rs is quinn's and rustls's default and the faster of the two providers for bulk
+/// AES-GCM; it builds from source with a C compiler only.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// Why an endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The UDP socket could not be bound (address in use, no permission, no tokio runtime).
+    #[error("cannot bind UDP socket at {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// rustls refused the configuration (for example a certificate it cannot use).
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// `Trust::SystemRoots` found no usable root certificate on this machine.
+    #[error(
+        "no system root certificates found ({0}); install ca-certificates, pass explicit roots, or enable the webpki-roots feature"
+    )]
+    NoRootCertificates(String),
+    /// The TLS configuration has no cipher suite QUIC can use.
+    #[error("TLS configuration unusable for QUIC: {0}")]
+    Quic(String),
+}
