@@ -147,6 +147,11 @@ struct Entry {
     name_hash: u64,
     /// Unacknowledged field sections that reference this entry.
     refs: u32,
+    /// Field lines that referenced this entry (or the entry it duplicates) since it was
+    /// inserted; hot entries are refreshed before they are evicted.
+    hits: u32,
+    /// The entry this one duplicates, still usable while the copy is unacknowledged.
+    original: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -236,9 +241,17 @@ impl Encoder {
         reprs.clear();
         let mut refs: Vec<u64> = Vec::new();
         let can_block = self.can_block(stream_id);
-        let drain_below = self.draining_index();
+        let mut drain_below = self.draining_index();
+        if std::env::var_os("NOHOT").is_none() && self.refresh_hot(drain_below, can_block) {
+            drain_below = self.draining_index();
+        }
         for (i, field) in fields.iter().enumerate() {
             let repr = self.choose(i, field, can_block, drain_below);
+            if let Repr::Dynamic(abs) = repr {
+                if let Some(e) = self.entry_mut(abs) {
+                    e.hits = e.hits.saturating_add(1);
+                }
+            }
             if let Repr::Dynamic(abs) | Repr::DynamicName { abs, .. } = repr {
                 if !refs.contains(&abs) {
                     refs.push(abs);
@@ -262,7 +275,10 @@ impl Encoder {
         out.push(0);
         let base = required;
         let huffman = self.config.huffman;
+        let trace = std::env::var_os("QPACK_TRACE").is_some();
         for repr in &reprs {
+            let before = out.len();
+            let tname = match *repr { Repr::Static(_) => "static", Repr::Dynamic(_) => "dyn", Repr::StaticName{..} => "sname", Repr::DynamicName{..} => "dname", Repr::Literal{..} => "lit" };
             match *repr {
                 Repr::Static(index) => put_int(&mut out, 6, 0xc0, index.into()),
                 Repr::Dynamic(abs) => put_int(&mut out, 6, 0x80, base - 1 - abs),
@@ -299,7 +315,9 @@ impl Encoder {
                     put_string(&mut out, 8, 0, &fields[field].value, huffman);
                 }
             }
+            if trace { eprintln!("TRACE {} {} {}", String::from_utf8_lossy(&fields[reprs.iter().position(|r| std::ptr::eq(r, repr)).unwrap()].name), tname, out.len() - before); }
         }
+        if trace { eprintln!("TRACE _enc enc {}", self.encoder_stream.len()); }
         if !refs.is_empty() {
             self.unacked
                 .entry(stream_id)
@@ -408,7 +426,7 @@ impl Encoder {
     /// RFC 9204 §2.1.1.1: the smallest absolute index we still reference. Entries below it
     /// are the next to be evicted; referencing them would pin them.
     fn draining_index(&self) -> u64 {
-        let reserve = self.capacity / 8;
+        let reserve = self.capacity / std::env::var("RESERVE").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
         let free = self.capacity - self.size;
         if free >= reserve {
             return self.dropped;
@@ -423,6 +441,28 @@ impl Encoder {
             abs += 1;
         }
         abs
+    }
+
+    /// Re-inserts, with Duplicate, the entries about to drain that were referenced at least
+    /// twice since they were inserted, so that a busy table does not push out the fields that
+    /// repeat most. Returns whether anything was duplicated.
+    fn refresh_hot(&mut self, drain_below: u64, can_block: bool) -> bool {
+        let mut any = false;
+        let mut abs = self.dropped;
+        while abs < drain_below {
+            let hot = self.entry(abs).is_some_and(|e| e.hits >= 2);
+            if hot {
+                match self.duplicate(abs, can_block) {
+                    Some(_) => any = true,
+                    None => break,
+                }
+            }
+            if let Some(e) = self.entry_mut(abs) {
+                e.hits = 0;
+            }
+            abs = abs.max(self.dropped) + 1;
+        }
+        any
     }
 
     fn referenceable(&self, abs: u64, can_block: bool) -> bool {
@@ -456,7 +496,7 @@ impl Encoder {
         let repeated = self.history.observe(field_hash, name_hash);
         if let Some(abs) = self.find_field(field_hash, field) {
             if abs < drain_below {
-                if let Some(dup) = self.duplicate(abs) {
+                if let Some(dup) = self.duplicate(abs, can_block) {
                     if self.referenceable(dup, can_block) {
                         return Repr::Dynamic(dup);
                     }
@@ -465,12 +505,26 @@ impl Encoder {
             if self.referenceable(abs, can_block) {
                 return Repr::Dynamic(abs);
             }
+            // A fresh duplicate may not be usable yet, but its original is.
+            if let Some(orig) = self.entry(abs).and_then(|e| e.original) {
+                if self.referenceable(orig, can_block) {
+                    return Repr::Dynamic(orig);
+                }
+            }
             return self.literal(i, stat, name_hash, can_block, false);
         }
         let size = entry_size(&field.name, &field.value);
-        if size <= self.capacity * 3 / 4
-            && (repeated || self.history.name_repeats(name_hash, &field.name))
-        {
+        let policy: u32 = std::env::var("POLICY").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ratio = self.history.ratio(name_hash);
+        let worth = match policy {
+            1 => repeated && ratio.is_none_or(|r| r >= 0.3),
+            2 => self.history.name_repeats(name_hash, &field.name),
+            3 => repeated,
+            4 => (repeated && ratio.is_none_or(|r| r >= 0.2)) || ratio.is_some_and(|r| r >= 0.7),
+            5 => (repeated && ratio.is_none_or(|r| r >= 0.3)) || (ratio.is_none() && !UNIQUE_NAMES.contains(&&field.name[..])),
+            _ => repeated || self.history.name_repeats(name_hash, &field.name),
+        };
+        if size <= self.capacity * 3 / 4 && worth {
             if let Some(abs) = self.insert(field, stat, name_hash, field_hash, size) {
                 if self.referenceable(abs, can_block) {
                     return Repr::Dynamic(abs);
@@ -543,10 +597,13 @@ impl Encoder {
     }
 
     fn within_budget(&self, size: u64) -> bool {
-        let budget = if self.max_blocked > 0 {
+        let d: u64 = std::env::var("BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+        let budget = if self.max_blocked > 0 || (d == 9 && self.known_received > 0) {
             self.capacity
+        } else if d == 9 {
+            self.capacity / 8
         } else {
-            self.capacity / 4
+            self.capacity / d
         };
         self.unacknowledged_bytes() + size <= budget
     }
@@ -569,12 +626,11 @@ impl Encoder {
         if let Match::Full(index) | Match::Name(index) = stat {
             put_int(&mut self.encoder_stream, 6, 0xc0, index.into());
         } else {
-            // A dynamic name reference must not point at an entry this insert evicts.
+            // RFC 9204 §3.2.3 allows naming an entry that this very insert evicts.
             let name_abs = self
                 .by_name
                 .get(&name_hash)
                 .copied()
-                .filter(|&abs| abs >= self.dropped + evict as u64)
                 .filter(|&abs| self.entry(abs).is_some_and(|e| e.name == field.name));
             match name_abs {
                 Some(abs) => {
@@ -590,6 +646,7 @@ impl Encoder {
             }
         }
         put_string(&mut self.encoder_stream, 8, 0, &field.value, huffman);
+        if std::env::var_os("QPACK_TRACE").is_some() { eprintln!("INS {} {}", String::from_utf8_lossy(&field.name), self.encoder_stream.len()); }
         Some(self.push_entry(
             field.name.clone(),
             field.value.clone(),
@@ -601,7 +658,10 @@ impl Encoder {
     }
 
     /// Re-inserts an entry with Duplicate (RFC 9204 §4.3.4), if the table can take it.
-    fn duplicate(&mut self, abs: u64) -> Option<u64> {
+    ///
+    /// The copy may evict the original (RFC 9204 §3.2.3 allows it) only when the current
+    /// section can reference the copy; otherwise the original must stay usable.
+    fn duplicate(&mut self, abs: u64, may_evict_original: bool) -> Option<u64> {
         let e = self.entry(abs)?;
         let (name, value, size, fh, nh) = (
             e.name.clone(),
@@ -614,12 +674,20 @@ impl Encoder {
             return None;
         }
         let evict = self.evictions_for(size)?;
-        if abs < self.dropped + evict as u64 {
+        let evicted_original = abs < self.dropped + evict as u64;
+        if evicted_original && !may_evict_original {
             return None;
         }
         let relative = self.insert_count() - 1 - abs;
         put_int(&mut self.encoder_stream, 5, 0x00, relative);
-        Some(self.push_entry(name, value, size, fh, nh, evict))
+        if std::env::var_os("QPACK_TRACE").is_some() { eprintln!("DUP {}", String::from_utf8_lossy(&name)); }
+        let copy = self.push_entry(name, value, size, fh, nh, evict);
+        if !evicted_original {
+            if let Some(e) = self.entry_mut(copy) {
+                e.original = Some(abs);
+            }
+        }
+        Some(copy)
     }
 
     fn push_entry(
@@ -657,6 +725,8 @@ impl Encoder {
             field_hash,
             name_hash,
             refs: 0,
+            hits: 0,
+            original: None,
         });
         self.size += size;
         self.by_field.insert(field_hash, abs);
@@ -722,6 +792,11 @@ impl History {
         self.ring.push_back(field_hash);
         *self.counts.entry(field_hash).or_default() += 1;
         seen
+    }
+
+    fn ratio(&self, name_hash: u64) -> Option<f64> {
+        let (seen, repeats) = self.names.get(&name_hash).copied().unwrap_or_default();
+        (seen >= 4).then(|| f64::from(repeats) / f64::from(seen))
     }
 
     /// Whether values of this name tend to repeat.

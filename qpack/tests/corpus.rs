@@ -322,3 +322,18 @@ fn encode_every_qif_and_compare() {
     }
     println!("4096-byte table, cookies indexed like ls-qpack, larger than ls-qpack: {worse:?}");
 }
+
+/// Encodes one QIF with one setting, for tuning: `QPACK_ONLY="fb-resp 4096 100 1"`.
+#[test]
+#[ignore = "tuning aid"]
+fn encode_one() {
+    let Some(spec) = std::env::var_os("QPACK_ONLY") else {
+        return;
+    };
+    let spec = spec.to_string_lossy().into_owned();
+    let p: Vec<&str> = spec.split(' ').collect();
+    let lists = parse_qif(&corpus().join(format!("{}.qif", p[0])));
+    let config = EncoderConfig::default().danger_index_cookies(true);
+    let n = encode_qif(&lists, p[1].parse().unwrap(), p[2].parse().unwrap(), p[3] == "1", config);
+    println!("total {n}");
+}
