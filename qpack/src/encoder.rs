@@ -242,22 +242,22 @@ impl Encoder {
         let mut refs: Vec<u64> = Vec::new();
         let can_block = self.can_block(stream_id);
         let mut drain_below = self.draining_index();
-        if std::env::var_os("NOHOT").is_none() && self.refresh_hot(drain_below, can_block) {
+        if self.refresh_hot(drain_below, can_block) {
             drain_below = self.draining_index();
         }
         for (i, field) in fields.iter().enumerate() {
             let repr = self.choose(i, field, can_block, drain_below);
-            if let Repr::Dynamic(abs) = repr {
-                if let Some(e) = self.entry_mut(abs) {
-                    e.hits = e.hits.saturating_add(1);
-                }
+            if let Repr::Dynamic(abs) = repr
+                && let Some(e) = self.entry_mut(abs)
+            {
+                e.hits = e.hits.saturating_add(1);
             }
-            if let Repr::Dynamic(abs) | Repr::DynamicName { abs, .. } = repr {
-                if !refs.contains(&abs) {
-                    refs.push(abs);
-                    if let Some(e) = self.entry_mut(abs) {
-                        e.refs += 1;
-                    }
+            if let Repr::Dynamic(abs) | Repr::DynamicName { abs, .. } = repr
+                && !refs.contains(&abs)
+            {
+                refs.push(abs);
+                if let Some(e) = self.entry_mut(abs) {
+                    e.refs += 1;
                 }
             }
             reprs.push(repr);
@@ -275,10 +275,7 @@ impl Encoder {
         out.push(0);
         let base = required;
         let huffman = self.config.huffman;
-        let trace = std::env::var_os("QPACK_TRACE").is_some();
         for repr in &reprs {
-            let before = out.len();
-            let tname = match *repr { Repr::Static(_) => "static", Repr::Dynamic(_) => "dyn", Repr::StaticName{..} => "sname", Repr::DynamicName{..} => "dname", Repr::Literal{..} => "lit" };
             match *repr {
                 Repr::Static(index) => put_int(&mut out, 6, 0xc0, index.into()),
                 Repr::Dynamic(abs) => put_int(&mut out, 6, 0x80, base - 1 - abs),
@@ -315,9 +312,7 @@ impl Encoder {
                     put_string(&mut out, 8, 0, &fields[field].value, huffman);
                 }
             }
-            if trace { eprintln!("TRACE {} {} {}", String::from_utf8_lossy(&fields[reprs.iter().position(|r| std::ptr::eq(r, repr)).unwrap()].name), tname, out.len() - before); }
         }
-        if trace { eprintln!("TRACE _enc enc {}", self.encoder_stream.len()); }
         if !refs.is_empty() {
             self.unacked
                 .entry(stream_id)
@@ -426,7 +421,7 @@ impl Encoder {
     /// RFC 9204 §2.1.1.1: the smallest absolute index we still reference. Entries below it
     /// are the next to be evicted; referencing them would pin them.
     fn draining_index(&self) -> u64 {
-        let reserve = self.capacity / std::env::var("RESERVE").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+        let reserve = self.capacity / 4;
         let free = self.capacity - self.size;
         if free >= reserve {
             return self.dropped;
@@ -483,10 +478,10 @@ impl Encoder {
     fn choose(&mut self, i: usize, field: &Field, can_block: bool, drain_below: u64) -> Repr {
         let never = self.is_sensitive(field);
         let stat = static_table::find(&field.name, &field.value);
-        if let Match::Full(index) = stat {
-            if !never {
-                return Repr::Static(index);
-            }
+        if let Match::Full(index) = stat
+            && !never
+        {
+            return Repr::Static(index);
         }
         let name_hash = hash(&field.name);
         if never {
@@ -495,40 +490,35 @@ impl Encoder {
         let field_hash = hash_field(name_hash, &field.value);
         let repeated = self.history.observe(field_hash, name_hash);
         if let Some(abs) = self.find_field(field_hash, field) {
-            if abs < drain_below {
-                if let Some(dup) = self.duplicate(abs, can_block) {
-                    if self.referenceable(dup, can_block) {
-                        return Repr::Dynamic(dup);
-                    }
-                }
+            if abs < drain_below
+                && let Some(dup) = self.duplicate(abs, can_block)
+                && self.referenceable(dup, can_block)
+            {
+                return Repr::Dynamic(dup);
             }
             if self.referenceable(abs, can_block) {
                 return Repr::Dynamic(abs);
             }
             // A fresh duplicate may not be usable yet, but its original is.
-            if let Some(orig) = self.entry(abs).and_then(|e| e.original) {
-                if self.referenceable(orig, can_block) {
-                    return Repr::Dynamic(orig);
-                }
+            if let Some(orig) = self.entry(abs).and_then(|e| e.original)
+                && self.referenceable(orig, can_block)
+            {
+                return Repr::Dynamic(orig);
             }
             return self.literal(i, stat, name_hash, can_block, false);
         }
         let size = entry_size(&field.name, &field.value);
-        let policy: u32 = std::env::var("POLICY").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let ratio = self.history.ratio(name_hash);
-        let worth = match policy {
-            1 => repeated && ratio.is_none_or(|r| r >= 0.3),
-            2 => self.history.name_repeats(name_hash, &field.name),
-            3 => repeated,
-            4 => (repeated && ratio.is_none_or(|r| r >= 0.2)) || ratio.is_some_and(|r| r >= 0.7),
-            5 => (repeated && ratio.is_none_or(|r| r >= 0.3)) || (ratio.is_none() && !UNIQUE_NAMES.contains(&&field.name[..])),
-            _ => repeated || self.history.name_repeats(name_hash, &field.name),
+        // Worth inserting: a recent repeat of a name whose values do repeat, or a name not
+        // known yet unless its values are known to be unique.
+        let worth = match self.history.ratio(name_hash) {
+            Some(ratio) => repeated && ratio >= 0.3,
+            None => repeated || !UNIQUE_NAMES.contains(&&field.name[..]),
         };
         if size <= self.capacity * 3 / 4 && worth {
-            if let Some(abs) = self.insert(field, stat, name_hash, field_hash, size) {
-                if self.referenceable(abs, can_block) {
-                    return Repr::Dynamic(abs);
-                }
+            if let Some(abs) = self.insert(field, stat, name_hash, field_hash, size)
+                && self.referenceable(abs, can_block)
+            {
+                return Repr::Dynamic(abs);
             }
         } else if stat == Match::None && !self.by_name.contains_key(&name_hash) {
             // Insert the name alone so later literals can reference it.
@@ -550,14 +540,14 @@ impl Encoder {
                 never,
             };
         }
-        if let Some(&abs) = self.by_name.get(&name_hash) {
-            if self.referenceable(abs, can_block) {
-                return Repr::DynamicName {
-                    abs,
-                    field: i,
-                    never,
-                };
-            }
+        if let Some(&abs) = self.by_name.get(&name_hash)
+            && self.referenceable(abs, can_block)
+        {
+            return Repr::DynamicName {
+                abs,
+                field: i,
+                never,
+            };
         }
         Repr::Literal { field: i, never }
     }
@@ -596,14 +586,15 @@ impl Encoder {
         self.entries.iter().skip(skip).map(|e| e.size).sum()
     }
 
+    /// Caps entries the decoder has not acknowledged. With blocked streams they are usable at
+    /// once, so the whole table may be unacknowledged. Without, they are useless until
+    /// acknowledged: a sixteenth of the table until the peer has acknowledged anything (it may
+    /// never), then the whole table.
     fn within_budget(&self, size: u64) -> bool {
-        let d: u64 = std::env::var("BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-        let budget = if self.max_blocked > 0 || (d == 9 && self.known_received > 0) {
+        let budget = if self.max_blocked > 0 || self.known_received > 0 {
             self.capacity
-        } else if d == 9 {
-            self.capacity / 8
         } else {
-            self.capacity / d
+            self.capacity / 16
         };
         self.unacknowledged_bytes() + size <= budget
     }
@@ -646,7 +637,6 @@ impl Encoder {
             }
         }
         put_string(&mut self.encoder_stream, 8, 0, &field.value, huffman);
-        if std::env::var_os("QPACK_TRACE").is_some() { eprintln!("INS {} {}", String::from_utf8_lossy(&field.name), self.encoder_stream.len()); }
         Some(self.push_entry(
             field.name.clone(),
             field.value.clone(),
@@ -680,12 +670,9 @@ impl Encoder {
         }
         let relative = self.insert_count() - 1 - abs;
         put_int(&mut self.encoder_stream, 5, 0x00, relative);
-        if std::env::var_os("QPACK_TRACE").is_some() { eprintln!("DUP {}", String::from_utf8_lossy(&name)); }
         let copy = self.push_entry(name, value, size, fh, nh, evict);
-        if !evicted_original {
-            if let Some(e) = self.entry_mut(copy) {
-                e.original = Some(abs);
-            }
+        if !evicted_original && let Some(e) = self.entry_mut(copy) {
+            e.original = Some(abs);
         }
         Some(copy)
     }
@@ -706,15 +693,15 @@ impl Encoder {
             let abs = self.dropped;
             self.dropped += 1;
             self.size -= old.size;
-            if let MapEntry::Occupied(o) = self.by_field.entry(old.field_hash) {
-                if *o.get() == abs {
-                    o.remove();
-                }
+            if let MapEntry::Occupied(o) = self.by_field.entry(old.field_hash)
+                && *o.get() == abs
+            {
+                o.remove();
             }
-            if let MapEntry::Occupied(o) = self.by_name.entry(old.name_hash) {
-                if *o.get() == abs {
-                    o.remove();
-                }
+            if let MapEntry::Occupied(o) = self.by_name.entry(old.name_hash)
+                && *o.get() == abs
+            {
+                o.remove();
             }
         }
         let abs = self.insert_count();
@@ -779,14 +766,13 @@ impl History {
         if seen {
             stats.1 = stats.1.saturating_add(1);
         }
-        if self.ring.len() == HISTORY {
-            if let Some(old) = self.ring.pop_front() {
-                if let MapEntry::Occupied(mut o) = self.counts.entry(old) {
-                    *o.get_mut() -= 1;
-                    if *o.get() == 0 {
-                        o.remove();
-                    }
-                }
+        if self.ring.len() == HISTORY
+            && let Some(old) = self.ring.pop_front()
+            && let MapEntry::Occupied(mut o) = self.counts.entry(old)
+        {
+            *o.get_mut() -= 1;
+            if *o.get() == 0 {
+                o.remove();
             }
         }
         self.ring.push_back(field_hash);
@@ -797,15 +783,6 @@ impl History {
     fn ratio(&self, name_hash: u64) -> Option<f64> {
         let (seen, repeats) = self.names.get(&name_hash).copied().unwrap_or_default();
         (seen >= 4).then(|| f64::from(repeats) / f64::from(seen))
-    }
-
-    /// Whether values of this name tend to repeat.
-    fn name_repeats(&self, name_hash: u64, name: &[u8]) -> bool {
-        let (seen, repeats) = self.names.get(&name_hash).copied().unwrap_or_default();
-        if seen < 4 {
-            return !UNIQUE_NAMES.contains(&name);
-        }
-        repeats * 2 >= seen
     }
 }
 

@@ -78,10 +78,18 @@ fn parse_encoded(path: &Path) -> Vec<(u64, Vec<u8>)> {
     let mut records = vec![];
     let mut rest = &data[..];
     while !rest.is_empty() {
-        assert!(rest.len() >= 12, "{}: truncated record header", path.display());
+        assert!(
+            rest.len() >= 12,
+            "{}: truncated record header",
+            path.display()
+        );
         let id = u64::from_be_bytes(rest[..8].try_into().unwrap());
         let len = u32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
-        assert!(rest.len() >= 12 + len, "{}: truncated record", path.display());
+        assert!(
+            rest.len() >= 12 + len,
+            "{}: truncated record",
+            path.display()
+        );
         records.push((id, rest[12..12 + len].to_vec()));
         rest = &rest[12 + len..];
     }
@@ -148,7 +156,9 @@ fn decode_file(path: &Path, table: u64, blocked: u64, lists: &[List]) -> Result<
                     .handle_encoder_stream(piece)
                     .map_err(|e| format!("encoder stream: {e}"))?;
                 for u in unblocked {
-                    let fields = u.result.map_err(|e| format!("stream {}: {e}", u.stream_id))?;
+                    let fields = u
+                        .result
+                        .map_err(|e| format!("stream {}: {e}", u.stream_id))?;
                     decoded.insert(u.stream_id, as_list(&fields));
                 }
             }
@@ -166,17 +176,27 @@ fn decode_file(path: &Path, table: u64, blocked: u64, lists: &[List]) -> Result<
         decoder.poll_decoder_stream();
     }
     if decoder.blocked_streams() > 0 {
-        return Err(format!("{} streams still blocked", decoder.blocked_streams()));
+        return Err(format!(
+            "{} streams still blocked",
+            decoder.blocked_streams()
+        ));
     }
     for (n, id) in order.iter().enumerate() {
         let index = if by_id { *id as usize - 1 } else { n };
         let expected = lists.get(index).ok_or(format!("no header list {index}"))?;
         if decoded.get(id) != Some(expected) {
-            return Err(format!("stream {id} does not match header list {}", index + 1));
+            return Err(format!(
+                "stream {id} does not match header list {}",
+                index + 1
+            ));
         }
     }
     if order.len() != lists.len() {
-        return Err(format!("{} header blocks for {} lists", order.len(), lists.len()));
+        return Err(format!(
+            "{} header blocks for {} lists",
+            order.len(),
+            lists.len()
+        ));
     }
     Ok(())
 }
@@ -203,7 +223,11 @@ fn decode_every_encoded_file() {
     let mut paths = vec![];
     files(&root.join("encoded/qpack-05"), &mut paths);
     paths.sort();
-    assert!(paths.len() > 100, "expected the whole corpus, found {} files", paths.len());
+    assert!(
+        paths.len() > 100,
+        "expected the whole corpus, found {} files",
+        paths.len()
+    );
     let mut failures = vec![];
     for path in &paths {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -218,7 +242,11 @@ fn decode_every_encoded_file() {
         }
     }
     println!("decoded {} files, {} failures", paths.len(), failures.len());
-    assert!(failures.is_empty(), "files that did not decode:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "files that did not decode:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Total bytes (field sections + encoder stream) that our encoder produces for a QIF, checked
@@ -249,14 +277,15 @@ fn encode_qif(lists: &[List], table: u64, blocked: u64, ack: bool, config: Encod
             }
             Decoded::Blocked => {}
         }
-        for u in decoder.handle_encoder_stream(&encoded.encoder_stream).unwrap() {
+        for u in decoder
+            .handle_encoder_stream(&encoded.encoder_stream)
+            .unwrap()
+        {
             decoded.insert(u.stream_id, as_list(&u.result.unwrap()));
         }
         let feedback = decoder.poll_decoder_stream();
-        if ack {
-            if let Some(bytes) = feedback {
-                encoder.handle_decoder_stream(&bytes).unwrap();
-            }
+        if ack && let Some(bytes) = feedback {
+            encoder.handle_decoder_stream(&bytes).unwrap();
         }
     }
     for (i, list) in lists.iter().enumerate() {
@@ -282,7 +311,11 @@ fn encode_every_qif_and_compare() {
         })
         .collect();
     qifs.sort();
-    assert!(qifs.len() >= 7, "expected 7 QIF files, found {}", qifs.len());
+    assert!(
+        qifs.len() >= 7,
+        "expected 7 QIF files, found {}",
+        qifs.len()
+    );
     let secure = EncoderConfig::default();
     let cookies = EncoderConfig::default().danger_index_cookies(true);
     println!(
@@ -334,6 +367,12 @@ fn encode_one() {
     let p: Vec<&str> = spec.split(' ').collect();
     let lists = parse_qif(&corpus().join(format!("{}.qif", p[0])));
     let config = EncoderConfig::default().danger_index_cookies(true);
-    let n = encode_qif(&lists, p[1].parse().unwrap(), p[2].parse().unwrap(), p[3] == "1", config);
+    let n = encode_qif(
+        &lists,
+        p[1].parse().unwrap(),
+        p[2].parse().unwrap(),
+        p[3] == "1",
+        config,
+    );
     println!("total {n}");
 }
