@@ -825,3 +825,236 @@ fn hash(data: &[u8]) -> u64 {
 fn hash_field(name_hash: u64, value: &[u8]) -> u64 {
     (name_hash.rotate_left(17) ^ hash(value)).wrapping_mul(K)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Decoded, Decoder, DecoderConfig};
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn f(name: &'static str, value: &'static str) -> Field {
+        Field::new(name, value)
+    }
+
+    /// Inserts a field through the encoder's own instruction writer.
+    fn insert(enc: &mut Encoder, name: &'static str, value: &'static str) -> u64 {
+        let field = f(name, value);
+        let stat = static_table::find(&field.name, &field.value);
+        let nh = hash(&field.name);
+        let fh = hash_field(nh, &field.value);
+        enc.insert(&field, stat, nh, fh, field.size()).unwrap()
+    }
+
+    fn take_stream(enc: &mut Encoder) -> Vec<u8> {
+        std::mem::take(&mut enc.encoder_stream)
+    }
+
+    // RFC 9204 Appendix B, encoder side: every encoder instruction is byte for byte the RFC's,
+    // and so are the field sections of B.1 and B.4. B.2's section uses post-Base indexing,
+    // which this encoder never emits (it always sets Base to the Required Insert Count); its
+    // equivalent is checked to decode to the same fields.
+    #[test]
+    fn appendix_b_encoder_side() {
+        let mut enc = Encoder::new(EncoderConfig::default().huffman(false));
+        let mut dec = Decoder::new(
+            DecoderConfig::default()
+                .max_table_capacity(220)
+                .max_blocked_streams(100),
+        );
+        // B.1
+        let out = enc.encode(0, &[f(":path", "/index.html")]);
+        assert_eq!(
+            &out.field_section[..],
+            hex("0000 510b 2f69 6e64 6578 2e68 746d 6c")
+        );
+        assert!(out.encoder_stream.is_empty());
+        // B.2
+        enc.apply_peer_settings(220, 100);
+        assert_eq!(insert(&mut enc, ":authority", "www.example.com"), 0);
+        assert_eq!(insert(&mut enc, ":path", "/sample/path"), 1);
+        let stream = take_stream(&mut enc);
+        assert_eq!(
+            stream,
+            hex(
+                "3fbd01 c00f 7777 772e 6578 616d 706c 652e 636f 6d c10c 2f73 616d 706c 652f 7061 7468"
+            )
+        );
+        dec.handle_encoder_stream(&stream).unwrap();
+        let fields = [
+            f(":authority", "www.example.com"),
+            f(":path", "/sample/path"),
+        ];
+        let out = enc.encode(4, &fields);
+        assert_eq!(&out.field_section[..], hex("0300 8180"));
+        assert_eq!(
+            dec.decode_section(4, out.field_section),
+            Ok(Decoded::Fields(fields.to_vec()))
+        );
+        assert_eq!(enc.entry(0).unwrap().refs, 1);
+        enc.handle_decoder_stream(&hex("84")).unwrap();
+        assert_eq!(enc.known_received_count(), 2);
+        assert_eq!(enc.entry(0).unwrap().refs, 0);
+        // B.3
+        assert_eq!(insert(&mut enc, "custom-key", "custom-value"), 2);
+        assert_eq!(
+            take_stream(&mut enc),
+            hex("4a63 7573 746f 6d2d 6b65 790c 6375 7374 6f6d 2d76 616c 7565")
+        );
+        enc.handle_decoder_stream(&hex("01")).unwrap();
+        assert_eq!(enc.known_received_count(), 3);
+        // B.4
+        assert_eq!(enc.duplicate(0, true), Some(3));
+        assert_eq!(take_stream(&mut enc), hex("02"));
+        let out = enc.encode(
+            8,
+            &[
+                f(":authority", "www.example.com"),
+                f(":path", "/"),
+                f("custom-key", "custom-value"),
+            ],
+        );
+        assert_eq!(&out.field_section[..], hex("0500 80 c1 81"));
+        assert!(out.encoder_stream.is_empty());
+        assert_eq!(enc.size, 217);
+        enc.handle_decoder_stream(&hex("48")).unwrap();
+        assert!(enc.unacked.is_empty());
+        // B.5: evicts entry 0, names entry 2 by relative index 1.
+        assert_eq!(insert(&mut enc, "custom-key", "custom-value2"), 4);
+        assert_eq!(
+            take_stream(&mut enc),
+            hex("810d 6375 7374 6f6d 2d76 616c 7565 32")
+        );
+        assert_eq!((enc.dropped, enc.size), (1, 215));
+    }
+
+    fn decoder_stream_error(enc: &mut Encoder, bytes: &str) -> Option<Reason> {
+        match enc.handle_decoder_stream(&hex(bytes)) {
+            Err(e @ Error::DecoderStream(_)) => {
+                assert_eq!(e.code(), 0x202);
+                e.reason()
+            }
+            other => panic!("expected QPACK_DECODER_STREAM_ERROR, got {other:?}"),
+        }
+    }
+
+    // RFC 9204 §4.4: each invalid decoder instruction is a QPACK_DECODER_STREAM_ERROR.
+    #[test]
+    fn decoder_stream_errors() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(4096, 16);
+        // §4.4.1: no unacknowledged section on stream 4.
+        assert_eq!(
+            decoder_stream_error(&mut enc, "84"),
+            Some(Reason::UnexpectedAcknowledgment)
+        );
+        // §4.4.3: zero increment, and an increment past what was inserted.
+        assert_eq!(
+            decoder_stream_error(&mut enc, "00"),
+            Some(Reason::ZeroIncrement)
+        );
+        assert_eq!(
+            decoder_stream_error(&mut enc, "01"),
+            Some(Reason::IncrementTooLarge)
+        );
+        assert_eq!(
+            decoder_stream_error(&mut enc, "3f ffff ffff ffff ffff ff01"),
+            Some(Reason::IntegerOverflow)
+        );
+        // A cancellation of an unknown stream is harmless; a split instruction waits.
+        enc.handle_decoder_stream(&hex("48")).unwrap();
+        enc.handle_decoder_stream(&hex("ff")).unwrap();
+        assert_eq!(
+            decoder_stream_error(&mut enc, "80 01"),
+            Some(Reason::UnexpectedAcknowledgment)
+        );
+    }
+
+    // RFC 9204 §7.1.3: sensitive fields are literals with the N bit and never enter the table.
+    #[test]
+    fn sensitive_fields_are_never_indexed() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(4096, 100);
+        let fields = [
+            f("authorization", "Bearer secret"),
+            f("proxy-authorization", "Basic secret"),
+            f("cookie", "session=secret"),
+            f("set-cookie", "a=b"),
+            Field::sensitive("x-api-key", "secret"),
+        ];
+        let mut dec = Decoder::new(DecoderConfig::default());
+        for id in [0, 4, 8] {
+            let out = enc.encode(id, &fields);
+            dec.handle_encoder_stream(&out.encoder_stream).unwrap();
+            let Ok(Decoded::Fields(got)) = dec.decode_section(id, out.field_section) else {
+                panic!("not decoded");
+            };
+            assert!(got.iter().all(|f| f.never_index));
+        }
+        assert!(
+            enc.entries.iter().all(|e| e.value.is_empty()),
+            "only names may be inserted"
+        );
+    }
+
+    // RFC 9204 §2.1.2: with no blocked streams allowed, only acknowledged entries are used.
+    #[test]
+    fn no_blocking_references_without_blocked_streams() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(4096, 0);
+        let fields = [f("x-custom", "value"), f(":authority", "example.com")];
+        let out = enc.encode(0, &fields);
+        assert_eq!(out.field_section[0], 0, "Required Insert Count must be 0");
+        assert!(enc.insert_count() > 0);
+        // Once acknowledged, the entries are used.
+        enc.handle_decoder_stream(&[enc.insert_count() as u8])
+            .unwrap();
+        let out = enc.encode(4, &fields);
+        assert_ne!(out.field_section[0], 0);
+        assert_eq!(out.field_section.len(), 4);
+    }
+
+    // RFC 9204 §2.1.1: an entry referenced by an unacknowledged section is never evicted.
+    #[test]
+    fn referenced_entries_are_not_evicted() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(128, 100);
+        let out = enc.encode(
+            0,
+            &[f("x-a", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")],
+        );
+        assert_eq!(enc.insert_count(), 1);
+        assert_ne!(out.field_section[0], 0);
+        // No room for a second entry while the first is referenced and unacknowledged.
+        enc.handle_decoder_stream(&[0x01]).unwrap();
+        enc.encode(
+            4,
+            &[f("x-b", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")],
+        );
+        assert_eq!(enc.insert_count(), 1);
+        // After the Section Acknowledgment it can go.
+        enc.handle_decoder_stream(&[0x80]).unwrap();
+        enc.encode(
+            8,
+            &[f("x-b", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")],
+        );
+        assert_eq!((enc.insert_count(), enc.dropped), (2, 1));
+    }
+
+    #[test]
+    fn huffman_only_when_shorter() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        // "www.example.com" is shorter in Huffman (H bit set); "{}{}" is not.
+        let out = enc.encode(0, &[f(":authority", "www.example.com"), f("x", "{}{}")]);
+        assert_eq!(out.field_section[2], 0x50);
+        assert_eq!(out.field_section[3], 0x80 | 12);
+        let tail = &out.field_section[out.field_section.len() - 5..];
+        assert_eq!(tail, b"\x04{}{}");
+    }
+}
