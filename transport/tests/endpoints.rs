@@ -339,7 +339,10 @@ fn sslkeylogfile_receives_the_tls_secrets() {
     assert!(status.success());
     let secrets = std::fs::read_to_string(&log).unwrap();
     // Both sides log; each logs its handshake and traffic secrets (NSS key log format).
-    assert!(secrets.matches("CLIENT_HANDSHAKE_TRAFFIC_SECRET ").count() >= 2, "{secrets}");
+    assert!(
+        secrets.matches("CLIENT_HANDSHAKE_TRAFFIC_SECRET ").count() >= 2,
+        "{secrets}"
+    );
     assert!(secrets.contains("SERVER_TRAFFIC_SECRET_0 "), "{secrets}");
 }
 
