@@ -485,7 +485,7 @@ impl Encoder {
         }
         let name_hash = hash(&field.name);
         if never {
-            return self.literal(i, stat, name_hash, can_block, true);
+            return self.literal(i, &field.name, stat, name_hash, can_block, true);
         }
         let field_hash = hash_field(name_hash, &field.value);
         let repeated = self.history.observe(field_hash, name_hash);
@@ -505,7 +505,7 @@ impl Encoder {
             {
                 return Repr::Dynamic(orig);
             }
-            return self.literal(i, stat, name_hash, can_block, false);
+            return self.literal(i, &field.name, stat, name_hash, can_block, false);
         }
         let size = entry_size(&field.name, &field.value);
         // Worth inserting: a recent repeat of a name whose values do repeat, or a name not
@@ -529,10 +529,18 @@ impl Encoder {
                 self.insert(&empty, stat, name_hash, fh, size);
             }
         }
-        self.literal(i, stat, name_hash, can_block, false)
+        self.literal(i, &field.name, stat, name_hash, can_block, false)
     }
 
-    fn literal(&self, i: usize, stat: Match, name_hash: u64, can_block: bool, never: bool) -> Repr {
+    fn literal(
+        &self,
+        i: usize,
+        name: &[u8],
+        stat: Match,
+        name_hash: u64,
+        can_block: bool,
+        never: bool,
+    ) -> Repr {
         if let Match::Full(index) | Match::Name(index) = stat {
             return Repr::StaticName {
                 index,
@@ -542,6 +550,7 @@ impl Encoder {
         }
         if let Some(&abs) = self.by_name.get(&name_hash)
             && self.referenceable(abs, can_block)
+            && self.entry(abs).is_some_and(|e| e.name == name)
         {
             return Repr::DynamicName {
                 abs,
@@ -810,7 +819,7 @@ const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A fast non-cryptographic hash; collisions are checked against the real bytes.
 fn hash(data: &[u8]) -> u64 {
-    let mut h = data.len() as u64;
+    let mut h = (data.len() as u64 ^ 0x2545_f491_4f6c_dd1d).wrapping_mul(K);
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
@@ -1056,5 +1065,25 @@ mod tests {
         assert_eq!(out.field_section[3], 0x80 | 12);
         let tail = &out.field_section[out.field_section.len() - 5..];
         assert_eq!(tail, b"\x04{}{}");
+    }
+
+    // Found by the round-trip property test: lookups by hash must check the bytes.
+    #[test]
+    fn hash_collisions_never_pick_the_wrong_entry() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(4096, 100);
+        let first = enc.encode(0, &[f("x-a", "1")]);
+        // Pretend "x-b" and its field collide with the entry of "x-a".
+        let nh = hash(b"x-b");
+        enc.by_name.insert(nh, 0);
+        enc.by_field.insert(hash_field(nh, b"1"), 0);
+        let out = enc.encode(4, &[f("x-b", "1")]);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        dec.handle_encoder_stream(&first.encoder_stream).unwrap();
+        dec.handle_encoder_stream(&out.encoder_stream).unwrap();
+        let Ok(Decoded::Fields(got)) = dec.decode_section(4, out.field_section) else {
+            panic!("not decoded");
+        };
+        assert_eq!(got, [f("x-b", "1")]);
     }
 }

@@ -89,7 +89,7 @@ fn run(case: &Case) {
     let mut sections: Vec<(u64, Bytes)> = vec![];
     let mut decoded: BTreeMap<u64, Vec<Field>> = BTreeMap::new();
     let mut next = 0;
-    let mut record = |decoded: &mut BTreeMap<u64, Vec<Field>>, id: u64, fields: Vec<Field>| {
+    let record = |decoded: &mut BTreeMap<u64, Vec<Field>>, id: u64, fields: Vec<Field>| {
         assert!(
             decoded.insert(id, fields).is_none(),
             "stream {id} decoded twice"
