@@ -170,3 +170,13 @@ fn check_round_trip(fields: &[Field]) {
         assert!(!f.never_index || g.never_index, "N bit lost");
     }
 }
+
+/// Raw Huffman encoding, for the benchmark.
+pub fn huffman_encode(data: &[u8], out: &mut Vec<u8>) {
+    huffman::encode(data, out);
+}
+
+/// Raw Huffman decoding, for the benchmark; returns whether `data` was valid.
+pub fn huffman_decode_into(data: &[u8], out: &mut Vec<u8>) -> bool {
+    huffman::decode(data, usize::MAX, out).is_ok()
+}
