@@ -30,44 +30,11 @@ fn lists() -> Vec<Vec<Field>> {
     let mut lists = vec![];
     for name in ["fb-req", "fb-resp", "netbsd"] {
         let text = std::fs::read(corpus().join(format!("{name}.qif"))).unwrap();
-        let mut current = vec![];
-        for line in text.split(|b| *b == b'\n') {
-            if line.starts_with(b"#") {
-                continue;
-            }
-            if line.is_empty() {
-                if !current.is_empty() {
-                    lists.push(std::mem::take(&mut current));
-                }
-                continue;
-            }
-            let tab = line.iter().position(|b| *b == b'\t').unwrap_or(line.len());
-            let value = line.get(tab + 1..).unwrap_or_default();
-            current.push(Field::new(
-                Bytes::copy_from_slice(&line[..tab]),
-                Bytes::copy_from_slice(value),
-            ));
-        }
-        if !current.is_empty() {
-            lists.push(current);
+        for list in fuzzing::parse_qif(&text) {
+            lists.push(list.into_iter().map(|(n, v)| Field::new(n, v)).collect());
         }
     }
     lists
-}
-
-fn put_int(out: &mut Vec<u8>, prefix: u8, flags: u8, value: u64) {
-    let max = (1u64 << prefix) - 1;
-    if value < max {
-        out.push(flags | value as u8);
-        return;
-    }
-    out.push(flags | max as u8);
-    let mut rest = value - max;
-    while rest >= 0x80 {
-        out.push(0x80 | (rest & 0x7f) as u8);
-        rest >>= 7;
-    }
-    out.push(rest as u8);
 }
 
 /// Encodes every list; the peer acknowledges each section and insert at once.
@@ -81,13 +48,13 @@ fn encode_all(lists: &[Vec<Field>], capacity: u64) -> Vec<(Bytes, Bytes)> {
         let encoded = encoder.encode(id, list);
         ack.clear();
         if encoded.field_section[0] != 0 {
-            put_int(&mut ack, 7, 0x80, id);
+            fuzzing::put_int(&mut ack, 7, 0x80, id);
         }
         encoder.handle_decoder_stream(&ack).unwrap();
         let pending = encoder.insert_count() - encoder.known_received_count();
         if pending > 0 {
             ack.clear();
-            put_int(&mut ack, 6, 0, pending);
+            fuzzing::put_int(&mut ack, 6, 0, pending);
             encoder.handle_decoder_stream(&ack).unwrap();
         }
         out.push((encoded.encoder_stream, encoded.field_section));

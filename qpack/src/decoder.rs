@@ -634,14 +634,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::hex;
 
     fn f(name: &str, value: &str) -> Field {
         Field::new(name.to_owned(), value.to_owned())

@@ -838,15 +838,8 @@ fn hash_field(name_hash: u64, value: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::hex;
     use crate::{Decoded, Decoder, DecoderConfig};
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     fn f(name: &'static str, value: &'static str) -> Field {
         Field::new(name, value)

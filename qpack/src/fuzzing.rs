@@ -180,3 +180,34 @@ pub fn huffman_encode(data: &[u8], out: &mut Vec<u8>) {
 pub fn huffman_decode_into(data: &[u8], out: &mut Vec<u8>) -> bool {
     huffman::decode(data, usize::MAX, out).is_ok()
 }
+
+/// Appends an RFC 7541 §5.1 prefixed integer (for tests and benches that build instructions).
+pub fn put_int(out: &mut Vec<u8>, prefix: u8, flags: u8, value: u64) {
+    crate::wire::put_int(out, prefix, flags, value);
+}
+
+/// Parses a QIF file: one `name<TAB>value` line per field, `#` comments, a blank line ends a
+/// header list.
+pub fn parse_qif(text: &[u8]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut lists = vec![];
+    let mut current = vec![];
+    for line in text.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.starts_with(b"#") {
+            continue;
+        }
+        if line.is_empty() {
+            if !current.is_empty() {
+                lists.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        let tab = line.iter().position(|b| *b == b'\t').unwrap_or(line.len());
+        let value = line.get(tab + 1..).unwrap_or_default();
+        current.push((line[..tab].to_vec(), value.to_vec()));
+    }
+    if !current.is_empty() {
+        lists.push(current);
+    }
+    lists
+}

@@ -45,6 +45,8 @@ mod field;
 pub mod fuzzing;
 mod huffman;
 mod static_table;
+#[cfg(test)]
+mod test_util;
 mod wire;
 
 pub use decoder::{Decoded, Decoder, DecoderConfig, Unblocked};

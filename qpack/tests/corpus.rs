@@ -27,30 +27,9 @@ fn corpus() -> PathBuf {
 
 type List = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// One header list per block; `#` lines are comments, blank lines end a block.
 fn parse_qif(path: &Path) -> Vec<List> {
     let text = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lists = vec![];
-    let mut current = vec![];
-    for line in text.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.starts_with(b"#") {
-            continue;
-        }
-        if line.is_empty() {
-            if !current.is_empty() {
-                lists.push(std::mem::take(&mut current));
-            }
-            continue;
-        }
-        let tab = line.iter().position(|b| *b == b'\t').unwrap_or(line.len());
-        let value = line.get(tab + 1..).unwrap_or_default();
-        current.push((line[..tab].to_vec(), value.to_vec()));
-    }
-    if !current.is_empty() {
-        lists.push(current);
-    }
-    lists
+    quay_qpack::fuzzing::parse_qif(&text)
 }
 
 /// RFC 9204 Appendix B's field sections, in the order `examples.out.*` carries them.
@@ -141,7 +120,7 @@ fn decode_file(path: &Path, table: u64, blocked: u64, lists: &[List]) -> Result<
     let first_encoder_byte = records.iter().find(|r| r.0 == 0).and_then(|r| r.1.first());
     if table > 0 && first_encoder_byte.is_some_and(|b| b & 0xe0 != 0x20) {
         let mut set = vec![];
-        set_capacity(&mut set, table);
+        quay_qpack::fuzzing::put_int(&mut set, 5, 0x20, table);
         decoder
             .handle_encoder_stream(&set)
             .map_err(|e| format!("set capacity: {e}"))?;
@@ -199,21 +178,6 @@ fn decode_file(path: &Path, table: u64, blocked: u64, lists: &[List]) -> Result<
         ));
     }
     Ok(())
-}
-
-/// RFC 9204 §4.3.1 Set Dynamic Table Capacity (5-bit prefix integer after `001`).
-fn set_capacity(out: &mut Vec<u8>, capacity: u64) {
-    if capacity < 31 {
-        out.push(0x20 | capacity as u8);
-        return;
-    }
-    out.push(0x3f);
-    let mut rest = capacity - 31;
-    while rest >= 0x80 {
-        out.push(0x80 | (rest & 0x7f) as u8);
-        rest >>= 7;
-    }
-    out.push(rest as u8);
 }
 
 #[test]
