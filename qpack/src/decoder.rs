@@ -144,10 +144,17 @@ impl Decoder {
 
     /// Number of streams with a blocked field section.
     pub fn blocked_streams(&self) -> usize {
-        self.blocked.len()
+        let mut streams: Vec<u64> = self.blocked.iter().map(|b| b.stream_id).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        streams.len()
     }
 
     /// Decodes one encoded field section (a HEADERS frame payload) received on `stream_id`.
+    ///
+    /// A blocked section is kept (its bytes count against the stream's flow control in the
+    /// HTTP/3 layer, RFC 9204 §2.2.1) until the inserts it needs arrive or the stream is
+    /// cancelled; at most `max_blocked_streams` streams can be blocked at once.
     pub fn decode_section(&mut self, stream_id: u64, section: Bytes) -> Result<Decoded, Error> {
         let fail = |e: WireError| match e {
             WireError::Incomplete => Error::DecompressionFailed(Reason::Truncated),
@@ -168,12 +175,12 @@ impl Decoder {
             required + delta
         };
         let start = r.position();
-        if required > self.table.insert_count() {
+        // A later section (trailers) on a stream whose earlier section is still blocked waits
+        // behind it, so that sections come out in order.
+        let queued = self.blocked.iter().any(|b| b.stream_id == stream_id);
+        if queued || required > self.table.insert_count() {
             // RFC 9204 §2.2.1: wait for the inserts, within our blocked-streams promise.
-            if self.blocked.iter().any(|b| b.stream_id == stream_id) {
-                return Err(Error::DecompressionFailed(Reason::StreamAlreadyBlocked));
-            }
-            if self.blocked.len() as u64 >= self.config.max_blocked_streams {
+            if !queued && self.blocked_streams() as u64 >= self.config.max_blocked_streams {
                 return Err(Error::DecompressionFailed(Reason::TooManyBlockedStreams));
             }
             self.blocked.push(BlockedSection {
@@ -211,9 +218,13 @@ impl Decoder {
         }
         let count = self.table.insert_count();
         let mut unblocked = Vec::new();
+        // Streams with a section still blocked: their later sections must keep waiting.
+        let mut waiting: Vec<u64> = Vec::new();
         let mut i = 0;
         while i < self.blocked.len() {
-            if self.blocked[i].required > count {
+            let stream_id = self.blocked[i].stream_id;
+            if self.blocked[i].required > count || waiting.contains(&stream_id) {
+                waiting.push(stream_id);
                 i += 1;
                 continue;
             }
@@ -807,6 +818,23 @@ mod tests {
         );
         let e = section(&mut none, 0, "0100").unwrap_err();
         assert_eq!(e.code(), 0x200);
+    }
+
+    // A trailer section behind a blocked header section waits for it, even if it could be
+    // decoded at once, and both come out in order.
+    #[test]
+    fn sections_on_one_stream_stay_in_order() {
+        let mut d = appendix_b_decoder();
+        assert_eq!(section(&mut d, 4, "0381 10 11"), Ok(Decoded::Blocked));
+        assert_eq!(section(&mut d, 4, "0000 d1"), Ok(Decoded::Blocked));
+        assert_eq!(d.blocked_streams(), 1);
+        let enc = hex(
+            "3fbd01 c00f 7777 772e 6578 616d 706c 652e 636f 6d c10c 2f73 616d 706c 652f 7061 7468",
+        );
+        let out = d.handle_encoder_stream(&enc).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].result.as_ref().unwrap().len(), 2);
+        assert_eq!(out[1].result, Ok(vec![f(":method", "GET")]));
     }
 
     // RFC 9204 §2.2.1: one blocked stream more than we allow is an error.

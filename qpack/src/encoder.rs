@@ -136,7 +136,15 @@ pub struct Encoder {
     partial: Vec<u8>,
     history: History,
     scratch: Vec<Repr>,
+    /// Number of sections in `unacked`.
+    unacked_sections: usize,
+    /// Whether the section being encoded may use the dynamic table.
+    dynamic: bool,
 }
+
+/// Sections we keep track of before we stop using the dynamic table: a peer that never
+/// acknowledges must not make the encoder's memory grow with every request.
+const MAX_UNACKED_SECTIONS: usize = 1024;
 
 #[derive(Debug)]
 struct Entry {
@@ -202,6 +210,8 @@ impl Encoder {
             partial: Vec::new(),
             history: History::default(),
             scratch: Vec::new(),
+            unacked_sections: 0,
+            dynamic: true,
         }
     }
 
@@ -240,6 +250,7 @@ impl Encoder {
         let mut reprs = std::mem::take(&mut self.scratch);
         reprs.clear();
         let mut refs: Vec<u64> = Vec::new();
+        self.dynamic = self.unacked_sections < MAX_UNACKED_SECTIONS;
         let can_block = self.can_block(stream_id);
         let mut drain_below = self.draining_index();
         if self.refresh_hot(drain_below, can_block) {
@@ -314,6 +325,7 @@ impl Encoder {
             }
         }
         if !refs.is_empty() {
+            self.unacked_sections += 1;
             self.unacked
                 .entry(stream_id)
                 .or_default()
@@ -356,6 +368,7 @@ impl Encoder {
                 .get_mut(&stream_id)
                 .and_then(VecDeque::pop_front)
                 .ok_or(Reason::UnexpectedAcknowledgment)?;
+            self.unacked_sections -= 1;
             if self.unacked.get(&stream_id).is_some_and(VecDeque::is_empty) {
                 self.unacked.remove(&stream_id);
             }
@@ -366,6 +379,7 @@ impl Encoder {
             // §4.4.2 Stream Cancellation: every section on the stream is gone.
             let stream_id = r.int(6)?;
             if let Some(sections) = self.unacked.remove(&stream_id) {
+                self.unacked_sections -= sections.len();
                 for s in sections {
                     self.release(&s.refs);
                 }
@@ -461,7 +475,7 @@ impl Encoder {
     }
 
     fn referenceable(&self, abs: u64, can_block: bool) -> bool {
-        abs >= self.dropped && (abs < self.known_received || can_block)
+        self.dynamic && abs >= self.dropped && (abs < self.known_received || can_block)
     }
 
     fn is_sensitive(&self, field: &Field) -> bool {
@@ -600,6 +614,9 @@ impl Encoder {
     /// acknowledged: a sixteenth of the table until the peer has acknowledged anything (it may
     /// never), then the whole table.
     fn within_budget(&self, size: u64) -> bool {
+        if !self.dynamic {
+            return false;
+        }
         let budget = if self.max_blocked > 0 || self.known_received > 0 {
             self.capacity
         } else {
@@ -1078,5 +1095,21 @@ mod tests {
             panic!("not decoded");
         };
         assert_eq!(got, [f("x-b", "1")]);
+    }
+
+    // A peer that never acknowledges cannot make the encoder track sections without bound.
+    #[test]
+    fn unacknowledged_sections_are_bounded() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(4096, u64::MAX);
+        for id in 0..2000u64 {
+            enc.encode(id * 4, &[f("x-a", "1")]);
+        }
+        assert_eq!(enc.unacked_sections, MAX_UNACKED_SECTIONS);
+        let out = enc.encode(8000, &[f("x-a", "1")]);
+        assert_eq!(
+            out.field_section[0], 0,
+            "no dynamic references past the bound"
+        );
     }
 }

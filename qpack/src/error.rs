@@ -113,7 +113,4 @@ pub enum Reason {
     /// An Insert Count Increment beyond the number of inserts sent.
     #[error("Insert Count Increment beyond the inserts sent")]
     IncrementTooLarge,
-    /// A second field section for a stream that already has one blocked.
-    #[error("field section on a stream that is already blocked")]
-    StreamAlreadyBlocked,
 }
