@@ -15,4 +15,6 @@
 mod macros;
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
