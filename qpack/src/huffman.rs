@@ -176,28 +176,62 @@ pub(crate) fn decode(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(),
     // The shortest code is 5 bits, so the output is at most 8/5 of the input.
     let max_out = (data.len() * 8 / 5).min(limit);
     out.reserve(max_out);
-    let end = out.len() + limit.min(max_out);
+    let end = out.len() + max_out;
+    // `acc` holds the next `bits` bits of input, most significant first. Below them it may
+    // hold a few bits of the following byte: they are the real input bits in their final
+    // positions, so OR-ing that byte in again later changes nothing.
     let mut acc: u64 = 0;
     let mut bits: u32 = 0;
     let mut i = 0;
     loop {
-        while bits <= 56 && i < data.len() {
-            acc |= u64::from(data[i]) << (56 - bits);
-            bits += 8;
-            i += 1;
+        if data.len() - i >= 8 {
+            let word = u64::from_be_bytes([
+                data[i],
+                data[i + 1],
+                data[i + 2],
+                data[i + 3],
+                data[i + 4],
+                data[i + 5],
+                data[i + 6],
+                data[i + 7],
+            ]);
+            acc |= word >> bits;
+            let take = (63 - bits) / 8;
+            i += take as usize;
+            bits += take * 8;
+        } else {
+            while bits <= 56 && i < data.len() {
+                acc |= u64::from(data[i]) << (56 - bits);
+                bits += 8;
+                i += 1;
+            }
         }
+        if bits < MAX_LEN as u32 {
+            break;
+        }
+        // At least 30 bits are there: every lookup sees a whole code.
+        while bits >= MAX_LEN as u32 {
+            let (sym, len) = lookup(acc);
+            if sym == EOS {
+                return Err(Reason::InvalidHuffman);
+            }
+            out.push(sym as u8);
+            acc <<= len;
+            bits -= len;
+        }
+        if out.len() > end {
+            return Err(Reason::StringTooLong);
+        }
+    }
+    // Fewer than 30 bits are left and the input is exhausted.
+    loop {
         if bits == 0 {
             return Ok(());
         }
-        // Past the end of input, fill with ones so that a valid padding reads as part of EOS.
-        let window = if bits < 64 {
-            acc | (u64::MAX >> bits)
-        } else {
-            acc
-        };
+        // Fill what follows the input with ones, so that valid padding reads as part of EOS.
+        let window = (acc & !(u64::MAX >> bits)) | (u64::MAX >> bits);
         let (sym, len) = lookup(window);
         if len > bits {
-            // Only reachable once the input is exhausted: what is left is padding.
             let all_ones = acc >> (64 - bits) == (1 << bits) - 1;
             return if bits <= 7 && all_ones {
                 Ok(())
