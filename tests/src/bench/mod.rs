@@ -1,0 +1,583 @@
+//! The benchmark harness: server and client as two processes, one core each, and a table.
+//!
+//! A bench binary (`benches/h3.rs`, `benches/webtransport.rs`) calls [`main`] with its
+//! [`Column`]s (the implementations under test, the first one being the floor) and its
+//! [`Measurement`]s. Without arguments it is the parent: for every measurement and every column
+//! it starts the binary again (`std::env::current_exe()`) as a server pinned to core 0 and as a
+//! client pinned to core 1 (`taskset`; without it, or with fewer than two cores, the processes
+//! run unpinned and the output says so), reads the results the client prints, and prints a
+//! table with ratios. Started with [`ROLE_FLAG`] it is one of the children.
+//!
+//! Children talk to the parent in lines on stdout that start with `quay-bench`; the parent talks
+//! to a client through its stdin (for the memory measurement). A server exits when its stdin
+//! closes, so none outlives the parent. Every wait has a time limit.
+//!
+//! Server and client talk on 127.0.0.1 only, with the endpoints of [`crate::setup`].
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use quay_transport::{CertificateHash, Endpoint};
+
+use crate::setup;
+
+pub mod h3;
+pub mod webtransport;
+
+/// The first argument of a child process; the next one is `server` or `client`.
+pub const ROLE_FLAG: &str = "--quay-bench-role";
+/// How many times each rate is measured (the table shows the median); override with the
+/// environment variable of this name.
+pub const RUNS_VAR: &str = "QUAY_BENCH_RUNS";
+/// Default for [`RUNS_VAR`].
+pub const DEFAULT_RUNS: usize = 3;
+/// How long the parent waits for any one line from a child before it gives up on it.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a client may spend on one run of a measurement.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections (or sessions) held open by the memory measurement.
+pub const IDLE_CONNECTIONS: usize = 1_000;
+/// How long the parent lets the server settle before reading its memory.
+const SETTLE: Duration = Duration::from_millis(500);
+/// The start of every line a child prints for the parent.
+const LINE_PREFIX: &str = "quay-bench";
+
+/// One implementation under test: a column of the table.
+///
+/// The two functions run the child roles; they are usually generic functions instantiated for a
+/// stack type, e.g. [`h3::column`].
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// The column's name, also how the parent tells a child which implementation to run.
+    pub name: &'static str,
+    /// The server role: serves on the endpoint (bound to 127.0.0.1 with a fresh self-signed
+    /// identity) until the process is killed or its stdin closes.
+    pub server: fn(Endpoint) -> LocalBoxFuture<'static, anyhow::Result<()>>,
+    /// The client role: runs one measurement from the endpoint (which pins the server's
+    /// certificate) and prints its results with [`report_result`] or [`idle_protocol`].
+    pub client: fn(Endpoint, ClientArgs) -> LocalBoxFuture<'static, anyhow::Result<()>>,
+}
+
+/// How a measurement is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// The client prints one value per run with [`report_result`]; the table shows the median.
+    /// Higher is better.
+    Rate,
+    /// The client opens [`IDLE_CONNECTIONS`] idle connections in two steps
+    /// ([`idle_protocol`]); the parent reads the server's resident memory before and after.
+    /// Lower is better.
+    ServerMemory,
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Measurement {
+    /// The name a client is told to run, and the filter matched against command-line arguments.
+    pub key: &'static str,
+    /// What the row says.
+    pub label: &'static str,
+    /// Digits after the decimal point in the table.
+    pub decimals: usize,
+    /// How it is taken.
+    pub kind: Kind,
+}
+
+/// What a client child is asked to do.
+#[derive(Clone, Debug)]
+pub struct ClientArgs {
+    /// [`Measurement::key`].
+    pub measurement: String,
+    /// The server's address.
+    pub server: SocketAddr,
+    /// The server certificate's hash, pinned by the client.
+    pub hash: CertificateHash,
+    /// How many times to measure a rate.
+    pub runs: usize,
+}
+
+/// Runs the bench binary: the parent without [`ROLE_FLAG`], a child with it.
+///
+/// `title` heads the output. Command-line arguments that do not start with `-` select the
+/// measurements whose key contains one of them (cargo's own `--bench` is ignored).
+pub fn main(title: &str, columns: &[Column], measurements: &[Measurement]) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some(ROLE_FLAG) {
+        child(&args[1..], columns)
+    } else {
+        parent(title, &args, columns, measurements)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("quay bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a line for the parent: `quay-bench <key> <value>`.
+pub fn report(key: &str, value: impl std::fmt::Display) {
+    let mut stdout = std::io::stdout().lock();
+    // The parent reads these lines; if it is gone there is nobody left to tell.
+    let _ = writeln!(stdout, "{LINE_PREFIX} {key} {value}");
+    let _ = stdout.flush();
+}
+
+/// Prints the value of one run of a [`Kind::Rate`] measurement.
+pub fn report_result(value: f64) {
+    report("result", value);
+}
+
+/// The client's side of [`Kind::ServerMemory`]: `open(1)`, report `warm`, wait for the
+/// parent, `open(IDLE_CONNECTIONS)`, report `ready`, wait for the parent, return (the caller
+/// keeps what `open` returned alive until then).
+pub async fn idle_protocol<T, F, Fut>(mut open: F) -> anyhow::Result<()>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<T>>>,
+{
+    let warm = open(1).await?;
+    report("warm", warm.len());
+    wait_for_parent().await?;
+    let idle = open(IDLE_CONNECTIONS).await?;
+    report("ready", idle.len());
+    wait_for_parent().await?;
+    drop((warm, idle));
+    Ok(())
+}
+
+async fn wait_for_parent() -> anyhow::Result<()> {
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    if line.is_empty() {
+        bail!("parent went away");
+    }
+    Ok(())
+}
+
+/// Runs `total` futures made by `make(index)`, at most `in_flight` at a time, on the current
+/// task; stops at the first error.
+pub async fn run_concurrently<T, F, Fut>(
+    total: usize,
+    in_flight: usize,
+    mut make: F,
+) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut running = FuturesUnordered::new();
+    let mut results = Vec::with_capacity(total);
+    let mut started = 0;
+    while started < total.min(in_flight) {
+        running.push(make(started));
+        started += 1;
+    }
+    while let Some(result) = running.next().await {
+        results.push(result?);
+        if started < total {
+            running.push(make(started));
+            started += 1;
+        }
+    }
+    Ok(results)
+}
+
+/// Runs `measure` `runs` times, each bounded by [`RUN_TIMEOUT`], and reports each value with
+/// [`report_result`].
+pub async fn report_runs<F, Fut>(runs: usize, mut measure: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<f64>>,
+{
+    for _ in 0..runs {
+        report_result(bounded(measure()).await?);
+    }
+    Ok(())
+}
+
+/// Awaits `future` for at most [`RUN_TIMEOUT`].
+pub async fn bounded<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(RUN_TIMEOUT, future)
+        .await
+        .context("run took longer than its time limit")?
+}
+
+/// A single-threaded tokio runtime: each process under test uses one core.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Seconds since `start`, as a float.
+pub fn seconds(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
+
+fn child(args: &[String], columns: &[Column]) -> anyhow::Result<()> {
+    let [role, name, rest @ ..] = args else {
+        bail!("usage: {ROLE_FLAG} server|client <column> …");
+    };
+    let column = columns
+        .iter()
+        .find(|column| column.name == name.as_str())
+        .with_context(|| format!("no column named {name:?}"))?;
+    match (role.as_str(), rest) {
+        ("server", []) => server_role(column),
+        ("client", [measurement, server, hash, runs]) => {
+            let args = ClientArgs {
+                measurement: measurement.clone(),
+                server: server.parse()?,
+                hash: hash.parse()?,
+                runs: runs.parse()?,
+            };
+            let runtime = runtime()?;
+            let endpoint = {
+                let _guard = runtime.enter();
+                setup::client_endpoint(args.hash)?
+            };
+            runtime.block_on((column.client)(endpoint, args))
+        }
+        _ => bail!("bad child arguments: {args:?}"),
+    }
+}
+
+fn server_role(column: &Column) -> anyhow::Result<()> {
+    // The parent holds our stdin; when it exits (or drops us) we go too.
+    std::thread::spawn(|| {
+        let mut sink = String::new();
+        while matches!(std::io::stdin().read_line(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let identity = setup::identity()?;
+    let hash = identity.certificate_hash();
+    let runtime = runtime()?;
+    let endpoint = {
+        let _guard = runtime.enter();
+        setup::server_endpoint(identity)?
+    };
+    report("listening", format!("{} {hash}", endpoint.local_addr()?));
+    runtime.block_on((column.server)(endpoint))
+}
+
+/// Whether child processes are pinned to cores, and why not if they are not.
+#[derive(Clone, Debug)]
+pub struct Pinning {
+    taskset: bool,
+    note: String,
+}
+
+impl Pinning {
+    /// Checks that `taskset -c 0` and `taskset -c 1` work here.
+    pub fn detect() -> Self {
+        let works = |core: &str| {
+            Command::new("taskset")
+                .args(["-c", core, "true"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if works("0") && works("1") {
+            Self {
+                taskset: true,
+                note: "server pinned to core 0, client to core 1 (taskset)".into(),
+            }
+        } else {
+            Self {
+                taskset: false,
+                note: "NOT pinned: `taskset -c 0/1` failed (util-linux missing or fewer than \
+                       two cores); server and client share the machine's cores"
+                    .into(),
+            }
+        }
+    }
+
+    fn command(&self, core: usize, args: &[String]) -> anyhow::Result<Command> {
+        let exe = std::env::current_exe()?;
+        let mut command = if self.taskset {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(core.to_string()).arg(exe);
+            command
+        } else {
+            Command::new(exe)
+        };
+        command.arg(ROLE_FLAG).args(args);
+        Ok(command)
+    }
+}
+
+/// A child process with its stdout read line by line on a thread. Killed when dropped.
+struct Child {
+    process: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Child {
+    fn spawn(pinning: &Pinning, core: usize, args: &[String]) -> anyhow::Result<Self> {
+        let mut process = pinning
+            .command(core, args)?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start a child process")?;
+        let stdin = process.stdin.take();
+        let stdout = process.stdout.take().context("child without stdout")?;
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            process,
+            stdin,
+            lines,
+            what: args.join(" "),
+        })
+    }
+
+    /// Waits for the line `quay-bench <key> <value>` and returns the value; other lines are
+    /// passed through to our stdout.
+    fn expect(&self, key: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("`{}` printed no {key:?} within {LINE_TIMEOUT:?}", self.what)
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("`{}` exited before printing {key:?}", self.what)
+                }
+            };
+            let mut words = line.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some(LINE_PREFIX), Some(found), Some(value)) if found == key => {
+                    return Ok(value.to_string());
+                }
+                _ => println!("{line}"),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("child stdin closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// The resident set size of the process, in KiB (VmRSS of `/proc/<pid>/status`).
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))?;
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .context("no VmRSS in /proc/<pid>/status")?;
+        let kib = line
+            .split_whitespace()
+            .nth(1)
+            .context("malformed VmRSS line")?
+            .parse()?;
+        Ok(kib)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        // Only this child, by its own handle; it may have exited already.
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn parent(
+    title: &str,
+    args: &[String],
+    columns: &[Column],
+    measurements: &[Measurement],
+) -> anyhow::Result<()> {
+    let filters: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
+    let runs = match std::env::var(RUNS_VAR) {
+        Ok(runs) => runs.parse().context(RUNS_VAR)?,
+        Err(_) => DEFAULT_RUNS,
+    };
+    let pinning = Pinning::detect();
+    let profile = if cfg!(debug_assertions) {
+        "DEBUG build: numbers are meaningless, use `cargo bench`"
+    } else {
+        "optimised build"
+    };
+    println!("{title}");
+    println!(
+        "{}; {profile}; median of {runs} runs for rates",
+        pinning.note
+    );
+    let mut table = Table::new(columns.iter().map(|column| column.name).collect());
+    for measurement in measurements {
+        if !filters.is_empty() && !filters.iter().any(|f| measurement.key.contains(f.as_str())) {
+            continue;
+        }
+        let mut values = Vec::new();
+        for column in columns {
+            let value = measure(&pinning, column, measurement, runs);
+            match &value {
+                Ok(value) => println!(
+                    "  {:<20} {:<46} {value:.*}",
+                    column.name, measurement.label, measurement.decimals
+                ),
+                Err(error) => println!(
+                    "  {:<20} {:<46} failed: {error:#}",
+                    column.name, measurement.label
+                ),
+            }
+            values.push(value.ok());
+        }
+        table.rows.push((*measurement, values));
+    }
+    println!();
+    print!("{}", table.render());
+    Ok(())
+}
+
+fn measure(
+    pinning: &Pinning,
+    column: &Column,
+    measurement: &Measurement,
+    runs: usize,
+) -> anyhow::Result<f64> {
+    let server = Child::spawn(pinning, 0, &["server".into(), column.name.into()])?;
+    let listening = server.expect("listening")?;
+    let (addr, hash) = listening
+        .split_once(' ')
+        .context("malformed listening line")?;
+    let mut client = Child::spawn(
+        pinning,
+        1,
+        &[
+            "client".into(),
+            column.name.into(),
+            measurement.key.into(),
+            addr.into(),
+            hash.into(),
+            runs.to_string(),
+        ],
+    )?;
+    match measurement.kind {
+        Kind::Rate => {
+            let mut values = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                values.push(client.expect("result")?.parse::<f64>()?);
+            }
+            Ok(median(&mut values))
+        }
+        Kind::ServerMemory => {
+            client.expect("warm")?;
+            std::thread::sleep(SETTLE);
+            let before = server.rss_kib()?;
+            client.send("go")?;
+            let count: f64 = client.expect("ready")?.parse()?;
+            std::thread::sleep(SETTLE);
+            let after = server.rss_kib()?;
+            client.send("exit")?;
+            Ok(after.saturating_sub(before) as f64 / count)
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The results table: one row per measurement, one column per implementation, then ratios of
+/// every column to the first (the floor) and of every column after the second to the second.
+#[derive(Debug)]
+struct Table {
+    columns: Vec<&'static str>,
+    rows: Vec<(Measurement, Vec<Option<f64>>)>,
+}
+
+impl Table {
+    fn new(columns: Vec<&'static str>) -> Self {
+        Self {
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut ratios = Vec::new();
+        for base in 0..self.columns.len().min(2) {
+            for column in base + 1..self.columns.len() {
+                ratios.push((column, base));
+            }
+        }
+        let mut header = vec!["measurement".to_string()];
+        header.extend(self.columns.iter().map(|name| name.to_string()));
+        header.extend(
+            ratios.iter().map(|&(column, base)| {
+                format!("{} / {}", self.columns[column], self.columns[base])
+            }),
+        );
+        let mut lines = vec![header];
+        for (measurement, values) in &self.rows {
+            let mut line = vec![measurement.label.to_string()];
+            line.extend(values.iter().map(|value| match value {
+                Some(value) => format!("{value:.*}", measurement.decimals),
+                None => "failed".into(),
+            }));
+            line.extend(ratios.iter().map(|&(column, base)| {
+                match (values[column], values[base]) {
+                    (Some(value), Some(base)) if base > 0.0 => format!("{:.2}x", value / base),
+                    _ => "-".into(),
+                }
+            }));
+            lines.push(line);
+        }
+        let widths: Vec<usize> = (0..lines[0].len())
+            .map(|i| lines.iter().map(|line| line[i].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for (n, line) in lines.iter().enumerate() {
+            for (i, cell) in line.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "  " };
+                if i == 0 {
+                    let _ = write!(out, "{cell:<width$}", width = widths[i]);
+                } else {
+                    let _ = write!(out, "{sep}{cell:>width$}", width = widths[i]);
+                }
+            }
+            out.push('\n');
+            if n == 0 {
+                let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+                out.push_str(&"-".repeat(total));
+                out.push('\n');
+            }
+        }
+        out.push_str("rates: higher is better; memory per idle connection: lower is better\n");
+        out
+    }
+}

@@ -1,0 +1,308 @@
+//! The WebTransport benchmark (quay-webtransport issue, "Benchmark"): what a WebTransport stack
+//! must do, the stacks measured so far, and the measurements.
+//!
+//! A stack is a type implementing [`WtStack`]; [`column`] turns it into a table column. To add
+//! quay: implement `WtStack` for a type whose session is a `quay_webtransport::Session` (its
+//! streams speak the tiny protocol of [`crate::raw`], datagrams are echoed) and add
+//! `column::<Quay>()` to the list in `benches/webtransport.rs`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use bytes::Bytes;
+use quinn::Endpoint;
+
+use super::{
+    ClientArgs, Column, Kind, Measurement, bounded, idle_protocol, report_runs, run_concurrently,
+    seconds,
+};
+use crate::{raw, setup, wtq};
+
+/// Size of one stream's download.
+pub const LARGE: u64 = 1 << 30;
+/// Payload of the small request/response streams.
+pub const SMALL_PAYLOAD: usize = 100;
+/// Streams timed per run of [`STREAMS`].
+pub const STREAM_COUNT: usize = 20_000;
+/// Streams in flight at once.
+pub const STREAM_CONCURRENCY: usize = 100;
+/// Streams opened before the timed ones, on the same session.
+pub const STREAM_WARMUP: usize = 2_000;
+/// Size of one echoed datagram.
+pub const DATAGRAM_SIZE: usize = 1_000;
+/// Datagrams sent per run of [`DATAGRAMS`].
+pub const DATAGRAM_COUNT: usize = 100_000;
+/// Datagrams in flight at once at most.
+pub const DATAGRAM_WINDOW: usize = 256;
+/// After this long without an echo, the datagrams in flight count as lost.
+pub const DATAGRAM_LOSS_TIMEOUT: Duration = Duration::from_millis(50);
+/// Sessions timed per run of [`SESSIONS`].
+pub const SESSION_COUNT: usize = 1_000;
+/// Session set-ups in flight at once.
+pub const SESSION_CONCURRENCY: usize = 10;
+
+/// Throughput of one stream carrying 1 GiB from server to client, in Gbit/s.
+pub const STREAM_THROUGHPUT: Measurement = Measurement {
+    key: "throughput",
+    label: "1 GiB on one stream (Gbit/s)",
+    decimals: 2,
+    kind: Kind::Rate,
+};
+/// Bidirectional streams per second, each a 100-byte request echoed back.
+pub const STREAMS: Measurement = Measurement {
+    key: "streams",
+    label: "streams/s (100 B echo, 100 concurrent)",
+    decimals: 0,
+    kind: Kind::Rate,
+};
+/// Datagrams echoed per second, 1,000 bytes each, at most 256 in flight.
+pub const DATAGRAMS: Measurement = Measurement {
+    key: "datagrams",
+    label: "datagram echoes/s (1,000 B, <= 256 in flight)",
+    decimals: 0,
+    kind: Kind::Rate,
+};
+/// New sessions per second: QUIC handshake, session set-up and one 100-byte stream echo.
+pub const SESSIONS: Measurement = Measurement {
+    key: "sessions",
+    label: "sessions/s (set-up + 1 echo, 10 at once)",
+    decimals: 0,
+    kind: Kind::Rate,
+};
+/// Server memory per idle session (1,000 sessions, one per connection), in KiB.
+pub const IDLE_MEMORY: Measurement = Measurement {
+    key: "idle",
+    label: "server KiB per idle session (1,000)",
+    decimals: 1,
+    kind: Kind::ServerMemory,
+};
+
+/// Every measurement, in table order.
+pub const MEASUREMENTS: [Measurement; 5] =
+    [STREAM_THROUGHPUT, STREAMS, DATAGRAMS, SESSIONS, IDLE_MEMORY];
+
+/// A WebTransport implementation (or the raw-quinn floor) as the benchmark drives it.
+///
+/// Everything runs on one single-threaded tokio runtime per process, so the futures need not be
+/// `Send`.
+#[allow(async_fn_in_trait)] // Only the harness calls these, on a current-thread runtime.
+pub trait WtStack {
+    /// The column's name in the table.
+    const NAME: &'static str;
+    /// A client session.
+    type Session;
+
+    /// Serves sessions on `endpoint` until it is closed, accepting every one: bidirectional
+    /// streams carry [`raw`] requests, datagrams are echoed.
+    async fn serve(endpoint: Endpoint) -> anyhow::Result<()>;
+
+    /// Opens a connection and a session on it to the server at `server`.
+    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session>;
+
+    /// Asks for `size` bytes on a new bidirectional stream; returns how many arrived.
+    async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64>;
+
+    /// Sends `payload` on a new bidirectional stream; returns the length of the echo.
+    async fn echo(session: &Self::Session, payload: &[u8]) -> anyhow::Result<usize>;
+
+    /// Sends one datagram without waiting.
+    fn send_datagram(session: &Self::Session, payload: Bytes) -> anyhow::Result<()>;
+
+    /// Waits for the next datagram.
+    async fn read_datagram(session: &Self::Session) -> anyhow::Result<Bytes>;
+
+    /// Closes the session and its connection.
+    fn close(session: Self::Session);
+}
+
+/// The floor: streams and datagrams straight on a quinn connection ([`raw`]).
+#[derive(Debug)]
+pub struct RawQuinn;
+
+impl WtStack for RawQuinn {
+    const NAME: &'static str = "raw quinn";
+    type Session = quinn::Connection;
+
+    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+        raw::serve(endpoint).await
+    }
+
+    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        setup::connect(endpoint, server).await
+    }
+
+    async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
+        raw::download(session, size).await
+    }
+
+    async fn echo(session: &Self::Session, payload: &[u8]) -> anyhow::Result<usize> {
+        Ok(raw::echo(session, payload).await?.len())
+    }
+
+    fn send_datagram(session: &Self::Session, payload: Bytes) -> anyhow::Result<()> {
+        Ok(session.send_datagram(payload)?)
+    }
+
+    async fn read_datagram(session: &Self::Session) -> anyhow::Result<Bytes> {
+        Ok(session.read_datagram().await?)
+    }
+
+    fn close(session: Self::Session) {
+        session.close(0u32.into(), b"done");
+    }
+}
+
+/// `web-transport-quinn` 0.13 ([`wtq`]).
+#[derive(Debug)]
+pub struct WebTransportQuinn;
+
+impl WtStack for WebTransportQuinn {
+    const NAME: &'static str = "web-transport-quinn";
+    type Session = web_transport_quinn::Session;
+
+    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+        wtq::serve(endpoint).await
+    }
+
+    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        wtq::connect(setup::connect(endpoint, server).await?, server.port()).await
+    }
+
+    async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
+        wtq::download(session, size).await
+    }
+
+    async fn echo(session: &Self::Session, payload: &[u8]) -> anyhow::Result<usize> {
+        Ok(wtq::echo(session, payload).await?.len())
+    }
+
+    fn send_datagram(session: &Self::Session, payload: Bytes) -> anyhow::Result<()> {
+        wtq::send_datagram(session, payload)
+    }
+
+    async fn read_datagram(session: &Self::Session) -> anyhow::Result<Bytes> {
+        Ok(session.read_datagram().await?)
+    }
+
+    fn close(session: Self::Session) {
+        session.close(0, b"done");
+    }
+}
+
+/// The table column of stack `S`.
+pub fn column<S: WtStack + 'static>() -> Column {
+    Column {
+        name: S::NAME,
+        server: |endpoint| Box::pin(S::serve(endpoint)),
+        client: |endpoint, args| Box::pin(client::<S>(endpoint, args)),
+    }
+}
+
+async fn client<S: WtStack>(endpoint: Endpoint, args: ClientArgs) -> anyhow::Result<()> {
+    let server = args.server;
+    match args.measurement.as_str() {
+        "throughput" => report_runs(args.runs, || throughput::<S>(&endpoint, server)).await?,
+        "streams" => report_runs(args.runs, || streams::<S>(&endpoint, server)).await?,
+        "datagrams" => report_runs(args.runs, || datagrams::<S>(&endpoint, server)).await?,
+        "sessions" => report_runs(args.runs, || sessions::<S>(&endpoint, server)).await?,
+        "idle" => {
+            idle_protocol(|count| {
+                bounded(run_concurrently(count, SESSION_CONCURRENCY, |_| {
+                    connect_and_echo::<S>(&endpoint, server)
+                }))
+            })
+            .await?;
+        }
+        other => bail!("unknown measurement {other:?}"),
+    }
+    endpoint.close(0u32.into(), b"done");
+    Ok(())
+}
+
+async fn throughput<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
+    let session = S::connect(endpoint, server).await?;
+    S::echo(&session, &[0; SMALL_PAYLOAD]).await?;
+    let start = Instant::now();
+    let bytes = S::download(&session, LARGE).await?;
+    let gbits = bytes as f64 * 8.0 / seconds(start) / 1e9;
+    S::close(session);
+    Ok(gbits)
+}
+
+async fn streams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
+    let session = S::connect(endpoint, server).await?;
+    let payload = [0x5a; SMALL_PAYLOAD];
+    let echo = |_| async {
+        let echoed = S::echo(&session, &payload).await?;
+        if echoed != SMALL_PAYLOAD {
+            bail!("sent {SMALL_PAYLOAD} bytes, got {echoed} back");
+        }
+        Ok(())
+    };
+    run_concurrently(STREAM_WARMUP, STREAM_CONCURRENCY, echo).await?;
+    let start = Instant::now();
+    run_concurrently(STREAM_COUNT, STREAM_CONCURRENCY, echo).await?;
+    let rate = STREAM_COUNT as f64 / seconds(start);
+    S::close(session);
+    Ok(rate)
+}
+
+/// Sends [`DATAGRAM_COUNT`] datagrams keeping at most [`DATAGRAM_WINDOW`] in flight; a
+/// datagram whose echo does not come within [`DATAGRAM_LOSS_TIMEOUT`] counts as lost. The rate
+/// is echoes received per second.
+async fn datagrams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
+    let session = S::connect(endpoint, server).await?;
+    let payload = Bytes::from(vec![0xa5; DATAGRAM_SIZE]);
+    // Wait for the session to be fully up: one echo round trip.
+    S::echo(&session, &[0; SMALL_PAYLOAD]).await?;
+    let (mut sent, mut received, mut lost, mut in_flight) = (0, 0, 0, 0);
+    let start = Instant::now();
+    while received + lost < DATAGRAM_COUNT {
+        while in_flight < DATAGRAM_WINDOW && sent < DATAGRAM_COUNT {
+            S::send_datagram(&session, payload.clone())?;
+            sent += 1;
+            in_flight += 1;
+        }
+        match tokio::time::timeout(DATAGRAM_LOSS_TIMEOUT, S::read_datagram(&session)).await {
+            Ok(datagram) => {
+                let datagram = datagram?;
+                if datagram.len() != DATAGRAM_SIZE {
+                    bail!("sent {DATAGRAM_SIZE} bytes, got {} back", datagram.len());
+                }
+                received += 1;
+                in_flight = in_flight.saturating_sub(1);
+            }
+            Err(_elapsed) => {
+                lost += in_flight;
+                in_flight = 0;
+            }
+        }
+    }
+    let elapsed = seconds(start);
+    if lost > DATAGRAM_COUNT / 100 {
+        eprintln!("{}: {lost} of {DATAGRAM_COUNT} datagrams lost", S::NAME);
+    }
+    S::close(session);
+    Ok(received as f64 / elapsed)
+}
+
+async fn sessions<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let done = run_concurrently(SESSION_COUNT, SESSION_CONCURRENCY, |_| async {
+        let session = connect_and_echo::<S>(endpoint, server).await?;
+        S::close(session);
+        Ok(())
+    })
+    .await?;
+    Ok(done.len() as f64 / seconds(start))
+}
+
+async fn connect_and_echo<S: WtStack>(
+    endpoint: &Endpoint,
+    server: SocketAddr,
+) -> anyhow::Result<S::Session> {
+    let session = S::connect(endpoint, server).await?;
+    S::echo(&session, &[0; SMALL_PAYLOAD]).await?;
+    Ok(session)
+}

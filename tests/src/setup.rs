@@ -1,0 +1,49 @@
+//! Loopback endpoints for tests and benchmarks, built with quay-transport.
+//!
+//! The server presents a fresh self-signed identity and the client pins its SHA-256 hash
+//! ([`Trust::CertificateHashes`]), the way a browser's `serverCertificateHashes` does. Both use
+//! the default [`TransportOptions`](quay_transport::TransportOptions) with ALPN `h3`, and bind
+//! 127.0.0.1 only.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use quay_transport::{CertificateHash, ClientBuilder, Endpoint, Identity, ServerBuilder, Trust};
+
+/// The name in the self-signed certificate and the name clients connect to.
+pub const SERVER_NAME: &str = "localhost";
+
+/// 127.0.0.1 with a port chosen by the operating system.
+pub fn loopback_any_port() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+/// A fresh self-signed identity for [`SERVER_NAME`].
+pub fn identity() -> anyhow::Result<Identity> {
+    Ok(Identity::self_signed([SERVER_NAME])?)
+}
+
+/// The server builder every implementation under test uses: `identity` and default options.
+pub fn server_builder(identity: Identity) -> ServerBuilder {
+    ServerBuilder::new(identity)
+}
+
+/// The client builder every implementation under test uses: pins `hash`, default options.
+pub fn client_builder(hash: CertificateHash) -> ClientBuilder {
+    ClientBuilder::new().trust(Trust::CertificateHashes(vec![hash]))
+}
+
+/// A server endpoint on 127.0.0.1 (port chosen by the system). Needs a tokio runtime.
+pub fn server_endpoint(identity: Identity) -> anyhow::Result<Endpoint> {
+    Ok(server_builder(identity).bind(loopback_any_port())?)
+}
+
+/// A client endpoint on 127.0.0.1 that trusts only the certificate with `hash`. Needs a tokio
+/// runtime.
+pub fn client_endpoint(hash: CertificateHash) -> anyhow::Result<Endpoint> {
+    Ok(client_builder(hash).bind(loopback_any_port())?)
+}
+
+/// Connects `endpoint` to the server at `addr` (QUIC and TLS handshake only).
+pub async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
+    Ok(endpoint.connect(addr, SERVER_NAME)?.await?)
+}
