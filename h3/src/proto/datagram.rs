@@ -111,10 +111,7 @@ pub struct NotRequestStream(pub VarInt);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vi(v: u64) -> VarInt {
-        VarInt::from_u64(v).unwrap()
-    }
+    use crate::proto::test_util::vi;
 
     #[test]
     fn exact_bytes() {

@@ -399,12 +399,9 @@ impl From<FrameError> for Code {
 mod tests {
     use super::*;
     use crate::proto::settings::SettingId;
+    use crate::proto::test_util::vi;
 
     const MAX: u64 = 1 << 16;
-
-    fn vi(v: u64) -> VarInt {
-        VarInt::from_u64(v).unwrap()
-    }
 
     /// Encodes `frame`, checks the bytes, decodes them back, and checks every strict prefix is
     /// `Incomplete`.

@@ -22,6 +22,66 @@
 //!
 //! Varints are quinn's: one `VarInt`, one `Codec` (STYLE.md §1). [`varint_len`] fills the one gap,
 //! quinn's encoded-size method being private.
+//!
+//! # Reading a request stream
+//!
+//! The pieces fit together like this on the server side; QPACK is stubbed out.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use quay_h3::error::Code;
+//! use quay_h3::proto::frame::Frame;
+//! use quay_h3::proto::headers::{parse_request, parse_trailers};
+//! use quay_h3::proto::message::{BodyLength, MessageFrames, MessagePart};
+//! use quay_h3::proto::reader::{FrameEvent, FrameReader};
+//!
+//! # fn qpack_decode(_section: Bytes) -> Vec<(Bytes, Bytes)> {
+//! #     [(":method", "POST"), (":scheme", "https"), (":authority", "a.example"), (":path", "/"),
+//! #      ("content-length", "5")]
+//! #         .iter()
+//! #         .map(|(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes())))
+//! #         .collect()
+//! # }
+//! fn read(chunks: &[&'static [u8]]) -> Result<Vec<u8>, Code> {
+//!     let mut reader = FrameReader::new(64 * 1024);
+//!     let mut order = MessageFrames::request();
+//!     let mut part = MessagePart::Head;
+//!     let mut body_len = BodyLength::new(None);
+//!     let mut body = Vec::new();
+//!     for chunk in chunks {
+//!         reader.handle_data(Bytes::from_static(chunk));
+//!         while let Some(event) = reader.poll_event()? {
+//!             match event {
+//!                 // Check the frame order from the header, before any payload is buffered.
+//!                 FrameEvent::Header(header) => part = order.on_frame(header.ty)?,
+//!                 FrameEvent::Frame(Frame::Headers(section)) if part == MessagePart::Head => {
+//!                     let head = parse_request(qpack_decode(section))?;
+//!                     body_len = BodyLength::new(head.content_length);
+//!                 }
+//!                 FrameEvent::Frame(Frame::Headers(section)) => {
+//!                     body_len.on_end()?;
+//!                     let _trailers = parse_trailers(qpack_decode(section))?;
+//!                 }
+//!                 FrameEvent::Data(chunk) => {
+//!                     body_len.on_data(chunk.len() as u64)?;
+//!                     body.extend_from_slice(&chunk);
+//!                 }
+//!                 _ => {}
+//!             }
+//!         }
+//!     }
+//!     reader.handle_end()?;
+//!     body_len.on_end()?;
+//!     Ok(body)
+//! }
+//!
+//! // HEADERS (the stub decodes any section), then DATA "hello" in two chunks.
+//! assert_eq!(read(&[&[0x01, 0x01, 0x00, 0x00, 0x05, b'h', b'e'], b"llo"]), Ok(b"hello".to_vec()));
+//! // One byte short of content-length: a stream error of type H3_MESSAGE_ERROR.
+//! assert_eq!(read(&[&[0x01, 0x01, 0x00, 0x00, 0x04, b'h', b'e'], b"ll"]), Err(Code::H3_MESSAGE_ERROR));
+//! // DATA before HEADERS: a connection error of type H3_FRAME_UNEXPECTED.
+//! assert_eq!(read(&[&[0x00, 0x00]]), Err(Code::H3_FRAME_UNEXPECTED));
+//! ```
 
 pub mod capsule;
 pub mod datagram;
@@ -72,6 +132,17 @@ pub(crate) fn grease_value(n: u64) -> VarInt {
 /// Panics if `len` is at least 2^62, which no buffer on a 64-bit machine reaches.
 fn len_varint(len: usize) -> VarInt {
     VarInt::try_from(len).expect("a buffer length is below 2^62")
+}
+
+/// Helpers shared by the unit tests of the codecs.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::VarInt;
+
+    /// A varint from a literal known to be in range.
+    pub(crate) fn vi(v: u64) -> VarInt {
+        VarInt::from_u64(v).expect("test values are below 2^62")
+    }
 }
 
 #[cfg(test)]

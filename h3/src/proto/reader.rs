@@ -422,10 +422,7 @@ mod tests {
     use crate::error::Code;
     use crate::proto::settings::Settings;
     use crate::proto::stream::{BidiStreamHeader, UniStreamHeader};
-
-    fn vi(v: u64) -> VarInt {
-        VarInt::from_u64(v).unwrap()
-    }
+    use crate::proto::test_util::vi;
 
     fn drain(reader: &mut FrameReader) -> Result<Vec<FrameEvent>, FrameError> {
         let mut events = Vec::new();

@@ -254,10 +254,7 @@ impl From<SettingsError> for Code {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vi(v: u64) -> VarInt {
-        VarInt::from_u64(v).unwrap()
-    }
+    use crate::proto::test_util::vi;
 
     #[test]
     fn exact_bytes() {

@@ -153,10 +153,7 @@ impl BidiStreamHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vi(v: u64) -> VarInt {
-        VarInt::from_u64(v).unwrap()
-    }
+    use crate::proto::test_util::vi;
 
     fn check_uni(header: UniStreamHeader, bytes: &[u8]) {
         let mut buf = Vec::new();
