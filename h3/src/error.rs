@@ -15,6 +15,7 @@ wire_values! {
     /// and the reserved codes `0x1f * N + 0x21` can be sent to exercise that rule
     /// ([`Code::grease`], RFC 9114 §8.1).
     pub struct Code;
+    grease = 0x1f * N + 0x21;
 
     /// No error; used when closing the connection or a stream without a problem.
     H3_NO_ERROR = 0x100;

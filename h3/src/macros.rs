@@ -4,13 +4,15 @@
 /// associated constants, whose `Debug` prints the name (or `Type(0x..)` for other values), and
 /// which encodes as a single varint through [`Codec`](quinn_proto::coding::Codec).
 ///
-/// Every value in a table is a hex literal that fits in a `u32`, so the constants are built
-/// without a fallible conversion. Values outside the table (unknown or GREASE) are still values:
+/// The `grease` line gives the reserved pattern (`0x1f * N + 0x21` for HTTP/3's registries,
+/// `0x29 * N + 0x17` for capsule types). Every value in a table is a hex literal that fits in a
+/// `u32`, so the constants are built without a fallible conversion. Values outside the table (unknown or GREASE) are still values:
 /// decoding never fails because a number is not in the table.
 macro_rules! wire_values {
     (
         $(#[$meta:meta])*
         pub struct $ty:ident;
+        grease = $mul:literal * N + $add:literal;
         $(
             $(#[$doc:meta])*
             $name:ident = $val:literal;
@@ -54,15 +56,15 @@ macro_rules! wire_values {
                 }
             }
 
-            /// Whether this is one of the reserved values `0x1f * N + 0x21` that peers send to
-            /// exercise the rule that unknown values are ignored (RFC 9114 §7.2.8, §6.2.3, §8.1).
+            /// Whether this is one of the reserved values (the table's `grease` line) that peers
+            /// send to exercise the rule that unknown values are ignored.
             pub const fn is_grease(self) -> bool {
-                $crate::proto::is_grease(self.0.into_inner())
+                $crate::proto::is_reserved($mul, $add, self.0.into_inner())
             }
 
             /// The reserved (GREASE) value number `n`, wrapped into the varint range.
             pub fn grease(n: u64) -> Self {
-                Self($crate::proto::grease_value(n))
+                Self($crate::proto::reserved_value($mul, $add, n))
             }
         }
 

@@ -28,6 +28,7 @@ wire_values! {
     /// Types not in this table, the reserved `0x29 * N + 0x17` ones included, are values; the
     /// receiver drops such capsules (RFC 9297 §3.2).
     pub struct CapsuleType;
+    grease = 0x29 * N + 0x17;
 
     /// DATAGRAM: an HTTP datagram sent on the stream (RFC 9297 §3.5).
     DATAGRAM = 0x00;
@@ -47,25 +48,6 @@ wire_values! {
     WT_STREAMS_BLOCKED_BIDI = 0x190b4d43;
     /// WebTransport: blocked by the unidirectional stream limit (DESIGN.md).
     WT_STREAMS_BLOCKED_UNI = 0x190b4d44;
-}
-
-impl CapsuleType {
-    /// Whether this is a capsule type reserved for greasing, `0x29 * N + 0x17` (RFC 9297 §5.4).
-    ///
-    /// (The inherent [`CapsuleType::is_grease`] tests HTTP/3's `0x1f * N + 0x21` pattern, which
-    /// does not apply to capsules.)
-    pub const fn is_capsule_grease(self) -> bool {
-        let value = self.into_inner();
-        value >= 0x17 && (value - 0x17).is_multiple_of(0x29)
-    }
-
-    /// The reserved capsule type number `n` (`0x29 * n + 0x17`, wrapped to stay a varint).
-    pub fn capsule_grease(n: u64) -> Self {
-        const MAX_N: u64 = ((1 << 62) - 1 - 0x17) / 0x29;
-        let value = 0x29 * (n % (MAX_N + 1)) + 0x17;
-        // The wrap keeps `value` below 2^62.
-        Self::from_varint(VarInt::from_u64(value).unwrap_or(VarInt::MAX))
-    }
 }
 
 /// One capsule: a type and its raw value.
@@ -318,7 +300,7 @@ mod tests {
         let mut reader = CapsuleReader::new(4);
         let mut bytes = Vec::new();
         Capsule {
-            ty: CapsuleType::capsule_grease(3),
+            ty: CapsuleType::grease(3),
             payload: Bytes::from(vec![9; 100]),
         }
         .encode(&mut bytes);
@@ -371,10 +353,10 @@ mod tests {
 
     #[test]
     fn grease_types() {
-        assert_eq!(CapsuleType::capsule_grease(0).into_inner(), 0x17);
-        assert_eq!(CapsuleType::capsule_grease(1).into_inner(), 0x40);
-        assert!(CapsuleType::capsule_grease(u64::MAX).is_capsule_grease());
-        assert!(!CapsuleType::DATAGRAM.is_capsule_grease());
+        assert_eq!(CapsuleType::grease(0).into_inner(), 0x17);
+        assert_eq!(CapsuleType::grease(1).into_inner(), 0x40);
+        assert!(CapsuleType::grease(u64::MAX).is_grease());
+        assert!(!CapsuleType::DATAGRAM.is_grease());
         assert_eq!(format!("{:?}", CapsuleType::WT_MAX_DATA), "WT_MAX_DATA");
     }
 }

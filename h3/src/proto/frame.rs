@@ -30,6 +30,7 @@ wire_values! {
     /// Types not in this table, the reserved `0x1f * N + 0x21` ones included, decode as
     /// [`Frame::Unknown`] and are ignored by the connection (RFC 9114 §9).
     pub struct FrameType;
+    grease = 0x1f * N + 0x21;
 
     /// DATA: request or response content (RFC 9114 §7.2.1).
     DATA = 0x0;

@@ -110,18 +110,19 @@ pub const fn varint_len(value: u64) -> usize {
     }
 }
 
-/// Whether `value` is a reserved `0x1f * N + 0x21` value (RFC 9114 §6.2.3, §7.2.4.1, §7.2.8,
-/// §8.1).
-pub(crate) const fn is_grease(value: u64) -> bool {
-    value >= 0x21 && (value - 0x21).is_multiple_of(0x1f)
+/// Whether `value` is a reserved `mul * N + add` value: HTTP/3 reserves `0x1f * N + 0x21` in
+/// its registries (RFC 9114 §6.2.3, §7.2.4.1, §7.2.8, §8.1), RFC 9297 §5.4 reserves
+/// `0x29 * N + 0x17` for capsule types.
+pub(crate) const fn is_reserved(mul: u64, add: u64, value: u64) -> bool {
+    value >= add && (value - add).is_multiple_of(mul)
 }
 
-/// The reserved value `0x1f * N + 0x21` for `N = n`, with `n` wrapped so that the result stays a
+/// The reserved value `mul * N + add` for `N = n`, with `n` wrapped so that the result stays a
 /// valid varint.
-pub(crate) fn grease_value(n: u64) -> VarInt {
-    const MAX_N: u64 = ((1 << 62) - 1 - 0x21) / 0x1f;
-    let value = 0x1f * (n % (MAX_N + 1)) + 0x21;
-    // The wrap above keeps `value` at most 0x1f * MAX_N + 0x21, which is below 2^62.
+pub(crate) fn reserved_value(mul: u64, add: u64, n: u64) -> VarInt {
+    let max_n = (VarInt::MAX.into_inner() - add) / mul;
+    let value = mul * (n % (max_n + 1)) + add;
+    // The wrap above keeps `value` at most `mul * max_n + add`, which is below 2^62.
     VarInt::from_u64(value).unwrap_or(VarInt::MAX)
 }
 
@@ -174,12 +175,15 @@ mod tests {
 
     #[test]
     fn grease_values() {
-        assert_eq!(grease_value(0).into_inner(), 0x21);
-        assert_eq!(grease_value(2).into_inner(), 0x5f);
-        assert!(is_grease(0x5f));
-        assert!(!is_grease(0x20));
-        assert!(!is_grease(0x22));
-        let top = grease_value(u64::MAX);
-        assert!(is_grease(top.into_inner()));
+        assert_eq!(reserved_value(0x1f, 0x21, 0).into_inner(), 0x21);
+        assert_eq!(reserved_value(0x1f, 0x21, 2).into_inner(), 0x5f);
+        assert!(is_reserved(0x1f, 0x21, 0x5f));
+        assert!(!is_reserved(0x1f, 0x21, 0x20));
+        assert!(!is_reserved(0x1f, 0x21, 0x22));
+        for (mul, add) in [(0x1f, 0x21), (0x29, 0x17)] {
+            let top = reserved_value(mul, add, u64::MAX);
+            assert!(is_reserved(mul, add, top.into_inner()));
+            assert!(top <= VarInt::MAX);
+        }
     }
 }

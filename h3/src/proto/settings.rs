@@ -20,6 +20,7 @@ wire_values! {
     ///
     /// Identifiers not in this table are kept as values and ignored, as RFC 9114 §7.2.4 asks.
     pub struct SettingId;
+    grease = 0x1f * N + 0x21;
 
     /// Reserved: an HTTP/2 identifier with no HTTP/3 meaning (RFC 9114 §11.2.2).
     HTTP2_RESERVED = 0x0;

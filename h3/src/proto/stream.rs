@@ -19,6 +19,7 @@ wire_values! {
     /// Types not in this table, the reserved `0x1f * N + 0x21` ones included, are values; the
     /// receiver reads and discards such streams (RFC 9114 §6.2.3).
     pub struct StreamType;
+    grease = 0x1f * N + 0x21;
 
     /// The control stream (RFC 9114 §6.2.1).
     CONTROL = 0x0;
