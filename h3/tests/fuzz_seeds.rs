@@ -68,3 +68,58 @@ fn header_seeds_parse_as_intended() {
         assert!(parse_request(read(bad)).is_err(), "{bad}");
     }
 }
+
+/// The bad seeds fail with exactly the error the RFC asks for.
+#[test]
+fn bad_seeds_give_the_rfc_error() {
+    use quay_h3::error::Code;
+    use quay_h3::proto::capsule::Capsule;
+    use quay_h3::proto::datagram::Datagram;
+    use quay_h3::proto::frame::Frame;
+    use quay_h3::proto::settings::Settings;
+
+    let read = |target: &str, name: &str| {
+        fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz-seeds")
+                .join(target)
+                .join(name),
+        )
+        .expect("seed")
+    };
+    let frame = |name: &str| {
+        let data = read("frame", name);
+        let mut cur = &data[..];
+        loop {
+            match Frame::decode(&mut cur, 4096) {
+                Ok(_) => continue,
+                Err(e) => break Code::from(e),
+            }
+        }
+    };
+    // RFC 9114 §7.2.8, §7.1, §7.2.4, §7.2.4.1; §10.5 for the local size bound.
+    assert_eq!(frame("http2_ping"), Code::H3_FRAME_UNEXPECTED);
+    assert_eq!(frame("malformed_goaway"), Code::H3_FRAME_ERROR);
+    assert_eq!(frame("settings_duplicate"), Code::H3_SETTINGS_ERROR);
+    assert_eq!(frame("settings_http2_id"), Code::H3_SETTINGS_ERROR);
+    assert_eq!(frame("too_large_headers"), Code::H3_EXCESSIVE_LOAD);
+
+    let settings =
+        |name: &str| Settings::decode(&mut &read("settings", name)[..]).map_err(Code::from);
+    assert_eq!(settings("http2_id").unwrap_err(), Code::H3_SETTINGS_ERROR);
+    assert_eq!(settings("truncated").unwrap_err(), Code::H3_FRAME_ERROR);
+    assert!(
+        settings("webtransport")
+            .expect("valid")
+            .enable_connect_protocol()
+    );
+
+    // RFC 9297 §2.1.
+    for name in ["quarter_too_large", "truncated"] {
+        let err = Datagram::decode(read("datagram", name).into()).unwrap_err();
+        assert_eq!(Code::from(err), Code::H3_DATAGRAM_ERROR, "{name}");
+    }
+    // RFC 9297 §3.3 via the local bound.
+    let err = Capsule::decode(&mut &read("capsule", "too_large")[..], 4096).unwrap_err();
+    assert_eq!(Code::from(err), Code::H3_EXCESSIVE_LOAD);
+}

@@ -52,7 +52,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             let element = if push {
                 PriorityElement::Push(id)
             } else {
-                PriorityElement::Request(id)
+                // Request streams are client-initiated bidirectional: multiples of 4.
+                PriorityElement::Request(VarInt::from_u64(id.into_inner() & !3).expect("in range"))
             };
             Frame::PriorityUpdate(PriorityUpdate {
                 element,

@@ -269,6 +269,11 @@ impl Frame {
                     return Err(FrameError::Malformed(ty));
                 }
                 let element = if ty == FrameType::PRIORITY_UPDATE_REQUEST {
+                    // RFC 9218 §7.2: the request variant names a request stream, and those are
+                    // client-initiated bidirectional streams, whose IDs are multiples of 4.
+                    if !id.into_inner().is_multiple_of(4) {
+                        return Err(FrameError::InvalidId(ty));
+                    }
                     PriorityElement::Request(id)
                 } else {
                     PriorityElement::Push(id)
@@ -374,6 +379,10 @@ pub enum FrameError {
     /// The payload does not have the layout its type requires (RFC 9114 §7.1).
     #[error("malformed {0:?} frame")]
     Malformed(FrameType),
+    /// An ID in the payload cannot refer to what the frame type says, such as a
+    /// PRIORITY_UPDATE for a stream that is not a request stream (RFC 9218 §7.2).
+    #[error("{0:?} frame names an impossible ID")]
+    InvalidId(FrameType),
     /// The SETTINGS payload broke a rule.
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -391,6 +400,8 @@ impl From<FrameError> for Code {
             FrameError::UnexpectedHttp2(_) => Self::H3_FRAME_UNEXPECTED,
             // RFC 9114 §10.5; see the module docs.
             FrameError::TooLarge { .. } => Self::H3_EXCESSIVE_LOAD,
+            // RFC 9218 §7.2.
+            FrameError::InvalidId(_) => Self::H3_ID_ERROR,
             FrameError::Settings(e) => e.into(),
         }
     }
@@ -565,6 +576,19 @@ mod tests {
             assert_eq!(err, FrameError::Malformed(*ty), "{bytes:x?}");
             assert_eq!(Code::from(err), Code::H3_FRAME_ERROR);
         }
+    }
+
+    #[test]
+    fn priority_update_for_a_non_request_stream() {
+        // RFC 9218 §7.2: stream 2 is server-initiated, not a request stream.
+        let err = Frame::decode(&mut &[0x80, 0x0f, 0x07, 0x00, 0x01, 0x02][..], MAX).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::InvalidId(FrameType::PRIORITY_UPDATE_REQUEST)
+        );
+        assert_eq!(Code::from(err), Code::H3_ID_ERROR);
+        // Push IDs have no such structure.
+        assert!(Frame::decode(&mut &[0x80, 0x0f, 0x07, 0x01, 0x01, 0x02][..], MAX).is_ok());
     }
 
     #[test]
