@@ -14,7 +14,22 @@
 #[macro_use]
 mod macros;
 
+pub mod client;
+pub mod config;
+pub mod connection;
+mod driver;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;
+pub mod server;
+pub mod stream;
+
+pub use client::Client;
+pub use config::Config;
+pub use error::Code;
+pub use server::Server;
+pub use stream::{ConnectionError, StreamError};
+
+pub use http;
+pub use quay_transport;

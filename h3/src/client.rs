@@ -1,0 +1,371 @@
+//! HTTP/3 clients: [`Client`] sends requests on one connection; [`RequestStream`] is one request
+//! and its response.
+//!
+//! A client opens each request as a QUIC bidirectional stream and reads and writes it in the
+//! caller's task. [`Client::connect`] also sets up the QUIC endpoint (through `quay-transport`);
+//! [`Client::new`] wraps a connection made elsewhere. Connection-level work (SETTINGS, QPACK
+//! streams, GOAWAY, datagram routing) runs in the connection's own tasks.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use quay_h3::Config;
+//! use quay_h3::client::Client;
+//! use quay_transport::ClientBuilder;
+//!
+//! let client = Client::connect("https://localhost:4433/", &ClientBuilder::new(), Config::default()).await?;
+//! let request = http::Request::get("https://localhost:4433/hello").body(Bytes::new())?;
+//! let response = client.request(request).await?;
+//! println!("{}: {:?}", response.status(), response.body());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response};
+use quay_qpack::Field;
+use quay_transport::{ClientBuilder, Connection, Endpoint, EndpointError, VarInt};
+
+use crate::config::Config;
+use crate::connection::Side;
+use crate::driver::{self, Shared};
+use crate::error::Code;
+use crate::proto::capsule::Capsule;
+use crate::proto::headers::{self, Protocol};
+use crate::proto::message::MessageFrames;
+use crate::proto::settings::Settings;
+use crate::stream::{ConnectionError, Live, RecvHalf, SendHalf, StreamError};
+
+/// Why [`Client::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL could not be parsed or has no host.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// The host name did not resolve.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// What the resolver said.
+        source: std::io::Error,
+    },
+    /// The endpoint could not be set up.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// quinn refused to start the connection.
+    #[error(transparent)]
+    Connect(#[from] quay_transport::ConnectError),
+    /// The QUIC or TLS handshake failed.
+    #[error(transparent)]
+    Connection(#[from] quay_transport::ConnectionError),
+}
+
+/// An HTTP/3 client on one connection. Cheap to clone; the connection closes (H3_NO_ERROR) when
+/// every clone and every request stream is dropped.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Handle>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    _endpoint: Option<Endpoint>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.handle_dropped();
+    }
+}
+
+impl Client {
+    /// Connects to the host and port of `url` (port 443 when absent): resolves the host, binds a
+    /// client endpoint from `builder`, and uses the host as the TLS server name.
+    pub async fn connect(
+        url: &str,
+        builder: &ClientBuilder,
+        config: Config,
+    ) -> Result<Self, ConnectError> {
+        let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ConnectError::Url("no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url.port().unwrap_or(443);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|source| ConnectError::Resolve {
+                host: host.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| ConnectError::Resolve {
+                host: host.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+            })?;
+        let endpoint = builder.build()?;
+        let connection = endpoint.connect(addr, &host)?.await?;
+        Ok(Self::start(connection, config, Some(endpoint)))
+    }
+
+    /// Speaks HTTP/3 on an established QUIC connection (ALPN `h3`). Must be called inside a tokio
+    /// runtime.
+    pub fn new(connection: Connection, config: Config) -> Self {
+        Self::start(connection, config, None)
+    }
+
+    fn start(connection: Connection, config: Config, endpoint: Option<Endpoint>) -> Self {
+        let shared = driver::start(connection, config, Side::Client);
+        Self {
+            inner: Arc::new(Handle {
+                shared,
+                _endpoint: endpoint,
+            }),
+        }
+    }
+
+    /// The QUIC connection.
+    pub fn connection(&self) -> &Connection {
+        &self.inner.shared.conn
+    }
+
+    /// The server's SETTINGS, once received.
+    pub fn peer_settings(&self) -> Option<Settings> {
+        self.inner.shared.lock().proto.peer_settings().cloned()
+    }
+
+    /// Waits for the server's SETTINGS (needed before Extended CONNECT, RFC 9220 §3).
+    pub async fn settings(&self) -> Result<Settings, ConnectionError> {
+        let shared = &self.inner.shared;
+        loop {
+            let notified = shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(settings) = self.peer_settings() {
+                return Ok(settings);
+            }
+            if let Some(error) = shared.error() {
+                return Err(error);
+            }
+            tokio::select! {
+                () = notified => {}
+                error = shared.conn.closed() => return Err(shared.connection_error(error)),
+            }
+        }
+    }
+
+    /// Sends a request head and returns the stream for its body and response. Waits while the
+    /// server's stream limit is reached. Fails with [`StreamError::GoingAway`] after the server's
+    /// GOAWAY.
+    ///
+    /// A request with a [`Protocol`] extension is an Extended CONNECT (RFC 9220): it waits for
+    /// the server's SETTINGS and fails unless both sides enabled it.
+    pub async fn send_request(&self, request: Request<()>) -> Result<RequestStream, StreamError> {
+        let shared = &self.inner.shared;
+        let extended = request.extensions().get::<Protocol>().is_some();
+        if extended {
+            let settings = self.settings().await?;
+            if !shared.config.enable_extended_connect || !settings.enable_connect_protocol() {
+                return Err(StreamError::NotNegotiated("Extended CONNECT"));
+            }
+        }
+        let fields: Vec<Field> = headers::request_fields(&request)?;
+        self.check_goaway(None)?;
+        let (send, recv) = shared
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| StreamError::ConnectionLost(shared.connection_error(e)))?;
+        let live = Live::new(shared.clone());
+        let mut send = SendHalf::new(shared.clone(), send, live.clone());
+        if let Err(error) = self.check_goaway(Some(send.id())) {
+            send.reset(Code::H3_REQUEST_CANCELLED);
+            return Err(error);
+        }
+        let mut recv = RecvHalf::new(
+            shared.clone(),
+            recv,
+            MessageFrames::response(),
+            Bytes::new(),
+            live,
+        );
+        let connect = request.method() == Method::CONNECT;
+        if connect && shared.config.enable_datagrams {
+            recv.listen_datagrams();
+        }
+        send.send_head(&fields, true).await?;
+        Ok(RequestStream {
+            send,
+            recv,
+            connect,
+            head_request: request.method() == Method::HEAD,
+            response_received: false,
+        })
+    }
+
+    fn check_goaway(&self, id: Option<VarInt>) -> Result<(), StreamError> {
+        let shared = &self.inner.shared;
+        if let Some(error) = shared.error() {
+            return Err(StreamError::ConnectionLost(error));
+        }
+        let goaway = shared.lock().proto.goaway_received();
+        match (goaway, id) {
+            // RFC 9114 §5.2: no new requests after GOAWAY; streams at or above its ID are not
+            // processed.
+            (Some(_), None) => Err(StreamError::GoingAway),
+            (Some(limit), Some(id)) if id >= limit => Err(StreamError::GoingAway),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a whole request and reads the whole response (body included, trailers dropped).
+    pub async fn request(&self, request: Request<Bytes>) -> Result<Response<Bytes>, StreamError> {
+        let (parts, body) = request.into_parts();
+        let mut stream = self.send_request(Request::from_parts(parts, ())).await?;
+        stream.send_data(body).await?;
+        stream.finish()?;
+        let response = stream.recv_response().await?;
+        let mut buf = BytesMut::new();
+        // Bounded by the stream's length.
+        while let Some(chunk) = stream.recv_data().await? {
+            if buf.is_empty() && chunk.len() >= 4096 {
+                buf.reserve(chunk.len());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let (parts, ()) = response.into_parts();
+        Ok(Response::from_parts(parts, buf.freeze()))
+    }
+
+    /// Closes the connection now with `code` (H3_NO_ERROR for a normal close).
+    pub fn close(&self, code: Code, reason: &[u8]) {
+        self.inner.shared.close(code, reason);
+    }
+
+    /// Waits until the connection is closed.
+    pub async fn closed(&self) -> ConnectionError {
+        let shared = &self.inner.shared;
+        let error = shared.conn.closed().await;
+        shared.connection_error(error)
+    }
+}
+
+/// One request: send its body and trailers, read its response.
+#[derive(Debug)]
+pub struct RequestStream {
+    send: SendHalf,
+    recv: RecvHalf,
+    connect: bool,
+    head_request: bool,
+    response_received: bool,
+}
+
+impl RequestStream {
+    /// The QUIC stream ID.
+    pub fn id(&self) -> VarInt {
+        self.send.id()
+    }
+
+    /// Sends a piece of the request body.
+    pub async fn send_data(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.send.send_data(data).await
+    }
+
+    /// Sends the request trailers and ends the request.
+    pub async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), StreamError> {
+        self.send.send_trailers(trailers).await
+    }
+
+    /// Ends the request.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        self.send.finish()
+    }
+
+    /// Waits for the final response head (interim 1xx responses are skipped).
+    pub async fn recv_response(&mut self) -> Result<Response<()>, StreamError> {
+        if self.response_received {
+            return Err(StreamError::Invalid("the response was already received"));
+        }
+        loop {
+            let Some(fields) = self.recv.recv_head().await? else {
+                return Err(StreamError::Incomplete);
+            };
+            let head = match headers::parse_response(&fields) {
+                Ok(head) => head,
+                Err(error) => return Err(self.recv.message_error(error)),
+            };
+            if head.is_interim() {
+                self.recv.frames_mut().on_interim_response();
+                continue;
+            }
+            self.response_received = true;
+            let status = head.response.status();
+            // RFC 9110 §6.4.1: no content after HEAD, 204 or 304, whatever content-length says.
+            let no_content = self.head_request || status == 204 || status == 304;
+            self.recv.set_body_length(if no_content {
+                Some(0)
+            } else {
+                head.content_length
+            });
+            if self.connect && status.is_success() {
+                // RFC 9114 §4.4: the tunnel carries DATA only.
+                self.recv.frames_mut().tunnel();
+                self.recv.set_body_length(None);
+            }
+            return Ok(head.response);
+        }
+    }
+
+    /// The next piece of the response body, `None` at its end.
+    pub async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
+        if !self.response_received {
+            return Err(StreamError::Invalid("body before the response head"));
+        }
+        self.recv.recv_data().await
+    }
+
+    /// The response trailers (reads and drops the rest of the body first).
+    pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
+        self.recv.recv_trailers().await
+    }
+
+    /// Sends a capsule on an Extended CONNECT stream (RFC 9297 §3.2).
+    pub async fn send_capsule(&mut self, capsule: &Capsule) -> Result<(), StreamError> {
+        self.send.send_capsule(capsule).await
+    }
+
+    /// The next capsule from the server, `None` at the end of the stream.
+    pub async fn recv_capsule(&mut self) -> Result<Option<Capsule>, StreamError> {
+        self.recv.recv_capsule().await
+    }
+
+    /// Sends an HTTP datagram for this request (RFC 9297).
+    pub fn send_datagram(&self, payload: Bytes) -> Result<(), StreamError> {
+        self.send.send_datagram(payload)
+    }
+
+    /// The next HTTP datagram for this request.
+    pub async fn recv_datagram(&mut self) -> Result<Option<Bytes>, StreamError> {
+        self.recv.recv_datagram().await
+    }
+
+    /// Cancels the request: resets the sending side and stops the receiving side with
+    /// H3_REQUEST_CANCELLED (RFC 9114 §4.1.1).
+    pub fn cancel(&mut self) {
+        self.send.reset(Code::H3_REQUEST_CANCELLED);
+        self.recv.stop(Code::H3_REQUEST_CANCELLED);
+    }
+
+    /// Splits into the sending and receiving halves, for use from two tasks. Receive the
+    /// response head first: the halves have no `recv_response`.
+    pub fn split(self) -> (SendHalf, RecvHalf) {
+        (self.send, self.recv)
+    }
+}

@@ -1,0 +1,165 @@
+//! Connection settings shared by HTTP/3 clients and servers.
+//!
+//! [`Config`] is plain data: what we announce in SETTINGS, the limits we enforce on the peer, and
+//! the extension points that `quay-webtransport` uses (extra settings, unidirectional stream types
+//! and bidirectional stream signals handed out by
+//! [`Connection::accept_extension_stream`](crate::server::Connection::accept_extension_stream)).
+//! It opens nothing and knows no WebTransport rule.
+
+use quinn_proto::VarInt;
+
+use crate::proto::frame::FrameType;
+use crate::proto::settings::{SettingId, Settings};
+use crate::proto::stream::StreamType;
+
+/// Settings and limits of one HTTP/3 connection. Every default is documented on its field.
+///
+/// ```
+/// use quay_h3::Config;
+///
+/// let mut config = Config::default();
+/// config.enable_extended_connect = true;
+/// config.enable_datagrams = true;
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// SETTINGS_QPACK_MAX_TABLE_CAPACITY we announce: the dynamic table the peer's encoder may use
+    /// (RFC 9204 §5). Also the largest table our encoder keeps. Default 4096.
+    pub qpack_max_table_capacity: u64,
+    /// SETTINGS_QPACK_BLOCKED_STREAMS we announce (RFC 9204 §5). Default 16.
+    pub qpack_blocked_streams: u64,
+    /// SETTINGS_MAX_FIELD_SECTION_SIZE we announce and enforce (RFC 9114 §4.2.2). Default 64 KiB.
+    pub max_field_section_size: u64,
+    /// The largest payload of a frame other than DATA (HEADERS, SETTINGS, ...) we accept; larger
+    /// ones close the connection with H3_EXCESSIVE_LOAD. Default 80 KiB, a little over the field
+    /// section limit.
+    pub max_frame_payload: u64,
+    /// The largest capsule we buffer on an Extended CONNECT stream. Default 64 KiB.
+    pub max_capsule_size: u64,
+    /// Servers: how many request streams the client may have open at once, set on the QUIC
+    /// connection. `None` keeps the transport's value. Default `None`.
+    pub max_concurrent_requests: Option<u32>,
+    /// Announce and accept Extended CONNECT (RFC 9220): SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 on a
+    /// server; on a client, allow sending requests with a `:protocol`. Default off.
+    pub enable_extended_connect: bool,
+    /// Announce and accept HTTP datagrams (RFC 9297): SETTINGS_H3_DATAGRAM = 1. QUIC datagrams
+    /// must be on in the transport too. Default off.
+    pub enable_datagrams: bool,
+    /// More settings to announce, after ours (for instance WebTransport's). Default empty.
+    pub extra_settings: Vec<(SettingId, VarInt)>,
+    /// Unidirectional stream types that carry a session ID varint after the type and are handed
+    /// out whole instead of being discarded (WebTransport: 0x54). Default empty.
+    pub extension_uni_stream_types: Vec<StreamType>,
+    /// Signals that, in place of the first frame type of a bidirectional stream, mark a stream
+    /// that carries a session ID varint and is handed out whole (WebTransport: 0x41). Default
+    /// empty.
+    pub extension_bidi_signals: Vec<FrameType>,
+    /// Send reserved (GREASE) settings and frames, so peers that choke on unknown values are found
+    /// early (RFC 9114 §7.2.4.1, §7.2.8). Default on.
+    pub grease: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            qpack_max_table_capacity: 4096,
+            qpack_blocked_streams: 16,
+            max_field_section_size: 64 * 1024,
+            max_frame_payload: 80 * 1024,
+            max_capsule_size: 64 * 1024,
+            max_concurrent_requests: None,
+            enable_extended_connect: false,
+            enable_datagrams: false,
+            extra_settings: Vec::new(),
+            extension_uni_stream_types: Vec::new(),
+            extension_bidi_signals: Vec::new(),
+            grease: true,
+        }
+    }
+}
+
+impl Config {
+    /// The SETTINGS we announce, with a GREASE setting derived from `grease_seed` when
+    /// [`Config::grease`] is on. Entries that break the SETTINGS rules (duplicates, HTTP/2
+    /// identifiers) in [`Config::extra_settings`] are left out.
+    pub fn settings(&self, grease_seed: u64) -> Settings {
+        let mut settings = Settings::new();
+        let mut put = |id: SettingId, value: u64| {
+            if let Ok(value) = VarInt::from_u64(value) {
+                // Only duplicates or HTTP/2 identifiers fail, and those are dropped on purpose.
+                let _ = settings.insert(id, value);
+            }
+        };
+        put(
+            SettingId::QPACK_MAX_TABLE_CAPACITY,
+            self.qpack_max_table_capacity,
+        );
+        put(SettingId::QPACK_BLOCKED_STREAMS, self.qpack_blocked_streams);
+        put(
+            SettingId::MAX_FIELD_SECTION_SIZE,
+            self.max_field_section_size,
+        );
+        if self.enable_extended_connect {
+            put(SettingId::ENABLE_CONNECT_PROTOCOL, 1);
+        }
+        if self.enable_datagrams {
+            put(SettingId::H3_DATAGRAM, 1);
+        }
+        for &(id, value) in &self.extra_settings {
+            put(id, value.into_inner());
+        }
+        if self.grease {
+            // RFC 9114 §7.2.4.1: reserved identifiers with any value must be ignored.
+            let _ = settings.insert_grease(
+                grease_seed % 1000,
+                VarInt::from_u32(grease_seed as u32 & 0xffff),
+            );
+        }
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings() {
+        let config = Config {
+            grease: false,
+            ..Config::default()
+        };
+        let settings = config.settings(0);
+        assert_eq!(settings.qpack_max_table_capacity(), 4096);
+        assert_eq!(settings.qpack_blocked_streams(), 16);
+        assert_eq!(settings.max_field_section_size(), Some(64 * 1024));
+        assert!(!settings.enable_connect_protocol());
+        assert!(!settings.h3_datagram());
+        assert_eq!(settings.len(), 3);
+    }
+
+    #[test]
+    fn grease_and_extras() {
+        let mut config = Config {
+            enable_extended_connect: true,
+            enable_datagrams: true,
+            ..Config::default()
+        };
+        config
+            .extra_settings
+            .push((SettingId::WT_MAX_SESSIONS, VarInt::from_u32(16)));
+        // A duplicate is dropped rather than breaking SETTINGS.
+        config
+            .extra_settings
+            .push((SettingId::H3_DATAGRAM, VarInt::from_u32(1)));
+        let settings = config.settings(7);
+        assert!(settings.enable_connect_protocol());
+        assert!(settings.h3_datagram());
+        assert_eq!(
+            settings.get(SettingId::WT_MAX_SESSIONS),
+            Some(VarInt::from_u32(16))
+        );
+        assert_eq!(settings.iter().filter(|(id, _)| id.is_grease()).count(), 1);
+    }
+}

@@ -1,0 +1,784 @@
+//! The connection state machine: pure, no tasks, no sockets, no clock.
+//!
+//! This module owns [`ConnectionState`], everything an HTTP/3 connection keeps beyond single
+//! request streams: our SETTINGS and the peer's, the QPACK [`Encoder`] and [`Decoder`], the
+//! peer's control stream (SETTINGS first and once, which frames may appear), the rule that each
+//! critical stream exists once, GOAWAY in both directions, and the bytes we owe on our own
+//! control and QPACK streams. Every violation is a [`ProtocolError`], a connection error whose
+//! [`Code`] comes from one exhaustive `From`.
+//!
+//! It does not own request streams (their frames go through [`crate::proto::reader`] and
+//! [`crate::proto::message`] in the user's task), QUIC, or any waiting: the driver
+//! moves bytes between quinn and this type.
+//!
+//! # Call order
+//!
+//! 1. [`ConnectionState::new`]; write [`ConnectionState::poll_control`],
+//!    [`ConnectionState::poll_encoder`] and [`ConnectionState::poll_decoder`] to the three streams
+//!    we open (they start with the stream type).
+//! 2. For each unidirectional stream the peer opens, [`ConnectionState::handle_uni_stream`] with
+//!    its decoded type, then feed its bytes to [`ConnectionState::handle_control`],
+//!    [`ConnectionState::handle_encoder_stream`] or [`ConnectionState::handle_decoder_stream`]; a
+//!    critical stream that ends goes to [`ConnectionState::handle_critical_end`].
+//! 3. [`ConnectionState::encode_headers`] / [`ConnectionState::decode_headers`] for header
+//!    sections; a section that came back [`Decoded::Blocked`] is picked up with
+//!    [`ConnectionState::take_unblocked`] after a later encoder-stream chunk.
+//! 4. After any call, poll the three outputs again and write what they return.
+//!
+//! After a `ProtocolError` close the connection with its code; the state is not meant to be used
+//! further.
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use quay_qpack::{Decoded, Decoder, DecoderConfig, Encoder, EncoderConfig, Field};
+use quinn_proto::VarInt;
+use quinn_proto::coding::Codec;
+
+use crate::config::Config;
+use crate::error::Code;
+use crate::proto::frame::{Frame, FrameError, FrameType};
+use crate::proto::headers::{FieldLine, FromFieldLine};
+use crate::proto::message::{ControlStreamFrames, FrameOrderError, Sender};
+use crate::proto::reader::{FrameEvent, FrameReader};
+use crate::proto::settings::Settings;
+use crate::proto::stream::{StreamType, UniStreamHeader};
+
+/// Which end of the connection we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Side {
+    /// We opened the connection and send requests.
+    Client,
+    /// We accepted the connection and answer requests.
+    Server,
+}
+
+/// A connection error caused by what the peer sent. [`Code::from`] gives the code to close the
+/// connection with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame could not be decoded, or broke a size rule.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A frame arrived where it is not allowed, or the control stream did not start with
+    /// SETTINGS.
+    #[error(transparent)]
+    FrameOrder(#[from] FrameOrderError),
+    /// The peer opened a stream it must not open: a second control or QPACK stream, or a push
+    /// stream to a server (RFC 9114 §6.2).
+    #[error("stream creation error: {0}")]
+    StreamCreation(&'static str),
+    /// The peer closed or reset its control stream or a QPACK stream (RFC 9114 §6.2.1, RFC 9204
+    /// §4.2).
+    #[error("critical stream {0:?} closed")]
+    ClosedCriticalStream(StreamType),
+    /// A stream or push ID was used wrongly: a GOAWAY that grew or named a stream that cannot be
+    /// a request stream, or a push stream we never allowed (RFC 9114 §5.2, §4.6).
+    #[error("ID error: {0}")]
+    Id(&'static str),
+    /// QPACK failed: a field section, the encoder stream or the decoder stream (RFC 9204 §6).
+    #[error(transparent)]
+    Qpack(#[from] quay_qpack::Error),
+    /// An HTTP datagram could not be parsed (RFC 9297 §2.1).
+    #[error(transparent)]
+    Datagram(#[from] crate::proto::datagram::DatagramError),
+    /// An invariant of this crate broke; not the peer's fault.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl From<&ProtocolError> for Code {
+    fn from(error: &ProtocolError) -> Self {
+        match error {
+            ProtocolError::Frame(e) => (*e).into(),
+            ProtocolError::FrameOrder(e) => (*e).into(),
+            ProtocolError::StreamCreation(_) => Self::H3_STREAM_CREATION_ERROR,
+            ProtocolError::ClosedCriticalStream(_) => Self::H3_CLOSED_CRITICAL_STREAM,
+            ProtocolError::Id(_) => Self::H3_ID_ERROR,
+            // RFC 9204 §6: 0x200, 0x201 or 0x202, which always fit in a varint.
+            ProtocolError::Qpack(e) => {
+                Self::from_varint(VarInt::from_u64(e.code()).unwrap_or(VarInt::from_u32(0x200)))
+            }
+            ProtocolError::Datagram(e) => (*e).into(),
+            ProtocolError::Internal(_) => Self::H3_INTERNAL_ERROR,
+        }
+    }
+}
+
+impl From<ProtocolError> for Code {
+    fn from(error: ProtocolError) -> Self {
+        Self::from(&error)
+    }
+}
+
+/// What to do with a unidirectional stream the peer opened, once its type is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UniStream {
+    /// The peer's control stream: feed it to [`ConnectionState::handle_control`].
+    Control,
+    /// The peer's QPACK encoder stream: [`ConnectionState::handle_encoder_stream`].
+    Encoder,
+    /// The peer's QPACK decoder stream: [`ConnectionState::handle_decoder_stream`].
+    Decoder,
+    /// A configured extension type: read the session ID varint that follows and hand the stream
+    /// out.
+    Extension(StreamType),
+    /// Anything else (unknown, GREASE): stop reading it with H3_STREAM_CREATION_ERROR
+    /// (RFC 9114 §6.2).
+    Discard,
+}
+
+/// The outcome of [`ConnectionState::decode_headers`] that concerns only one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderBlock {
+    /// The decoded field lines.
+    Fields(Vec<Field>),
+    /// The section waits for encoder-stream data (RFC 9204 §2.2.1).
+    Blocked,
+    /// The decoded section is larger than our SETTINGS_MAX_FIELD_SECTION_SIZE; the stream should
+    /// be reset (RFC 9114 §4.2.2).
+    TooLarge,
+}
+
+/// The pure state of one HTTP/3 connection. See the [module docs](self) for the call order.
+#[derive(Debug)]
+pub struct ConnectionState {
+    side: Side,
+    local_settings: Settings,
+    peer_settings: Option<Settings>,
+    encoder: Encoder,
+    decoder: Decoder,
+    control_reader: FrameReader,
+    control_frames: ControlStreamFrames,
+    seen_control: bool,
+    seen_encoder: bool,
+    seen_decoder: bool,
+    extension_uni: Vec<StreamType>,
+    control_out: BytesMut,
+    encoder_out: BytesMut,
+    decoder_out: BytesMut,
+    goaway_sent: Option<VarInt>,
+    goaway_received: Option<VarInt>,
+    unblocked: HashMap<u64, Result<Vec<Field>, quay_qpack::Error>>,
+}
+
+impl ConnectionState {
+    /// A connection for `side` announcing the settings of `config`. `seed` picks the GREASE
+    /// values (any number; the driver uses a random one).
+    pub fn new(side: Side, config: &Config, seed: u64) -> Self {
+        let local_settings = config.settings(seed);
+        let encoder = Encoder::new(
+            EncoderConfig::default().max_table_capacity(config.qpack_max_table_capacity),
+        );
+        let decoder = Decoder::new(
+            DecoderConfig::default()
+                .max_table_capacity(config.qpack_max_table_capacity)
+                .max_blocked_streams(config.qpack_blocked_streams)
+                .max_field_section_size(config.max_field_section_size),
+        );
+        let mut control_out = BytesMut::new();
+        UniStreamHeader::Control.encode(&mut control_out);
+        Frame::Settings(local_settings.clone()).encode(&mut control_out);
+        if config.grease {
+            // RFC 9114 §7.2.8: reserved frame types must be ignored; send one to check.
+            Frame::grease(seed % 1000, Bytes::from_static(b"quay")).encode(&mut control_out);
+        }
+        let mut encoder_out = BytesMut::new();
+        UniStreamHeader::QpackEncoder.encode(&mut encoder_out);
+        let mut decoder_out = BytesMut::new();
+        UniStreamHeader::QpackDecoder.encode(&mut decoder_out);
+        let peer = match side {
+            Side::Client => Sender::Server,
+            Side::Server => Sender::Client,
+        };
+        Self {
+            side,
+            local_settings,
+            peer_settings: None,
+            encoder,
+            decoder,
+            control_reader: FrameReader::new(config.max_frame_payload),
+            control_frames: ControlStreamFrames::new(peer),
+            seen_control: false,
+            seen_encoder: false,
+            seen_decoder: false,
+            extension_uni: config.extension_uni_stream_types.clone(),
+            control_out,
+            encoder_out,
+            decoder_out,
+            goaway_sent: None,
+            goaway_received: None,
+            unblocked: HashMap::new(),
+        }
+    }
+
+    /// Which end we are.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The SETTINGS we announce.
+    pub fn local_settings(&self) -> &Settings {
+        &self.local_settings
+    }
+
+    /// The peer's SETTINGS, once received.
+    pub fn peer_settings(&self) -> Option<&Settings> {
+        self.peer_settings.as_ref()
+    }
+
+    /// The ID in the last GOAWAY we sent.
+    pub fn goaway_sent(&self) -> Option<VarInt> {
+        self.goaway_sent
+    }
+
+    /// The ID in the last GOAWAY the peer sent: a server's names the first request stream it
+    /// will not process (RFC 9114 §5.2).
+    pub fn goaway_received(&self) -> Option<VarInt> {
+        self.goaway_received
+    }
+
+    /// The QPACK encoder, for inspection.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// The QPACK decoder, for inspection.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Classifies a unidirectional stream from its decoded prefix (RFC 9114 §6.2).
+    pub fn handle_uni_stream(
+        &mut self,
+        header: UniStreamHeader,
+    ) -> Result<UniStream, ProtocolError> {
+        // RFC 9114 §6.2.1, RFC 9204 §4.2: only one of each critical stream.
+        let once = |seen: &mut bool, what| {
+            if std::mem::replace(seen, true) {
+                Err(ProtocolError::StreamCreation(what))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match header {
+            UniStreamHeader::Control => {
+                once(&mut self.seen_control, "second control stream")?;
+                UniStream::Control
+            }
+            UniStreamHeader::QpackEncoder => {
+                once(&mut self.seen_encoder, "second QPACK encoder stream")?;
+                UniStream::Encoder
+            }
+            UniStreamHeader::QpackDecoder => {
+                once(&mut self.seen_decoder, "second QPACK decoder stream")?;
+                UniStream::Decoder
+            }
+            UniStreamHeader::Push { .. } => match self.side {
+                // RFC 9114 §6.2.2: only servers push.
+                Side::Server => {
+                    return Err(ProtocolError::StreamCreation("push stream from a client"));
+                }
+                // RFC 9114 §4.6: we never sent MAX_PUSH_ID, so every push ID is over the limit.
+                Side::Client => return Err(ProtocolError::Id("push stream without MAX_PUSH_ID")),
+            },
+            header => {
+                let ty = header.ty();
+                if self.extension_uni.contains(&ty) {
+                    UniStream::Extension(ty)
+                } else {
+                    UniStream::Discard
+                }
+            }
+        })
+    }
+
+    /// Processes bytes from the peer's control stream (after its type).
+    pub fn handle_control(&mut self, chunk: Bytes) -> Result<(), ProtocolError> {
+        self.control_reader.handle_data(chunk);
+        while let Some(event) = self.control_reader.poll_event()? {
+            match event {
+                FrameEvent::Header(header) => self.control_frames.on_frame(header.ty)?,
+                // The order check refuses DATA before its payload is read.
+                FrameEvent::Data(_) => {
+                    return Err(FrameOrderError::Unexpected(FrameType::DATA).into());
+                }
+                FrameEvent::Frame(frame) => self.handle_control_frame(frame)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_control_frame(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        match frame {
+            Frame::Settings(settings) => {
+                // RFC 9204 §5: the encoder may use what the peer's decoder allows.
+                self.encoder.apply_peer_settings(
+                    settings.qpack_max_table_capacity(),
+                    settings.qpack_blocked_streams(),
+                );
+                self.peer_settings = Some(settings);
+            }
+            Frame::Goaway(id) => {
+                // RFC 9114 §5.2: a server's GOAWAY names a client-initiated bidirectional stream;
+                // either side's GOAWAY must not grow.
+                if self.side == Side::Client && id.into_inner() % 4 != 0 {
+                    return Err(ProtocolError::Id(
+                        "GOAWAY names a stream that is not a request stream",
+                    ));
+                }
+                if self.goaway_received.is_some_and(|previous| id > previous) {
+                    return Err(ProtocolError::Id("GOAWAY ID increased"));
+                }
+                self.goaway_received = Some(id);
+            }
+            Frame::CancelPush(_) | Frame::MaxPushId(_) | Frame::PriorityUpdate(_) => {
+                // We never push, and priorities are advisory (RFC 9218 §7).
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The peer's control stream or a QPACK stream ended or was reset (RFC 9114 §6.2.1).
+    pub fn handle_critical_end(&mut self, stream: UniStream) -> ProtocolError {
+        let ty = match stream {
+            UniStream::Encoder => StreamType::QPACK_ENCODER,
+            UniStream::Decoder => StreamType::QPACK_DECODER,
+            _ => StreamType::CONTROL,
+        };
+        ProtocolError::ClosedCriticalStream(ty)
+    }
+
+    /// Processes bytes from the peer's QPACK encoder stream. Returns whether a blocked field
+    /// section can now be picked up with [`ConnectionState::take_unblocked`].
+    pub fn handle_encoder_stream(&mut self, chunk: &[u8]) -> Result<bool, ProtocolError> {
+        let unblocked = self.decoder.handle_encoder_stream(chunk)?;
+        let any = !unblocked.is_empty();
+        for section in unblocked {
+            self.unblocked.insert(section.stream_id, section.result);
+        }
+        self.pull_decoder_stream();
+        Ok(any)
+    }
+
+    /// Processes bytes from the peer's QPACK decoder stream.
+    pub fn handle_decoder_stream(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        self.encoder.handle_decoder_stream(chunk)?;
+        Ok(())
+    }
+
+    /// QPACK-encodes a field section to send on `stream_id`; returns the HEADERS payload. The
+    /// encoder-stream bytes it needs are queued for [`ConnectionState::poll_encoder`].
+    pub fn encode_headers(&mut self, stream_id: u64, fields: &[Field]) -> Bytes {
+        let encoded = self.encoder.encode(stream_id, fields);
+        self.encoder_out.extend_from_slice(&encoded.encoder_stream);
+        encoded.field_section
+    }
+
+    /// QPACK-decodes a HEADERS payload received on `stream_id`.
+    pub fn decode_headers(
+        &mut self,
+        stream_id: u64,
+        section: Bytes,
+    ) -> Result<HeaderBlock, ProtocolError> {
+        let result = self.decoder.decode_section(stream_id, section);
+        self.pull_decoder_stream();
+        match result {
+            Ok(Decoded::Fields(fields)) => Ok(HeaderBlock::Fields(fields)),
+            Ok(Decoded::Blocked) => Ok(HeaderBlock::Blocked),
+            Err(quay_qpack::Error::FieldSectionTooLarge { .. }) => Ok(HeaderBlock::TooLarge),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The field section of `stream_id` that was blocked and has since been decoded, if any.
+    pub fn take_unblocked(&mut self, stream_id: u64) -> Option<HeaderBlock> {
+        Some(match self.unblocked.remove(&stream_id)? {
+            Ok(fields) => HeaderBlock::Fields(fields),
+            Err(_) => HeaderBlock::TooLarge,
+        })
+    }
+
+    /// We gave up on `stream_id` (reset or stopped) before decoding its field section: tells the
+    /// peer's encoder (RFC 9204 §4.4.2).
+    pub fn cancel_stream(&mut self, stream_id: u64) {
+        self.unblocked.remove(&stream_id);
+        self.decoder.cancel_stream(stream_id);
+        self.pull_decoder_stream();
+    }
+
+    /// Queues a GOAWAY with `id` on our control stream (RFC 9114 §5.2). A server passes the first
+    /// request stream ID it will not process. Ignored if it would grow the last one sent.
+    pub fn send_goaway(&mut self, id: VarInt) {
+        if self.goaway_sent.is_some_and(|previous| id > previous) {
+            return;
+        }
+        self.goaway_sent = Some(id);
+        Frame::Goaway(id).encode(&mut self.control_out);
+    }
+
+    /// Bytes to write on our control stream.
+    pub fn poll_control(&mut self) -> Option<Bytes> {
+        take(&mut self.control_out)
+    }
+
+    /// Bytes to write on our QPACK encoder stream.
+    pub fn poll_encoder(&mut self) -> Option<Bytes> {
+        take(&mut self.encoder_out)
+    }
+
+    /// Bytes to write on our QPACK decoder stream.
+    pub fn poll_decoder(&mut self) -> Option<Bytes> {
+        self.pull_decoder_stream();
+        take(&mut self.decoder_out)
+    }
+
+    /// Whether any of the three outputs has bytes.
+    pub fn has_output(&self) -> bool {
+        !(self.control_out.is_empty() && self.encoder_out.is_empty() && self.decoder_out.is_empty())
+    }
+
+    fn pull_decoder_stream(&mut self) {
+        if let Some(bytes) = self.decoder.poll_decoder_stream() {
+            self.decoder_out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+fn take(buf: &mut BytesMut) -> Option<Bytes> {
+    if buf.is_empty() {
+        None
+    } else {
+        Some(buf.split().freeze())
+    }
+}
+
+impl FieldLine for Field {
+    fn name(&self) -> &[u8] {
+        &self.name
+    }
+    fn value(&self) -> &[u8] {
+        &self.value
+    }
+    fn never_index(&self) -> bool {
+        self.never_index
+    }
+}
+
+impl FromFieldLine for Field {
+    fn from_field_line(name: Bytes, value: Bytes, never_index: bool) -> Self {
+        Self {
+            name,
+            value,
+            never_index,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::settings::SettingId;
+
+    fn config() -> Config {
+        Config {
+            grease: false,
+            ..Config::default()
+        }
+    }
+
+    fn state(side: Side) -> ConnectionState {
+        ConnectionState::new(side, &config(), 0)
+    }
+
+    fn settings_bytes(settings: &Settings) -> Vec<u8> {
+        let mut out = Vec::new();
+        Frame::Settings(settings.clone()).encode(&mut out);
+        out
+    }
+
+    fn code(result: Result<(), ProtocolError>) -> Code {
+        Code::from(result.unwrap_err())
+    }
+
+    #[test]
+    fn opening_bytes() {
+        let mut s = state(Side::Client);
+        // Control: type 0x00, SETTINGS (0x04) length 10: 0x01=4096, 0x07=16, 0x06=65536.
+        assert_eq!(
+            s.poll_control().unwrap()[..],
+            [
+                0x00, 0x04, 0x0a, 0x01, 0x50, 0x00, 0x07, 0x10, 0x06, 0x80, 0x01, 0x00, 0x00
+            ]
+        );
+        assert_eq!(s.poll_control(), None);
+        assert_eq!(s.poll_encoder().unwrap()[..], [0x02]);
+        assert_eq!(s.poll_decoder().unwrap()[..], [0x03]);
+        assert!(!s.has_output());
+    }
+
+    #[test]
+    fn grease_on_control_stream() {
+        let config = Config::default();
+        let mut s = ConnectionState::new(Side::Server, &config, 5);
+        let bytes = s.poll_control().unwrap();
+        let mut reader = FrameReader::new(1024);
+        reader.handle_data(bytes);
+        assert_eq!(
+            reader.take_prefix::<UniStreamHeader>(),
+            Some(UniStreamHeader::Control)
+        );
+        let mut types = Vec::new();
+        while let Some(event) = reader.poll_event().unwrap() {
+            if let FrameEvent::Header(h) = event {
+                types.push(h.ty);
+            }
+        }
+        assert_eq!(types[0], FrameType::SETTINGS);
+        assert!(types[1].is_grease());
+        // The peer decoding our SETTINGS accepts the GREASE setting.
+        let mut peer = state(Side::Client);
+        peer.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        peer.handle_control(s.local_settings_frame()).unwrap();
+    }
+
+    impl ConnectionState {
+        fn local_settings_frame(&self) -> Bytes {
+            settings_bytes(&self.local_settings).into()
+        }
+    }
+
+    #[test]
+    fn settings_must_come_first() {
+        // RFC 9114 §6.2.1: GOAWAY (0x07, len 1, id 0) before SETTINGS.
+        let mut s = state(Side::Server);
+        assert_eq!(
+            s.handle_uni_stream(UniStreamHeader::Control),
+            Ok(UniStream::Control)
+        );
+        let err = s.handle_control(Bytes::from_static(&[0x07, 0x01, 0x00]));
+        assert_eq!(code(err), Code::H3_MISSING_SETTINGS);
+    }
+
+    #[test]
+    fn second_settings_is_unexpected() {
+        // RFC 9114 §7.2.4: SETTINGS only once.
+        let mut s = state(Side::Server);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(Bytes::from_static(&[0x04, 0x00])).unwrap();
+        assert!(s.peer_settings().is_some());
+        let err = s.handle_control(Bytes::from_static(&[0x04, 0x00]));
+        assert_eq!(code(err), Code::H3_FRAME_UNEXPECTED);
+    }
+
+    #[test]
+    fn data_and_headers_on_control_are_unexpected() {
+        for frame in [&[0x00, 0x01, 0xaa][..], &[0x01, 0x00]] {
+            let mut s = state(Side::Client);
+            s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+            s.handle_control(Bytes::from_static(&[0x04, 0x00])).unwrap();
+            let err = s.handle_control(Bytes::copy_from_slice(frame));
+            assert_eq!(code(err), Code::H3_FRAME_UNEXPECTED);
+        }
+    }
+
+    #[test]
+    fn malformed_frames() {
+        // GOAWAY whose payload holds two varints: RFC 9114 §7.1.
+        let mut s = state(Side::Client);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(Bytes::from_static(&[0x04, 0x00])).unwrap();
+        let err = s.handle_control(Bytes::from_static(&[0x07, 0x02, 0x00, 0x00]));
+        assert_eq!(code(err), Code::H3_FRAME_ERROR);
+        // A repeated setting: H3_SETTINGS_ERROR (RFC 9114 §7.2.4).
+        let mut s = state(Side::Client);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let err = s.handle_control(Bytes::from_static(&[0x04, 0x04, 0x06, 0x01, 0x06, 0x02]));
+        assert_eq!(code(err), Code::H3_SETTINGS_ERROR);
+        // An HTTP/2 setting.
+        let mut s = state(Side::Client);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let err = s.handle_control(Bytes::from_static(&[0x04, 0x02, 0x02, 0x01]));
+        assert_eq!(code(err), Code::H3_SETTINGS_ERROR);
+    }
+
+    #[test]
+    fn critical_streams_once() {
+        for header in [
+            UniStreamHeader::Control,
+            UniStreamHeader::QpackEncoder,
+            UniStreamHeader::QpackDecoder,
+        ] {
+            let mut s = state(Side::Server);
+            s.handle_uni_stream(header).unwrap();
+            let err = s.handle_uni_stream(header).unwrap_err();
+            assert_eq!(Code::from(err), Code::H3_STREAM_CREATION_ERROR);
+        }
+        let mut s = state(Side::Server);
+        let err = s
+            .handle_uni_stream(UniStreamHeader::Push {
+                push_id: VarInt::from_u32(0),
+            })
+            .unwrap_err();
+        assert_eq!(Code::from(err), Code::H3_STREAM_CREATION_ERROR);
+        let mut s = state(Side::Client);
+        let err = s
+            .handle_uni_stream(UniStreamHeader::Push {
+                push_id: VarInt::from_u32(0),
+            })
+            .unwrap_err();
+        assert_eq!(Code::from(err), Code::H3_ID_ERROR);
+        assert_eq!(
+            s.handle_uni_stream(UniStreamHeader::grease(3)),
+            Ok(UniStream::Discard)
+        );
+        assert_eq!(
+            s.handle_uni_stream(UniStreamHeader::WebTransport {
+                session_id: VarInt::from_u32(0)
+            }),
+            Ok(UniStream::Discard)
+        );
+    }
+
+    #[test]
+    fn extension_streams() {
+        let mut config = config();
+        config
+            .extension_uni_stream_types
+            .push(StreamType::WEBTRANSPORT);
+        let mut s = ConnectionState::new(Side::Server, &config, 0);
+        assert_eq!(
+            s.handle_uni_stream(UniStreamHeader::WebTransport {
+                session_id: VarInt::from_u32(0)
+            }),
+            Ok(UniStream::Extension(StreamType::WEBTRANSPORT))
+        );
+    }
+
+    #[test]
+    fn critical_end() {
+        let mut s = state(Side::Server);
+        assert_eq!(
+            Code::from(s.handle_critical_end(UniStream::Control)),
+            Code::H3_CLOSED_CRITICAL_STREAM
+        );
+    }
+
+    #[test]
+    fn goaway_rules() {
+        let mut s = state(Side::Client);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(Bytes::from_static(&[0x04, 0x00, 0x07, 0x01, 0x08]))
+            .unwrap();
+        assert_eq!(s.goaway_received(), Some(VarInt::from_u32(8)));
+        s.handle_control(Bytes::from_static(&[0x07, 0x01, 0x04]))
+            .unwrap();
+        // RFC 9114 §5.2: the ID must not grow.
+        let err = s.handle_control(Bytes::from_static(&[0x07, 0x01, 0x08]));
+        assert_eq!(code(err), Code::H3_ID_ERROR);
+        // A server's GOAWAY must name a client-initiated bidirectional stream.
+        let mut s = state(Side::Client);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let err = s.handle_control(Bytes::from_static(&[0x04, 0x00, 0x07, 0x01, 0x02]));
+        assert_eq!(code(err), Code::H3_ID_ERROR);
+    }
+
+    #[test]
+    fn goaway_sent_once_and_not_growing() {
+        let mut s = state(Side::Server);
+        s.poll_control();
+        s.send_goaway(VarInt::from_u32(8));
+        assert_eq!(s.poll_control().unwrap()[..], [0x07, 0x01, 0x08]);
+        s.send_goaway(VarInt::from_u32(12));
+        assert_eq!(s.poll_control(), None);
+    }
+
+    #[test]
+    fn qpack_errors_map_to_their_codes() {
+        // Encoder stream: Duplicate (0x00) of an entry that does not exist -> 0x201.
+        let mut s = state(Side::Server);
+        s.handle_uni_stream(UniStreamHeader::QpackEncoder).unwrap();
+        let err = s.handle_encoder_stream(&[0x00]).unwrap_err();
+        assert_eq!(Code::from(err), Code::QPACK_ENCODER_STREAM_ERROR);
+        // Decoder stream: Section Acknowledgment (0x80 | id) for a stream with nothing
+        // outstanding -> 0x202.
+        let mut s = state(Side::Server);
+        let err = s.handle_decoder_stream(&[0x84]).unwrap_err();
+        assert_eq!(Code::from(err), Code::QPACK_DECODER_STREAM_ERROR);
+        // Field section: static index 200 does not exist -> 0x200.
+        let mut s = state(Side::Server);
+        let err = s
+            .decode_headers(0, Bytes::from_static(&[0x00, 0x00, 0xff, 0x89, 0x01]))
+            .unwrap_err();
+        assert_eq!(Code::from(err), Code::QPACK_DECOMPRESSION_FAILED);
+    }
+
+    #[test]
+    fn headers_round_trip_with_dynamic_table() {
+        let mut client = state(Side::Client);
+        let mut server = state(Side::Server);
+        // Exchange SETTINGS.
+        client.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        server.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let mut to_client = server.poll_control().unwrap();
+        let mut to_server = client.poll_control().unwrap();
+        client.handle_control(to_client.split_off(1)).unwrap();
+        server.handle_control(to_server.split_off(1)).unwrap();
+        assert_eq!(
+            client
+                .peer_settings()
+                .unwrap()
+                .get(SettingId::QPACK_MAX_TABLE_CAPACITY),
+            Some(VarInt::from_u32(4096))
+        );
+        server
+            .handle_uni_stream(UniStreamHeader::QpackEncoder)
+            .unwrap();
+        client
+            .handle_uni_stream(UniStreamHeader::QpackDecoder)
+            .unwrap();
+        server
+            .handle_encoder_stream(&client.poll_encoder().unwrap()[1..])
+            .unwrap();
+
+        let fields = vec![
+            Field::new(":method", "GET"),
+            Field::new(":path", "/a/rather/long/path/that/repeats"),
+            Field::new("x-custom", "a value that repeats too"),
+        ];
+        let first = client.encode_headers(0, &fields);
+        // The section may be blocked until the encoder stream arrives.
+        let encoder = client.poll_encoder();
+        let mut decoded = server.decode_headers(0, first.clone()).unwrap();
+        if let Some(bytes) = encoder {
+            let unblocked = server.handle_encoder_stream(&bytes).unwrap();
+            if decoded == HeaderBlock::Blocked {
+                assert!(unblocked);
+                decoded = server.take_unblocked(0).unwrap();
+            }
+        }
+        assert_eq!(decoded, HeaderBlock::Fields(fields.clone()));
+        client
+            .handle_decoder_stream(&server.poll_decoder().unwrap()[1..])
+            .unwrap();
+        let second = client.encode_headers(4, &fields);
+        assert!(
+            second.len() < first.len(),
+            "{} vs {}",
+            second.len(),
+            first.len()
+        );
+        if let Some(bytes) = client.poll_encoder() {
+            server.handle_encoder_stream(&bytes).unwrap();
+        }
+        assert_eq!(
+            server.decode_headers(4, second).unwrap(),
+            HeaderBlock::Fields(fields)
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! The async glue of one connection: tasks that move bytes between quinn and
+//! [`ConnectionState`].
+//!
+//! This module owns [`Shared`], the part of a connection that request streams, the client and the
+//! server handles share: the state machine behind a `std::sync::Mutex`, the wake-ups, the datagram
+//! routes and the count of live request streams. [`start`] spawns the connection's tasks:
+//!
+//! - the writer, which opens our control and QPACK streams and writes what the state machine
+//!   queues for them whenever it is told to flush;
+//! - the unidirectional stream acceptor, with one small reader per peer stream (control, QPACK
+//!   encoder, QPACK decoder; extension streams are handed out, others stopped);
+//! - the datagram reader, when HTTP datagrams are on, which routes each datagram by its quarter
+//!   stream ID.
+//!
+//! Request streams are not read here: the user's task reads and writes them directly and takes
+//! the lock only to QPACK-encode or decode a header section. Any connection error closes the QUIC
+//! connection with its code.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Buf, Bytes, BytesMut};
+use quay_qpack::Field;
+use quay_transport::{Connection, RecvStream, SendStream, VarInt};
+use quinn_proto::coding::Codec;
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::Config;
+use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniStream};
+use crate::error::Code;
+use crate::proto::datagram::Datagram;
+use crate::proto::stream::{StreamType, UniStreamHeader};
+use crate::stream::{ConnectionError, ExtensionStream, StreamError};
+
+/// How many datagrams wait per request stream before new ones are dropped.
+const DATAGRAM_QUEUE: usize = 256;
+/// How many extension streams wait for `accept_extension_stream` before new ones are refused.
+const EXTENSION_QUEUE: usize = 64;
+
+/// The state request streams and handles share with the driver tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) conn: Connection,
+    pub(crate) config: Config,
+    pub(crate) side: Side,
+    inner: Mutex<Inner>,
+    /// Something changed that waiters re-check: a blocked section was decoded, SETTINGS or
+    /// GOAWAY arrived, a request stream ended, or the connection failed.
+    pub(crate) changed: Notify,
+    /// Our control or QPACK streams have bytes to write.
+    flush: Notify,
+    pub(crate) extensions: tokio::sync::Mutex<Option<mpsc::Receiver<ExtensionStream>>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) proto: ConnectionState,
+    /// The error we closed the connection with, if any.
+    pub(crate) error: Option<ConnectionError>,
+    routes: HashMap<u64, mpsc::Sender<Bytes>>,
+    /// Live request streams (both halves count as one).
+    pub(crate) active: usize,
+    /// The user dropped the client or server connection handle.
+    pub(crate) handle_gone: bool,
+    /// Server: the highest request stream ID accepted.
+    pub(crate) max_request_id: Option<u64>,
+    /// Server: graceful shutdown started.
+    pub(crate) shutting_down: bool,
+    extension_tx: Option<mpsc::Sender<ExtensionStream>>,
+}
+
+/// Starts the tasks of a connection. Must be called inside a tokio runtime.
+pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared> {
+    let seed = RandomState::new().hash_one(conn.stable_id());
+    let proto = ConnectionState::new(side, &config, seed);
+    let wants_extensions =
+        !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
+    let (extension_tx, extension_rx) = if wants_extensions {
+        let (tx, rx) = mpsc::channel(EXTENSION_QUEUE);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    if side == Side::Server
+        && let Some(max) = config.max_concurrent_requests
+    {
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(max));
+    }
+    let datagrams = config.enable_datagrams;
+    let shared = Arc::new(Shared {
+        conn,
+        config,
+        side,
+        inner: Mutex::new(Inner {
+            proto,
+            error: None,
+            routes: HashMap::new(),
+            active: 0,
+            handle_gone: false,
+            max_request_id: None,
+            shutting_down: false,
+            extension_tx,
+        }),
+        changed: Notify::new(),
+        flush: Notify::new(),
+        extensions: tokio::sync::Mutex::new(extension_rx),
+    });
+    tokio::spawn(writer(shared.clone()));
+    tokio::spawn(accept_uni(shared.clone()));
+    if datagrams {
+        tokio::spawn(read_datagrams(shared.clone()));
+    }
+    shared
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Closes the connection because of `error`, unless it is already closed.
+    pub(crate) fn fail(&self, error: ProtocolError) {
+        let code = Code::from(&error);
+        {
+            let mut inner = self.lock();
+            if inner.error.is_some() {
+                return;
+            }
+            tracing::debug!(%error, ?code, "closing the connection");
+            inner.error = Some(ConnectionError::Protocol(error.clone()));
+        }
+        let mut reason = error.to_string();
+        reason.truncate(200);
+        self.conn.close(code.to_varint(), reason.as_bytes());
+        self.changed.notify_waiters();
+    }
+
+    /// Closes the connection without an error, unless it is already closed.
+    pub(crate) fn close(&self, code: Code, reason: &[u8]) {
+        {
+            let mut inner = self.lock();
+            if inner.error.is_none() {
+                inner.error = Some(ConnectionError::LocallyClosed);
+            }
+        }
+        self.conn.close(code.to_varint(), reason);
+        self.changed.notify_waiters();
+    }
+
+    /// The error to report for a quinn connection error: ours if we closed the connection.
+    pub(crate) fn connection_error(
+        &self,
+        error: quay_transport::ConnectionError,
+    ) -> ConnectionError {
+        if let Some(ours) = &self.lock().error {
+            return ours.clone();
+        }
+        ConnectionError::from(error)
+    }
+
+    /// The connection error, if the connection is closed or closing.
+    pub(crate) fn error(&self) -> Option<ConnectionError> {
+        if let Some(error) = &self.lock().error {
+            return Some(error.clone());
+        }
+        self.conn.close_reason().map(ConnectionError::from)
+    }
+
+    /// Tells the writer that our control or QPACK streams have bytes.
+    pub(crate) fn flush(&self) {
+        self.flush.notify_one();
+    }
+
+    /// QPACK-encodes a field section for `stream_id`.
+    pub(crate) fn encode(&self, stream_id: u64, fields: &[Field]) -> Bytes {
+        let (section, flush) = {
+            let mut inner = self.lock();
+            let section = inner.proto.encode_headers(stream_id, fields);
+            (section, inner.proto.has_output())
+        };
+        if flush {
+            self.flush();
+        }
+        section
+    }
+
+    /// QPACK-decodes a field section received on `stream_id`, waiting while it is blocked.
+    pub(crate) async fn decode(
+        &self,
+        stream_id: u64,
+        section: Bytes,
+    ) -> Result<HeaderBlock, StreamError> {
+        let result = {
+            let mut inner = self.lock();
+            let result = inner.proto.decode_headers(stream_id, section);
+            let flush = inner.proto.has_output();
+            drop(inner);
+            if flush {
+                self.flush();
+            }
+            result
+        };
+        match result {
+            Ok(HeaderBlock::Blocked) => {}
+            Ok(block) => return Ok(block),
+            Err(error) => {
+                self.fail(error);
+                return Err(StreamError::ConnectionLost(
+                    self.error().unwrap_or(ConnectionError::LocallyClosed),
+                ));
+            }
+        }
+        // RFC 9204 §2.2.1: wait for the encoder stream; the driver wakes us.
+        let cancel = CancelOnDrop {
+            shared: self,
+            stream_id,
+            armed: true,
+        };
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if let Some(block) = inner.proto.take_unblocked(stream_id) {
+                    drop(inner);
+                    let mut cancel = cancel;
+                    cancel.armed = false;
+                    return Ok(block);
+                }
+                if let Some(error) = &inner.error {
+                    return Err(StreamError::ConnectionLost(error.clone()));
+                }
+            }
+            if let Some(reason) = self.conn.close_reason() {
+                return Err(StreamError::ConnectionLost(self.connection_error(reason)));
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts routing datagrams for `stream_id` to the returned receiver.
+    pub(crate) fn register_datagrams(&self, stream_id: u64) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+        self.lock().routes.insert(stream_id, tx);
+        rx
+    }
+
+    /// Stops routing datagrams for `stream_id`.
+    pub(crate) fn unregister_datagrams(&self, stream_id: u64) {
+        self.lock().routes.remove(&stream_id);
+    }
+
+    /// A request stream started.
+    pub(crate) fn stream_opened(&self) {
+        self.lock().active += 1;
+    }
+
+    /// A request stream ended (both halves dropped).
+    pub(crate) fn stream_closed(&self) {
+        self.lock().active -= 1;
+        self.changed.notify_waiters();
+        self.maybe_close();
+    }
+
+    /// The user dropped the connection handle.
+    pub(crate) fn handle_dropped(&self) {
+        self.lock().handle_gone = true;
+        self.maybe_close();
+    }
+
+    /// Closes the connection with H3_NO_ERROR when nothing can use it any more: the handle is
+    /// gone, or (client) the server sent GOAWAY, and no request stream is live.
+    pub(crate) fn maybe_close(&self) {
+        let close = {
+            let inner = self.lock();
+            inner.active == 0
+                && (inner.handle_gone
+                    || (self.side == Side::Client && inner.proto.goaway_received().is_some()))
+        };
+        if close {
+            self.close(Code::H3_NO_ERROR, b"");
+        }
+    }
+}
+
+/// Cancels a blocked field section (RFC 9204 §4.4.2) if its waiter goes away.
+struct CancelOnDrop<'a> {
+    shared: &'a Shared,
+    stream_id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let flush = {
+                let mut inner = self.shared.lock();
+                inner.proto.cancel_stream(self.stream_id);
+                inner.proto.has_output()
+            };
+            if flush {
+                self.shared.flush();
+            }
+        }
+    }
+}
+
+/// Opens our control and QPACK streams, then writes what the state machine queues for them.
+async fn writer(shared: Arc<Shared>) {
+    let result = async {
+        let mut control = shared.conn.open_uni().await?;
+        let mut encoder = shared.conn.open_uni().await?;
+        let mut decoder = shared.conn.open_uni().await?;
+        // QPACK instructions unblock header sections: send them before request data.
+        let _ = encoder.set_priority(1);
+        let _ = control.set_priority(1);
+        loop {
+            let notified = shared.flush.notified();
+            let (c, e, d) = {
+                let mut inner = shared.lock();
+                (
+                    inner.proto.poll_control(),
+                    inner.proto.poll_encoder(),
+                    inner.proto.poll_decoder(),
+                )
+            };
+            if c.is_none() && e.is_none() && d.is_none() {
+                tokio::select! {
+                    () = notified => continue,
+                    _ = shared.conn.closed() => return Ok(()),
+                }
+            }
+            for (stream, bytes) in [(&mut encoder, e), (&mut control, c), (&mut decoder, d)] {
+                if let Some(bytes) = bytes {
+                    write(stream, bytes).await?;
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        match error {
+            quay_transport::WriteError::ConnectionLost(_) => {}
+            // RFC 9114 §6.2.1: the peer stopped one of our critical streams.
+            _ => shared.fail(ProtocolError::ClosedCriticalStream(StreamType::CONTROL)),
+        }
+    }
+}
+
+async fn write(stream: &mut SendStream, bytes: Bytes) -> Result<(), quay_transport::WriteError> {
+    stream.write_chunk(bytes).await
+}
+
+/// Accepts the peer's unidirectional streams and starts a reader for each.
+async fn accept_uni(shared: Arc<Shared>) {
+    while let Ok(stream) = shared.conn.accept_uni().await {
+        tokio::spawn(uni_stream(shared.clone(), stream));
+    }
+}
+
+/// Reads a varint-prefixed header from the start of a stream; returns it and the bytes after it.
+pub(crate) async fn read_prefix<T>(
+    recv: &mut RecvStream,
+    initial: Bytes,
+    decode: impl Fn(&mut &[u8]) -> Option<T>,
+) -> Result<Option<(T, Bytes)>, quay_transport::ReadError> {
+    let mut buf = BytesMut::from(initial);
+    loop {
+        let mut cur = &buf[..];
+        if let Some(value) = decode(&mut cur) {
+            let used = buf.len() - cur.len();
+            buf.advance(used);
+            return Ok(Some((value, buf.freeze())));
+        }
+        match recv.read_chunk(usize::MAX, true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => return Ok(None),
+        }
+    }
+}
+
+async fn uni_stream(shared: Arc<Shared>, mut recv: RecvStream) {
+    let Ok(Some((header, rest))) = read_prefix(&mut recv, Bytes::new(), |cur| {
+        UniStreamHeader::decode(cur).ok()
+    })
+    .await
+    else {
+        return;
+    };
+    let kind = shared.lock().proto.handle_uni_stream(header);
+    let kind = match kind {
+        Ok(kind) => kind,
+        Err(error) => return shared.fail(error),
+    };
+    match kind {
+        UniStream::Discard => {
+            // RFC 9114 §6.2: unknown stream types are not read.
+            let _ = recv.stop(Code::H3_STREAM_CREATION_ERROR.to_varint());
+        }
+        UniStream::Extension(ty) => {
+            let (session_id, rest) = match header {
+                UniStreamHeader::WebTransport { session_id } => (session_id, rest),
+                _ => {
+                    // Other extension types carry a session ID varint after the type.
+                    let Ok(Some(prefix)) =
+                        read_prefix(&mut recv, rest, |cur| VarInt::decode(cur).ok()).await
+                    else {
+                        return;
+                    };
+                    prefix
+                }
+            };
+            hand_out(
+                &shared,
+                ExtensionStream::Uni {
+                    ty,
+                    session_id,
+                    recv,
+                    buffered: rest,
+                },
+            );
+        }
+        UniStream::Control | UniStream::Encoder | UniStream::Decoder => {
+            critical_stream(&shared, kind, recv, rest).await;
+        }
+    }
+}
+
+pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {
+    let tx = shared.lock().extension_tx.clone();
+    let refused = match tx {
+        Some(tx) => tx.try_send(stream).err().map(|e| match e {
+            mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
+        }),
+        None => Some(stream),
+    };
+    if let Some(stream) = refused {
+        stream.refuse(Code::H3_STREAM_CREATION_ERROR);
+    }
+}
+
+/// Reads one of the peer's critical streams into the state machine until it ends.
+async fn critical_stream(shared: &Shared, kind: UniStream, mut recv: RecvStream, first: Bytes) {
+    if !first.is_empty() && !feed(shared, kind, first) {
+        return;
+    }
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                if !feed(shared, kind, chunk.bytes) {
+                    return;
+                }
+            }
+            // RFC 9114 §6.2.1, RFC 9204 §4.2: closing a critical stream is a connection error.
+            Ok(None) | Err(quay_transport::ReadError::Reset(_)) => {
+                let error = shared.lock().proto.handle_critical_end(kind);
+                return shared.fail(error);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Feeds a chunk of a critical stream; returns false once the connection failed.
+fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
+    let (result, flush, changed) = {
+        let mut inner = shared.lock();
+        let before = (
+            inner.proto.peer_settings().is_some(),
+            inner.proto.goaway_received(),
+        );
+        let result = match kind {
+            UniStream::Control => inner.proto.handle_control(chunk).map(|()| false),
+            UniStream::Encoder => inner.proto.handle_encoder_stream(&chunk),
+            _ => inner.proto.handle_decoder_stream(&chunk).map(|()| false),
+        };
+        let after = (
+            inner.proto.peer_settings().is_some(),
+            inner.proto.goaway_received(),
+        );
+        let changed = matches!(result, Ok(true)) || before != after;
+        (result, inner.proto.has_output(), changed)
+    };
+    if flush {
+        shared.flush();
+    }
+    if let Err(error) = result {
+        shared.fail(error);
+        return false;
+    }
+    if changed {
+        shared.changed.notify_waiters();
+        shared.maybe_close();
+    }
+    true
+}
+
+/// Routes HTTP datagrams to the request streams that registered for them (RFC 9297 §2.1).
+async fn read_datagrams(shared: Arc<Shared>) {
+    while let Ok(datagram) = shared.conn.read_datagram().await {
+        match Datagram::decode(datagram) {
+            Ok(datagram) => {
+                let route = shared
+                    .lock()
+                    .routes
+                    .get(&datagram.stream_id.into_inner())
+                    .cloned();
+                // Datagrams for unknown streams, or beyond a full queue, are dropped (RFC 9297
+                // §2.1 allows buffering a few; we keep none).
+                if let Some(route) = route {
+                    let _ = route.try_send(datagram.payload);
+                }
+            }
+            Err(error) => return shared.fail(error.into()),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! HTTP/3 servers: [`Server`] accepts QUIC connections, [`Connection`] accepts the requests of
+//! one, [`RequestStream`] answers one request.
+//!
+//! Requests are read and answered in the caller's task, directly on the QUIC stream; the
+//! connection's own tasks handle SETTINGS, the QPACK streams and datagrams.
+//! [`Connection::shutdown`] is the graceful GOAWAY close of RFC 9114 §5.2.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use quay_h3::Config;
+//! use quay_h3::server::Server;
+//! use quay_transport::Identity;
+//!
+//! let server = Server::bind("[::]:4433".parse()?, Identity::self_signed(["localhost"])?, Config::default())?;
+//! while let Some(connection) = server.accept().await {
+//!     tokio::spawn(async move {
+//!         let Ok(connection) = connection else { return };
+//!         while let Ok(Some((request, mut stream))) = connection.accept().await {
+//!             tokio::spawn(async move {
+//!                 let response = http::Response::builder().status(200).body(()).unwrap();
+//!                 stream.send_response(response).await?;
+//!                 stream.send_data(Bytes::from(format!("you asked for {}", request.uri()))).await?;
+//!                 stream.finish()
+//!             });
+//!         }
+//!     });
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+use quay_qpack::Field;
+use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder, VarInt};
+use quinn_proto::coding::Codec;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::connection::Side;
+use crate::driver::{self, Shared, read_prefix};
+use crate::error::Code;
+use crate::proto::capsule::Capsule;
+use crate::proto::frame::FrameType;
+use crate::proto::headers;
+use crate::proto::message::MessageFrames;
+use crate::proto::settings::Settings;
+use crate::stream::{ConnectionError, ExtensionStream, Live, RecvHalf, SendHalf, StreamError};
+
+/// An HTTP/3 server endpoint.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: Endpoint,
+    config: Config,
+}
+
+impl Server {
+    /// Binds a server at `addr` presenting `identity`, with quay-transport's default transport
+    /// options. Must be called inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: Identity,
+        config: Config,
+    ) -> Result<Self, EndpointError> {
+        let endpoint = ServerBuilder::new(identity).bind(addr)?;
+        Ok(Self::from_endpoint(endpoint, config))
+    }
+
+    /// Serves HTTP/3 on an endpoint set up elsewhere (its ALPN must include `h3`).
+    pub fn from_endpoint(endpoint: Endpoint, config: Config) -> Self {
+        Self { endpoint, config }
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The QUIC endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Waits for the next connection and its handshake. `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
+        let incoming = self.endpoint.accept().await?;
+        Some(match incoming.await {
+            Ok(connection) => Ok(Connection::new(connection, self.config.clone())),
+            Err(error) => Err(error.into()),
+        })
+    }
+}
+
+/// The server side of one HTTP/3 connection. The connection closes (H3_NO_ERROR) when this and
+/// every request stream are dropped.
+#[derive(Debug)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.handle_dropped();
+    }
+}
+
+impl Connection {
+    /// Speaks HTTP/3 on an established QUIC connection. Must be called inside a tokio runtime.
+    pub fn new(connection: quay_transport::Connection, config: Config) -> Self {
+        Self {
+            shared: driver::start(connection, config, Side::Server),
+        }
+    }
+
+    /// The QUIC connection.
+    pub fn connection(&self) -> &quay_transport::Connection {
+        &self.shared.conn
+    }
+
+    /// The client's SETTINGS, once received.
+    pub fn peer_settings(&self) -> Option<Settings> {
+        self.shared.lock().proto.peer_settings().cloned()
+    }
+
+    /// Waits for the next request. `Ok(None)` when the connection closed normally (or after
+    /// [`Connection::shutdown`] refused further requests).
+    ///
+    /// Malformed requests are reset with H3_MESSAGE_ERROR and skipped; streams that start with an
+    /// extension signal go to [`Connection::accept_extension_stream`].
+    pub async fn accept(&self) -> Result<Option<(Request<()>, RequestStream)>, ConnectionError> {
+        let shared = &self.shared;
+        loop {
+            let (mut send, mut recv) = match shared.conn.accept_bi().await {
+                Ok(streams) => streams,
+                Err(error) => {
+                    return match shared.connection_error(error) {
+                        ConnectionError::LocallyClosed => Ok(None),
+                        ConnectionError::PeerClosed {
+                            code: Code::H3_NO_ERROR,
+                            ..
+                        } => Ok(None),
+                        error => Err(error),
+                    };
+                }
+            };
+            let id: u64 = send.id().into();
+            {
+                let mut inner = shared.lock();
+                // RFC 9114 §5.2: requests at or above our GOAWAY ID are refused unprocessed.
+                if inner
+                    .proto
+                    .goaway_sent()
+                    .is_some_and(|limit| id >= limit.into_inner())
+                {
+                    drop(inner);
+                    let _ = send.reset(Code::H3_REQUEST_REJECTED.to_varint());
+                    let _ = recv.stop(Code::H3_REQUEST_REJECTED.to_varint());
+                    continue;
+                }
+                inner.max_request_id = Some(inner.max_request_id.map_or(id, |m| m.max(id)));
+            }
+            let signals = &shared.config.extension_bidi_signals;
+            let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
+                // Look at the first varint without consuming it, unless it is a signal.
+                let mut look = *cur;
+                let ty = FrameType::decode(&mut look).ok()?;
+                if !signals.contains(&ty) {
+                    return Some(None);
+                }
+                let session_id = VarInt::decode(&mut look).ok()?;
+                *cur = look;
+                Some(Some((ty, session_id)))
+            })
+            .await;
+            let buffered = match prefix {
+                Ok(Some((Some((signal, session_id)), buffered))) => {
+                    driver::hand_out(
+                        shared,
+                        ExtensionStream::Bidi {
+                            signal,
+                            session_id,
+                            send,
+                            recv,
+                            buffered,
+                        },
+                    );
+                    continue;
+                }
+                Ok(Some((None, buffered))) => buffered,
+                Ok(None) => {
+                    // RFC 9114 §4.1.2: the stream ended before a request.
+                    let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
+                    continue;
+                }
+                Err(quay_transport::ReadError::ConnectionLost(error)) => {
+                    return Err(shared.connection_error(error));
+                }
+                Err(_) => continue,
+            };
+            let live = Live::new(shared.clone());
+            let mut recv = RecvHalf::new(
+                shared.clone(),
+                recv,
+                MessageFrames::request(),
+                buffered,
+                live.clone(),
+            );
+            let mut send = SendHalf::new(shared.clone(), send, live);
+            let fields = match recv.recv_head().await {
+                Ok(Some(fields)) => fields,
+                Ok(None) => {
+                    send.reset(Code::H3_REQUEST_INCOMPLETE);
+                    continue;
+                }
+                Err(StreamError::ConnectionLost(error)) => return Err(error),
+                Err(_) => {
+                    send.reset(Code::H3_REQUEST_CANCELLED);
+                    continue;
+                }
+            };
+            let head = match headers::parse_request(&fields) {
+                Ok(head) => head,
+                Err(error) => {
+                    // RFC 9114 §4.1.2: a malformed request is a stream error.
+                    recv.message_error(error);
+                    send.reset(Code::H3_MESSAGE_ERROR);
+                    continue;
+                }
+            };
+            if head.protocol.is_some() && !shared.config.enable_extended_connect {
+                // RFC 9220 §3: :protocol without the setting is malformed.
+                recv.stop(Code::H3_MESSAGE_ERROR);
+                send.reset(Code::H3_MESSAGE_ERROR);
+                continue;
+            }
+            recv.set_body_length(head.content_length);
+            let connect = head.request.method() == Method::CONNECT;
+            if connect && shared.config.enable_datagrams {
+                recv.listen_datagrams();
+            }
+            let stream = RequestStream {
+                send,
+                recv,
+                connect,
+                head_request: head.request.method() == Method::HEAD,
+            };
+            return Ok(Some((head.request, stream)));
+        }
+    }
+
+    /// Waits for the next stream claimed by an extension (see
+    /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]). `None`
+    /// when none are configured or the connection is gone.
+    pub async fn accept_extension_stream(&self) -> Option<ExtensionStream> {
+        let mut rx = self.shared.extensions.lock().await;
+        let rx = rx.as_mut()?;
+        tokio::select! {
+            stream = rx.recv() => stream,
+            _ = self.shared.conn.closed() => None,
+        }
+    }
+
+    /// Graceful shutdown (RFC 9114 §5.2): sends GOAWAY naming the first request not accepted,
+    /// refuses later requests with H3_REQUEST_REJECTED, lets accepted requests finish, then
+    /// closes the connection with H3_NO_ERROR once they are done and the client has closed, or
+    /// at `timeout` from now, whichever comes first.
+    ///
+    /// Keep calling [`Connection::accept`] meanwhile (it refuses the late requests and returns
+    /// `Ok(None)` at the end), or those requests wait for the close.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let shared = &self.shared;
+        let deadline = Instant::now() + timeout;
+        {
+            let mut inner = shared.lock();
+            inner.shutting_down = true;
+            let next = inner.max_request_id.map_or(0, |id| id + 4);
+            inner
+                .proto
+                .send_goaway(VarInt::from_u64(next).unwrap_or(VarInt::MAX));
+        }
+        shared.flush();
+        // Wait for the accepted requests; each end wakes us.
+        loop {
+            let notified = shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.lock().active == 0 || shared.conn.close_reason().is_some() {
+                break;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // Responses may still be in flight: let the client close once it has them.
+        tokio::select! {
+            _ = shared.conn.closed() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        shared.close(Code::H3_NO_ERROR, b"");
+    }
+
+    /// Closes the connection now with `code`.
+    pub fn close(&self, code: Code, reason: &[u8]) {
+        self.shared.close(code, reason);
+    }
+
+    /// Waits until the connection is closed.
+    pub async fn closed(&self) -> ConnectionError {
+        let error = self.shared.conn.closed().await;
+        self.shared.connection_error(error)
+    }
+}
+
+/// One request being answered: read its body and trailers, send the response.
+#[derive(Debug)]
+pub struct RequestStream {
+    send: SendHalf,
+    recv: RecvHalf,
+    connect: bool,
+    head_request: bool,
+}
+
+impl RequestStream {
+    /// The QUIC stream ID.
+    pub fn id(&self) -> VarInt {
+        self.send.id()
+    }
+
+    /// Sends the response head. An interim (1xx) response may be sent first; the final one
+    /// follows. A 2xx answer to CONNECT opens the tunnel (RFC 9114 §4.4).
+    pub async fn send_response(&mut self, response: Response<()>) -> Result<(), StreamError> {
+        let fields: Vec<Field> = headers::response_fields(&response)?;
+        let status = response.status();
+        let interim = status.is_informational();
+        self.send.send_head(&fields, !interim).await?;
+        if self.connect && status.is_success() {
+            self.recv.frames_mut().tunnel();
+        }
+        Ok(())
+    }
+
+    /// Sends a piece of the response body. Bodies of responses to HEAD are not sent.
+    pub async fn send_data(&mut self, data: Bytes) -> Result<(), StreamError> {
+        if self.head_request {
+            return Ok(());
+        }
+        self.send.send_data(data).await
+    }
+
+    /// Sends the response trailers and ends the response.
+    pub async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), StreamError> {
+        self.send.send_trailers(trailers).await
+    }
+
+    /// Ends the response.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        self.send.finish()
+    }
+
+    /// The next piece of the request body, `None` at its end.
+    pub async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
+        self.recv.recv_data().await
+    }
+
+    /// The request trailers (reads and drops the rest of the body first).
+    pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
+        self.recv.recv_trailers().await
+    }
+
+    /// Sends a capsule on an Extended CONNECT stream, after a 2xx response (RFC 9297 §3.2).
+    pub async fn send_capsule(&mut self, capsule: &Capsule) -> Result<(), StreamError> {
+        self.send.send_capsule(capsule).await
+    }
+
+    /// The next capsule from the client, `None` at the end of the stream.
+    pub async fn recv_capsule(&mut self) -> Result<Option<Capsule>, StreamError> {
+        self.recv.recv_capsule().await
+    }
+
+    /// Sends an HTTP datagram for this request (RFC 9297).
+    pub fn send_datagram(&self, payload: Bytes) -> Result<(), StreamError> {
+        self.send.send_datagram(payload)
+    }
+
+    /// The next HTTP datagram for this request.
+    pub async fn recv_datagram(&mut self) -> Result<Option<Bytes>, StreamError> {
+        self.recv.recv_datagram().await
+    }
+
+    /// Refuses or abandons the request: resets the response with `code` and stops reading the
+    /// request (H3_REQUEST_REJECTED tells the client it may retry, RFC 9114 §4.1.1).
+    pub fn reject(&mut self, code: Code) {
+        self.send.reset(code);
+        self.recv.stop(code);
+    }
+
+    /// Splits into the sending and receiving halves, for use from two tasks. Send the response
+    /// head first: the halves have no `send_response`.
+    pub fn split(self) -> (SendHalf, RecvHalf) {
+        (self.send, self.recv)
+    }
+}

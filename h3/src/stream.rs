@@ -1,0 +1,689 @@
+//! Request stream halves, extension streams, and the errors of the connection layer.
+//!
+//! This module owns [`SendHalf`] and [`RecvHalf`], the two directions of a request stream that
+//! [`client::RequestStream`](crate::client::RequestStream) and
+//! [`server::RequestStream`](crate::server::RequestStream) are made of: frames are written and
+//! read directly on the quinn streams in the caller's task, with no task or channel in between;
+//! the connection lock is taken only to QPACK-encode or decode a header section. It also owns
+//! [`ExtensionStream`] (streams handed to an extension such as WebTransport) and the public errors
+//! [`ConnectionError`] and [`StreamError`].
+//!
+//! It does not own the message rules ([`crate::proto::headers`], [`crate::proto::message`]) or
+//! the connection state ([`crate::connection`]).
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use quay_qpack::Field;
+use quay_transport::{RecvStream, SendStream, VarInt};
+use quinn_proto::coding::Codec;
+use tokio::sync::mpsc;
+
+use crate::connection::{HeaderBlock, ProtocolError};
+use crate::driver::Shared;
+use crate::error::Code;
+use crate::proto::capsule::{Capsule, CapsuleError, CapsuleReader};
+use crate::proto::datagram::Datagram;
+use crate::proto::frame::{Frame, FrameHeader, FrameType};
+use crate::proto::headers::{self, MessageError};
+use crate::proto::message::{BodyLength, MessageFrames, MessagePart};
+use crate::proto::reader::{FrameEvent, FrameReader};
+use crate::proto::stream::StreamType;
+
+/// Why an HTTP/3 connection ended.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The peer broke the protocol; we closed the connection with [`ProtocolError`]'s code.
+    #[error("protocol error (closed with {code}): {0}", code = Code::from(.0))]
+    Protocol(ProtocolError),
+    /// The peer closed the connection with an HTTP/3 error code (H3_NO_ERROR for a normal
+    /// close).
+    #[error("peer closed the connection with {code}: {reason}")]
+    PeerClosed {
+        /// The code.
+        code: Code,
+        /// The reason phrase, lossily decoded.
+        reason: String,
+    },
+    /// We closed the connection (the handle was dropped, or a graceful shutdown ended).
+    #[error("connection closed locally")]
+    LocallyClosed,
+    /// QUIC or TLS ended the connection (timeout, reset, handshake failure, ...).
+    #[error(transparent)]
+    Transport(quay_transport::ConnectionError),
+}
+
+impl From<quay_transport::ConnectionError> for ConnectionError {
+    fn from(error: quay_transport::ConnectionError) -> Self {
+        match error {
+            quay_transport::ConnectionError::ApplicationClosed(close) => Self::PeerClosed {
+                code: Code::from_varint(close.error_code),
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            },
+            quay_transport::ConnectionError::LocallyClosed => Self::LocallyClosed,
+            other => Self::Transport(other),
+        }
+    }
+}
+
+impl From<ConnectionError> for io::Error {
+    fn from(error: ConnectionError) -> Self {
+        let kind = match &error {
+            ConnectionError::Protocol(_) => io::ErrorKind::InvalidData,
+            ConnectionError::Transport(quay_transport::ConnectionError::TimedOut) => {
+                io::ErrorKind::TimedOut
+            }
+            _ => io::ErrorKind::ConnectionAborted,
+        };
+        Self::new(kind, error)
+    }
+}
+
+/// Why an operation on one request stream failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The connection ended.
+    #[error("connection lost: {0}")]
+    ConnectionLost(#[from] ConnectionError),
+    /// The peer reset the stream (RESET_STREAM) with this code. H3_REQUEST_REJECTED means the
+    /// server did not process the request, which may be retried.
+    #[error("stream reset by the peer with {0}")]
+    Reset(Code),
+    /// The peer stopped reading (STOP_SENDING) with this code.
+    #[error("peer stopped reading with {0}")]
+    Stopped(Code),
+    /// The message is malformed: received (the stream was reset with H3_MESSAGE_ERROR) or about
+    /// to be sent (nothing was sent).
+    #[error("malformed message: {0}")]
+    Message(#[from] MessageError),
+    /// A received field section is over our SETTINGS_MAX_FIELD_SECTION_SIZE; the stream was
+    /// reset with H3_EXCESSIVE_LOAD.
+    #[error("field section too large")]
+    HeadersTooLarge,
+    /// A capsule was malformed or too large; the stream was reset with its code.
+    #[error("capsule: {0}")]
+    Capsule(#[from] CapsuleError),
+    /// The stream ended before the message head.
+    #[error("stream ended before the message head")]
+    Incomplete,
+    /// The server sent GOAWAY: this request was not sent, or will not be processed. It may be
+    /// retried on a new connection.
+    #[error("the server is going away; request not sent")]
+    GoingAway,
+    /// The operation does not fit the stream's state (data after trailers, a second response,
+    /// ...), or the stream was already finished or reset.
+    #[error("invalid use: {0}")]
+    Invalid(&'static str),
+    /// The peer or our configuration does not allow this (Extended CONNECT or datagrams not
+    /// enabled on both sides).
+    #[error("not negotiated: {0}")]
+    NotNegotiated(&'static str),
+}
+
+impl StreamError {
+    /// Whether the request was certainly not processed by the server and may be retried
+    /// (GOAWAY, or a reset with H3_REQUEST_REJECTED; RFC 9114 §4.1.1).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::GoingAway | Self::Reset(Code::H3_REQUEST_REJECTED)
+        )
+    }
+}
+
+impl From<StreamError> for io::Error {
+    fn from(error: StreamError) -> Self {
+        let kind = match &error {
+            StreamError::ConnectionLost(_) => io::ErrorKind::ConnectionAborted,
+            StreamError::Reset(_) | StreamError::Stopped(_) => io::ErrorKind::ConnectionReset,
+            StreamError::Message(_)
+            | StreamError::HeadersTooLarge
+            | StreamError::Capsule(_)
+            | StreamError::Incomplete => io::ErrorKind::InvalidData,
+            StreamError::GoingAway => io::ErrorKind::ConnectionRefused,
+            StreamError::Invalid(_) | StreamError::NotNegotiated(_) => io::ErrorKind::InvalidInput,
+        };
+        Self::new(kind, error)
+    }
+}
+
+/// A stream claimed by an extension (for instance WebTransport): its type or signal and the
+/// session ID after it have been read; the rest is the extension's.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExtensionStream {
+    /// A unidirectional stream of a type in
+    /// [`Config::extension_uni_stream_types`](crate::Config::extension_uni_stream_types).
+    Uni {
+        /// The stream type.
+        ty: StreamType,
+        /// The varint after the type.
+        session_id: VarInt,
+        /// The stream.
+        recv: RecvStream,
+        /// Bytes already read past the session ID; they come before anything read from `recv`.
+        buffered: Bytes,
+    },
+    /// A bidirectional stream that started with a signal in
+    /// [`Config::extension_bidi_signals`](crate::Config::extension_bidi_signals).
+    Bidi {
+        /// The signal.
+        signal: FrameType,
+        /// The varint after the signal.
+        session_id: VarInt,
+        /// The sending side.
+        send: SendStream,
+        /// The receiving side.
+        recv: RecvStream,
+        /// Bytes already read past the session ID; they come before anything read from `recv`.
+        buffered: Bytes,
+    },
+}
+
+impl ExtensionStream {
+    /// Refuses the stream with `code` (no one takes it).
+    pub(crate) fn refuse(self, code: Code) {
+        match self {
+            Self::Uni { mut recv, .. } => {
+                let _ = recv.stop(code.to_varint());
+            }
+            Self::Bidi {
+                mut send, mut recv, ..
+            } => {
+                let _ = recv.stop(code.to_varint());
+                let _ = send.reset(code.to_varint());
+            }
+        }
+    }
+}
+
+/// Counts a request stream as live until both halves are gone.
+#[derive(Debug)]
+pub(crate) struct Live(Arc<Shared>);
+
+impl Live {
+    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+        shared.stream_opened();
+        Arc::new(Self(shared))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.stream_closed();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendState {
+    Head,
+    Body,
+    Done,
+}
+
+/// The sending half of a request stream: a message head (sent by the owner), DATA, optional
+/// trailers, then the end.
+#[derive(Debug)]
+pub struct SendHalf {
+    shared: Arc<Shared>,
+    stream: SendStream,
+    id: u64,
+    state: SendState,
+    _live: Arc<Live>,
+}
+
+impl SendHalf {
+    pub(crate) fn new(shared: Arc<Shared>, stream: SendStream, live: Arc<Live>) -> Self {
+        let id = stream.id().into();
+        Self {
+            shared,
+            stream,
+            id,
+            state: SendState::Head,
+            _live: live,
+        }
+    }
+
+    /// The QUIC stream ID.
+    pub fn id(&self) -> VarInt {
+        VarInt::from_u64(self.id).unwrap_or(VarInt::MAX)
+    }
+
+    /// Sends a header section (request, response or interim response): QPACK-encodes it and
+    /// writes a HEADERS frame.
+    pub(crate) async fn send_head(
+        &mut self,
+        fields: &[Field],
+        final_head: bool,
+    ) -> Result<(), StreamError> {
+        if self.state != SendState::Head {
+            return Err(StreamError::Invalid("the message head was already sent"));
+        }
+        self.send_section(fields).await?;
+        if final_head {
+            self.state = SendState::Body;
+        }
+        Ok(())
+    }
+
+    async fn send_section(&mut self, fields: &[Field]) -> Result<(), StreamError> {
+        let section = self.shared.encode(self.id, fields);
+        let mut header = BytesMut::with_capacity(16);
+        FrameHeader {
+            ty: FrameType::HEADERS,
+            len: len_varint(section.len()),
+        }
+        .encode(&mut header);
+        self.write(&mut [header.freeze(), section]).await
+    }
+
+    /// Sends a piece of the body in one DATA frame. Empty pieces send nothing.
+    pub async fn send_data(&mut self, data: Bytes) -> Result<(), StreamError> {
+        if self.state != SendState::Body {
+            return Err(StreamError::Invalid(match self.state {
+                SendState::Head => "data before the message head",
+                _ => "data after the end of the message",
+            }));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut header = BytesMut::with_capacity(9);
+        FrameHeader::data(len_varint(data.len())).encode(&mut header);
+        self.write(&mut [header.freeze(), data]).await
+    }
+
+    /// Sends the trailer section and ends the stream.
+    pub async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), StreamError> {
+        if self.state != SendState::Body {
+            return Err(StreamError::Invalid("trailers outside the body"));
+        }
+        let fields: Vec<Field> = headers::trailer_fields(&trailers)?;
+        self.send_section(&fields).await?;
+        self.finish()
+    }
+
+    /// Sends a capsule (RFC 9297 §3.2) in a DATA frame, on an Extended CONNECT stream after the
+    /// response head.
+    pub async fn send_capsule(&mut self, capsule: &Capsule) -> Result<(), StreamError> {
+        let mut buf = BytesMut::with_capacity(capsule.encoded_len());
+        capsule.encode(&mut buf);
+        self.send_data(buf.freeze()).await
+    }
+
+    /// Sends an HTTP datagram (RFC 9297 §2.1) for this request stream. Fails if either side did
+    /// not enable datagrams; a datagram too large for the path is dropped with an error.
+    pub fn send_datagram(&self, payload: Bytes) -> Result<(), StreamError> {
+        send_datagram(&self.shared, self.id, payload)
+    }
+
+    /// Ends the stream cleanly (FIN). Idempotent.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        if self.state == SendState::Done {
+            return Ok(());
+        }
+        self.state = SendState::Done;
+        self.stream
+            .finish()
+            .map_err(|_| StreamError::Invalid("stream already closed"))
+    }
+
+    /// Abandons the stream with `code` (RESET_STREAM), e.g. H3_REQUEST_CANCELLED.
+    pub fn reset(&mut self, code: Code) {
+        self.state = SendState::Done;
+        let _ = self.stream.reset(code.to_varint());
+    }
+
+    /// Waits until the peer has acknowledged everything sent and the FIN (`Ok(None)`), or stopped
+    /// the stream (`Ok(Some(code))`).
+    pub async fn stopped(&self) -> Result<Option<Code>, StreamError> {
+        match self.stream.stopped().await {
+            Ok(code) => Ok(code.map(Code::from_varint)),
+            Err(quay_transport::StoppedError::ConnectionLost(e)) => {
+                Err(StreamError::ConnectionLost(self.shared.connection_error(e)))
+            }
+            Err(_) => Err(StreamError::Invalid("0-RTT rejected")),
+        }
+    }
+
+    async fn write(&mut self, chunks: &mut [Bytes]) -> Result<(), StreamError> {
+        self.stream
+            .write_all_chunks(chunks)
+            .await
+            .map_err(|e| write_error(&self.shared, e))
+    }
+}
+
+fn write_error(shared: &Shared, error: quay_transport::WriteError) -> StreamError {
+    match error {
+        quay_transport::WriteError::Stopped(code) => StreamError::Stopped(Code::from_varint(code)),
+        quay_transport::WriteError::ConnectionLost(e) => {
+            StreamError::ConnectionLost(shared.connection_error(e))
+        }
+        _ => StreamError::Invalid("stream already closed"),
+    }
+}
+
+pub(crate) fn send_datagram(shared: &Shared, id: u64, payload: Bytes) -> Result<(), StreamError> {
+    let negotiated = shared.config.enable_datagrams
+        && shared
+            .lock()
+            .proto
+            .peer_settings()
+            .is_some_and(|s| s.h3_datagram());
+    if !negotiated {
+        return Err(StreamError::NotNegotiated("HTTP datagrams"));
+    }
+    let stream_id = VarInt::from_u64(id).unwrap_or(VarInt::MAX);
+    let mut buf = BytesMut::with_capacity(Datagram::prefix_len(stream_id) + payload.len());
+    Datagram::encode_prefix(stream_id, &mut buf)
+        .map_err(|_| StreamError::Invalid("datagrams belong to request streams"))?;
+    buf.extend_from_slice(&payload);
+    shared
+        .conn
+        .send_datagram(buf.freeze())
+        .map_err(|e| match e {
+            quay_transport::SendDatagramError::ConnectionLost(e) => {
+                StreamError::ConnectionLost(shared.connection_error(e))
+            }
+            quay_transport::SendDatagramError::TooLarge => {
+                StreamError::Invalid("datagram too large")
+            }
+            _ => StreamError::NotNegotiated("QUIC datagrams"),
+        })
+}
+
+fn len_varint(len: usize) -> VarInt {
+    // A buffer in memory is shorter than 2^62 bytes.
+    VarInt::try_from(len).unwrap_or(VarInt::MAX)
+}
+
+/// The receiving half of a request stream: a message head (read by the owner), DATA, optional
+/// trailers, then the end.
+#[derive(Debug)]
+pub struct RecvHalf {
+    shared: Arc<Shared>,
+    stream: RecvStream,
+    id: u64,
+    reader: FrameReader,
+    frames: MessageFrames,
+    body: BodyLength,
+    /// The part the last frame header announced.
+    part: MessagePart,
+    ended: bool,
+    trailers: Option<HeaderMap>,
+    body_done: bool,
+    capsules: Option<CapsuleReader>,
+    datagrams: Option<mpsc::Receiver<Bytes>>,
+    _live: Arc<Live>,
+}
+
+impl RecvHalf {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        stream: RecvStream,
+        frames: MessageFrames,
+        buffered: Bytes,
+        live: Arc<Live>,
+    ) -> Self {
+        let id = stream.id().into();
+        let mut reader = FrameReader::new(shared.config.max_frame_payload);
+        reader.handle_data(buffered);
+        Self {
+            shared,
+            stream,
+            id,
+            reader,
+            frames,
+            body: BodyLength::new(None),
+            part: MessagePart::Head,
+            ended: false,
+            trailers: None,
+            body_done: false,
+            capsules: None,
+            datagrams: None,
+            _live: live,
+        }
+    }
+
+    /// The QUIC stream ID.
+    pub fn id(&self) -> VarInt {
+        VarInt::from_u64(self.id).unwrap_or(VarInt::MAX)
+    }
+
+    pub(crate) fn set_body_length(&mut self, length: Option<u64>) {
+        self.body = BodyLength::new(length);
+    }
+
+    pub(crate) fn frames_mut(&mut self) -> &mut MessageFrames {
+        &mut self.frames
+    }
+
+    pub(crate) fn listen_datagrams(&mut self) {
+        if self.datagrams.is_none() {
+            self.datagrams = Some(self.shared.register_datagrams(self.id));
+        }
+    }
+
+    /// The next frame event, reading the stream as needed; `None` at the clean end.
+    async fn next_event(&mut self) -> Result<Option<FrameEvent>, StreamError> {
+        loop {
+            match self.reader.poll_event() {
+                Ok(Some(event)) => return Ok(Some(event)),
+                Ok(None) => {}
+                // RFC 9114 §7.1: frame errors are connection errors, wherever they happen.
+                Err(error) => return Err(self.fail(error.into())),
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.stream.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.reader.handle_data(chunk.bytes),
+                Ok(None) => {
+                    self.ended = true;
+                    if let Err(error) = self.reader.handle_end() {
+                        return Err(self.fail(error.into()));
+                    }
+                }
+                Err(quay_transport::ReadError::Reset(code)) => {
+                    return Err(StreamError::Reset(Code::from_varint(code)));
+                }
+                Err(quay_transport::ReadError::ConnectionLost(e)) => {
+                    return Err(StreamError::ConnectionLost(self.shared.connection_error(e)));
+                }
+                Err(_) => return Err(StreamError::Invalid("stream already closed")),
+            }
+        }
+    }
+
+    fn fail(&self, error: ProtocolError) -> StreamError {
+        self.shared.fail(error);
+        StreamError::ConnectionLost(
+            self.shared
+                .error()
+                .unwrap_or(ConnectionError::LocallyClosed),
+        )
+    }
+
+    /// Checks a frame header against the message's frame order.
+    fn on_header(&mut self, header: FrameHeader) -> Result<(), StreamError> {
+        match self.frames.on_frame(header.ty) {
+            Ok(part) => {
+                self.part = part;
+                Ok(())
+            }
+            // RFC 9114 §4.1: a frame out of order is a connection error.
+            Err(error) => Err(self.fail(error.into())),
+        }
+    }
+
+    /// Resets our view of the stream after a malformed message (RFC 9114 §4.1.2).
+    fn malformed(&mut self, code: Code) {
+        let _ = self.stream.stop(code.to_varint());
+    }
+
+    /// Reads the next header section (the message head); `None` if the stream ended first.
+    pub(crate) async fn recv_head(&mut self) -> Result<Option<Vec<Field>>, StreamError> {
+        loop {
+            match self.next_event().await? {
+                None => return Ok(None),
+                Some(FrameEvent::Header(header)) => self.on_header(header)?,
+                Some(FrameEvent::Frame(Frame::Headers(section))) => {
+                    return self.decode(section).await.map(Some);
+                }
+                Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
+                    // RFC 9114 §7.2.5: we never sent MAX_PUSH_ID.
+                    return Err(self.fail(ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID")));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    async fn decode(&mut self, section: Bytes) -> Result<Vec<Field>, StreamError> {
+        match self.shared.decode(self.id, section).await? {
+            HeaderBlock::Fields(fields) => Ok(fields),
+            HeaderBlock::TooLarge | HeaderBlock::Blocked => {
+                // RFC 9114 §4.2.2: over our limit.
+                self.malformed(Code::H3_EXCESSIVE_LOAD);
+                Err(StreamError::HeadersTooLarge)
+            }
+        }
+    }
+
+    /// A message error on this stream: stop reading and report it.
+    pub(crate) fn message_error(&mut self, error: MessageError) -> StreamError {
+        self.malformed(Code::from(error.clone()));
+        StreamError::Message(error)
+    }
+
+    /// The next piece of the body, `None` at its end (then [`RecvHalf::recv_trailers`] has the
+    /// trailers, if any).
+    pub async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
+        if self.body_done {
+            return Ok(None);
+        }
+        loop {
+            match self.next_event().await? {
+                None => {
+                    self.body_done = true;
+                    if let Err(error) = self.body.on_end() {
+                        return Err(self.message_error(error));
+                    }
+                    return Ok(None);
+                }
+                Some(FrameEvent::Header(header)) => self.on_header(header)?,
+                Some(FrameEvent::Data(chunk)) => {
+                    if let Err(error) = self.body.on_data(chunk.len() as u64) {
+                        return Err(self.message_error(error));
+                    }
+                    return Ok(Some(chunk));
+                }
+                Some(FrameEvent::Frame(Frame::Headers(section))) => {
+                    let fields = self.decode(section).await?;
+                    if self.part != MessagePart::Trailers {
+                        return Err(StreamError::Invalid("a second message head"));
+                    }
+                    self.body_done = true;
+                    let trailers = match headers::parse_trailers(&fields) {
+                        Ok(trailers) => trailers,
+                        Err(error) => return Err(self.message_error(error)),
+                    };
+                    if let Err(error) = self.body.on_end() {
+                        return Err(self.message_error(error));
+                    }
+                    self.trailers = Some(trailers);
+                    return Ok(None);
+                }
+                Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
+                    return Err(self.fail(ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID")));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The trailers, after the body. Reads and drops what is left of the body first.
+    pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
+        // Bounded by the stream: each turn consumes input or ends.
+        while self.recv_data().await?.is_some() {}
+        Ok(self.trailers.take())
+    }
+
+    /// The next capsule (RFC 9297 §3.2) from the body of an Extended CONNECT stream, `None` at
+    /// the end. DATAGRAM capsules and unknown types are returned as they are; use
+    /// [`RecvHalf::accept_capsule`] to have other known types returned too.
+    pub async fn recv_capsule(&mut self) -> Result<Option<Capsule>, StreamError> {
+        let max = self.shared.config.max_capsule_size;
+        loop {
+            let reader = self.capsules.get_or_insert_with(|| CapsuleReader::new(max));
+            match reader.poll_capsule() {
+                Ok(Some(capsule)) => return Ok(Some(capsule)),
+                Ok(None) => {}
+                Err(error) => {
+                    self.malformed(Code::from(error));
+                    return Err(error.into());
+                }
+            }
+            match self.recv_data().await? {
+                Some(chunk) => {
+                    if let Some(reader) = &mut self.capsules {
+                        reader.handle_data(chunk);
+                    }
+                }
+                None => {
+                    if let Some(reader) = &mut self.capsules
+                        && let Err(error) = reader.handle_end()
+                    {
+                        self.malformed(Code::from(error));
+                        return Err(error.into());
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Makes [`RecvHalf::recv_capsule`] return capsules of type `ty` (DATAGRAM is always
+    /// returned; other unknown types are skipped, RFC 9297 §3.2).
+    pub fn accept_capsule(&mut self, ty: crate::proto::capsule::CapsuleType) {
+        let max = self.shared.config.max_capsule_size;
+        self.capsules
+            .get_or_insert_with(|| CapsuleReader::new(max))
+            .accept(ty);
+    }
+
+    /// The next HTTP datagram for this stream (RFC 9297 §2.1); `None` when the connection is
+    /// gone. Datagrams are routed from the first call on (from the start for CONNECT requests).
+    pub async fn recv_datagram(&mut self) -> Result<Option<Bytes>, StreamError> {
+        if !self.shared.config.enable_datagrams {
+            return Err(StreamError::NotNegotiated("HTTP datagrams"));
+        }
+        self.listen_datagrams();
+        let Some(rx) = &mut self.datagrams else {
+            return Ok(None);
+        };
+        tokio::select! {
+            datagram = rx.recv() => Ok(datagram),
+            error = self.shared.conn.closed() => Err(StreamError::ConnectionLost(self.shared.connection_error(error))),
+        }
+    }
+
+    /// Stops reading with `code` (STOP_SENDING), e.g. H3_NO_ERROR once the response is complete
+    /// and the rest of the request is not needed (RFC 9114 §4.1).
+    pub fn stop(&mut self, code: Code) {
+        let _ = self.stream.stop(code.to_varint());
+    }
+}
+
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        if self.datagrams.is_some() {
+            self.shared.unregister_datagrams(self.id);
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Client and server of this crate talking over 127.0.0.1.
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{accept, client, server, t};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use quay_h3::server::RequestStream;
+use quay_h3::{Config, StreamError};
+
+/// Serves every request of one connection with `handler`, one task per request.
+fn serve<F, Fut>(fixture: common::Fixture, handler: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Request<()>, RequestStream) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        // Bounded by the client: it closes the connection at the end of each test.
+        while let Ok(Some((request, stream))) = connection.accept().await {
+            tokio::spawn(handler.clone()(request, stream));
+        }
+    })
+}
+
+fn ok() -> Response<()> {
+    Response::builder().status(200).body(()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |request, mut stream| async move {
+        assert_eq!(request.method(), "GET");
+        assert_eq!(request.uri().path(), "/hello");
+        assert_eq!(request.headers()["user-agent"], "quay-test");
+        let response = Response::builder()
+            .status(200)
+            .header("content-type", "text/plain")
+            .body(())
+            .unwrap();
+        stream.send_response(response).await.unwrap();
+        stream
+            .send_data(Bytes::from_static(b"hello, world"))
+            .await
+            .unwrap();
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::get("https://localhost/hello")
+        .header("user-agent", "quay-test")
+        .body(Bytes::new())
+        .unwrap();
+    let response = t(client.request(request)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert_eq!(response.body(), &b"hello, world"[..]);
+    assert_eq!(response.version(), http::Version::HTTP_3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_by_url() {
+    let fixture = server(Config::default());
+    let url = format!("https://127.0.0.1:{}/", fixture.addr.port());
+    let builder = common::client_builder(&fixture.hash);
+    serve(fixture, |_, mut stream| async move {
+        stream.send_response(ok()).await.unwrap();
+        stream.finish().unwrap();
+    });
+    let client = t(quay_h3::Client::connect(&url, &builder, Config::default()))
+        .await
+        .unwrap();
+    let request = Request::get(url).body(Bytes::new()).unwrap();
+    let response = t(client.request(request)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_streamed_both_ways() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    // The server echoes each piece as it arrives, upper-cased.
+    serve(fixture, |request, mut stream| async move {
+        assert_eq!(request.method(), "POST");
+        stream.send_response(ok()).await.unwrap();
+        while let Some(chunk) = t(stream.recv_data()).await.unwrap() {
+            let upper = chunk.to_ascii_uppercase();
+            stream.send_data(Bytes::from(upper)).await.unwrap();
+        }
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::post("https://localhost/echo").body(()).unwrap();
+    let mut stream = t(client.send_request(request)).await.unwrap();
+    let response = {
+        stream
+            .send_data(Bytes::from_static(b"first "))
+            .await
+            .unwrap();
+        t(stream.recv_response()).await.unwrap()
+    };
+    assert_eq!(response.status(), StatusCode::OK);
+    let (mut send, mut recv) = stream.split();
+    let writer = tokio::spawn(async move {
+        for i in 0..10 {
+            t(send.send_data(Bytes::from(format!("piece {i} "))))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        send.finish().unwrap();
+    });
+    let mut echoed = Vec::new();
+    // Bounded by the server, which ends after our FIN.
+    while let Some(chunk) = t(recv.recv_data()).await.unwrap() {
+        echoed.extend_from_slice(&chunk);
+    }
+    t(writer).await.unwrap();
+    let mut expected = String::from("FIRST ");
+    for i in 0..10 {
+        expected.push_str(&format!("PIECE {i} "));
+    }
+    assert_eq!(String::from_utf8(echoed).unwrap(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_both_ways() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |_, mut stream| async move {
+        let mut body = Vec::new();
+        while let Some(chunk) = t(stream.recv_data()).await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+        assert_eq!(body, b"payload");
+        let trailers = t(stream.recv_trailers()).await.unwrap().unwrap();
+        assert_eq!(trailers["x-checksum"], "abc");
+        stream.send_response(ok()).await.unwrap();
+        stream
+            .send_data(Bytes::from_static(b"reply"))
+            .await
+            .unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        stream.send_trailers(trailers).await.unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::post("https://localhost/rpc").body(()).unwrap();
+    let mut stream = t(client.send_request(request)).await.unwrap();
+    stream
+        .send_data(Bytes::from_static(b"payload"))
+        .await
+        .unwrap();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    t(stream.send_trailers(trailers)).await.unwrap();
+    let response = t(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(t(stream.recv_data()).await.unwrap().unwrap(), &b"reply"[..]);
+    assert_eq!(t(stream.recv_data()).await.unwrap(), None);
+    let trailers = t(stream.recv_trailers()).await.unwrap().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_requests() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |request, mut stream| async move {
+        let n = request.uri().path().trim_start_matches('/').to_owned();
+        stream.send_response(ok()).await.unwrap();
+        stream.send_data(Bytes::from(n)).await.unwrap();
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = Request::get(format!("https://localhost/{i}"))
+                .body(Bytes::new())
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            assert_eq!(response.body(), i.to_string().as_bytes());
+        }));
+    }
+    for task in tasks {
+        t(task).await.unwrap();
+    }
+}
+
+/// A deterministic byte pattern that repeats only every 251 bytes.
+fn pattern(offset: u64, len: usize) -> Bytes {
+    (0..len as u64)
+        .map(|i| ((offset + i) % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_mib_body() {
+    const TOTAL: u64 = 100 * 1024 * 1024;
+    const CHUNK: usize = 256 * 1024;
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |_, mut stream| async move {
+        let mut received = 0u64;
+        // Bounded by the client's FIN.
+        while let Some(chunk) = t(stream.recv_data()).await.unwrap() {
+            let expected = pattern(received, chunk.len());
+            assert!(chunk == expected, "mismatch at offset {received}");
+            received += chunk.len() as u64;
+        }
+        stream.send_response(ok()).await.unwrap();
+        stream
+            .send_data(Bytes::from(received.to_string()))
+            .await
+            .unwrap();
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::put("https://localhost/upload")
+        .header("content-length", TOTAL)
+        .body(())
+        .unwrap();
+    let mut stream = t(client.send_request(request)).await.unwrap();
+    let chunk = pattern(0, CHUNK + 251 - CHUNK % 251);
+    let step = CHUNK as u64 - CHUNK as u64 % 251;
+    let mut sent = 0u64;
+    while sent < TOTAL {
+        let len = (TOTAL - sent).min(step) as usize;
+        t(stream.send_data(chunk.slice(..len))).await.unwrap();
+        sent += len as u64;
+    }
+    stream.finish().unwrap();
+    let response = t(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = t(stream.recv_data()).await.unwrap().unwrap();
+    assert_eq!(body, TOTAL.to_string().as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_with_requests_in_flight() {
+    const IN_FLIGHT: usize = 20;
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (shutdown_done_tx, shutdown_done) = tokio::sync::oneshot::channel();
+    {
+        let accepted = accepted.clone();
+        let release = release.clone();
+        tokio::spawn(async move {
+            let connection = Arc::new(accept(&fixture).await);
+            let mut handlers = Vec::new();
+            for _ in 0..IN_FLIGHT {
+                let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let release = release.clone();
+                handlers.push(tokio::spawn(async move {
+                    release.notified().await;
+                    stream.send_response(ok()).await.unwrap();
+                    stream.send_data(Bytes::from_static(b"done")).await.unwrap();
+                    stream.finish().unwrap();
+                }));
+            }
+            let shutdown = {
+                let connection = connection.clone();
+                tokio::spawn(async move { connection.shutdown(Duration::from_secs(10)).await })
+            };
+            // Later requests are refused; accept ends when the connection closes.
+            while let Ok(Some(_)) = t(connection.accept()).await {}
+            t(shutdown).await.unwrap();
+            let _ = shutdown_done_tx.send(());
+        });
+    }
+    let client = client(target, Config::default()).await;
+    let mut requests = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let client = client.clone();
+        requests.push(tokio::spawn(async move {
+            let request = Request::get(format!("https://localhost/{i}"))
+                .body(Bytes::new())
+                .unwrap();
+            client.request(request).await
+        }));
+    }
+    // Wait until the server holds every request, then let GOAWAY out before answering.
+    for _ in 0..300 {
+        if accepted.load(Ordering::SeqCst) == IN_FLIGHT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), IN_FLIGHT);
+    // GOAWAY reaches the client: new requests fail with a clear, retryable error.
+    let mut refused = None;
+    for _ in 0..300 {
+        let request = Request::get("https://localhost/late").body(()).unwrap();
+        match t(client.send_request(request)).await {
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+            Ok(mut stream) => {
+                // Sent before GOAWAY arrived: the server refuses it unprocessed.
+                stream.finish().unwrap();
+                let error = t(stream.recv_response()).await.unwrap_err();
+                assert!(error.is_retryable(), "{error}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    let refused = refused.expect("GOAWAY never arrived");
+    assert!(matches!(refused, StreamError::GoingAway), "{refused}");
+    assert!(refused.is_retryable());
+    release.notify_waiters();
+    // notify_waiters only wakes current waiters; handlers all wait by now, but make sure.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        release.notify_waiters();
+    }
+    for request in requests {
+        let response = t(request).await.unwrap().unwrap();
+        assert_eq!(response.body(), &b"done"[..]);
+    }
+    drop(client);
+    t(shutdown_done).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qpack_dynamic_table_is_used() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |_, mut stream| async move {
+        stream.send_response(ok()).await.unwrap();
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    // A header the static table cannot help with, sent three times.
+    let value: String = (0..600)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let before = client.connection().stats().udp_tx.bytes;
+        let request = Request::get("https://localhost/same")
+            .header("x-large-header", value.as_str())
+            .body(Bytes::new())
+            .unwrap();
+        let response = t(client.request(request)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        sent.push(client.connection().stats().udp_tx.bytes - before);
+    }
+    // The third request references the table entry instead of repeating the value.
+    assert!(sent[2] + 300 < sent[0], "bytes sent per request: {sent:?}");
+}
