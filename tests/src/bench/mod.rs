@@ -435,6 +435,16 @@ fn parent(
         "{}; {profile}; median of {runs} runs for rates",
         pinning.note
     );
+    let (recv, send) = setup::socket_buffers()?;
+    println!(
+        "UDP socket buffers: receive {} KiB, send {} KiB (asked for {} KiB each)",
+        recv / 1024,
+        send / 1024,
+        setup::SOCKET_BUFFER / 1024
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?");
+    println!("load average before the run: {load} (other work on these cores skews the numbers)");
     let mut table = Table::new(columns.iter().map(|column| column.name).collect());
     for measurement in measurements {
         if !filters.is_empty() && !filters.iter().any(|f| measurement.key.contains(f.as_str())) {
@@ -443,15 +453,11 @@ fn parent(
         let mut values = Vec::new();
         for column in columns {
             let value = measure(&pinning, column, measurement, runs);
-            match &value {
-                Ok(value) => println!(
-                    "  {:<20} {:<46} {value:.*}",
-                    column.name, measurement.label, measurement.decimals
-                ),
-                Err(error) => println!(
+            if let Err(error) = &value {
+                println!(
                     "  {:<20} {:<46} failed: {error:#}",
                     column.name, measurement.label
-                ),
+                );
             }
             values.push(value.ok());
         }
@@ -491,7 +497,19 @@ fn measure(
             for _ in 0..runs {
                 values.push(client.expect("result")?.parse::<f64>()?);
             }
-            Ok(median(&mut values))
+            let runs: Vec<String> = values
+                .iter()
+                .map(|value| format!("{value:.*}", measurement.decimals))
+                .collect();
+            let median = median(&mut values);
+            println!(
+                "  {:<20} {:<46} {median:.*}  (runs: {})",
+                column.name,
+                measurement.label,
+                measurement.decimals,
+                runs.join(", ")
+            );
+            Ok(median)
         }
         Kind::ServerMemory => {
             client.expect("warm")?;
@@ -502,7 +520,12 @@ fn measure(
             std::thread::sleep(SETTLE);
             let after = server.rss_kib()?;
             client.send("exit")?;
-            Ok(after.saturating_sub(before) as f64 / count)
+            let per_connection = after.saturating_sub(before) as f64 / count;
+            println!(
+                "  {:<20} {:<46} {per_connection:.*}  (VmRSS {before} -> {after} KiB)",
+                column.name, measurement.label, measurement.decimals
+            );
+            Ok(per_connection)
         }
     }
 }
