@@ -1,0 +1,215 @@
+//! A raw QUIC peer that breaks HTTP/3 rules against our server; each test checks the code of the
+//! CONNECTION_CLOSE that comes back (RFC 9114 §8, RFC 9204 §6).
+
+mod common;
+
+use common::{Target, accept, raw_connection, server, t};
+use quay_h3::{Code, Config};
+use quay_transport::{Connection, ConnectionError, VarInt};
+
+/// Starts our server on a fresh fixture, serving until the connection dies.
+fn our_server() -> Target {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        // Bounded by the connection, which every test gets closed.
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    target
+}
+
+/// Opens a unidirectional stream and writes `bytes` on it (and FIN when `fin`).
+async fn send_uni(connection: &Connection, bytes: &[u8], fin: bool) {
+    let mut stream = t(connection.open_uni()).await.unwrap();
+    t(stream.write_all(bytes)).await.unwrap();
+    if fin {
+        stream.finish().unwrap();
+    }
+    // Keep the stream open (dropping it would finish it).
+    std::mem::forget(stream);
+}
+
+/// Waits for the server to close the connection and returns its code.
+async fn close_code(connection: &Connection) -> Code {
+    match t(connection.closed()).await {
+        ConnectionError::ApplicationClosed(close) => Code::from_varint(close.error_code),
+        other => panic!("expected an application close, got {other:?}"),
+    }
+}
+
+async fn expect(control: &[u8], code: Code) {
+    let connection = raw_connection(our_server()).await;
+    send_uni(&connection, control, false).await;
+    assert_eq!(close_code(&connection).await, code);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_stream_without_settings() {
+    // RFC 9114 §6.2.1: control stream (0x00) starting with GOAWAY (0x07, length 1, ID 0).
+    expect(&[0x00, 0x07, 0x01, 0x00], Code::H3_MISSING_SETTINGS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_settings_frames() {
+    // RFC 9114 §7.2.4: two empty SETTINGS.
+    expect(&[0x00, 0x04, 0x00, 0x04, 0x00], Code::H3_FRAME_UNEXPECTED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_on_control_stream() {
+    // RFC 9114 §7.2.1: DATA (0x00, length 1) after SETTINGS.
+    expect(
+        &[0x00, 0x04, 0x00, 0x00, 0x01, 0xaa],
+        Code::H3_FRAME_UNEXPECTED,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_goaway() {
+    // RFC 9114 §7.1: GOAWAY whose payload holds two varints.
+    expect(
+        &[0x00, 0x04, 0x00, 0x07, 0x02, 0x00, 0x00],
+        Code::H3_FRAME_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_setting() {
+    // RFC 9114 §7.2.4.1: HTTP/2's SETTINGS_ENABLE_PUSH (0x02).
+    expect(&[0x00, 0x04, 0x02, 0x02, 0x01], Code::H3_SETTINGS_ERROR).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_control_stream() {
+    // RFC 9114 §6.2.1: only one control stream.
+    let connection = raw_connection(our_server()).await;
+    send_uni(&connection, &[0x00, 0x04, 0x00], false).await;
+    send_uni(&connection, &[0x00, 0x04, 0x00], false).await;
+    assert_eq!(
+        close_code(&connection).await,
+        Code::H3_STREAM_CREATION_ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_stream_to_server() {
+    // RFC 9114 §6.2.2: clients cannot push.
+    let connection = raw_connection(our_server()).await;
+    send_uni(&connection, &[0x01, 0x00], false).await;
+    assert_eq!(
+        close_code(&connection).await,
+        Code::H3_STREAM_CREATION_ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_stream_closed() {
+    // RFC 9114 §6.2.1: the control stream must stay open.
+    let connection = raw_connection(our_server()).await;
+    send_uni(&connection, &[0x00, 0x04, 0x00], true).await;
+    assert_eq!(
+        close_code(&connection).await,
+        Code::H3_CLOSED_CRITICAL_STREAM
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_stream_reset() {
+    let connection = raw_connection(our_server()).await;
+    let mut stream = t(connection.open_uni()).await.unwrap();
+    t(stream.write_all(&[0x00, 0x04, 0x00])).await.unwrap();
+    // Give the bytes a moment to leave before the reset.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stream.reset(VarInt::from_u32(0x100)).unwrap();
+    assert_eq!(
+        close_code(&connection).await,
+        Code::H3_CLOSED_CRITICAL_STREAM
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_stream_types_are_ignored() {
+    // RFC 9114 §6.2.3, §7.2.8: GREASE stream types (0x21, and 0x40 in a two-byte varint) and a
+    // GREASE frame (0x21, length 2) on the control stream are ignored; the connection stays up.
+    let connection = raw_connection(our_server()).await;
+    send_uni(
+        &connection,
+        &[0x00, 0x04, 0x00, 0x21, 0x02, 0xbe, 0xef],
+        false,
+    )
+    .await;
+    send_uni(&connection, &[0x21, 0xde, 0xad], true).await;
+    send_uni(&connection, &[0x40, 0x40, 0x02, 0xbe, 0xef], false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(connection.close_reason().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_qpack_encoder_stream() {
+    // RFC 9204 §4.3.4: Duplicate (0b000) of an entry that does not exist.
+    let connection = raw_connection(our_server()).await;
+    send_uni(&connection, &[0x02, 0x00], false).await;
+    assert_eq!(
+        close_code(&connection).await,
+        Code::QPACK_ENCODER_STREAM_ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_qpack_decoder_stream() {
+    // RFC 9204 §4.4.1: Section Acknowledgment for stream 4, which has no section outstanding.
+    let connection = raw_connection(our_server()).await;
+    send_uni(&connection, &[0x03, 0x84], false).await;
+    assert_eq!(
+        close_code(&connection).await,
+        Code::QPACK_DECODER_STREAM_ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_field_section() {
+    // RFC 9204 §6: HEADERS whose field line names static index 200, which does not exist.
+    let connection = raw_connection(our_server()).await;
+    let (mut send, _recv) = t(connection.open_bi()).await.unwrap();
+    t(send.write_all(&[0x01, 0x05, 0x00, 0x00, 0xff, 0x89, 0x01]))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    assert_eq!(
+        close_code(&connection).await,
+        Code::QPACK_DECOMPRESSION_FAILED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_before_headers() {
+    // RFC 9114 §4.1: a request stream must start with HEADERS.
+    let connection = raw_connection(our_server()).await;
+    let (mut send, _recv) = t(connection.open_bi()).await.unwrap();
+    t(send.write_all(&[0x00, 0x01, 0xaa])).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(close_code(&connection).await, Code::H3_FRAME_UNEXPECTED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_is_a_stream_error() {
+    // RFC 9114 §4.1.2: a request without :method is reset with H3_MESSAGE_ERROR; the
+    // connection stays up. Field section: prefix 0x0000, :path / (static 1 -> 0xc1).
+    let connection = raw_connection(our_server()).await;
+    let (mut send, mut recv) = t(connection.open_bi()).await.unwrap();
+    t(send.write_all(&[0x01, 0x03, 0x00, 0x00, 0xc1]))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let mut buf = [0u8; 16];
+    match t(recv.read(&mut buf)).await {
+        Err(quay_transport::ReadError::Reset(code)) => {
+            assert_eq!(Code::from_varint(code), Code::H3_MESSAGE_ERROR);
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    assert!(connection.close_reason().is_none());
+}
