@@ -1,0 +1,194 @@
+//! Extended CONNECT (RFC 9220), HTTP datagrams and capsules (RFC 9297), and extension streams,
+//! between our client and server over 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{accept, client, server, t};
+use http::{Method, Request, Response, StatusCode};
+use quay_h3::proto::capsule::{Capsule, CapsuleType};
+use quay_h3::proto::frame::FrameType;
+use quay_h3::proto::headers::Protocol;
+use quay_h3::proto::stream::StreamType;
+use quay_h3::stream::ExtensionStream;
+use quay_h3::{Config, StreamError};
+
+fn extended() -> Config {
+    let mut config = Config::default();
+    config.enable_extended_connect = true;
+    config.enable_datagrams = true;
+    config
+}
+
+fn connect_udp() -> Request<()> {
+    Request::builder()
+        .method(Method::CONNECT)
+        .uri("https://localhost/.well-known/masque/udp/192.0.2.6/443/")
+        .extension(Protocol::CONNECT_UDP)
+        .body(())
+        .unwrap()
+}
+
+/// Sends a datagram, retrying while the peer's SETTINGS are on their way.
+async fn send_datagram(send: impl Fn() -> Result<(), StreamError>) {
+    for _ in 0..100 {
+        match send() {
+            Err(StreamError::NotNegotiated(_)) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("datagrams never negotiated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_udp_with_capsules_and_datagrams() {
+    let fixture = server(extended());
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let (request, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+        assert_eq!(request.method(), Method::CONNECT);
+        assert_eq!(
+            request.extensions().get::<Protocol>(),
+            Some(&Protocol::CONNECT_UDP)
+        );
+        let response = Response::builder()
+            .status(200)
+            .header("capsule-protocol", "?1")
+            .body(())
+            .unwrap();
+        t(stream.send_response(response)).await.unwrap();
+        // Capsules: the client's DATAGRAM capsule comes back; its unknown capsule is skipped.
+        let capsule = t(stream.recv_capsule()).await.unwrap().unwrap();
+        assert_eq!(
+            capsule,
+            Capsule::datagram(Bytes::from_static(b"via capsule"))
+        );
+        t(stream.send_capsule(&capsule)).await.unwrap();
+        // Datagrams: echo one.
+        let datagram = t(stream.recv_datagram()).await.unwrap().unwrap();
+        assert_eq!(datagram, &b"ping"[..]);
+        send_datagram(|| stream.send_datagram(Bytes::from_static(b"pong"))).await;
+        // The client's FIN ends the capsule stream.
+        assert_eq!(t(stream.recv_capsule()).await.unwrap(), None);
+        stream.finish().unwrap();
+        // Bounded by the client closing the connection.
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    let client = client(target, extended()).await;
+    let mut stream = t(client.send_request(connect_udp())).await.unwrap();
+    let response = t(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let unknown = Capsule {
+        ty: CapsuleType::grease(3),
+        payload: Bytes::from_static(b"skip me"),
+    };
+    t(stream.send_capsule(&unknown)).await.unwrap();
+    t(stream.send_capsule(&Capsule::datagram(Bytes::from_static(b"via capsule"))))
+        .await
+        .unwrap();
+    let echoed = t(stream.recv_capsule()).await.unwrap().unwrap();
+    assert_eq!(echoed.payload, &b"via capsule"[..]);
+    send_datagram(|| stream.send_datagram(Bytes::from_static(b"ping"))).await;
+    let datagram = t(stream.recv_datagram()).await.unwrap().unwrap();
+    assert_eq!(datagram, &b"pong"[..]);
+    stream.finish().unwrap();
+    assert_eq!(t(stream.recv_capsule()).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_connect_needs_both_sides() {
+    // The server does not enable it: the client refuses to send (RFC 9220 §3).
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    let client = client(target, extended()).await;
+    let error = t(client.send_request(connect_udp())).await.unwrap_err();
+    assert!(matches!(error, StreamError::NotNegotiated(_)), "{error}");
+    // Datagrams on a stream are refused as well when the server did not enable them.
+    let request = Request::get("https://localhost/").body(()).unwrap();
+    let stream = t(client.send_request(request)).await.unwrap();
+    let error = stream.send_datagram(Bytes::from_static(b"x")).unwrap_err();
+    assert!(matches!(error, StreamError::NotNegotiated(_)), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_streams_are_handed_out() {
+    let mut config = Config::default();
+    config
+        .extension_uni_stream_types
+        .push(StreamType::WEBTRANSPORT);
+    config
+        .extension_bidi_signals
+        .push(FrameType::WEBTRANSPORT_STREAM);
+    let fixture = server(config);
+    let target = fixture.target();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let connection = Arc::new(accept(&fixture).await);
+        {
+            let connection = connection.clone();
+            tokio::spawn(async move { while let Ok(Some(_)) = connection.accept().await {} });
+        }
+        for _ in 0..2 {
+            let stream = t(connection.accept_extension_stream()).await.unwrap();
+            let text = match stream {
+                ExtensionStream::Uni {
+                    ty,
+                    session_id,
+                    mut recv,
+                    buffered,
+                    ..
+                } => {
+                    assert_eq!(ty, StreamType::WEBTRANSPORT);
+                    let mut data = buffered.to_vec();
+                    data.extend(t(recv.read_to_end(1024)).await.unwrap());
+                    format!("uni {session_id} {}", String::from_utf8(data).unwrap())
+                }
+                ExtensionStream::Bidi {
+                    signal,
+                    session_id,
+                    mut send,
+                    mut recv,
+                    buffered,
+                    ..
+                } => {
+                    assert_eq!(signal, FrameType::WEBTRANSPORT_STREAM);
+                    let mut data = buffered.to_vec();
+                    data.extend(t(recv.read_to_end(1024)).await.unwrap());
+                    t(send.write_all(b"back")).await.unwrap();
+                    send.finish().unwrap();
+                    std::mem::forget(send);
+                    format!("bidi {session_id} {}", String::from_utf8(data).unwrap())
+                }
+                other => panic!("{other:?}"),
+            };
+            tx.send(text).await.unwrap();
+        }
+    });
+    let client = client(target, Config::default()).await;
+    let connection = client.connection();
+    let mut uni = t(connection.open_uni()).await.unwrap();
+    // Type 0x54 (two-byte varint 0x40 0x54), session ID 4, payload.
+    t(uni.write_all(&[0x40, 0x54, 0x04])).await.unwrap();
+    t(uni.write_all(b"hello")).await.unwrap();
+    uni.finish().unwrap();
+    let mut received = vec![t(rx.recv()).await.unwrap()];
+    let (mut send, mut recv) = t(connection.open_bi()).await.unwrap();
+    // Signal 0x41 (0x40 0x41), session ID 8, payload.
+    t(send.write_all(&[0x40, 0x41, 0x08, b'h', b'i']))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    received.push(t(rx.recv()).await.unwrap());
+    assert_eq!(received, ["uni 4 hello", "bidi 8 hi"]);
+    assert_eq!(t(recv.read_to_end(1024)).await.unwrap(), b"back");
+}
