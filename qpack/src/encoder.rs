@@ -17,14 +17,20 @@
 //!    literal name.
 //!
 //! A field is worth inserting when it is not sensitive, takes at most 3/4 of the table, and
-//! either was seen recently (a history of field hashes) or its name usually repeats its values.
-//! Names start out as "repeating" except for a short list of names whose values are nearly
-//! always unique (`:path`, `date`, `content-length`, ...); each name then learns from what the
-//! encoder sees. For a field not worth inserting whose name is in neither table, the name
+//! was seen recently (a history of field hashes: the last 512 fields, or 64 when the peer
+//! allows no blocked streams, since then an insert only pays if the field comes back soon)
+//! and at least 30% of the values of its name repeat. Until a name has been seen 4 times, any
+//! name may be inserted on first sight except a short list whose values are nearly always
+//! unique (`:path`, `date`, `content-length`, ...). For a field not worth inserting whose name is in neither table, the name
 //! alone is inserted (with an empty value) so later literals can reference it.
 //!
+//! Entries that are referenced at least twice and reach the oldest quarter of the table are
+//! re-inserted with Duplicate before they would be evicted, so a busy table keeps its most
+//! useful entries.
+//!
 //! Entries the decoder has not acknowledged are capped: with blocked streams allowed, at the
-//! whole table; without, at a quarter of it, since they are useless until acknowledged.
+//! whole table; without, at a sixteenth of it until the peer first acknowledges anything
+//! (they are useless until acknowledged, and a peer may never acknowledge).
 //!
 //! Sensitive fields are never inserted and are sent with the N bit: anything marked
 //! [`Field::never_index`], `authorization`, `proxy-authorization`, and `cookie` and
@@ -208,7 +214,7 @@ impl Encoder {
             unacked: HashMap::new(),
             encoder_stream: Vec::new(),
             partial: Vec::new(),
-            history: History::default(),
+            history: History::new(HISTORY_NO_BLOCKING),
             scratch: Vec::new(),
             unacked_sections: 0,
             dynamic: true,
@@ -221,6 +227,11 @@ impl Encoder {
     /// [`encode`](Self::encode).
     pub fn apply_peer_settings(&mut self, max_table_capacity: u64, max_blocked_streams: u64) {
         self.max_blocked = max_blocked_streams;
+        self.history.window = if max_blocked_streams > 0 {
+            HISTORY
+        } else {
+            HISTORY_NO_BLOCKING
+        };
         self.max_entries = max_table_capacity / ENTRY_OVERHEAD;
         let capacity = max_table_capacity.min(self.config.max_table_capacity);
         if capacity != self.capacity && self.entries.is_empty() {
@@ -749,15 +760,22 @@ impl Encoder {
 }
 
 /// Recently seen fields and, per name, how often values repeat.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct History {
+    /// How many recent fields count as "seen recently".
+    window: usize,
     ring: VecDeque<u64>,
     counts: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
     /// name hash -> (fields seen, fields seen before in the ring)
     names: HashMap<u64, (u32, u32), BuildHasherDefault<IdHasher>>,
 }
 
+/// History window when referencing new entries may block: an insert then costs little more
+/// than the literal it replaces, so a repeat within the last ~35 requests is enough.
 const HISTORY: usize = 512;
+/// History window when it may not: the field goes out as a literal *and* as an insert, which
+/// only pays if it repeats soon, so the repeat must be recent.
+const HISTORY_NO_BLOCKING: usize = 64;
 const MAX_NAMES: usize = 1024;
 
 /// Names whose values are almost always new: inserting them mostly wastes table space.
@@ -781,6 +799,15 @@ const UNIQUE_NAMES: [&[u8]; 16] = [
 ];
 
 impl History {
+    fn new(window: usize) -> Self {
+        Self {
+            window,
+            ring: VecDeque::with_capacity(window),
+            counts: HashMap::default(),
+            names: HashMap::default(),
+        }
+    }
+
     /// Records a field; returns whether it was seen recently.
     fn observe(&mut self, field_hash: u64, name_hash: u64) -> bool {
         let seen = self.counts.get(&field_hash).is_some_and(|c| *c > 0);
@@ -792,7 +819,7 @@ impl History {
         if seen {
             stats.1 = stats.1.saturating_add(1);
         }
-        if self.ring.len() == HISTORY
+        if self.ring.len() >= self.window
             && let Some(old) = self.ring.pop_front()
             && let MapEntry::Occupied(mut o) = self.counts.entry(old)
         {

@@ -173,10 +173,23 @@ fn lookup(window: u64) -> (u16, u32) {
 /// RFC 7541 §5.2: padding longer than 7 bits, padding that is not a prefix of EOS (all ones),
 /// and an explicit EOS symbol are all errors.
 pub(crate) fn decode(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), Reason> {
-    // The shortest code is 5 bits, so the output is at most 8/5 of the input.
+    // The shortest code is 5 bits, so the output is at most 8/5 of the input. Symbols are
+    // written by index into room made up front (plus slack for one batch), then trimmed.
     let max_out = (data.len() * 8 / 5).min(limit);
-    out.reserve(max_out);
-    let end = out.len() + max_out;
+    let start = out.len();
+    let end = start + max_out;
+    out.resize(end + BATCH_SLACK, 0);
+    let mut n = start;
+    let result = decode_into(data, out, &mut n, end);
+    out.truncate(n);
+    result
+}
+
+/// The most symbols one batch of [`decode_into`] can write past its check: 64 bits of 5-bit
+/// codes.
+const BATCH_SLACK: usize = 13;
+
+fn decode_into(data: &[u8], out: &mut [u8], n: &mut usize, end: usize) -> Result<(), Reason> {
     // `acc` holds the next `bits` bits of input, most significant first. Below them it may
     // hold a few bits of the following byte: they are the real input bits in their final
     // positions, so OR-ing that byte in again later changes nothing.
@@ -210,20 +223,24 @@ pub(crate) fn decode(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(),
             break;
         }
         // At least 30 bits are there: every lookup sees a whole code.
+        if *n > end {
+            return Err(Reason::StringTooLong);
+        }
         while bits >= MAX_LEN as u32 {
             let (sym, len) = lookup(acc);
             if sym == EOS {
                 return Err(Reason::InvalidHuffman);
             }
-            out.push(sym as u8);
+            out[*n] = sym as u8;
+            *n += 1;
             acc <<= len;
             bits -= len;
         }
-        if out.len() > end {
-            return Err(Reason::StringTooLong);
-        }
     }
     // Fewer than 30 bits are left and the input is exhausted.
+    if *n > end {
+        return Err(Reason::StringTooLong);
+    }
     loop {
         if bits == 0 {
             return Ok(());
@@ -242,10 +259,11 @@ pub(crate) fn decode(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(),
         if sym == EOS {
             return Err(Reason::InvalidHuffman);
         }
-        if out.len() >= end {
+        if *n >= end {
             return Err(Reason::StringTooLong);
         }
-        out.push(sym as u8);
+        out[*n] = sym as u8;
+        *n += 1;
         acc <<= len;
         bits -= len;
     }
@@ -344,6 +362,24 @@ mod tests {
             decode(&[0xff, 0xf0], 10, &mut out),
             Err(Reason::InvalidHuffman)
         );
+    }
+
+    #[test]
+    fn output_limit_is_enforced_for_long_strings() {
+        // Long enough to go through the batched path, for every limit around the real length.
+        let plain = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut enc = vec![];
+        encode(plain, &mut enc);
+        for limit in plain.len() - 20..plain.len() + 3 {
+            let mut out = vec![1, 2, 3];
+            let r = decode(&enc, limit, &mut out);
+            if limit >= plain.len() {
+                assert_eq!(r, Ok(()));
+                assert_eq!(&out[3..], plain);
+            } else {
+                assert_eq!(r, Err(Reason::StringTooLong), "limit {limit}");
+            }
+        }
     }
 
     #[test]
