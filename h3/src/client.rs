@@ -232,16 +232,23 @@ impl Client {
         stream.send_data(body).await?;
         stream.finish()?;
         let response = stream.recv_response().await?;
+        // The common one-chunk body is returned without a copy.
+        let mut first = None;
         let mut buf = BytesMut::new();
         // Bounded by the stream's length.
         while let Some(chunk) = stream.recv_data().await? {
-            if buf.is_empty() && chunk.len() >= 4096 {
-                buf.reserve(chunk.len());
+            match first.take() {
+                None if buf.is_empty() => first = Some(chunk),
+                None => buf.extend_from_slice(&chunk),
+                Some(previous) => {
+                    buf.extend_from_slice(&previous);
+                    buf.extend_from_slice(&chunk);
+                }
             }
-            buf.extend_from_slice(&chunk);
         }
+        let body = first.unwrap_or_else(|| buf.freeze());
         let (parts, ()) = response.into_parts();
-        Ok(Response::from_parts(parts, buf.freeze()))
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Closes the connection now with `code` (H3_NO_ERROR for a normal close).

@@ -232,8 +232,10 @@ impl Shared {
                     cancel.armed = false;
                     return Ok(block);
                 }
-                if let Some(error) = &inner.error {
-                    return Err(StreamError::ConnectionLost(error.clone()));
+                let error = inner.error.clone();
+                drop(inner);
+                if let Some(error) = error {
+                    return Err(StreamError::ConnectionLost(error));
                 }
             }
             if let Some(reason) = self.conn.close_reason() {

@@ -4,6 +4,13 @@
 //! [`proto`] holds the pure codecs: frames, settings, stream types, capsules, datagram prefixes
 //! and message validation, none of which does I/O. [`error`] holds the wire error codes.
 //!
+//! On top of them: [`connection`] is the pure connection state machine (SETTINGS, QPACK, critical
+//! streams, GOAWAY); [`client::Client`] and [`server::Server`] / [`server::Connection`] speak
+//! HTTP/3 over quinn with `http::Request` / `http::Response` heads, streaming bodies, trailers,
+//! Extended CONNECT, capsules and datagrams; [`Config`] holds the settings and limits. Each
+//! connection runs a few small tokio tasks for its control and QPACK streams and datagrams;
+//! request bodies are read and written in the caller's task, straight on the QUIC stream.
+//!
 //! This crate does not do QPACK (that is `quay-qpack`), QUIC or TLS (that is `quay-transport`),
 //! or WebTransport's session rules (that is `quay-webtransport`, which plugs into the extension
 //! points described in DESIGN.md).

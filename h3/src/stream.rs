@@ -21,7 +21,7 @@ use quay_transport::{RecvStream, SendStream, VarInt};
 use quinn_proto::coding::Codec;
 use tokio::sync::mpsc;
 
-use crate::connection::{HeaderBlock, ProtocolError};
+use crate::connection::{HeaderBlock, ProtocolError, Side};
 use crate::driver::Shared;
 use crate::error::Code;
 use crate::proto::capsule::{Capsule, CapsuleError, CapsuleReader};
@@ -358,6 +358,16 @@ impl SendHalf {
     }
 }
 
+impl Drop for SendHalf {
+    fn drop(&mut self) {
+        if self.state != SendState::Done {
+            // quinn would finish a dropped stream, which would pass a cut message off as
+            // complete; reset it instead (RFC 9114 §4.1.1).
+            let _ = self.stream.reset(Code::H3_REQUEST_CANCELLED.to_varint());
+        }
+    }
+}
+
 fn write_error(shared: &Shared, error: quay_transport::WriteError) -> StreamError {
     match error {
         quay_transport::WriteError::Stopped(code) => StreamError::Stopped(Code::from_varint(code)),
@@ -684,6 +694,16 @@ impl Drop for RecvHalf {
     fn drop(&mut self) {
         if self.datagrams.is_some() {
             self.shared.unregister_datagrams(self.id);
+        }
+        if !self.ended {
+            // RFC 9114 §4.1: a server that has answered may stop reading the request with
+            // H3_NO_ERROR; a client that drops a response cancels the request. (quinn would
+            // send code 0, which is not an HTTP/3 code.)
+            let code = match self.shared.side {
+                Side::Server => Code::H3_NO_ERROR,
+                Side::Client => Code::H3_REQUEST_CANCELLED,
+            };
+            let _ = self.stream.stop(code.to_varint());
         }
     }
 }

@@ -361,3 +361,118 @@ async fn qpack_dynamic_table_is_used() {
     // The third request references the table entry instead of repeating the value.
     assert!(sent[2] + 300 < sent[0], "bytes sent per request: {sent:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_mismatch_is_a_message_error() {
+    // RFC 9114 §4.1.2: a body shorter than content-length makes the response malformed.
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |_, mut stream| async move {
+        let response = Response::builder()
+            .status(200)
+            .header("content-length", "10")
+            .body(())
+            .unwrap();
+        stream.send_response(response).await.unwrap();
+        stream
+            .send_data(Bytes::from_static(b"short"))
+            .await
+            .unwrap();
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::get("https://localhost/")
+        .body(Bytes::new())
+        .unwrap();
+    let error = t(client.request(request)).await.unwrap_err();
+    assert!(matches!(error, StreamError::Message(_)), "{error}");
+    // The connection is still fine.
+    let request = Request::get("https://localhost/")
+        .body(Bytes::new())
+        .unwrap();
+    assert!(matches!(
+        t(client.request(request)).await,
+        Err(StreamError::Message(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_response_head_and_reject() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |request, mut stream| async move {
+        match request.uri().path() {
+            "/interim" => {
+                // RFC 9114 §4.1: 1xx responses come before the final one.
+                let early = Response::builder().status(103).body(()).unwrap();
+                stream.send_response(early).await.unwrap();
+                stream.send_response(ok()).await.unwrap();
+                stream
+                    .send_data(Bytes::from_static(b"final"))
+                    .await
+                    .unwrap();
+                stream.finish().unwrap();
+            }
+            "/head" => {
+                let response = Response::builder()
+                    .status(200)
+                    .header("content-length", "1000")
+                    .body(())
+                    .unwrap();
+                stream.send_response(response).await.unwrap();
+                // Dropped for HEAD: no content (RFC 9110 §9.3.2).
+                stream
+                    .send_data(Bytes::from_static(b"ignored"))
+                    .await
+                    .unwrap();
+                stream.finish().unwrap();
+            }
+            _ => stream.reject(quay_h3::Code::H3_REQUEST_REJECTED),
+        }
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::get("https://localhost/interim")
+        .body(Bytes::new())
+        .unwrap();
+    let response = t(client.request(request)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body(), &b"final"[..]);
+    let request = Request::head("https://localhost/head")
+        .body(Bytes::new())
+        .unwrap();
+    let response = t(client.request(request)).await.unwrap();
+    assert_eq!(response.headers()["content-length"], "1000");
+    assert!(response.body().is_empty());
+    let request = Request::get("https://localhost/other")
+        .body(Bytes::new())
+        .unwrap();
+    let error = t(client.request(request)).await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_response_stream_is_reset_not_finished() {
+    // A handler that drops its stream mid-body must not look like a complete response.
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    serve(fixture, |_, mut stream| async move {
+        stream.send_response(ok()).await.unwrap();
+        stream
+            .send_data(Bytes::from_static(b"partial"))
+            .await
+            .unwrap();
+        drop(stream);
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::get("https://localhost/")
+        .body(Bytes::new())
+        .unwrap();
+    let error = t(client.request(request)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StreamError::Reset(quay_h3::Code::H3_REQUEST_CANCELLED)
+        ),
+        "{error}"
+    );
+}
