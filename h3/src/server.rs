@@ -132,7 +132,30 @@ impl Connection {
     ///
     /// Malformed requests are reset with H3_MESSAGE_ERROR and skipped; streams that start with an
     /// extension signal go to [`Connection::accept_extension_stream`].
+    ///
+    /// This reads each request's head before returning, so a client that opens a stream and
+    /// sends its head slowly delays the requests behind it. Servers that must not wait use
+    /// [`Connection::accept_stream`] and resolve each [`IncomingRequest`] in its own task.
     pub async fn accept(&self) -> Result<Option<(Request<()>, RequestStream)>, ConnectionError> {
+        // Each turn takes one stream off the connection.
+        loop {
+            let Some(incoming) = self.accept_stream().await? else {
+                return Ok(None);
+            };
+            match incoming.resolve().await {
+                Ok(Some(request)) => return Ok(Some(request)),
+                Ok(None) => {}
+                Err(StreamError::ConnectionLost(error)) => return Err(error),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Waits for the next request stream without reading it; [`IncomingRequest::resolve`] reads
+    /// the head. `Ok(None)` when the connection closed normally.
+    ///
+    /// Requests at or above our GOAWAY ID are refused here with H3_REQUEST_REJECTED.
+    pub async fn accept_stream(&self) -> Result<Option<IncomingRequest>, ConnectionError> {
         let shared = &self.shared;
         loop {
             let (mut send, mut recv) = match shared.conn.accept_bi().await {
@@ -164,92 +187,11 @@ impl Connection {
                 }
                 inner.max_request_id = Some(inner.max_request_id.map_or(id, |m| m.max(id)));
             }
-            let signals = &shared.config.extension_bidi_signals;
-            let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
-                // Look at the first varint without consuming it, unless it is a signal.
-                let mut look = *cur;
-                let ty = FrameType::decode(&mut look).ok()?;
-                if !signals.contains(&ty) {
-                    return Some(None);
-                }
-                let session_id = VarInt::decode(&mut look).ok()?;
-                *cur = look;
-                Some(Some((ty, session_id)))
-            })
-            .await;
-            let buffered = match prefix {
-                Ok(Some((Some((signal, session_id)), buffered))) => {
-                    driver::hand_out(
-                        shared,
-                        ExtensionStream::Bidi {
-                            signal,
-                            session_id,
-                            send,
-                            recv,
-                            buffered,
-                        },
-                    );
-                    continue;
-                }
-                Ok(Some((None, buffered))) => buffered,
-                Ok(None) => {
-                    // RFC 9114 §4.1.2: the stream ended before a request.
-                    let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
-                    continue;
-                }
-                Err(quay_transport::ReadError::ConnectionLost(error)) => {
-                    return Err(shared.connection_error(error));
-                }
-                Err(_) => continue,
-            };
-            let live = Live::new(shared.clone());
-            let mut recv = RecvHalf::new(
-                shared.clone(),
-                recv,
-                MessageFrames::request(),
-                buffered,
-                live.clone(),
-            );
-            let mut send = SendHalf::new(shared.clone(), send, live);
-            let fields = match recv.recv_head().await {
-                Ok(Some(fields)) => fields,
-                Ok(None) => {
-                    send.reset(Code::H3_REQUEST_INCOMPLETE);
-                    continue;
-                }
-                Err(StreamError::ConnectionLost(error)) => return Err(error),
-                Err(_) => {
-                    send.reset(Code::H3_REQUEST_CANCELLED);
-                    continue;
-                }
-            };
-            let head = match headers::parse_request(&fields) {
-                Ok(head) => head,
-                Err(error) => {
-                    // RFC 9114 §4.1.2: a malformed request is a stream error.
-                    recv.message_error(error);
-                    send.reset(Code::H3_MESSAGE_ERROR);
-                    continue;
-                }
-            };
-            if head.protocol.is_some() && !shared.config.enable_extended_connect {
-                // RFC 9220 §3: :protocol without the setting is malformed.
-                recv.stop(Code::H3_MESSAGE_ERROR);
-                send.reset(Code::H3_MESSAGE_ERROR);
-                continue;
-            }
-            recv.set_body_length(head.content_length);
-            let connect = head.request.method() == Method::CONNECT;
-            if connect && shared.config.enable_datagrams {
-                recv.listen_datagrams();
-            }
-            let stream = RequestStream {
+            return Ok(Some(IncomingRequest {
+                shared: shared.clone(),
                 send,
                 recv,
-                connect,
-                head_request: head.request.method() == Method::HEAD,
-            };
-            return Ok(Some((head.request, stream)));
+            }));
         }
     }
 
@@ -314,6 +256,122 @@ impl Connection {
     pub async fn closed(&self) -> ConnectionError {
         let error = self.shared.conn.closed().await;
         self.shared.connection_error(error)
+    }
+}
+
+/// A request stream whose head has not been read yet, from [`Connection::accept_stream`].
+#[derive(Debug)]
+pub struct IncomingRequest {
+    shared: Arc<Shared>,
+    send: quay_transport::SendStream,
+    recv: quay_transport::RecvStream,
+}
+
+impl IncomingRequest {
+    /// The QUIC stream ID.
+    pub fn id(&self) -> VarInt {
+        self.send.id().into()
+    }
+
+    /// Reads and checks the request head.
+    ///
+    /// `Ok(None)` when the stream was not a request: it started with an extension signal (and
+    /// went to [`Connection::accept_extension_stream`]), or it was malformed or ended early (and
+    /// was reset with H3_MESSAGE_ERROR or H3_REQUEST_INCOMPLETE, RFC 9114 §4.1.2).
+    pub async fn resolve(self) -> Result<Option<(Request<()>, RequestStream)>, StreamError> {
+        let Self {
+            shared,
+            mut send,
+            mut recv,
+        } = self;
+        let signals = &shared.config.extension_bidi_signals;
+        let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
+            // Look at the first varint without consuming it, unless it is a signal.
+            let mut look = *cur;
+            let ty = FrameType::decode(&mut look).ok()?;
+            if !signals.contains(&ty) {
+                return Some(None);
+            }
+            let session_id = VarInt::decode(&mut look).ok()?;
+            *cur = look;
+            Some(Some((ty, session_id)))
+        })
+        .await;
+        let buffered = match prefix {
+            Ok(Some((Some((signal, session_id)), buffered))) => {
+                driver::hand_out(
+                    &shared,
+                    ExtensionStream::Bidi {
+                        signal,
+                        session_id,
+                        send,
+                        recv,
+                        buffered,
+                    },
+                );
+                return Ok(None);
+            }
+            Ok(Some((None, buffered))) => buffered,
+            Ok(None) => {
+                // RFC 9114 §4.1.2: the stream ended before a request.
+                let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
+                return Ok(None);
+            }
+            Err(quay_transport::ReadError::ConnectionLost(error)) => {
+                return Err(StreamError::ConnectionLost(shared.connection_error(error)));
+            }
+            Err(quay_transport::ReadError::Reset(code)) => {
+                return Err(StreamError::Reset(Code::from_varint(code)));
+            }
+            Err(_) => return Err(StreamError::Invalid("stream already closed")),
+        };
+        let live = Live::new(shared.clone());
+        let mut recv = RecvHalf::new(
+            shared.clone(),
+            recv,
+            MessageFrames::request(),
+            buffered,
+            live.clone(),
+        );
+        let mut send = SendHalf::new(shared.clone(), send, live);
+        let fields = match recv.recv_head().await {
+            Ok(Some(fields)) => fields,
+            Ok(None) => {
+                send.reset(Code::H3_REQUEST_INCOMPLETE);
+                return Ok(None);
+            }
+            Err(error) => {
+                send.reset(Code::H3_REQUEST_CANCELLED);
+                return Err(error);
+            }
+        };
+        let head = match headers::parse_request(&fields) {
+            Ok(head) => head,
+            Err(error) => {
+                // RFC 9114 §4.1.2: a malformed request is a stream error.
+                recv.message_error(error);
+                send.reset(Code::H3_MESSAGE_ERROR);
+                return Ok(None);
+            }
+        };
+        if head.protocol.is_some() && !shared.config.enable_extended_connect {
+            // RFC 9220 §3: :protocol without the setting is malformed.
+            recv.stop(Code::H3_MESSAGE_ERROR);
+            send.reset(Code::H3_MESSAGE_ERROR);
+            return Ok(None);
+        }
+        recv.set_body_length(head.content_length);
+        let connect = head.request.method() == Method::CONNECT;
+        if connect && shared.config.enable_datagrams {
+            recv.listen_datagrams();
+        }
+        let stream = RequestStream {
+            send,
+            recv,
+            connect,
+            head_request: head.request.method() == Method::HEAD,
+        };
+        Ok(Some((head.request, stream)))
     }
 }
 

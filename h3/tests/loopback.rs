@@ -476,3 +476,31 @@ async fn dropped_response_stream_is_reset_not_finished() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_head_does_not_block_others() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        // Bounded by the client closing the connection.
+        while let Ok(Some(incoming)) = connection.accept_stream().await {
+            tokio::spawn(async move {
+                let Ok(Some((_, mut stream))) = incoming.resolve().await else {
+                    return;
+                };
+                stream.send_response(ok()).await.unwrap();
+                stream.finish().unwrap();
+            });
+        }
+    });
+    let client = client(target, Config::default()).await;
+    // A stream with only the first byte of a HEADERS frame.
+    let (mut slow, _recv) = t(client.connection().open_bi()).await.unwrap();
+    t(slow.write_all(&[0x01])).await.unwrap();
+    let request = Request::get("https://localhost/")
+        .body(Bytes::new())
+        .unwrap();
+    let response = t(client.request(request)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
