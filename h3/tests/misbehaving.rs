@@ -213,3 +213,45 @@ async fn malformed_request_is_a_stream_error() {
     }
     assert!(connection.close_reason().is_none());
 }
+
+/// A raw server sends `bytes` on a unidirectional stream to our client; returns the code our
+/// client closes the connection with.
+async fn client_closes_with(bytes: &'static [u8]) -> Code {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let incoming = t(fixture.server.endpoint().accept()).await.unwrap();
+        let connection = t(incoming.into_future()).await.unwrap();
+        send_uni(&connection, bytes, false).await;
+        let _ = tx.send(close_code(&connection).await);
+    });
+    let client = common::client(target, Config::default()).await;
+    let code = t(rx).await.unwrap();
+    drop(client);
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_stream_without_max_push_id() {
+    // RFC 9114 §4.6: we never sent MAX_PUSH_ID, so any push ID is an ID error.
+    assert_eq!(client_closes_with(&[0x01, 0x00]).await, Code::H3_ID_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_naming_a_non_request_stream() {
+    // RFC 9114 §5.2: a server's GOAWAY names a client-initiated bidirectional stream.
+    assert_eq!(
+        client_closes_with(&[0x00, 0x04, 0x00, 0x07, 0x01, 0x02]).await,
+        Code::H3_ID_ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_push_id_from_a_server() {
+    // RFC 9114 §7.2.7: only clients send MAX_PUSH_ID.
+    assert_eq!(
+        client_closes_with(&[0x00, 0x04, 0x00, 0x0d, 0x01, 0x00]).await,
+        Code::H3_FRAME_UNEXPECTED
+    );
+}
