@@ -36,7 +36,7 @@ use crate::proto::capsule::Capsule;
 use crate::proto::headers::{self, Protocol};
 use crate::proto::message::MessageFrames;
 use crate::proto::settings::Settings;
-use crate::stream::{ConnectionError, Live, RecvHalf, SendHalf, StreamError};
+use crate::stream::{ConnectionError, ExtensionStream, Live, RecvHalf, SendHalf, StreamError};
 
 /// Why [`Client::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +249,19 @@ impl Client {
         let body = first.unwrap_or_else(|| buf.freeze());
         let (parts, ()) = response.into_parts();
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// Waits for the next stream the server opened for an extension (see
+    /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]). `None`
+    /// when none are configured or the connection is gone.
+    pub async fn accept_extension_stream(&self) -> Option<ExtensionStream> {
+        let shared = &self.inner.shared;
+        let mut rx = shared.extensions.lock().await;
+        let rx = rx.as_mut()?;
+        tokio::select! {
+            stream = rx.recv() => stream,
+            _ = shared.conn.closed() => None,
+        }
     }
 
     /// Closes the connection now with `code` (H3_NO_ERROR for a normal close).

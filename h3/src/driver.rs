@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniStream};
 use crate::error::Code;
 use crate::proto::datagram::Datagram;
+use crate::proto::frame::FrameType;
 use crate::proto::stream::{StreamType, UniStreamHeader};
 use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 
@@ -108,6 +109,9 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
     });
     tokio::spawn(writer(shared.clone()));
     tokio::spawn(accept_uni(shared.clone()));
+    if side == Side::Client {
+        tokio::spawn(accept_server_bidi(shared.clone()));
+    }
     if datagrams {
         tokio::spawn(read_datagrams(shared.clone()));
     }
@@ -362,6 +366,47 @@ async fn write(stream: &mut SendStream, bytes: Bytes) -> Result<(), quay_transpo
 async fn accept_uni(shared: Arc<Shared>) {
     while let Ok(stream) = shared.conn.accept_uni().await {
         tokio::spawn(uni_stream(shared.clone(), stream));
+    }
+}
+
+/// Clients: the server may open bidirectional streams only for an extension (RFC 9114 §6.1);
+/// such streams start with a configured signal and are handed out.
+async fn accept_server_bidi(shared: Arc<Shared>) {
+    while let Ok((send, mut recv)) = shared.conn.accept_bi().await {
+        let signals = &shared.config.extension_bidi_signals;
+        if signals.is_empty() {
+            return shared.fail(ProtocolError::StreamCreation(
+                "server-initiated bidirectional stream",
+            ));
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let signals = &shared.config.extension_bidi_signals;
+            let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
+                let ty = FrameType::decode(cur).ok()?;
+                if !signals.contains(&ty) {
+                    return Some(None);
+                }
+                Some(Some((ty, VarInt::decode(cur).ok()?)))
+            })
+            .await;
+            match prefix {
+                Ok(Some((Some((signal, session_id)), buffered))) => hand_out(
+                    &shared,
+                    ExtensionStream::Bidi {
+                        signal,
+                        session_id,
+                        send,
+                        recv,
+                        buffered,
+                    },
+                ),
+                Ok(Some((None, _))) => shared.fail(ProtocolError::StreamCreation(
+                    "server-initiated bidirectional stream without an extension signal",
+                )),
+                Ok(None) | Err(_) => {}
+            }
+        });
     }
 }
 

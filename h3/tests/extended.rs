@@ -192,3 +192,47 @@ async fn extension_streams_are_handed_out() {
     assert_eq!(received, ["uni 4 hello", "bidi 8 hi"]);
     assert_eq!(t(recv.read_to_end(1024)).await.unwrap(), b"back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_receives_extension_streams() {
+    let mut config = Config::default();
+    config
+        .extension_uni_stream_types
+        .push(StreamType::WEBTRANSPORT);
+    config
+        .extension_bidi_signals
+        .push(FrameType::WEBTRANSPORT_STREAM);
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let quic = connection.connection().clone();
+        let (mut send, _recv) = t(quic.open_bi()).await.unwrap();
+        t(send.write_all(&[0x40, 0x41, 0x00, b'b'])).await.unwrap();
+        send.finish().unwrap();
+        let mut uni = t(quic.open_uni()).await.unwrap();
+        t(uni.write_all(&[0x40, 0x54, 0x00, b'u'])).await.unwrap();
+        uni.finish().unwrap();
+        // Bounded by the client closing the connection.
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    let client = client(target, config).await;
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        match t(client.accept_extension_stream()).await.unwrap() {
+            ExtensionStream::Uni {
+                mut recv, buffered, ..
+            }
+            | ExtensionStream::Bidi {
+                mut recv, buffered, ..
+            } => {
+                let mut data = buffered.to_vec();
+                data.extend(t(recv.read_to_end(16)).await.unwrap());
+                kinds.push(String::from_utf8(data).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["b", "u"]);
+}

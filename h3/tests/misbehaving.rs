@@ -255,3 +255,22 @@ async fn max_push_id_from_a_server() {
         Code::H3_FRAME_UNEXPECTED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_initiated_bidi_stream() {
+    // RFC 9114 §6.1: without an extension, a server must not open bidirectional streams.
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let incoming = t(fixture.server.endpoint().accept()).await.unwrap();
+        let connection = t(incoming.into_future()).await.unwrap();
+        let (mut send, _recv) = t(connection.open_bi()).await.unwrap();
+        t(send.write_all(&[0x01, 0x00])).await.unwrap();
+        let _ = tx.send(close_code(&connection).await);
+        drop(send);
+    });
+    let client = common::client(target, Config::default()).await;
+    assert_eq!(t(rx).await.unwrap(), Code::H3_STREAM_CREATION_ERROR);
+    drop(client);
+}
