@@ -37,7 +37,7 @@ use quinn_proto::coding::Codec;
 
 use crate::config::Config;
 use crate::error::Code;
-use crate::proto::frame::{Frame, FrameError, FrameType};
+use crate::proto::frame::{Frame, FrameError, FrameType, PriorityElement, PriorityUpdate};
 use crate::proto::headers::{FieldLine, FromFieldLine};
 use crate::proto::message::{ControlStreamFrames, FrameOrderError, Sender};
 use crate::proto::reader::{FrameEvent, FrameReader};
@@ -163,6 +163,7 @@ pub struct ConnectionState {
     decoder_out: BytesMut,
     goaway_sent: Option<VarInt>,
     goaway_received: Option<VarInt>,
+    peer_max_push_id: Option<VarInt>,
     unblocked: HashMap<u64, Result<Vec<Field>, quay_qpack::Error>>,
 }
 
@@ -212,6 +213,7 @@ impl ConnectionState {
             decoder_out,
             goaway_sent: None,
             goaway_received: None,
+            peer_max_push_id: None,
             unblocked: HashMap::new(),
         }
     }
@@ -336,8 +338,36 @@ impl ConnectionState {
                 }
                 self.goaway_received = Some(id);
             }
-            Frame::CancelPush(_) | Frame::MaxPushId(_) | Frame::PriorityUpdate(_) => {
-                // We never push, and priorities are advisory (RFC 9218 §7).
+            Frame::MaxPushId(id) => {
+                // RFC 9114 §7.2.7: MAX_PUSH_ID must not decrease.
+                if self.peer_max_push_id.is_some_and(|previous| id < previous) {
+                    return Err(ProtocolError::Id("MAX_PUSH_ID decreased"));
+                }
+                self.peer_max_push_id = Some(id);
+            }
+            Frame::CancelPush(id) => {
+                // RFC 9114 §7.2.3: a push ID above what the connection allows. A client never
+                // allows any (we send no MAX_PUSH_ID); a server allows what the client's
+                // MAX_PUSH_ID says, though it never pushes.
+                let allowed = match self.side {
+                    Side::Client => false,
+                    Side::Server => self.peer_max_push_id.is_some_and(|max| id <= max),
+                };
+                if !allowed {
+                    return Err(ProtocolError::Id("CANCEL_PUSH for a push ID not allowed"));
+                }
+            }
+            Frame::PriorityUpdate(PriorityUpdate {
+                element: PriorityElement::Push(_),
+                ..
+            }) => {
+                // RFC 9218 §7.2: we never promised a push, so no push ID is valid.
+                return Err(ProtocolError::Id(
+                    "PRIORITY_UPDATE for a push never promised",
+                ));
+            }
+            Frame::PriorityUpdate(_) => {
+                // Priorities are advisory (RFC 9218 §7); quinn schedules streams itself.
             }
             _ => {}
         }
@@ -686,6 +716,45 @@ mod tests {
         s.handle_uni_stream(UniStreamHeader::Control).unwrap();
         let err = s.handle_control(Bytes::from_static(&[0x04, 0x00, 0x07, 0x01, 0x02]));
         assert_eq!(code(err), Code::H3_ID_ERROR);
+    }
+
+    #[test]
+    fn push_ids() {
+        // RFC 9114 §7.2.3: CANCEL_PUSH (0x03) to a client that never sent MAX_PUSH_ID.
+        let mut s = state(Side::Client);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let err = s.handle_control(Bytes::from_static(&[0x04, 0x00, 0x03, 0x01, 0x00]));
+        assert_eq!(code(err), Code::H3_ID_ERROR);
+        // A server: CANCEL_PUSH within MAX_PUSH_ID (0x0d) is fine, above it is not.
+        let mut s = state(Side::Server);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(Bytes::from_static(&[
+            0x04, 0x00, 0x0d, 0x01, 0x05, 0x03, 0x01, 0x05,
+        ]))
+        .unwrap();
+        let err = s.handle_control(Bytes::from_static(&[0x03, 0x01, 0x06]));
+        assert_eq!(code(err), Code::H3_ID_ERROR);
+        // RFC 9114 §7.2.7: MAX_PUSH_ID must not decrease.
+        let mut s = state(Side::Server);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let err = s.handle_control(Bytes::from_static(&[
+            0x04, 0x00, 0x0d, 0x01, 0x05, 0x0d, 0x01, 0x04,
+        ]));
+        assert_eq!(code(err), Code::H3_ID_ERROR);
+        // RFC 9218 §7.2: PRIORITY_UPDATE (0xf0701) for a push never promised.
+        let mut s = state(Side::Server);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let err = s.handle_control(Bytes::from_static(&[
+            0x04, 0x00, 0x80, 0x0f, 0x07, 0x01, 0x01, 0x00,
+        ]));
+        assert_eq!(code(err), Code::H3_ID_ERROR);
+        // ... while one for a request stream is accepted and ignored.
+        s = state(Side::Server);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(Bytes::from_static(&[
+            0x04, 0x00, 0x80, 0x0f, 0x07, 0x00, 0x04, 0x00, b'u', b'=', b'1',
+        ]))
+        .unwrap();
     }
 
     #[test]

@@ -30,7 +30,8 @@ use crate::config::Config;
 use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniStream};
 use crate::error::Code;
 use crate::proto::datagram::Datagram;
-use crate::proto::frame::FrameType;
+use crate::proto::frame::{FrameError, FrameType};
+use crate::proto::settings::{SettingId, SettingsError};
 use crate::proto::stream::{StreamType, UniStreamHeader};
 use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 
@@ -531,6 +532,23 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
             inner.proto.goaway_received(),
         );
         let changed = matches!(result, Ok(true)) || before != after;
+        // RFC 9297 §2.1.1: H3_DATAGRAM without QUIC datagrams (RFC 9221) is a settings error.
+        let result = match result {
+            Ok(_)
+                if before.0 != after.0
+                    && shared.config.enable_datagrams
+                    && inner.proto.peer_settings().is_some_and(|s| s.h3_datagram())
+                    && shared.conn.max_datagram_size().is_none() =>
+            {
+                Err(ProtocolError::Frame(FrameError::Settings(
+                    SettingsError::InvalidValue {
+                        id: SettingId::H3_DATAGRAM,
+                        value: VarInt::from_u32(1),
+                    },
+                )))
+            }
+            other => other,
+        };
         (result, inner.proto.has_output(), changed)
     };
     if flush {
