@@ -340,6 +340,11 @@ impl IncomingRequest {
                 send.reset(Code::H3_REQUEST_INCOMPLETE);
                 return Ok(None);
             }
+            Err(StreamError::HeadersTooLarge) => {
+                // RFC 9114 §4.2.2: over our limit; reading was stopped already.
+                send.reset(Code::H3_EXCESSIVE_LOAD);
+                return Ok(None);
+            }
             Err(error) => {
                 send.reset(Code::H3_REQUEST_CANCELLED);
                 return Err(error);

@@ -100,8 +100,8 @@ pub enum StreamError {
     /// to be sent (nothing was sent).
     #[error("malformed message: {0}")]
     Message(#[from] MessageError),
-    /// A received field section is over our SETTINGS_MAX_FIELD_SECTION_SIZE; the stream was
-    /// reset with H3_EXCESSIVE_LOAD.
+    /// A received field section is over our SETTINGS_MAX_FIELD_SECTION_SIZE (the stream was
+    /// reset with H3_EXCESSIVE_LOAD), or one to send is over the peer's (nothing was sent).
     #[error("field section too large")]
     HeadersTooLarge,
     /// A capsule was malformed or too large; the stream was reset with its code.
@@ -271,6 +271,18 @@ impl SendHalf {
     }
 
     async fn send_section(&mut self, fields: &[Field]) -> Result<(), StreamError> {
+        // RFC 9114 §4.2.2: do not send more than the peer's SETTINGS_MAX_FIELD_SECTION_SIZE.
+        let limit = self
+            .shared
+            .lock()
+            .proto
+            .peer_settings()
+            .and_then(|s| s.max_field_section_size());
+        if let Some(limit) = limit
+            && fields.iter().map(Field::size).sum::<u64>() > limit
+        {
+            return Err(StreamError::HeadersTooLarge);
+        }
         let section = self.shared.encode(self.id, fields);
         let mut header = BytesMut::with_capacity(16);
         FrameHeader {
@@ -694,6 +706,18 @@ impl Drop for RecvHalf {
     fn drop(&mut self) {
         if self.datagrams.is_some() {
             self.shared.unregister_datagrams(self.id);
+        }
+        if !self.ended && !self.frames.has_head() {
+            // RFC 9204 §2.2.2.2: the peer's encoder may hold table entries for a header section
+            // we will never read; tell it to let them go.
+            let flush = {
+                let mut inner = self.shared.lock();
+                inner.proto.cancel_stream(self.id);
+                inner.proto.has_output()
+            };
+            if flush {
+                self.shared.flush();
+            }
         }
         if !self.ended {
             // RFC 9114 §4.1: a server that has answered may stop reading the request with

@@ -504,3 +504,44 @@ async fn slow_request_head_does_not_block_others() {
     let response = t(client.request(request)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_section_size_limit() {
+    let mut config = Config::default();
+    config.max_field_section_size = 200;
+    let fixture = server(config);
+    let target = fixture.target();
+    serve(fixture, |_, mut stream| async move {
+        stream.send_response(ok()).await.unwrap();
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let big = "x".repeat(300);
+    // Before the server's SETTINGS arrive the server refuses the section itself...
+    let request = Request::get("https://localhost/")
+        .header("x-big", big.as_str())
+        .body(Bytes::new())
+        .unwrap();
+    let early = t(client.request(request)).await;
+    // ... after, the client does not send it (RFC 9114 §4.2.2).
+    assert_eq!(
+        t(client.settings()).await.unwrap().max_field_section_size(),
+        Some(200)
+    );
+    let request = Request::get("https://localhost/")
+        .header("x-big", big.as_str())
+        .body(Bytes::new())
+        .unwrap();
+    let error = t(client.request(request)).await.unwrap_err();
+    assert!(matches!(error, StreamError::HeadersTooLarge), "{error}");
+    match early {
+        Err(StreamError::HeadersTooLarge) => {}
+        Err(StreamError::Reset(code)) => assert_eq!(code, quay_h3::Code::H3_EXCESSIVE_LOAD),
+        other => panic!("{other:?}"),
+    }
+    // Small requests still work.
+    let request = Request::get("https://localhost/")
+        .body(Bytes::new())
+        .unwrap();
+    assert_eq!(t(client.request(request)).await.unwrap().status(), 200);
+}
