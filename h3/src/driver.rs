@@ -326,6 +326,9 @@ async fn writer(shared: Arc<Shared>) {
         // QPACK instructions unblock header sections: send them before request data.
         let _ = encoder.set_priority(1);
         let _ = control.set_priority(1);
+        if shared.config.grease {
+            tokio::spawn(grease_stream(shared.conn.clone()));
+        }
         loop {
             let notified = shared.flush.notified();
             let (c, e, d) = {
@@ -356,6 +359,21 @@ async fn writer(shared: Arc<Shared>) {
             // RFC 9114 §6.2.1: the peer stopped one of our critical streams.
             _ => shared.fail(ProtocolError::ClosedCriticalStream(StreamType::CONTROL)),
         }
+    }
+}
+
+/// Opens a unidirectional stream of a reserved type with a few bytes on it, which the peer must
+/// ignore (RFC 9114 §6.2.3).
+async fn grease_stream(conn: Connection) {
+    let Ok(mut stream) = conn.open_uni().await else {
+        return;
+    };
+    let n = RandomState::new().hash_one(conn.stable_id()) % 1000;
+    let mut bytes = BytesMut::new();
+    UniStreamHeader::grease(n).encode(&mut bytes);
+    bytes.extend_from_slice(b"quay");
+    if stream.write_chunk(bytes.freeze()).await.is_ok() {
+        let _ = stream.finish();
     }
 }
 
