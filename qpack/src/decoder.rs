@@ -901,6 +901,38 @@ mod tests {
         );
     }
 
+    // A section that is only too large was understood: it is still acknowledged, so the
+    // peer's encoder can release what it referenced.
+    #[test]
+    fn too_large_sections_are_still_acknowledged() {
+        let mut d = Decoder::new(
+            DecoderConfig::default()
+                .max_table_capacity(220)
+                .max_field_section_size(40),
+        );
+        let enc = hex(
+            "3fbd01 c00f 7777 772e 6578 616d 706c 652e 636f 6d c10c 2f73 616d 706c 652f 7061 7468",
+        );
+        d.handle_encoder_stream(&enc).unwrap();
+        d.poll_decoder_stream();
+        assert_eq!(
+            section(&mut d, 4, "0381 10 11"),
+            Err(Error::FieldSectionTooLarge { limit: 40 })
+        );
+        assert_eq!(d.poll_decoder_stream().as_deref(), Some(&hex("84")[..]));
+    }
+
+    // RFC 9204 §2.2.2.2: without a dynamic table there is nothing to cancel.
+    #[test]
+    fn cancellation_without_dynamic_table_is_silent() {
+        let mut d = Decoder::new(DecoderConfig::default().max_table_capacity(0));
+        d.cancel_stream(4);
+        assert_eq!(d.poll_decoder_stream(), None);
+        let mut d = Decoder::new(DecoderConfig::default());
+        d.cancel_stream(4);
+        assert_eq!(d.poll_decoder_stream().as_deref(), Some(&[0x44][..]));
+    }
+
     // RFC 9114 §4.2.2: each field counts name + value + 32.
     #[test]
     fn field_section_size_limit() {
