@@ -1,0 +1,103 @@
+//! Interop with hyperium `h3` (through the helpers of `quay-tests`): our client against its
+//! server, and its client against our server, over 127.0.0.1.
+
+mod common;
+
+use bytes::Bytes;
+use common::{accept, client, server, t};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use quay_h3::Config;
+use quay_tests::hyperium;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_against_hyperium_server() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    tokio::spawn(hyperium::serve(fixture.server.endpoint().clone()));
+    let client = client(target, Config::default()).await;
+    // A download, several times so QPACK state carries over between requests.
+    for _ in 0..3 {
+        let request = Request::get(hyperium::url("/bytes/100000"))
+            .body(Bytes::new())
+            .unwrap();
+        let response = t(client.request(request)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body().len(), 100_000);
+    }
+    // A body and trailers both ways.
+    let request = Request::post(hyperium::url(hyperium::ECHO_PATH))
+        .body(())
+        .unwrap();
+    let mut stream = t(client.send_request(request)).await.unwrap();
+    t(stream.send_data(Bytes::from_static(b"echo me")))
+        .await
+        .unwrap();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-trailer", HeaderValue::from_static("yes"));
+    t(stream.send_trailers(trailers)).await.unwrap();
+    let response = t(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = Vec::new();
+    while let Some(chunk) = t(stream.recv_data()).await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body, b"echo me");
+    let trailers = t(stream.recv_trailers()).await.unwrap().unwrap();
+    assert_eq!(trailers["x-trailer"], "yes");
+    // Not found.
+    let request = Request::get(hyperium::url("/nothing"))
+        .body(Bytes::new())
+        .unwrap();
+    assert_eq!(t(client.request(request)).await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperium_client_against_our_server() {
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        // Bounded by the client closing the connection.
+        while let Ok(Some((request, mut stream))) = connection.accept().await {
+            tokio::spawn(async move {
+                let mut body = Vec::new();
+                while let Some(chunk) = t(stream.recv_data()).await.unwrap() {
+                    body.extend_from_slice(&chunk);
+                }
+                let trailers = t(stream.recv_trailers()).await.unwrap();
+                let response = Response::builder()
+                    .status(200)
+                    .header("x-path", request.uri().path())
+                    .body(())
+                    .unwrap();
+                stream.send_response(response).await.unwrap();
+                stream.send_data(Bytes::from(body)).await.unwrap();
+                match trailers {
+                    Some(trailers) => stream.send_trailers(trailers).await.unwrap(),
+                    None => stream.finish().unwrap(),
+                }
+            });
+        }
+    });
+    let connection = common::raw_connection(target).await;
+    let client = t(hyperium::Client::new(connection)).await.unwrap();
+    for i in 0..3 {
+        let request = Request::get(hyperium::url(&format!("/get/{i}")))
+            .body(())
+            .unwrap();
+        let exchange = t(client.send(request, Bytes::new(), None)).await.unwrap();
+        assert_eq!(exchange.response.status(), StatusCode::OK);
+        assert_eq!(exchange.response.headers()["x-path"], format!("/get/{i}"));
+        assert!(exchange.body.is_empty());
+        assert!(exchange.trailers.is_none());
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-sum", HeaderValue::from_static("42"));
+    let request = Request::post(hyperium::url("/post")).body(()).unwrap();
+    let exchange = t(client.send(request, Bytes::from_static(b"posted body"), Some(trailers)))
+        .await
+        .unwrap();
+    assert_eq!(exchange.body, &b"posted body"[..]);
+    assert_eq!(exchange.trailers.unwrap()["x-sum"], "42");
+    client.close();
+}
