@@ -33,8 +33,8 @@
 //! (they are useless until acknowledged, and a peer may never acknowledge).
 //!
 //! Sensitive fields are never inserted and are sent with the N bit: anything marked
-//! [`Field::never_index`], `authorization`, `proxy-authorization`, and `cookie` and
-//! `set-cookie` unless [`EncoderConfig::danger_index_cookies`] is set.
+//! [`Field::never_index`], `authorization`, `proxy-authorization`, `set-cookie`, and `cookie`
+//! unless [`EncoderConfig::danger_index_cookies`] is set.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
@@ -55,10 +55,11 @@ pub struct EncoderConfig {
     /// The largest dynamic table we are willing to keep (memory per connection), whatever the
     /// peer allows. Default 4096.
     pub max_table_capacity: u64,
-    /// Insert `cookie` and `set-cookie` values into the dynamic table. Off by default: a table
-    /// shared by several principals on one connection lets one of them guess another's cookie
-    /// from compressed sizes (RFC 9204 §7.1). Only turn it on when every request on the
-    /// connection comes from one trusted party.
+    /// Insert `cookie` values into the dynamic table. Off by default: a table shared by several
+    /// principals on one connection lets one of them guess another's cookie from compressed
+    /// sizes (RFC 9204 §7.1). Only turn it on when every request on the connection comes from
+    /// one trusted party. `set-cookie` stays sensitive either way: its values are secrets the
+    /// server hands out and rarely repeat, so indexing them would cost space for no gain.
     pub danger_index_cookies: bool,
     /// Use Huffman coding for strings it makes shorter. Default on.
     pub huffman: bool,
@@ -495,7 +496,8 @@ impl Encoder {
         }
         match &field.name[..] {
             b"authorization" | b"proxy-authorization" => true,
-            b"cookie" | b"set-cookie" => !self.config.danger_index_cookies,
+            b"set-cookie" => true,
+            b"cookie" => !self.config.danger_index_cookies,
             _ => false,
         }
     }
