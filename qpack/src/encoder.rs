@@ -624,8 +624,8 @@ impl Encoder {
 
     /// Caps entries the decoder has not acknowledged. With blocked streams they are usable at
     /// once, so the whole table may be unacknowledged. Without, they are useless until
-    /// acknowledged: a sixteenth of the table until the peer has acknowledged anything (it may
-    /// never), then the whole table.
+    /// acknowledged: a sixteenth of the table (at least 256 bytes) until the peer has
+    /// acknowledged anything (it may never), then the whole table.
     fn within_budget(&self, size: u64) -> bool {
         if !self.dynamic {
             return false;
@@ -633,7 +633,9 @@ impl Encoder {
         let budget = if self.max_blocked > 0 || self.known_received > 0 {
             self.capacity
         } else {
-            self.capacity / 16
+            // Enough for a few typical entries even in a small table, or nothing would ever be
+            // inserted, acknowledged, and so allowed.
+            (self.capacity / 16).max(256).min(self.capacity)
         };
         self.unacknowledged_bytes() + size <= budget
     }

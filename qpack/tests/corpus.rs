@@ -290,11 +290,19 @@ fn encode_every_qif_and_compare() {
     let mut worse_ck = vec![];
     for qif in &qifs {
         let lists = parse_qif(&root.join(format!("{qif}.qif")));
+        let static_only = encode_qif(&lists, 0, 0, true, secure);
         for table in [0, 256, 512, 4096] {
             for blocked in [0, 100] {
                 for ack in [1, 0] {
                     let ours = encode_qif(&lists, table, blocked, ack == 1, secure);
                     let ours_ck = encode_qif(&lists, table, blocked, ack == 1, cookies);
+                    // With acknowledgements, any dynamic table must beat the static table alone.
+                    if ack == 1 && table > 0 && lists.len() > 3 {
+                        assert!(
+                            ours < static_only,
+                            "{qif} {table} {blocked}: {ours} >= {static_only}"
+                        );
+                    }
                     let file = format!("{qif}.out.{table}.{blocked}.{ack}");
                     let ls = encoded_size(&root.join("encoded/qpack-05/ls-qpack").join(&file));
                     let ng = encoded_size(&root.join("encoded/qpack-05/nghttp3").join(&file));
