@@ -337,12 +337,13 @@ fn encode_every_qif_and_compare() {
 #[test]
 #[ignore = "tuning aid"]
 fn encode_one() {
+    let root = corpus();
     let Some(spec) = std::env::var_os("QPACK_ONLY") else {
         return;
     };
     let spec = spec.to_string_lossy().into_owned();
     let p: Vec<&str> = spec.split(' ').collect();
-    let lists = parse_qif(&corpus().join(format!("{}.qif", p[0])));
+    let lists = parse_qif(&root.join(format!("{}.qif", p[0])));
     let config = EncoderConfig::default().danger_index_cookies(true);
     let n = encode_qif(
         &lists,
