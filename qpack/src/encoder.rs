@@ -471,7 +471,10 @@ impl Encoder {
         let mut any = false;
         let mut abs = self.dropped;
         while abs < drain_below {
-            let hot = self.entry(abs).is_some_and(|e| e.hits >= 2);
+            // Only the newest copy of a field is worth refreshing.
+            let hot = self
+                .entry(abs)
+                .is_some_and(|e| e.hits >= 2 && self.by_field.get(&e.field_hash) == Some(&abs));
             if hot {
                 match self.duplicate(abs, can_block) {
                     Some(_) => any = true,
