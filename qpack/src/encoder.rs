@@ -697,12 +697,13 @@ impl Encoder {
     /// section can reference the copy; otherwise the original must stay usable.
     fn duplicate(&mut self, abs: u64, may_evict_original: bool) -> Option<u64> {
         let e = self.entry(abs)?;
-        let (name, value, size, fh, nh) = (
+        let (name, value, size, fh, nh, hits) = (
             e.name.clone(),
             e.value.clone(),
             e.size,
             e.field_hash,
             e.name_hash,
+            e.hits,
         );
         if !self.within_budget(size) {
             return None;
@@ -715,8 +716,13 @@ impl Encoder {
         let relative = self.insert_count() - 1 - abs;
         put_int(&mut self.encoder_stream, 5, 0x00, relative);
         let copy = self.push_entry(name, value, size, fh, nh, evict);
-        if !evicted_original && let Some(e) = self.entry_mut(copy) {
-            e.original = Some(abs);
+        if let Some(e) = self.entry_mut(copy) {
+            // The copy inherits half the original's use: an entry used steadily but rarely
+            // keeps being refreshed, one that stopped being used fades out.
+            e.hits = hits / 2;
+            if !evicted_original {
+                e.original = Some(abs);
+            }
         }
         Some(copy)
     }
