@@ -91,10 +91,11 @@ where
         if !body.is_empty() {
             stream.send_data(body.freeze()).await?;
         }
-        match trailers {
-            Some(trailers) => stream.send_trailers(trailers).await?,
-            None => stream.finish().await?,
+        if let Some(trailers) = trailers {
+            stream.send_trailers(trailers).await?;
         }
+        // h3 0.0.8 needs `finish` after trailers too, or the stream never ends.
+        stream.finish().await?;
     } else {
         respond_status(stream, StatusCode::NOT_FOUND).await?;
     }
@@ -128,8 +129,12 @@ pub struct Exchange {
 }
 
 /// A hyperium h3 client on one QUIC connection. Its connection driver runs on a tokio task.
+///
+/// Requests go through one shared `SendRequest` rather than a clone each: h3 sends a GREASE
+/// frame on the first request of a `SendRequest` and every clone of a fresh one would send
+/// another, on every request.
 pub struct Client {
-    send_request: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    send_request: tokio::sync::Mutex<h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>>,
     connection: quinn::Connection,
     driver: tokio::task::JoinHandle<()>,
 }
@@ -144,7 +149,7 @@ impl Client {
             let _ = poll_fn(|cx| driver.poll_close(cx)).await;
         });
         Ok(Self {
-            send_request,
+            send_request: tokio::sync::Mutex::new(send_request),
             connection,
             driver,
         })
@@ -153,9 +158,8 @@ impl Client {
     /// `GET <path>`; reads the body without keeping it and returns the head and the body's
     /// length.
     pub async fn get_discard(&self, path: &str) -> anyhow::Result<(Response<()>, u64)> {
-        let mut send_request = self.send_request.clone();
         let request = Request::get(url(path)).body(())?;
-        let mut stream = send_request.send_request(request).await?;
+        let mut stream = self.send_request.lock().await.send_request(request).await?;
         stream.finish().await?;
         let response = stream.recv_response().await?;
         let mut length = 0;
@@ -185,15 +189,15 @@ impl Client {
         body: Bytes,
         trailers: Option<HeaderMap>,
     ) -> anyhow::Result<Exchange> {
-        let mut send_request = self.send_request.clone();
-        let mut stream = send_request.send_request(request).await?;
+        let mut stream = self.send_request.lock().await.send_request(request).await?;
         if !body.is_empty() {
             stream.send_data(body).await?;
         }
-        match trailers {
-            Some(trailers) => stream.send_trailers(trailers).await?,
-            None => stream.finish().await?,
+        if let Some(trailers) = trailers {
+            stream.send_trailers(trailers).await?;
         }
+        // h3 0.0.8 needs `finish` after trailers too, or the stream never ends.
+        stream.finish().await?;
         let response = stream.recv_response().await?;
         let mut body = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await? {
