@@ -2,7 +2,7 @@
 //! cross-check between decoders fails. Errors on bad input are fine; panics are bugs.
 //!
 //! The fuzz targets in `fuzz/` are one-line calls into these; `tests/fuzz_seeds.rs` replays the
-//! seed corpus in `fuzz-seeds/` through them on the stable toolchain, and `tests/proptests.rs`
+//! seed corpora in `fuzz/corpus/h3_*/` through them on the stable toolchain, and `tests/proptests.rs`
 //! runs them on random input.
 
 use bytes::Bytes;

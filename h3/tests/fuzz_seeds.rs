@@ -1,16 +1,21 @@
-//! Replays the committed seed corpus (`fuzz-seeds/<target>/`) through the `fuzzing` functions on
+//! Replays the committed seed corpus (`fuzz/corpus/h3_<target>/`) through the `fuzzing` functions on
 //! the stable toolchain, so every decoder's round-trip and cross-checks run in CI without
 //! cargo-fuzz. The same directories seed the fuzz targets.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use quay_h3::fuzzing;
 
+/// The seed folder of fuzz target `h3_<target>`.
+fn seeds(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(format!("h3_{target}"))
+}
+
 fn replay(target: &str, run: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz-seeds")
-        .join(target);
+    let dir = seeds(target);
     let mut count = 0;
     for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.expect("directory entry").path();
@@ -54,9 +59,7 @@ fn header_field_seeds() {
 fn header_seeds_parse_as_intended() {
     use quay_h3::proto::headers::{parse_request, parse_response, parse_trailers};
     let read = |name: &str| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz-seeds/header_fields")
-            .join(name);
+        let path = seeds("header_fields").join(name);
         fuzzing::field_list(&fs::read(path).expect("seed"))
     };
     for ok in ["get", "extended_connect", "connect", "host_only"] {
@@ -78,15 +81,7 @@ fn bad_seeds_give_the_rfc_error() {
     use quay_h3::proto::frame::Frame;
     use quay_h3::proto::settings::Settings;
 
-    let read = |target: &str, name: &str| {
-        fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fuzz-seeds")
-                .join(target)
-                .join(name),
-        )
-        .expect("seed")
-    };
+    let read = |target: &str, name: &str| fs::read(seeds(target).join(name)).expect("seed");
     let frame = |name: &str| {
         let data = read("frame", name);
         let mut cur = &data[..];

@@ -1,0 +1,4 @@
+//! Fuzz target: see `quay_webtransport::fuzzing::available_protocols`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quay_webtransport::fuzzing::available_protocols(data));
