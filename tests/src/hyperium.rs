@@ -7,6 +7,20 @@
 //! - `<any method> /echo`: status 200, the request body as the response body, and the request
 //!   trailers (if any) as the response trailers;
 //! - anything else: 404 with an empty body.
+//!
+//! For the interop tests (quay-h3 issue, "Tests"), in `tests/tests/h3_interop.rs`:
+//! - quay's client against this server: bind [`crate::setup::server_endpoint`], spawn
+//!   [`serve`] on it, connect quay's client to its address with the certificate hash pinned (or
+//!   hand it a connection from [`crate::setup::connect`]), then `GET /bytes/<n>` and
+//!   `POST /echo` with a body and trailers and compare what comes back;
+//! - this client against quay's server: serve `/bytes/<n>` and `/echo` the same way with quay,
+//!   then [`Client::new`] on a connection from [`crate::setup::connect`] and call
+//!   [`Client::download`] and [`Client::send`] (which returns body and trailers in an
+//!   [`Exchange`]).
+//!
+//! Known quirks of h3 0.0.8 handled here: a stream with trailers still needs `finish()` (the
+//! peer waits for FIN after the trailers), and every clone of a fresh `SendRequest` sends a
+//! GREASE frame on its first request.
 
 use std::future::poll_fn;
 

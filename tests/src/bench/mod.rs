@@ -2,11 +2,15 @@
 //!
 //! A bench binary (`benches/h3.rs`, `benches/webtransport.rs`) calls [`main`] with its
 //! [`Column`]s (the implementations under test, the first one being the floor) and its
-//! [`Measurement`]s. Without arguments it is the parent: for every measurement and every column
-//! it starts the binary again (`std::env::current_exe()`) as a server pinned to core 0 and as a
-//! client pinned to core 1 (`taskset`; without it, or with fewer than two cores, the processes
-//! run unpinned and the output says so), reads the results the client prints, and prints a
-//! table with ratios. Started with [`ROLE_FLAG`] it is one of the children.
+//! [`Measurement`]s. Without arguments it is the parent: for every measurement, run after run
+//! ([`RUNS_VAR`], default [`DEFAULT_RUNS`]) and column after column in turn, it starts the
+//! binary again (`std::env::current_exe()`) as a server pinned to core 0 and as a client pinned
+//! to core 1 (`taskset`; without it, or with fewer than two cores, the processes run unpinned
+//! and the output says so), reads the result the client prints, and at the end prints a table
+//! of medians with ratios. Started with [`ROLE_FLAG`] it is one of the children.
+//!
+//! The numbers are only as good as the machine is quiet: the output shows the load average, and
+//! every run's value next to the median.
 //!
 //! Children talk to the parent in lines on stdout that start with `quay-bench`; the parent talks
 //! to a client through its stdin (for the memory measurement). A server exits when its stdin
@@ -37,7 +41,7 @@ pub const ROLE_FLAG: &str = "--quay-bench-role";
 /// environment variable of this name.
 pub const RUNS_VAR: &str = "QUAY_BENCH_RUNS";
 /// Default for [`RUNS_VAR`].
-pub const DEFAULT_RUNS: usize = 3;
+pub const DEFAULT_RUNS: usize = 5;
 /// How long the parent waits for any one line from a child before it gives up on it.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a client may spend on one run of a measurement.
@@ -450,16 +454,51 @@ fn parent(
         if !filters.is_empty() && !filters.iter().any(|f| measurement.key.contains(f.as_str())) {
             continue;
         }
-        let mut values = Vec::new();
-        for column in columns {
-            let value = measure(&pinning, column, measurement, runs);
-            if let Err(error) = &value {
-                println!(
-                    "  {:<20} {:<46} failed: {error:#}",
-                    column.name, measurement.label
-                );
+        // Columns take turns run by run, so that a change in the machine's load over the
+        // minutes of a measurement hits every column alike.
+        let rounds = if measurement.kind == Kind::Rate {
+            runs
+        } else {
+            1
+        };
+        let mut samples: Vec<anyhow::Result<Vec<f64>>> =
+            columns.iter().map(|_| Ok(Vec::new())).collect();
+        for _ in 0..rounds {
+            for (column, samples) in columns.iter().zip(&mut samples) {
+                if let Ok(list) = samples {
+                    match measure(&pinning, column, measurement) {
+                        Ok(value) => list.push(value),
+                        Err(error) => *samples = Err(error),
+                    }
+                }
             }
-            values.push(value.ok());
+        }
+        let mut values = Vec::new();
+        for (column, samples) in columns.iter().zip(samples) {
+            match samples {
+                Ok(mut list) => {
+                    let runs: Vec<String> = list
+                        .iter()
+                        .map(|value| format!("{value:.*}", measurement.decimals))
+                        .collect();
+                    let median = median(&mut list);
+                    println!(
+                        "  {:<20} {:<46} {median:.*}  (runs: {})",
+                        column.name,
+                        measurement.label,
+                        measurement.decimals,
+                        runs.join(", ")
+                    );
+                    values.push(Some(median));
+                }
+                Err(error) => {
+                    println!(
+                        "  {:<20} {:<46} failed: {error:#}",
+                        column.name, measurement.label
+                    );
+                    values.push(None);
+                }
+            }
         }
         table.rows.push((*measurement, values));
     }
@@ -468,12 +507,8 @@ fn parent(
     Ok(())
 }
 
-fn measure(
-    pinning: &Pinning,
-    column: &Column,
-    measurement: &Measurement,
-    runs: usize,
-) -> anyhow::Result<f64> {
+/// One run of `measurement` for `column`, each with a fresh server process.
+fn measure(pinning: &Pinning, column: &Column, measurement: &Measurement) -> anyhow::Result<f64> {
     let server = Child::spawn(pinning, 0, &["server".into(), column.name.into()])?;
     let listening = server.expect("listening")?;
     let (addr, hash) = listening
@@ -488,29 +523,11 @@ fn measure(
             measurement.key.into(),
             addr.into(),
             hash.into(),
-            runs.to_string(),
+            "1".into(),
         ],
     )?;
     match measurement.kind {
-        Kind::Rate => {
-            let mut values = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                values.push(client.expect("result")?.parse::<f64>()?);
-            }
-            let runs: Vec<String> = values
-                .iter()
-                .map(|value| format!("{value:.*}", measurement.decimals))
-                .collect();
-            let median = median(&mut values);
-            println!(
-                "  {:<20} {:<46} {median:.*}  (runs: {})",
-                column.name,
-                measurement.label,
-                measurement.decimals,
-                runs.join(", ")
-            );
-            Ok(median)
-        }
+        Kind::Rate => Ok(client.expect("result")?.parse()?),
         Kind::ServerMemory => {
             client.expect("warm")?;
             std::thread::sleep(SETTLE);
@@ -520,12 +537,11 @@ fn measure(
             std::thread::sleep(SETTLE);
             let after = server.rss_kib()?;
             client.send("exit")?;
-            let per_connection = after.saturating_sub(before) as f64 / count;
             println!(
-                "  {:<20} {:<46} {per_connection:.*}  (VmRSS {before} -> {after} KiB)",
-                column.name, measurement.label, measurement.decimals
+                "  {:<20} {:<46} VmRSS {before} -> {after} KiB for {count} connections",
+                column.name, measurement.label
             );
-            Ok(per_connection)
+            Ok(after.saturating_sub(before) as f64 / count)
         }
     }
 }
