@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -53,6 +54,9 @@ pub(crate) struct Shared {
     /// Our control or QPACK streams have bytes to write.
     flush: Notify,
     pub(crate) extensions: tokio::sync::Mutex<Option<mpsc::Receiver<ExtensionStream>>>,
+    /// Whether the next header section we send gets a GREASE frame in front (once per
+    /// connection, when grease is on).
+    grease_frame: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -90,6 +94,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
         conn.set_max_concurrent_bi_streams(VarInt::from_u32(max));
     }
     let datagrams = config.enable_datagrams;
+    let grease = config.grease;
     let shared = Arc::new(Shared {
         conn,
         config,
@@ -107,6 +112,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
         changed: Notify::new(),
         flush: Notify::new(),
         extensions: tokio::sync::Mutex::new(extension_rx),
+        grease_frame: AtomicBool::new(grease),
     });
     tokio::spawn(writer(shared.clone()));
     tokio::spawn(accept_uni(shared.clone()));
@@ -173,6 +179,13 @@ impl Shared {
             return Some(error.clone());
         }
         self.conn.close_reason().map(ConnectionError::from)
+    }
+
+    /// Whether to put a GREASE frame before the header section about to be sent: true once per
+    /// connection when grease is on (RFC 9114 §7.2.8 allows reserved frames on request streams).
+    pub(crate) fn take_grease_frame(&self) -> bool {
+        self.grease_frame.load(Ordering::Relaxed)
+            && self.grease_frame.swap(false, Ordering::Relaxed)
     }
 
     /// Tells the writer that our control or QPACK streams have bytes.

@@ -285,6 +285,9 @@ impl SendHalf {
         }
         let section = self.shared.encode(self.id, fields);
         let mut header = BytesMut::with_capacity(16);
+        if self.shared.take_grease_frame() {
+            Frame::grease(self.id % 1000, Bytes::from_static(b"quay")).encode(&mut header);
+        }
         FrameHeader {
             ty: FrameType::HEADERS,
             len: len_varint(section.len()),
