@@ -9,9 +9,9 @@
 //! 1. a static table match (name and value) is sent as an index;
 //! 2. a dynamic table match is sent as an index when the decoder is known to have the entry,
 //!    or when this stream may block (RFC 9204 §2.1.2: it already blocks, or fewer streams
-//!    block than the peer's `SETTINGS_QPACK_BLOCKED_STREAMS`). A match in the draining area
-//!    (the oldest entries that the next inserts will need to evict) is first re-inserted with
-//!    Duplicate so that the old copy can drain;
+//!    block than the peer's `SETTINGS_QPACK_BLOCKED_STREAMS` and the section is worth a slot,
+//!    below). A match in the draining area (the oldest entries that the next inserts will need
+//!    to evict) is first re-inserted with Duplicate so that the old copy can drain;
 //! 3. otherwise the field is inserted when it is worth it (below) and referenced if the stream
 //!    may block, or sent as a literal with a name reference (static first, then dynamic) or a
 //!    literal name.
@@ -31,6 +31,19 @@
 //! Entries the decoder has not acknowledged are capped: with blocked streams allowed, at the
 //! whole table; without, at a sixteenth of it until the peer first acknowledges anything
 //! (they are useless until acknowledged, and a peer may never acknowledge).
+//!
+//! Blocked stream slots are rationed. A stream that references unacknowledged entries holds
+//! one of the peer's `SETTINGS_QPACK_BLOCKED_STREAMS` slots until the peer acknowledges, and a
+//! peer may never do so; handing the slots to the first sections that come along then leaves
+//! the rest of the connection without the dynamic table. Each section that would take a slot
+//! gets a gain estimate: the literal bytes it would save by referencing entries it cannot use
+//! otherwise (existing ones, and the ones it would insert). The encoder expects as many more
+//! sections as it has encoded since the last decoder instruction; while that is no more than
+//! the slots left, any section may take one. Beyond that, a section takes a slot only if its
+//! gain ranks within the best `slots left / sections expected` of the last 64 sections'
+//! gains (ties count in its favour, as identical sections are common). A decoder that
+//! acknowledges keeps the count of expected sections low, so the rationing then never
+//! applies.
 //!
 //! Sensitive fields are never inserted and are sent with the N bit: anything marked
 //! [`Field::never_index`], `authorization`, `proxy-authorization`, `set-cookie`, and `cookie`
@@ -147,7 +160,16 @@ pub struct Encoder {
     unacked_sections: usize,
     /// Whether the section being encoded may use the dynamic table.
     dynamic: bool,
+    /// What recent sections would have gained from blocking, oldest first.
+    gains: VecDeque<u64>,
+    /// Field sections encoded since the last decoder instruction (an acknowledgement, an
+    /// Insert Count Increment or a Stream Cancellation: anything that may free a blocked
+    /// stream slot).
+    since_ack: u64,
 }
+
+/// How many recent sections' blocking gains `Encoder::can_block` compares against.
+const GAINS: usize = 64;
 
 /// Sections we keep track of before we stop using the dynamic table: a peer that never
 /// acknowledges must not make the encoder's memory grow with every request.
@@ -219,6 +241,8 @@ impl Encoder {
             scratch: Vec::new(),
             unacked_sections: 0,
             dynamic: true,
+            gains: VecDeque::new(),
+            since_ack: 0,
         }
     }
 
@@ -263,7 +287,8 @@ impl Encoder {
         reprs.clear();
         let mut refs: Vec<u64> = Vec::new();
         self.dynamic = self.unacked_sections < MAX_UNACKED_SECTIONS;
-        let can_block = self.can_block(stream_id);
+        let can_block = self.can_block(stream_id, fields);
+        self.since_ack = self.since_ack.saturating_add(1);
         let mut drain_below = self.draining_index();
         if self.refresh_hot(drain_below, can_block) {
             drain_below = self.draining_index();
@@ -358,7 +383,10 @@ impl Encoder {
         let mut used = 0;
         while !r.is_empty() {
             match self.apply_instruction(&mut r) {
-                Ok(()) => used = r.position(),
+                Ok(()) => {
+                    used = r.position();
+                    self.since_ack = 0;
+                }
                 Err(WireError::Incomplete) => break,
                 Err(WireError::Invalid(reason)) => return Err(Error::DecoderStream(reason)),
             }
@@ -430,7 +458,10 @@ impl Encoder {
     }
 
     /// RFC 9204 §2.1.2: may this stream reference entries the decoder may not have yet?
-    fn can_block(&self, stream_id: u64) -> bool {
+    ///
+    /// Within the peer's limit, a stream that would start blocking must also be worth one of
+    /// the remaining slots (module docs: "Blocked stream slots are rationed").
+    fn can_block(&mut self, stream_id: u64, fields: &[Field]) -> bool {
         let known = self.known_received;
         let mut blocking = 0;
         for (id, sections) in &self.unacked {
@@ -441,7 +472,65 @@ impl Encoder {
                 blocking += 1;
             }
         }
-        blocking < self.max_blocked
+        if blocking == 0 {
+            return self.max_blocked > 0;
+        }
+        let gain = self.blocking_gain(fields);
+        if self.gains.len() >= GAINS {
+            self.gains.pop_front();
+        }
+        self.gains.push_back(gain);
+        if blocking >= self.max_blocked {
+            return false;
+        }
+        let left = u128::from(self.max_blocked - blocking);
+        let expected = u128::from(self.since_ack);
+        if expected <= left {
+            return true;
+        }
+        // rank / seen >= 1 - left / expected, where rank counts the recent gains (this one
+        // included) no larger than this one: ties are common, as sections repeat.
+        let rank = self.gains.iter().filter(|&&g| g <= gain).count() as u128;
+        let seen = self.gains.len() as u128;
+        gain > 0 && rank * expected >= (expected - left) * seen
+    }
+
+    /// Bytes a section would save by referencing entries the decoder may not have yet,
+    /// instead of sending those fields as literals.
+    fn blocking_gain(&self, fields: &[Field]) -> u64 {
+        let mut gain = 0;
+        for field in fields {
+            if self.is_sensitive(field) {
+                continue;
+            }
+            let stat = static_table::find(&field.name, &field.value);
+            if let Match::Full(_) = stat {
+                continue;
+            }
+            let name_hash = hash(&field.name);
+            let field_hash = hash_field(name_hash, &field.value);
+            match self.find_field(field_hash, field) {
+                Some(abs) if abs < self.known_received => continue,
+                Some(_) => {}
+                // A field this section would insert saves its literal only if referenced.
+                None => {
+                    let size = entry_size(&field.name, &field.value);
+                    let insertable = size <= self.capacity * 3 / 4
+                        && self.worth_inserting(field, name_hash, self.history.seen(field_hash))
+                        && self.within_budget(size)
+                        && self.evictions_for(size).is_some();
+                    if !insertable {
+                        continue;
+                    }
+                }
+            }
+            let name = match stat {
+                Match::Name(_) => 1,
+                _ => string_len(4, &field.name),
+            };
+            gain += (name + string_len(8, &field.value)) as u64 - 1;
+        }
+        gain
     }
 
     /// RFC 9204 §2.1.1.1: the smallest absolute index we still reference. Entries below it
@@ -538,12 +627,7 @@ impl Encoder {
             return self.literal(i, &field.name, stat, name_hash, can_block, false);
         }
         let size = entry_size(&field.name, &field.value);
-        // Worth inserting: a recent repeat of a name whose values do repeat, or a name not
-        // known yet unless its values are known to be unique.
-        let worth = match self.history.ratio(name_hash) {
-            Some(ratio) => repeated && ratio >= 0.3,
-            None => repeated || !UNIQUE_NAMES.contains(&&field.name[..]),
-        };
+        let worth = self.worth_inserting(field, name_hash, repeated);
         if size <= self.capacity * 3 / 4 && worth {
             if let Some(abs) = self.insert(field, stat, name_hash, field_hash, size)
                 && self.referenceable(abs, can_block)
@@ -560,6 +644,15 @@ impl Encoder {
             }
         }
         self.literal(i, &field.name, stat, name_hash, can_block, false)
+    }
+
+    /// Worth inserting: a recent repeat of a name whose values do repeat, or a name not
+    /// known yet unless its values are known to be unique.
+    fn worth_inserting(&self, field: &Field, name_hash: u64, repeated: bool) -> bool {
+        match self.history.ratio(name_hash) {
+            Some(ratio) => repeated && ratio >= 0.3,
+            None => repeated || !UNIQUE_NAMES.contains(&&field.name[..]),
+        }
     }
 
     fn literal(
@@ -846,6 +939,11 @@ impl History {
         seen
     }
 
+    /// Whether a field was seen recently, without recording it.
+    fn seen(&self, field_hash: u64) -> bool {
+        self.counts.get(&field_hash).is_some_and(|c| *c > 0)
+    }
+
     fn ratio(&self, name_hash: u64) -> Option<f64> {
         let (seen, repeats) = self.names.get(&name_hash).copied().unwrap_or_default();
         (seen >= 4).then(|| f64::from(repeats) / f64::from(seen))
@@ -1077,6 +1175,43 @@ mod tests {
         let out = enc.encode(4, &fields);
         assert_ne!(out.field_section[0], 0);
         assert_eq!(out.field_section.len(), 4);
+    }
+
+    // RFC 9204 §2.1.2: a peer that never acknowledges leaves every blocking stream counted
+    // for good, so the last slots go to sections that gain much, not to the next comers.
+    #[test]
+    fn blocked_stream_slots_are_rationed_without_acknowledgements() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(4096, 4);
+        let mut dec = Decoder::new(
+            DecoderConfig::default()
+                .max_table_capacity(4096)
+                .max_blocked_streams(4),
+        );
+        let big = || Field::new("x-big", "b".repeat(300));
+        let small = || f("x-s", "1");
+        let sections = [
+            vec![big(), small()],
+            vec![big()],
+            vec![big()],
+            vec![small()],
+            vec![big()],
+        ];
+        let mut blocking = vec![];
+        for (i, fields) in sections.iter().enumerate() {
+            let id = i as u64 * 4;
+            let out = enc.encode(id, fields);
+            if out.field_section[0] != 0 {
+                blocking.push(i);
+            }
+            dec.handle_encoder_stream(&out.encoder_stream).unwrap();
+            assert_eq!(
+                dec.decode_section(id, out.field_section),
+                Ok(Decoded::Fields(fields.clone()))
+            );
+        }
+        // The fourth section would save a few bytes, the fifth hundreds: the last slot waits.
+        assert_eq!(blocking, [0, 1, 2, 4]);
     }
 
     // RFC 9204 §2.1.1: an entry referenced by an unacknowledged section is never evicted.
