@@ -36,6 +36,9 @@ use crate::proto::settings::{SettingId, SettingsError};
 use crate::proto::stream::{StreamType, UniStreamHeader};
 use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 
+/// How long a server whose handle and request streams are all gone waits, after its GOAWAY, for
+/// the client to close the connection before closing it itself.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How many datagrams wait per request stream before new ones are dropped.
 const DATAGRAM_QUEUE: usize = 256;
 /// How many extension streams wait for `accept_extension_stream` before new ones are refused.
@@ -71,8 +74,8 @@ pub(crate) struct Inner {
     pub(crate) handle_gone: bool,
     /// Server: the highest request stream ID accepted.
     pub(crate) max_request_id: Option<u64>,
-    /// Server: graceful shutdown started.
-    pub(crate) shutting_down: bool,
+    /// Server: the handle is gone and the connection waits for the client to close.
+    lingering: bool,
     extension_tx: Option<mpsc::Sender<ExtensionStream>>,
 }
 
@@ -106,7 +109,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
             active: 0,
             handle_gone: false,
             max_request_id: None,
-            shutting_down: false,
+            lingering: false,
             extension_tx,
         }),
         changed: Notify::new(),
@@ -281,26 +284,72 @@ impl Shared {
     }
 
     /// A request stream ended (both halves dropped).
-    pub(crate) fn stream_closed(&self) {
+    pub(crate) fn stream_closed(self: &Arc<Self>) {
         self.lock().active -= 1;
         self.changed.notify_waiters();
-        self.maybe_close();
+        self.release();
     }
 
     /// The user dropped the connection handle.
-    pub(crate) fn handle_dropped(&self) {
+    pub(crate) fn handle_dropped(self: &Arc<Self>) {
         self.lock().handle_gone = true;
-        self.maybe_close();
+        self.release();
     }
 
-    /// Closes the connection with H3_NO_ERROR when nothing can use it any more: the handle is
-    /// gone, or (client) the server sent GOAWAY, and no request stream is live.
+    /// Ends the connection once nothing can use it any more. A client closes at once; a server
+    /// first sends GOAWAY and lingers until the client closes (or [`LINGER`] passes), so that
+    /// the last responses are delivered rather than discarded by the QUIC close.
+    fn release(self: &Arc<Self>) {
+        if self.side == Side::Client {
+            return self.maybe_close();
+        }
+        let linger = {
+            let mut inner = self.lock();
+            let linger = inner.active == 0 && inner.handle_gone && !inner.lingering;
+            inner.lingering |= linger;
+            linger
+        };
+        if !linger {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.begin_goaway();
+                let shared = self.clone();
+                runtime.spawn(async move {
+                    tokio::select! {
+                        _ = shared.conn.closed() => {}
+                        () = tokio::time::sleep(LINGER) => {}
+                    }
+                    shared.close(Code::H3_NO_ERROR, b"");
+                });
+            }
+            // No runtime left to wait on: close now.
+            Err(_) => self.close(Code::H3_NO_ERROR, b""),
+        }
+    }
+
+    /// Server: sends GOAWAY naming the first request stream not accepted (RFC 9114 §5.2).
+    pub(crate) fn begin_goaway(&self) {
+        {
+            let mut inner = self.lock();
+            let next = inner.max_request_id.map_or(0, |id| id + 4);
+            inner
+                .proto
+                .send_goaway(VarInt::from_u64(next).unwrap_or(VarInt::MAX));
+        }
+        self.flush();
+    }
+
+    /// Client: closes the connection with H3_NO_ERROR when nothing can use it any more: the
+    /// handle is gone, or the server sent GOAWAY, and no request stream is live.
     pub(crate) fn maybe_close(&self) {
+        if self.side != Side::Client {
+            return;
+        }
         let close = {
             let inner = self.lock();
-            inner.active == 0
-                && (inner.handle_gone
-                    || (self.side == Side::Client && inner.proto.goaway_received().is_some()))
+            inner.active == 0 && (inner.handle_gone || inner.proto.goaway_received().is_some())
         };
         if close {
             self.close(Code::H3_NO_ERROR, b"");

@@ -217,15 +217,7 @@ impl Connection {
     pub async fn shutdown(&self, timeout: Duration) {
         let shared = &self.shared;
         let deadline = Instant::now() + timeout;
-        {
-            let mut inner = shared.lock();
-            inner.shutting_down = true;
-            let next = inner.max_request_id.map_or(0, |id| id + 4);
-            inner
-                .proto
-                .send_goaway(VarInt::from_u64(next).unwrap_or(VarInt::MAX));
-        }
-        shared.flush();
+        shared.begin_goaway();
         // Wait for the accepted requests; each end wakes us.
         loop {
             let notified = shared.changed.notified();

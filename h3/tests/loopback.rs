@@ -545,3 +545,37 @@ async fn field_section_size_limit() {
         .unwrap();
     assert_eq!(t(client.request(request)).await.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_response_survives_a_dropped_connection_handle() {
+    // The server drops its connection handle while a large response is being written: the
+    // connection lingers after GOAWAY until the client has it all and closes.
+    const SIZE: usize = 8 * 1024 * 1024;
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+        drop(connection);
+        stream.send_response(ok()).await.unwrap();
+        for _ in 0..8 {
+            t(stream.send_data(Bytes::from(vec![7u8; SIZE / 8])))
+                .await
+                .unwrap();
+        }
+        stream.finish().unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let request = Request::get("https://localhost/big")
+        .body(Bytes::new())
+        .unwrap();
+    let response = t(client.request(request)).await.unwrap();
+    assert_eq!(response.body().len(), SIZE);
+    assert!(response.body().iter().all(|&b| b == 7));
+    // GOAWAY arrived and nothing is in flight: the client closes.
+    let error = t(client.closed()).await;
+    assert!(
+        matches!(error, quay_h3::ConnectionError::LocallyClosed),
+        "{error}"
+    );
+}
