@@ -579,3 +579,21 @@ async fn last_response_survives_a_dropped_connection_handle() {
         "{error}"
     );
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<quay_h3::Client>();
+    send_sync::<quay_h3::Server>();
+    send_sync::<quay_h3::server::Connection>();
+    send_sync::<Config>();
+    send_sync::<quay_h3::ConnectionError>();
+    send_sync::<StreamError>();
+    send::<quay_h3::client::RequestStream>();
+    send::<RequestStream>();
+    send::<quay_h3::server::IncomingRequest>();
+    send::<quay_h3::stream::SendHalf>();
+    send::<quay_h3::stream::RecvHalf>();
+    send::<quay_h3::stream::ExtensionStream>();
+}
