@@ -148,7 +148,12 @@ impl Shared {
             inner.error = Some(ConnectionError::Protocol(error.clone()));
         }
         let mut reason = error.to_string();
-        reason.truncate(200);
+        // Keep the CONNECTION_CLOSE small; cut on a character boundary.
+        let mut cut = reason.len().min(200);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
         self.conn.close(code.to_varint(), reason.as_bytes());
         self.changed.notify_waiters();
     }
