@@ -10,7 +10,7 @@
 //! - [`hyperium`]: an HTTP/3 server and client on hyperium `h3` + `h3-quinn` (also meant for the
 //!   interop tests);
 //! - [`wtq`]: a WebTransport echo server and client on `web-transport-quinn`;
-//! - [`bench`]: the benchmark harness (two processes pinned to one core each) and its table.
+//! - [`bench`](mod@bench): the benchmark harness (two processes pinned to one core each) and its table.
 //!
 //! Nothing here is a test by itself; the helpers panic on nothing and report errors with
 //! [`anyhow`].

@@ -482,13 +482,15 @@ fn parent(
                         .map(|value| format!("{value:.*}", measurement.decimals))
                         .collect();
                     let median = median(&mut list);
-                    println!(
-                        "  {:<20} {:<46} {median:.*}  (runs: {})",
-                        column.name,
-                        measurement.label,
-                        measurement.decimals,
-                        runs.join(", ")
-                    );
+                    if measurement.kind == Kind::Rate {
+                        println!(
+                            "  {:<20} {:<46} {median:.*}  (runs: {})",
+                            column.name,
+                            measurement.label,
+                            measurement.decimals,
+                            runs.join(", ")
+                        );
+                    }
                     values.push(Some(median));
                 }
                 Err(error) => {
@@ -537,11 +539,12 @@ fn measure(pinning: &Pinning, column: &Column, measurement: &Measurement) -> any
             std::thread::sleep(SETTLE);
             let after = server.rss_kib()?;
             client.send("exit")?;
+            let per_connection = after.saturating_sub(before) as f64 / count;
             println!(
-                "  {:<20} {:<46} VmRSS {before} -> {after} KiB for {count} connections",
-                column.name, measurement.label
+                "  {:<20} {:<46} {per_connection:.*}  (VmRSS {before} -> {after} KiB)",
+                column.name, measurement.label, measurement.decimals
             );
-            Ok(after.saturating_sub(before) as f64 / count)
+            Ok(per_connection)
         }
     }
 }

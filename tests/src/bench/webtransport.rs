@@ -1,7 +1,7 @@
 //! The WebTransport benchmark (quay-webtransport issue, "Benchmark"): what a WebTransport stack
 //! must do, the stacks measured so far, and the measurements.
 //!
-//! A stack is a type implementing [`WtStack`]; [`column`] turns it into a table column. To add
+//! A stack is a type implementing [`WtStack`]; [`column()`] turns it into a table column. To add
 //! quay: implement `WtStack` for a type whose session is a `quay_webtransport::Session` (its
 //! streams speak the tiny protocol of [`crate::raw`], datagrams are echoed) and add
 //! `column::<Quay>()` to the list in `benches/webtransport.rs`.
