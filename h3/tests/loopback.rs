@@ -344,7 +344,7 @@ async fn qpack_dynamic_table_is_used() {
     });
     let client = client(target, Config::default()).await;
     // A header the static table cannot help with, sent three times.
-    let value: String = (0..600)
+    let value: String = (0..1500)
         .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
         .collect();
     let mut sent = Vec::new();
