@@ -11,6 +11,16 @@
 //! connection runs a few small tokio tasks for its control and QPACK streams and datagrams;
 //! request bodies are read and written in the caller's task, straight on the QUIC stream.
 //!
+//! # Limitations
+//!
+//! - No server push: a client never sends MAX_PUSH_ID (so push streams are H3_ID_ERROR) and a
+//!   server never pushes.
+//! - PRIORITY_UPDATE frames are parsed and ignored; quinn schedules streams by its own priority.
+//! - [`server::Connection::accept`] reads each request head before returning the next request;
+//!   use [`server::Connection::accept_stream`] to read heads concurrently.
+//! - HTTP datagrams are routed to request streams only, with a small queue per stream; extra
+//!   datagrams are dropped, as RFC 9297 allows.
+//!
 //! This crate does not do QPACK (that is `quay-qpack`), QUIC or TLS (that is `quay-transport`),
 //! or WebTransport's session rules (that is `quay-webtransport`, which plugs into the extension
 //! points described in DESIGN.md).
