@@ -597,3 +597,57 @@ fn handles_are_send_and_sync() {
     send::<quay_h3::stream::RecvHalf>();
     send::<quay_h3::stream::ExtensionStream>();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_header_section_waits_for_the_encoder_stream() {
+    // A raw peer sends a request whose :path is in the dynamic table before it sends the
+    // encoder instruction that inserts it (RFC 9204 §2.2.1): the server must wait, then serve.
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let (request, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+        tx.send(request.uri().path().to_owned()).await.unwrap();
+        stream.send_response(ok()).await.unwrap();
+        stream.finish().unwrap();
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    let connection = common::raw_connection(target).await;
+    let mut control = t(connection.open_uni()).await.unwrap();
+    t(control.write_all(&[0x00, 0x04, 0x00])).await.unwrap();
+    let (mut send, mut recv) = t(connection.open_bi()).await.unwrap();
+    // Required Insert Count 1 (encoded 2 with 128 entries), Base 1; :method GET (static 17),
+    // :scheme https (static 23), :authority localhost (static name 0), then dynamic index 0.
+    let mut section = vec![0x02, 0x00, 0xd1, 0xd7, 0x50, 0x09];
+    section.extend_from_slice(b"localhost");
+    section.push(0x80);
+    let mut frame = vec![0x01, section.len() as u8];
+    frame.extend_from_slice(&section);
+    t(send.write_all(&frame)).await.unwrap();
+    send.finish().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(rx.try_recv().is_err(), "served before the insert arrived");
+    // Encoder stream: Set Dynamic Table Capacity 4096, Insert With Name Reference (static 1,
+    // :path) value "/blocked".
+    let mut encoder = t(connection.open_uni()).await.unwrap();
+    let mut instructions = vec![0x02, 0x3f, 0xe1, 0x1f, 0xc1, 0x08];
+    instructions.extend_from_slice(b"/blocked");
+    t(encoder.write_all(&instructions)).await.unwrap();
+    assert_eq!(t(rx.recv()).await.unwrap(), "/blocked");
+    // The response comes back on the stream.
+    let response = t(recv.read_to_end(1024)).await.unwrap();
+    let mut reader = quay_h3::proto::reader::FrameReader::new(1024);
+    reader.handle_data(Bytes::from(response));
+    let mut headers = 0;
+    // Bounded by the response bytes.
+    while let Some(event) = reader.poll_event().unwrap() {
+        if let quay_h3::proto::reader::FrameEvent::Frame(quay_h3::proto::frame::Frame::Headers(_)) =
+            event
+        {
+            headers += 1;
+        }
+    }
+    assert_eq!(headers, 1);
+    std::mem::forget((control, encoder));
+}
