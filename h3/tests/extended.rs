@@ -236,3 +236,28 @@ async fn client_receives_extension_streams() {
     kinds.sort();
     assert_eq!(kinds, ["b", "u"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_capsule_is_a_message_error() {
+    // RFC 9297 §3.3: a stream that ends inside a capsule is malformed.
+    let fixture = server(extended());
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+        t(stream.send_response(Response::new(()))).await.unwrap();
+        let _ = tx.send(t(stream.recv_capsule()).await);
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    let client = client(target, extended()).await;
+    let mut stream = t(client.send_request(connect_udp())).await.unwrap();
+    assert_eq!(t(stream.recv_response()).await.unwrap().status(), 200);
+    // A DATAGRAM capsule announcing 5 bytes, with 1, then the end of the stream.
+    t(stream.send_data(Bytes::from_static(&[0x00, 0x05, b'a'])))
+        .await
+        .unwrap();
+    stream.finish().unwrap();
+    let result = t(rx).await.unwrap();
+    assert!(matches!(result, Err(StreamError::Capsule(_))), "{result:?}");
+}
