@@ -211,11 +211,14 @@ impl Client {
     }
 
     fn check_goaway(&self, id: Option<VarInt>) -> Result<(), StreamError> {
-        let shared = &self.inner.shared;
-        if let Some(error) = shared.error() {
-            return Err(StreamError::ConnectionLost(error));
-        }
-        let goaway = shared.lock().proto.goaway_received();
+        // One lock; a connection closed by QUIC alone shows up when the stream is opened.
+        let goaway = {
+            let inner = self.inner.shared.lock();
+            if let Some(error) = &inner.error {
+                return Err(StreamError::ConnectionLost(error.clone()));
+            }
+            inner.proto.goaway_received()
+        };
         match (goaway, id) {
             // RFC 9114 §5.2: no new requests after GOAWAY; streams at or above its ID are not
             // processed.
