@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -64,6 +65,51 @@ pub enum ConnectError {
     Connection(#[from] quay_transport::ConnectionError),
 }
 
+/// Connects to the first IPv6 and the first IPv4 address of `addrs` at once and keeps whichever
+/// handshake completes first ("localhost" often resolves to ::1 before 127.0.0.1, and a server may
+/// listen on one family only).
+async fn connect_any(
+    endpoint: &Endpoint,
+    addrs: &[SocketAddr],
+    host: &str,
+) -> Result<Connection, ConnectError> {
+    let candidates = [
+        addrs.iter().find(|a| a.is_ipv6()),
+        addrs.iter().find(|a| a.is_ipv4()),
+    ];
+    let mut attempts = Vec::new();
+    let mut refused = None;
+    for addr in candidates.into_iter().flatten() {
+        // An endpoint without IPv6 refuses an IPv6 address at once: try the other.
+        match endpoint.connect(*addr, host) {
+            Ok(connecting) => attempts.push(connecting),
+            Err(error) => refused = Some(error),
+        }
+    }
+    let second = attempts.pop();
+    let first = attempts.pop();
+    match (first, second) {
+        (Some(first), Some(second)) => {
+            tokio::pin!(first, second);
+            tokio::select! {
+                result = &mut first => match result {
+                    Ok(connection) => Ok(connection),
+                    Err(_) => Ok(second.await?),
+                },
+                result = &mut second => match result {
+                    Ok(connection) => Ok(connection),
+                    Err(_) => Ok(first.await?),
+                },
+            }
+        }
+        (None, Some(only)) | (Some(only), None) => Ok(only.await?),
+        (None, None) => Err(match refused {
+            Some(error) => error.into(),
+            None => ConnectError::Url("the host has no address".into()),
+        }),
+    }
+}
+
 /// An HTTP/3 client on one connection. Cheap to clone; the connection closes (H3_NO_ERROR) when
 /// every clone and every request stream is dropped.
 #[derive(Clone, Debug)]
@@ -99,19 +145,21 @@ impl Client {
             .trim_end_matches(']')
             .to_owned();
         let port = url.port().unwrap_or(443);
-        let addr = tokio::net::lookup_host((host.as_str(), port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|source| ConnectError::Resolve {
                 host: host.clone(),
                 source,
             })?
-            .next()
-            .ok_or_else(|| ConnectError::Resolve {
-                host: host.clone(),
+            .collect();
+        if addrs.is_empty() {
+            return Err(ConnectError::Resolve {
+                host,
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-            })?;
+            });
+        }
         let endpoint = builder.build()?;
-        let connection = endpoint.connect(addr, &host)?.await?;
+        let connection = connect_any(&endpoint, &addrs, &host).await?;
         Ok(Self::start(connection, config, Some(endpoint)))
     }
 
@@ -390,5 +438,47 @@ impl RequestStream {
     /// response head first: the halves have no `recv_response`.
     pub fn split(self) -> (SendHalf, RecvHalf) {
         (self.send, self.recv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use quay_transport::{Identity, ServerBuilder, Trust};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connect_any_takes_the_family_that_answers() {
+        let identity = Identity::self_signed(["localhost"]).unwrap();
+        let hash = identity.certificate_hash();
+        let server = ServerBuilder::new(identity)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        let port = server.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let incoming = server.accept().await.unwrap();
+            let connection = incoming.await.unwrap();
+            connection.closed().await;
+        });
+        let endpoint = ClientBuilder::new()
+            .trust(Trust::CertificateHashes(vec![hash]))
+            .build()
+            .unwrap();
+        // Nothing listens on ::1 (and the machine may have no IPv6 at all).
+        let addrs = [
+            SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        ];
+        let connection = tokio::time::timeout(
+            Duration::from_secs(10),
+            connect_any(&endpoint, &addrs, "localhost"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(connection.remote_address().port() == port);
+        assert!(connect_any(&endpoint, &[], "localhost").await.is_err());
     }
 }

@@ -67,7 +67,8 @@ async fn get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_by_url() {
     let fixture = server(Config::default());
-    let url = format!("https://127.0.0.1:{}/", fixture.addr.port());
+    // "localhost" may resolve to ::1 first; the server is on 127.0.0.1 only.
+    let url = format!("https://localhost:{}/", fixture.addr.port());
     let builder = common::client_builder(&fixture.hash);
     serve(fixture, |_, mut stream| async move {
         stream.send_response(ok()).await.unwrap();
