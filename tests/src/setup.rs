@@ -2,25 +2,20 @@
 //!
 //! The server presents a fresh self-signed identity and the client pins its SHA-256 hash
 //! ([`Trust::CertificateHashes`]), the way a browser's `serverCertificateHashes` does. Both use
-//! the default [`TransportOptions`](quay_transport::TransportOptions) with ALPN `h3`, and bind
+//! the default [`TransportOptions`] with ALPN `h3`, and bind
 //! 127.0.0.1 only.
 //!
-//! The endpoints take their quinn configuration from quay-transport's builders
-//! ([`ServerBuilder::server_config`], [`ClientBuilder::client_config`]) but bind their own UDP
-//! socket with [`SOCKET_BUFFER`]-byte kernel buffers: with Linux's default of 208 KiB a fast
-//! sender overflows the receiver's socket buffer on loopback (`RcvbufErrors` in
-//! `/proc/net/snmp`), and the benchmark would measure loss recovery instead of the stack.
+//! Both bind through quay-transport's builders, whose default
+//! [`TransportOptions::socket_buffer_size`] asks for 4 MiB kernel socket buffers: with Linux's
+//! default of 208 KiB a fast sender overflows the receiver's socket buffer on loopback
+//! (`RcvbufErrors` in `/proc/net/snmp`), and a benchmark would measure loss recovery instead of
+//! the stack.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
 
-use quay_transport::{CertificateHash, ClientBuilder, Endpoint, Identity, ServerBuilder, Trust};
-use quinn::udp::UdpSocketState;
-use quinn::{EndpointConfig, TokioRuntime};
-
-/// Kernel send and receive buffer asked for on every socket; Linux caps it at
-/// `net.core.rmem_max` / `net.core.wmem_max`.
-pub const SOCKET_BUFFER: usize = 4 << 20;
+use quay_transport::{
+    CertificateHash, ClientBuilder, Endpoint, Identity, ServerBuilder, TransportOptions, Trust,
+};
 
 /// The name in the self-signed certificate and the name clients connect to.
 pub const SERVER_NAME: &str = "localhost";
@@ -47,48 +42,28 @@ pub fn client_builder(hash: CertificateHash) -> ClientBuilder {
 
 /// A server endpoint on 127.0.0.1 (port chosen by the system). Needs a tokio runtime.
 pub fn server_endpoint(identity: Identity) -> anyhow::Result<Endpoint> {
-    let config = server_builder(identity).server_config()?;
-    Ok(Endpoint::new(
-        EndpointConfig::default(),
-        Some(config),
-        loopback_socket()?,
-        Arc::new(TokioRuntime),
-    )?)
+    Ok(server_builder(identity).bind(loopback_any_port())?)
 }
 
 /// A client endpoint on 127.0.0.1 that trusts only the certificate with `hash`. Needs a tokio
 /// runtime.
 pub fn client_endpoint(hash: CertificateHash) -> anyhow::Result<Endpoint> {
-    let config = client_builder(hash).client_config()?;
-    let mut endpoint = Endpoint::new(
-        EndpointConfig::default(),
-        None,
-        loopback_socket()?,
-        Arc::new(TokioRuntime),
-    )?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
+    Ok(client_builder(hash).bind(loopback_any_port())?)
 }
 
-/// A UDP socket on 127.0.0.1 with [`SOCKET_BUFFER`]-byte kernel buffers (or what the kernel
-/// allows).
-pub fn loopback_socket() -> anyhow::Result<UdpSocket> {
-    let socket = UdpSocket::bind(loopback_any_port())?;
-    let state = UdpSocketState::new((&socket).into())?;
-    state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER)?;
-    state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER)?;
-    Ok(socket)
-}
-
-/// The kernel receive and send buffer sizes of a socket from [`loopback_socket`], as Linux
-/// reports them (twice what it grants, for its bookkeeping).
-pub fn socket_buffers() -> anyhow::Result<(usize, usize)> {
-    let socket = loopback_socket()?;
-    let state = UdpSocketState::new((&socket).into())?;
-    Ok((
-        state.recv_buffer_size((&socket).into())?,
-        state.send_buffer_size((&socket).into())?,
-    ))
+/// The socket buffer size the endpoints ask for, and the kernel's caps on what it grants
+/// (`net.core.rmem_max`, `net.core.wmem_max`; `None` where they cannot be read).
+pub fn socket_buffers() -> (Option<usize>, Option<usize>, Option<usize>) {
+    let limit = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    };
+    (
+        TransportOptions::default().socket_buffer_size,
+        limit("rmem_max"),
+        limit("wmem_max"),
+    )
 }
 
 /// Connects `endpoint` to the server at `addr` (QUIC and TLS handshake only).

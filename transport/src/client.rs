@@ -10,7 +10,7 @@ use quinn::Endpoint;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use crate::EndpointError;
-use crate::options::TransportOptions;
+use crate::options::{TransportOptions, bind_endpoint};
 use crate::trust::Trust;
 
 /// Builds client endpoints.
@@ -72,8 +72,7 @@ impl ClientBuilder {
     /// this configuration. Must be called inside a tokio runtime.
     pub fn bind(&self, addr: SocketAddr) -> Result<Endpoint, EndpointError> {
         let config = self.client_config()?;
-        let mut endpoint =
-            Endpoint::client(addr).map_err(|source| EndpointError::Bind { addr, source })?;
+        let mut endpoint = bind_endpoint(addr, &self.options, None)?;
         endpoint.set_default_client_config(config);
         Ok(endpoint)
     }

@@ -10,7 +10,7 @@ use quinn::Endpoint;
 use quinn::crypto::rustls::QuicServerConfig;
 
 use crate::identity::Identity;
-use crate::options::TransportOptions;
+use crate::options::{TransportOptions, bind_endpoint};
 use crate::{EndpointError, crypto_provider};
 
 /// Builds server endpoints.
@@ -77,7 +77,6 @@ impl ServerBuilder {
     /// Must be called inside a tokio runtime. Port 0 picks a free port; read it back with
     /// [`Endpoint::local_addr`].
     pub fn bind(&self, addr: SocketAddr) -> Result<Endpoint, EndpointError> {
-        let config = self.server_config()?;
-        Endpoint::server(config, addr).map_err(|source| EndpointError::Bind { addr, source })
+        bind_endpoint(addr, &self.options, Some(self.server_config()?))
     }
 }

@@ -439,12 +439,13 @@ fn parent(
         "{}; {profile}; median of {runs} runs for rates",
         pinning.note
     );
-    let (recv, send) = setup::socket_buffers()?;
+    let (asked, rmem_max, wmem_max) = setup::socket_buffers();
+    let kib = |bytes: Option<usize>| bytes.map_or("?".to_owned(), |b| (b / 1024).to_string());
     println!(
-        "UDP socket buffers: receive {} KiB, send {} KiB (asked for {} KiB each)",
-        recv / 1024,
-        send / 1024,
-        setup::SOCKET_BUFFER / 1024
+        "UDP socket buffers: asked for {} KiB; kernel caps rmem_max {} KiB, wmem_max {} KiB",
+        kib(asked),
+        kib(rmem_max),
+        kib(wmem_max)
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?");
