@@ -1,20 +1,38 @@
-//! Interop with hyperium `h3` (through the helpers of `quay-tests`): our client against its
-//! server, and its client against our server, over 127.0.0.1.
+//! Interop with hyperium `h3` + `h3-quinn` (from Cargo's registry): quay's HTTP/3 client
+//! against hyperium's server, and hyperium's client against quay's server, on 127.0.0.1.
 
-mod common;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{accept, client, server, t};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use quay_h3::Config;
-use quay_tests::hyperium;
+use quay_h3::server::Server;
+use quay_h3::{Client, Config};
+use quay_tests::{hyperium, setup};
+use quay_transport::CertificateHash;
+
+/// Awaits `future` for at most 30 seconds.
+async fn t<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("timed out")
+}
+
+/// A QUIC connection (ALPN h3) to `addr`, pinning `hash`.
+async fn connect(addr: SocketAddr, hash: CertificateHash) -> quay_transport::Connection {
+    let endpoint = setup::client_endpoint(hash).unwrap();
+    t(setup::connect(&endpoint, addr)).await.unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_against_hyperium_server() {
-    let fixture = server(Config::default());
-    let target = fixture.target();
-    tokio::spawn(hyperium::serve(fixture.server.endpoint().clone()));
-    let client = client(target, Config::default()).await;
+    let identity = setup::identity().unwrap();
+    let hash = identity.certificate_hash();
+    let endpoint = setup::server_endpoint(identity).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(hyperium::serve(endpoint));
+    let client = Client::new(connect(addr, hash).await, Config::default());
     // A download, several times so QPACK state carries over between requests.
     for _ in 0..3 {
         let request = Request::get(hyperium::url("/bytes/100000"))
@@ -53,10 +71,13 @@ async fn our_client_against_hyperium_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyperium_client_against_our_server() {
-    let fixture = server(Config::default());
-    let target = fixture.target();
+    let identity = setup::identity().unwrap();
+    let hash = identity.certificate_hash();
+    let endpoint = setup::server_endpoint(identity).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let server = Server::from_endpoint(endpoint, Config::default());
     tokio::spawn(async move {
-        let connection = accept(&fixture).await;
+        let connection = t(server.accept()).await.unwrap().unwrap();
         // Bounded by the client closing the connection.
         while let Ok(Some((request, mut stream))) = connection.accept().await {
             tokio::spawn(async move {
@@ -79,8 +100,9 @@ async fn hyperium_client_against_our_server() {
             });
         }
     });
-    let connection = common::raw_connection(target).await;
-    let client = t(hyperium::Client::new(connection)).await.unwrap();
+    let client = t(hyperium::Client::new(connect(addr, hash).await))
+        .await
+        .unwrap();
     for i in 0..3 {
         let request = Request::get(hyperium::url(&format!("/get/{i}")))
             .body(())
