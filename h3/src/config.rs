@@ -6,7 +6,7 @@
 //! [`Connection::accept_extension_stream`](crate::server::Connection::accept_extension_stream)).
 //! It opens nothing and knows no WebTransport rule.
 
-use quinn_proto::VarInt;
+use crate::proto::VarInt;
 
 use crate::proto::frame::FrameType;
 use crate::proto::settings::{SettingId, Settings};

@@ -30,10 +30,10 @@
 
 use std::collections::HashMap;
 
+use crate::proto::Codec;
+use crate::proto::VarInt;
 use bytes::{Bytes, BytesMut};
 use quay_qpack::{Decoded, Decoder, DecoderConfig, Encoder, EncoderConfig, Field};
-use quinn_proto::VarInt;
-use quinn_proto::coding::Codec;
 
 use crate::config::Config;
 use crate::error::Code;

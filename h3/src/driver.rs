@@ -21,10 +21,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::proto::Codec;
 use bytes::{Buf, Bytes, BytesMut};
 use quay_qpack::Field;
 use quay_transport::{Connection, RecvStream, SendStream, VarInt};
-use quinn_proto::coding::Codec;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::Config;

@@ -1,8 +1,8 @@
 //! The one macro that turns a table of wire values into a newtype with named constants.
 
-/// Declares a `Copy` newtype over [`VarInt`](quinn_proto::VarInt) whose named values are
+/// Declares a `Copy` newtype over [`VarInt`]($crate::proto::VarInt) whose named values are
 /// associated constants, whose `Debug` prints the name (or `Type(0x..)` for other values), and
-/// which encodes as a single varint through [`Codec`](quinn_proto::coding::Codec).
+/// which encodes as a single varint through [`Codec`]($crate::proto::Codec).
 ///
 /// The `grease` line gives the reserved pattern (`0x1f * N + 0x21` for HTTP/3's registries,
 /// `0x29 * N + 0x17` for capsule types). Every value in a table is a hex literal that fits in a
@@ -20,26 +20,26 @@ macro_rules! wire_values {
     ) => {
         $(#[$meta])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $ty(quinn_proto::VarInt);
+        pub struct $ty($crate::proto::VarInt);
 
         impl $ty {
             $(
                 $(#[$doc])*
-                pub const $name: Self = Self(quinn_proto::VarInt::from_u32($val));
+                pub const $name: Self = Self($crate::proto::VarInt::from_u32($val));
             )*
 
             /// Wraps a value read from or destined for the wire.
-            pub const fn from_varint(value: quinn_proto::VarInt) -> Self {
+            pub const fn from_varint(value: $crate::proto::VarInt) -> Self {
                 Self(value)
             }
 
             /// Wraps a small value.
             pub const fn from_u32(value: u32) -> Self {
-                Self(quinn_proto::VarInt::from_u32(value))
+                Self($crate::proto::VarInt::from_u32(value))
             }
 
             /// The value as it goes on the wire.
-            pub const fn to_varint(self) -> quinn_proto::VarInt {
+            pub const fn to_varint(self) -> $crate::proto::VarInt {
                 self.0
             }
 
@@ -83,13 +83,13 @@ macro_rules! wire_values {
             }
         }
 
-        impl From<quinn_proto::VarInt> for $ty {
-            fn from(value: quinn_proto::VarInt) -> Self {
+        impl From<$crate::proto::VarInt> for $ty {
+            fn from(value: $crate::proto::VarInt) -> Self {
                 Self(value)
             }
         }
 
-        impl From<$ty> for quinn_proto::VarInt {
+        impl From<$ty> for $crate::proto::VarInt {
             fn from(value: $ty) -> Self {
                 value.0
             }
@@ -101,9 +101,9 @@ macro_rules! wire_values {
             }
         }
 
-        impl quinn_proto::coding::Codec for $ty {
-            fn decode<B: bytes::Buf>(buf: &mut B) -> quinn_proto::coding::Result<Self> {
-                quinn_proto::VarInt::decode(buf).map(Self)
+        impl $crate::proto::Codec for $ty {
+            fn decode<B: bytes::Buf>(buf: &mut B) -> Result<Self, $crate::proto::UnexpectedEnd> {
+                $crate::proto::VarInt::decode(buf).map(Self)
             }
 
             fn encode<B: bytes::BufMut>(&self, buf: &mut B) {

@@ -34,11 +34,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proto::Codec;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use quay_qpack::Field;
 use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder, VarInt};
-use quinn_proto::coding::Codec;
 use tokio::time::Instant;
 
 use crate::config::Config;

@@ -14,11 +14,11 @@
 use std::io;
 use std::sync::Arc;
 
+use crate::proto::Codec;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use quay_qpack::Field;
 use quay_transport::{RecvStream, SendStream, VarInt};
-use quinn_proto::coding::Codec;
 use tokio::sync::mpsc;
 
 use crate::connection::{HeaderBlock, ProtocolError, Side};

@@ -14,9 +14,9 @@
 //! H3_EXCESSIVE_LOAD, by the same reasoning as oversized frames (see
 //! [`crate::proto::frame`]).
 
+use crate::proto::Codec;
+use crate::proto::VarInt;
 use bytes::{Buf, BufMut, Bytes};
-use quinn_proto::VarInt;
-use quinn_proto::coding::Codec;
 
 use crate::error::Code;
 use crate::proto::reader::{Policy, TlvEvent, TlvReader};

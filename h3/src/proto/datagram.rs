@@ -6,9 +6,9 @@
 //! closed streams, or whether datagrams were negotiated
 //! ([`Settings::h3_datagram`](crate::proto::settings::Settings::h3_datagram)).
 
+use crate::proto::Codec;
+use crate::proto::VarInt;
 use bytes::{BufMut, Bytes};
-use quinn_proto::VarInt;
-use quinn_proto::coding::Codec;
 
 use crate::error::Code;
 use crate::proto::varint_len;

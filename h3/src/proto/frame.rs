@@ -16,9 +16,9 @@
 //! H3_FRAME_ERROR is for frames that break the layout rules of §7.1. DATA payloads are not bounded
 //! here because [`FrameReader`](crate::proto::reader::FrameReader) streams them.
 
+use crate::proto::VarInt;
+use crate::proto::{Codec, UnexpectedEnd};
 use bytes::{Buf, BufMut, Bytes};
-use quinn_proto::VarInt;
-use quinn_proto::coding::{Codec, UnexpectedEnd};
 
 use crate::error::Code;
 use crate::proto::settings::{Settings, SettingsError};

@@ -20,7 +20,8 @@
 //! other than the [`VarInt`] and [`Codec`] it re-exports. The connection driver feeds bytes in and
 //! maps every decode error to a [`Code`](crate::error::Code) with `Code::from`.
 //!
-//! Varints are quinn's: one `VarInt`, one `Codec` (STYLE.md §1). [`varint_len`] fills the one gap,
+//! Varints are quinn's, re-exported by `quay-transport`: one `VarInt`, one `Codec` (STYLE.md §1).
+//! [`varint_len`] fills the one gap,
 //! quinn's encoded-size method being private.
 //!
 //! # Reading a request stream
@@ -92,8 +93,8 @@ pub mod reader;
 pub mod settings;
 pub mod stream;
 
-pub use quinn_proto::VarInt;
-pub use quinn_proto::coding::{Codec, UnexpectedEnd};
+pub use quay_transport::VarInt;
+pub use quay_transport::coding::{Codec, UnexpectedEnd};
 
 /// The number of bytes the QUIC varint encoding of `value` takes (RFC 9000 §16): 1, 2, 4 or 8.
 ///

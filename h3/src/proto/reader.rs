@@ -21,9 +21,9 @@
 
 use std::collections::VecDeque;
 
+use crate::proto::VarInt;
+use crate::proto::{Codec, UnexpectedEnd};
 use bytes::{Buf, Bytes, BytesMut};
-use quinn_proto::VarInt;
-use quinn_proto::coding::{Codec, UnexpectedEnd};
 
 use crate::proto::frame::{Frame, FrameError, FrameHeader, FrameType};
 

@@ -8,9 +8,9 @@
 
 use std::fmt;
 
+use crate::proto::Codec;
+use crate::proto::VarInt;
 use bytes::{Buf, BufMut};
-use quinn_proto::VarInt;
-use quinn_proto::coding::Codec;
 
 use crate::error::Code;
 use crate::proto::varint_len;

@@ -6,9 +6,9 @@
 //! afterwards: that a second control stream is H3_STREAM_CREATION_ERROR, that unknown types are
 //! read and discarded (RFC 9114 §6.2), or the WebTransport session rules.
 
+use crate::proto::VarInt;
+use crate::proto::{Codec, UnexpectedEnd};
 use bytes::{Buf, BufMut};
-use quinn_proto::VarInt;
-use quinn_proto::coding::{Codec, UnexpectedEnd};
 
 use crate::proto::frame::FrameType;
 use crate::proto::varint_len;
