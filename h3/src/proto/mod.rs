@@ -20,9 +20,8 @@
 //! other than the [`VarInt`] and [`Codec`] it re-exports. The connection driver feeds bytes in and
 //! maps every decode error to a [`Code`](crate::error::Code) with `Code::from`.
 //!
-//! Varints are quinn's, re-exported by `quay-transport`: one `VarInt`, one `Codec` (STYLE.md §1).
-//! [`varint_len`] fills the one gap,
-//! quinn's encoded-size method being private.
+//! Varints are quinn's, re-exported by `quay-transport`: one `VarInt`, one `Codec` (STYLE.md
+//! §1). [`varint_len`] fills the one gap, quinn's encoded-size method being private.
 //!
 //! # Reading a request stream
 //!
