@@ -3,17 +3,121 @@
 //! Server and client run as two processes pinned to one core each; see
 //! `quay_tests::bench` for the harness and `quay_tests::bench::h3` for the measurements and
 //! for how to add a column.
+//!
+//! The columns: raw quinn (the floor), hyperium h3 (the reference) and quay-h3 ([`Quay`],
+//! defined here because quay-h3 is a dev-dependency of quay-tests).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use quay_tests::bench::h3::{Hyperium, MEASUREMENTS, RawQuinn, column};
+use anyhow::bail;
+use http::{Request, Response, StatusCode};
+use quay_h3::client::Client;
+use quay_h3::server::{Connection, IncomingRequest};
+use quay_h3::{Code, Config};
+use quay_tests::bench::h3::{H3Stack, Hyperium, MEASUREMENTS, RawQuinn, column};
+use quay_tests::hyperium::{BYTES_PATH, url};
+use quay_tests::raw::zero_chunks;
+use quay_tests::setup;
+use quinn::Endpoint;
 
 fn main() -> ExitCode {
     // The floor first, then the reference; both are used as ratio bases.
-    let columns = [column::<RawQuinn>(), column::<Hyperium>()];
+    let columns = [column::<RawQuinn>(), column::<Hyperium>(), column::<Quay>()];
     quay_tests::bench::main(
         "quay HTTP/3 benchmark (loopback, 127.0.0.1)",
         &columns,
         &MEASUREMENTS,
     )
+}
+
+/// quay-h3 with its default [`Config`], on the same endpoints as the other columns.
+///
+/// The server takes each request stream with `accept_stream` and reads its head in the
+/// request's own task (as the hyperium server does with `resolve_request`), so one slow head
+/// holds up nothing else.
+#[derive(Debug)]
+struct Quay;
+
+impl H3Stack for Quay {
+    const NAME: &'static str = "quay";
+    type Client = Client;
+
+    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                if let Ok(connection) = incoming.await {
+                    let _ = serve_connection(connection).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client> {
+        // Nothing to wait for: the client opens its control and QPACK streams in the background
+        // and needs no SETTINGS from the server before a plain GET.
+        Ok(Client::new(
+            setup::connect(endpoint, server).await?,
+            Config::default(),
+        ))
+    }
+
+    async fn download(client: &Self::Client, size: u64) -> anyhow::Result<u64> {
+        let request = Request::get(url(&format!("{BYTES_PATH}{size}"))).body(())?;
+        let mut stream = client.send_request(request).await?;
+        stream.finish()?;
+        let response = stream.recv_response().await?;
+        let mut length = 0;
+        while let Some(chunk) = stream.recv_data().await? {
+            length += chunk.len() as u64;
+        }
+        if response.status() != StatusCode::OK || length != size {
+            bail!(
+                "asked for {size} bytes, got {} with {length}",
+                response.status()
+            );
+        }
+        Ok(length)
+    }
+
+    fn close(client: Self::Client) {
+        client.close(Code::H3_NO_ERROR, b"done");
+    }
+}
+
+/// Serves one connection until the client closes it; each request on its own task.
+async fn serve_connection(connection: quinn::Connection) -> anyhow::Result<()> {
+    let connection = Connection::new(connection, Config::default());
+    while let Some(incoming) = connection.accept_stream().await? {
+        tokio::spawn(async move {
+            let _ = respond(incoming).await;
+        });
+    }
+    Ok(())
+}
+
+/// Answers `GET /bytes/<n>` with n zero bytes, anything else with 404.
+async fn respond(incoming: IncomingRequest) -> anyhow::Result<()> {
+    let Some((request, mut stream)) = incoming.resolve().await? else {
+        return Ok(());
+    };
+    let size = request
+        .uri()
+        .path()
+        .strip_prefix(BYTES_PATH)
+        .and_then(|size| size.parse::<u64>().ok());
+    let Some(size) = size.filter(|_| request.method() == http::Method::GET) else {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        stream.send_response(response).await?;
+        stream.finish()?;
+        return Ok(());
+    };
+    stream.send_response(Response::new(())).await?;
+    for chunk in zero_chunks(size) {
+        stream.send_data(chunk).await?;
+    }
+    stream.finish()?;
+    Ok(())
 }
