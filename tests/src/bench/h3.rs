@@ -1,10 +1,10 @@
 //! The HTTP/3 benchmark (quay-h3 issue, "Benchmark"): what an HTTP/3 stack must do, the
 //! stacks measured so far, and the measurements.
 //!
-//! A stack is a type implementing [`H3Stack`]; [`column()`] turns it into a table column. To add
-//! quay: implement `H3Stack` for a `Quay` type (serve `GET /bytes/<n>` with n bytes, connect,
-//! download, close) and add `column::<Quay>()` to the list in `benches/h3.rs`, after the two
-//! anchors so that the table shows it against both.
+//! A stack is a type implementing [`H3Stack`]; [`column()`] turns it into a table column. The
+//! columns are [`RawQuinn`] (the floor), [`Hyperium`] (the reference) and quay-h3, whose `Quay`
+//! stack lives in `benches/h3.rs` (quay-h3 is a dev-dependency of this crate) and is listed after
+//! the two anchors so that the table shows it against both.
 
 use std::net::SocketAddr;
 use std::time::Instant;
