@@ -10,12 +10,14 @@
 //! - [`hyperium`]: an HTTP/3 server and client on hyperium `h3` + `h3-quinn` (also meant for the
 //!   interop tests);
 //! - [`wtq`]: a WebTransport echo server and client on `web-transport-quinn`;
+//! - [`browser`]: Debian's headless Chromium running a WebTransport test page against a server;
 //! - [`bench`](mod@bench): the benchmark harness (two processes pinned to one core each) and its table.
 //!
 //! Nothing here is a test by itself; the helpers panic on nothing and report errors with
 //! [`anyhow`].
 
 pub mod bench;
+pub mod browser;
 pub mod hyperium;
 pub mod raw;
 pub mod setup;
