@@ -1,0 +1,375 @@
+//! A small curl-like HTTP/3 client.
+//!
+//! Sends one request to an `https://` URL and writes the response body to stdout, or to a file
+//! with `-o`. `-i` puts the status line and headers before the body on stdout, as curl does; `-v`
+//! prints the request and response heads on stderr instead. While a long download runs and stderr
+//! is a terminal, a progress bar is drawn on stderr.
+//!
+//! The request is GET, or POST when `-d` gives a body (`-d @FILE` streams a file), or HEAD with
+//! `-I`; `-X` picks any method. `-H "name: value"` adds a header (repeatable).
+//!
+//! The server's certificate is checked against the system's roots, or against the roots of a PEM
+//! file with `--ca`, or by its SHA-256 hash with `--cert-hash` (as `h3-server` prints it;
+//! repeatable), or not at all with `--danger-insecure`.
+//!
+//! The exit code is 0 for a 1xx-3xx response, 22 for a response of 400 or more (the body is still
+//! written), and 1 when the request could not be made; the reason is then one line on stderr.
+//!
+//! ```text
+//! cargo run -p quay-examples --bin h3-client -- --cert-hash HEX https://localhost:4433/file.txt
+//! cargo run -p quay-examples --bin h3-client -- --ca ca.pem -d @photo.jpg -H "content-type: image/jpeg" https://example.test/echo
+//! ```
+
+use std::error::Error;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use clap::Parser;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use indicatif::{ProgressBar, ProgressStyle};
+use quay_h3::client::{Client, RequestStream};
+use quay_h3::{Code, Config};
+use quay_transport::{CertificateHash, ClientBuilder, Trust};
+use tokio::io::AsyncReadExt;
+
+/// Bytes read from a `-d @FILE` body and sent as one DATA frame.
+const CHUNK: usize = 64 * 1024;
+/// Responses at least this long (or of unknown length) get a progress bar.
+const PROGRESS_MIN: u64 = 1024 * 1024;
+/// Exit code for an HTTP error status, as `curl --fail` uses.
+const EXIT_HTTP_ERROR: u8 = 22;
+
+/// Sends one HTTP/3 request and prints the response.
+#[derive(Debug, Parser)]
+// As in curl, a repeated option takes its last value.
+#[command(version, args_override_self = true)]
+struct Args {
+    /// The `https://` URL to request.
+    url: String,
+    /// The request method [default: GET, or POST with -d, or HEAD with -I].
+    #[arg(short = 'X', long)]
+    method: Option<Method>,
+    /// The request body; `@FILE` sends the contents of FILE.
+    #[arg(short, long)]
+    data: Option<String>,
+    /// A request header, `name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Send a HEAD request and print the response head.
+    #[arg(short = 'I', long)]
+    head: bool,
+    /// Trust only the certificates in this PEM file (a private CA or a self-signed server).
+    #[arg(long, value_name = "PEM", conflicts_with_all = ["cert_hashes", "danger_insecure"])]
+    ca: Option<PathBuf>,
+    /// Trust a certificate by its SHA-256 hash, 64 hex digits (repeatable). Browser rules apply:
+    /// ECDSA key, valid for at most 14 days.
+    #[arg(
+        long = "cert-hash",
+        value_name = "HEX",
+        conflicts_with = "danger_insecure"
+    )]
+    cert_hashes: Vec<CertificateHash>,
+    /// Accept any certificate: the connection is encrypted but the server is not authenticated.
+    #[arg(long)]
+    danger_insecure: bool,
+    /// Write the body to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Include the status line and response headers on stdout, before the body.
+    #[arg(short, long)]
+    include: bool,
+    /// Print the request and response heads on stderr.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    max_time: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let max_time = args.max_time.map(Duration::from_secs_f64);
+    let result = match max_time {
+        Some(limit) => tokio::time::timeout(limit, run(args))
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {} s", limit.as_secs_f64()).into())),
+        None => run(args).await,
+    };
+    match result {
+        Ok(status) if status.as_u16() >= 400 => {
+            eprintln!(
+                "h3-client: HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("error")
+            );
+            ExitCode::from(EXIT_HTTP_ERROR)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("h3-client: {}", one_line(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<StatusCode, Box<dyn Error>> {
+    let request = build_request(&args)?;
+    let trust = if let Some(ca) = &args.ca {
+        Trust::roots_from_pem_file(ca)?
+    } else if !args.cert_hashes.is_empty() {
+        Trust::CertificateHashes(args.cert_hashes.clone())
+    } else if args.danger_insecure {
+        Trust::DangerAcceptAnyCertificate
+    } else {
+        Trust::SystemRoots
+    };
+    // Open the body file before connecting, so a typo fails fast.
+    let body = match args.data.as_deref() {
+        Some(data) => Some(Body::open(data).await?),
+        None => None,
+    };
+    let request = match &body {
+        Some(body) if !request.headers().contains_key(header::CONTENT_LENGTH) => {
+            let mut request = request;
+            request
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, body.len().into());
+            request
+        }
+        _ => request,
+    };
+    if args.verbose {
+        print_request_head(&request);
+    }
+
+    let builder = ClientBuilder::new().trust(trust);
+    let client = Client::connect(&args.url, &builder, Config::default())
+        .await
+        .map_err(|error| format!("cannot connect to {}: {}", args.url, one_line(&error)))?;
+    if args.verbose {
+        eprintln!("* connected to {}", client.connection().remote_address());
+    }
+    let result = exchange(&args, &client, request, body).await;
+    // H3_NO_ERROR; give the endpoint a moment to send the CONNECTION_CLOSE before the runtime
+    // (and the endpoint with it) goes away, so the server need not wait for its idle timeout.
+    client.close(Code::H3_NO_ERROR, b"");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    result
+}
+
+/// The request head from the arguments.
+fn build_request(args: &Args) -> Result<Request<()>, Box<dyn Error>> {
+    let method = match (&args.method, args.head, &args.data) {
+        (Some(method), _, _) => method.clone(),
+        (None, true, _) => Method::HEAD,
+        (None, false, Some(_)) => Method::POST,
+        (None, false, None) => Method::GET,
+    };
+    if !args.url.starts_with("https://") {
+        return Err(format!("{}: only https:// URLs are supported", args.url).into());
+    }
+    let mut request = Request::builder()
+        .method(method)
+        .uri(args.url.as_str())
+        .body(())
+        .map_err(|error| format!("{}: {error}", args.url))?;
+    for line in &args.headers {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("header {line:?} is not `name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|error| format!("header {line:?}: {error}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|error| format!("header {line:?}: {error}"))?;
+        request.headers_mut().append(name, value);
+    }
+    request
+        .headers_mut()
+        .entry(header::USER_AGENT)
+        .or_insert(HeaderValue::from_static(concat!(
+            "quay-h3-client/",
+            env!("CARGO_PKG_VERSION")
+        )));
+    Ok(request)
+}
+
+/// A request body: bytes from the command line or a file streamed from disk.
+enum Body {
+    Inline(Bytes),
+    File { file: tokio::fs::File, length: u64 },
+}
+
+impl Body {
+    async fn open(data: &str) -> Result<Self, Box<dyn Error>> {
+        let Some(path) = data.strip_prefix('@') else {
+            return Ok(Self::Inline(Bytes::copy_from_slice(data.as_bytes())));
+        };
+        let opened = async {
+            let file = tokio::fs::File::open(path).await?;
+            let length = file.metadata().await?.len();
+            Ok::<_, io::Error>((file, length))
+        };
+        let (file, length) = opened.await.map_err(|error| format!("{path}: {error}"))?;
+        Ok(Self::File { file, length })
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Self::Inline(bytes) => bytes.len() as u64,
+            Self::File { length, .. } => *length,
+        }
+    }
+
+    /// Sends the body on `stream` in chunks.
+    async fn send(self, stream: &mut RequestStream) -> Result<(), Box<dyn Error>> {
+        match self {
+            Self::Inline(bytes) => stream.send_data(bytes).await?,
+            Self::File {
+                mut file,
+                mut length,
+            } => {
+                let mut buf = BytesMut::new();
+                while length > 0 {
+                    buf.reserve(CHUNK);
+                    let read = file.read_buf(&mut buf).await?;
+                    if read == 0 {
+                        return Err("the body file shrank while it was being sent".into());
+                    }
+                    // Never more than the content-length we announced.
+                    let take = read.min(usize::try_from(length).unwrap_or(usize::MAX));
+                    length -= take as u64;
+                    stream.send_data(buf.split_to(take).freeze()).await?;
+                    buf.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends the request, then writes the response head and body where the arguments say.
+async fn exchange(
+    args: &Args,
+    client: &Client,
+    request: Request<()>,
+    body: Option<Body>,
+) -> Result<StatusCode, Box<dyn Error>> {
+    let mut stream = client.send_request(request).await?;
+    if let Some(body) = body {
+        body.send(&mut stream).await?;
+    }
+    stream.finish()?;
+    let response = stream.recv_response().await?;
+    let status = response.status();
+    if args.verbose {
+        print_response_head(&mut io::stderr().lock(), &response, "< ")?;
+    }
+
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(io::BufWriter::new(
+            std::fs::File::create(path).map_err(|error| format!("{}: {error}", path.display()))?,
+        )),
+        None => Box::new(io::stdout().lock()),
+    };
+    if args.include || args.head {
+        print_response_head(&mut out, &response, "")?;
+    }
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let progress = progress_bar(args, length);
+    while let Some(chunk) = stream.recv_data().await? {
+        out.write_all(&chunk)?;
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    out.flush()?;
+    if args.verbose
+        && let Some(trailers) = stream.recv_trailers().await?
+    {
+        for (name, value) in &trailers {
+            eprintln!("< {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+        }
+    }
+    Ok(status)
+}
+
+/// A progress bar on stderr for a long body, hidden unless stderr is a terminal and the body is
+/// not going to that same terminal.
+fn progress_bar(args: &Args, length: Option<u64>) -> ProgressBar {
+    let body_on_terminal = args.output.is_none() && io::stdout().is_terminal();
+    let long = length.is_none_or(|length| length >= PROGRESS_MIN);
+    if !io::stderr().is_terminal() || body_on_terminal || !long || args.head {
+        return ProgressBar::hidden();
+    }
+    match length {
+        Some(length) => ProgressBar::new(length).with_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("the template is valid"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
+                .expect("the template is valid"),
+        ),
+    }
+}
+
+fn print_request_head(request: &Request<()>) {
+    let uri = request.uri();
+    eprintln!(
+        "> {} {} HTTP/3",
+        request.method(),
+        uri.path_and_query().map_or("/", |path| path.as_str())
+    );
+    eprintln!(
+        "> host: {}",
+        uri.authority().map_or("", |host| host.as_str())
+    );
+    for (name, value) in request.headers() {
+        eprintln!("> {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    eprintln!(">");
+}
+
+fn print_response_head(
+    out: &mut dyn Write,
+    response: &Response<()>,
+    prefix: &str,
+) -> io::Result<()> {
+    let status = response.status();
+    write!(out, "{prefix}HTTP/3 {}", status.as_u16())?;
+    if let Some(reason) = status.canonical_reason() {
+        write!(out, " {reason}")?;
+    }
+    write!(out, "\r\n")?;
+    for (name, value) in response.headers() {
+        write!(
+            out,
+            "{prefix}{name}: {}\r\n",
+            String::from_utf8_lossy(value.as_bytes())
+        )?;
+    }
+    write!(out, "{prefix}\r\n")
+}
+
+/// An error and its sources on one line.
+fn one_line(error: &dyn Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.replace(['\n', '\r'], " ")
+}
