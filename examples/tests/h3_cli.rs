@@ -24,9 +24,18 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Starts a server with a self-signed certificate and reads its port and hash.
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts a server with extra arguments; reads its port, and its hash unless `--cert` is
+    /// among them.
+    fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        let self_signed = !extra.contains(&"--cert");
         let mut child = Command::new(SERVER)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -50,7 +59,7 @@ impl ServerProcess {
             hash: String::new(),
         };
         let deadline = Instant::now() + STARTUP;
-        while server.port == 0 || server.hash.is_empty() {
+        while server.port == 0 || (self_signed && server.hash.is_empty()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = lines
                 .recv_timeout(left)
@@ -93,8 +102,15 @@ fn client(server: &ServerProcess, args: &[&str]) -> Run {
 
 /// Runs `h3-client` trusting the certificate with `hash`.
 fn client_pinning(hash: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--cert-hash", hash];
+    all.extend_from_slice(args);
+    run_client(&all)
+}
+
+/// Runs `h3-client` with `args`, killing it if it takes too long.
+fn run_client(args: &[&str]) -> Run {
     let mut child = Command::new(CLIENT)
-        .args(["--cert-hash", hash, "--max-time", "30"])
+        .args(["--max-time", "30"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -259,4 +275,41 @@ fn client_reports_transport_errors_on_one_line() {
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     let html = String::from_utf8(run.stdout).unwrap();
     assert!(html.contains("<a href=\"/a.txt\">a.txt</a>"), "{html}");
+}
+
+#[test]
+fn server_with_pem_files_and_client_trust_options() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("index.html"), "<p>index</p>").unwrap();
+    let pem = tempfile::tempdir().expect("temp dir");
+    let identity = quay_transport::Identity::self_signed(["localhost", "127.0.0.1"]).unwrap();
+    let cert = pem.path().join("cert.pem");
+    let key = pem.path().join("key.pem");
+    std::fs::write(&cert, identity.certificate_pem()).unwrap();
+    std::fs::write(&key, identity.private_key_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = ServerProcess::start_with(dir.path(), &["--cert", cert, "--key", key]);
+
+    // The certificate as the only root; a directory serves its index.html.
+    let run = run_client(&["--ca", cert, "-i", &server.url("/")]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let text = String::from_utf8(run.stdout).unwrap();
+    assert!(text.contains("content-type: text/html\r\n"), "{text}");
+    assert!(text.ends_with("<p>index</p>"), "{text}");
+
+    // Its hash, as pinned by a browser.
+    let hash = identity.certificate_hash().to_hex();
+    let run = client_pinning(&hash, &[&server.url("/index.html")]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, b"<p>index</p>");
+
+    // No check at all.
+    let run = run_client(&["--danger-insecure", &server.url("/index.html")]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, b"<p>index</p>");
+
+    // A method the server does not serve.
+    let run = run_client(&["--ca", cert, "-X", "DELETE", &server.url("/index.html")]);
+    assert_eq!(run.code, Some(22), "stderr: {}", run.stderr);
+    assert_eq!(run.stderr, "h3-client: HTTP 405 Method Not Allowed\n");
 }
