@@ -241,6 +241,14 @@ fn client_and_server_over_loopback() {
         run.stderr
     );
 
+    // A body over the echo limit: the server answers 413 before reading it all.
+    let too_big = out.path().join("too-big.bin");
+    std::fs::write(&too_big, pseudo_random(16 * 1024 * 1024 + 1)).unwrap();
+    let data = format!("@{}", too_big.display());
+    let run = client(&server, &["-d", &data, &server.url("/echo")]);
+    assert_eq!(run.code, Some(22), "stderr: {}", run.stderr);
+    assert_eq!(run.stderr, "h3-client: HTTP 413 Payload Too Large\n");
+
     // POST /echo with an inline body.
     let run = client(&server, &["-d", "ping", &server.url("/echo")]);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);

@@ -31,7 +31,7 @@ use clap::Parser;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use indicatif::{ProgressBar, ProgressStyle};
 use quay_h3::client::{Client, RequestStream};
-use quay_h3::{Code, Config};
+use quay_h3::{Code, Config, StreamError};
 use quay_transport::{CertificateHash, ClientBuilder, Trust};
 use tokio::io::AsyncReadExt;
 
@@ -259,10 +259,17 @@ async fn exchange(
     body: Option<Body>,
 ) -> Result<StatusCode, Box<dyn Error>> {
     let mut stream = client.send_request(request).await?;
-    if let Some(body) = body {
-        body.send(&mut stream).await?;
+    let sent = match body {
+        Some(body) => body.send(&mut stream).await,
+        None => Ok(()),
+    };
+    match sent {
+        Ok(()) => stream.finish()?,
+        // RFC 9114 §4.1: a server may answer before it has read the whole request (413, say)
+        // and then stop reading it; its response still stands.
+        Err(error) if matches!(error.downcast_ref(), Some(StreamError::Stopped(_))) => {}
+        Err(error) => return Err(error),
     }
-    stream.finish()?;
     let response = stream.recv_response().await?;
     let status = response.status();
     if args.verbose {
