@@ -13,7 +13,8 @@
 //! repeatable), or not at all with `--danger-insecure`.
 //!
 //! The exit code is 0 for a 1xx-3xx response, 22 for a response of 400 or more (the body is still
-//! written), and 1 when the request could not be made; the reason is then one line on stderr.
+//! written), 1 when the request could not be made (the reason is then one line on stderr), and 2
+//! for bad arguments.
 //!
 //! ```text
 //! cargo run -p quay-examples --bin h3-client -- --cert-hash HEX https://localhost:4433/file.txt
