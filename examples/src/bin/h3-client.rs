@@ -31,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use indicatif::{ProgressBar, ProgressStyle};
+use quay_examples::one_line;
 use quay_h3::client::{Client, RequestStream};
 use quay_h3::{Code, Config, StreamError};
 use quay_transport::{CertificateHash, ClientBuilder, Trust};
@@ -365,19 +366,4 @@ fn print_response_head(
         )?;
     }
     write!(out, "{prefix}\r\n")
-}
-
-/// An error and its sources on one line.
-fn one_line(error: &dyn Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line.replace(['\n', '\r'], " ")
 }

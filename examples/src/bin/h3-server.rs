@@ -33,6 +33,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use quay_examples::one_line;
 use quay_h3::server::{Connection, IncomingRequest, RequestStream, Server};
 use quay_h3::{Config, StreamError};
 use quay_transport::Identity;
@@ -463,21 +464,6 @@ async fn send_body(
     stream.send_data(body).await?;
     stream.finish()?;
     Ok(status)
-}
-
-/// An error and its sources on one line.
-fn one_line(error: &dyn Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line.replace('\n', " ")
 }
 
 #[cfg(test)]
