@@ -469,11 +469,7 @@ async fn accept_server_bidi(shared: Arc<Shared>) {
         tokio::spawn(async move {
             let signals = &shared.config.extension_bidi_signals;
             let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
-                let ty = FrameType::decode(cur).ok()?;
-                if !signals.contains(&ty) {
-                    return Some(None);
-                }
-                Some(Some((ty, VarInt::decode(cur).ok()?)))
+                decode_bidi_signal(signals, cur)
             })
             .await;
             match prefix {
@@ -494,6 +490,23 @@ async fn accept_server_bidi(shared: Arc<Shared>) {
             }
         });
     }
+}
+
+/// Decodes the extension signal and session ID that may start a bidirectional stream:
+/// `Some(Some(_))` for one of `signals` (both consumed), `Some(None)` for anything else (nothing
+/// consumed, so a request's first frame stays in place), `None` when more bytes are needed.
+pub(crate) fn decode_bidi_signal(
+    signals: &[FrameType],
+    cur: &mut &[u8],
+) -> Option<Option<(FrameType, VarInt)>> {
+    let mut look = *cur;
+    let ty = FrameType::decode(&mut look).ok()?;
+    if !signals.contains(&ty) {
+        return Some(None);
+    }
+    let session_id = VarInt::decode(&mut look).ok()?;
+    *cur = look;
+    Some(Some((ty, session_id)))
 }
 
 /// Reads a varint-prefixed header from the start of a stream; returns it and the bytes after it.

@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proto::Codec;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use quay_qpack::Field;
@@ -43,10 +42,9 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::connection::Side;
-use crate::driver::{self, Shared, read_prefix};
+use crate::driver::{self, Shared, decode_bidi_signal, read_prefix};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
-use crate::proto::frame::FrameType;
 use crate::proto::headers;
 use crate::proto::message::MessageFrames;
 use crate::proto::settings::Settings;
@@ -278,15 +276,7 @@ impl IncomingRequest {
         } = self;
         let signals = &shared.config.extension_bidi_signals;
         let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
-            // Look at the first varint without consuming it, unless it is a signal.
-            let mut look = *cur;
-            let ty = FrameType::decode(&mut look).ok()?;
-            if !signals.contains(&ty) {
-                return Some(None);
-            }
-            let session_id = VarInt::decode(&mut look).ok()?;
-            *cur = look;
-            Some(Some((ty, session_id)))
+            decode_bidi_signal(signals, cur)
         })
         .await;
         let buffered = match prefix {
