@@ -37,7 +37,9 @@ use crate::proto::capsule::Capsule;
 use crate::proto::headers::{self, Protocol};
 use crate::proto::message::MessageFrames;
 use crate::proto::settings::Settings;
-use crate::stream::{ConnectionError, ExtensionStream, Live, RecvHalf, SendHalf, StreamError};
+use crate::stream::{
+    ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
+};
 
 /// Why [`Client::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +302,13 @@ impl Client {
         let body = first.unwrap_or_else(|| buf.freeze());
         let (parts, ()) = response.into_parts();
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// Takes the extension streams out, for a task that routes them (see
+    /// [`ExtensionStreams`]); [`Self::accept_extension_stream`] returns `None` afterwards.
+    /// `None` when none are configured or they were taken already.
+    pub fn take_extension_streams(&self) -> Option<ExtensionStreams> {
+        ExtensionStreams::take(&self.inner.shared)
     }
 
     /// Waits for the next stream the server opened for an extension (see

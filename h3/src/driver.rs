@@ -41,8 +41,6 @@ use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How many datagrams wait per request stream before new ones are dropped.
 const DATAGRAM_QUEUE: usize = 256;
-/// How many extension streams wait for `accept_extension_stream` before new ones are refused.
-const EXTENSION_QUEUE: usize = 64;
 
 /// The state request streams and handles share with the driver tasks.
 #[derive(Debug)]
@@ -56,7 +54,7 @@ pub(crate) struct Shared {
     pub(crate) changed: Notify,
     /// Our control or QPACK streams have bytes to write.
     flush: Notify,
-    pub(crate) extensions: tokio::sync::Mutex<Option<mpsc::Receiver<ExtensionStream>>>,
+    pub(crate) extensions: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<ExtensionStream>>>,
     /// Whether the next header section we send gets a GREASE frame in front (once per
     /// connection, when grease is on).
     grease_frame: AtomicBool,
@@ -76,7 +74,9 @@ pub(crate) struct Inner {
     pub(crate) max_request_id: Option<u64>,
     /// Server: the handle is gone and the connection waits for the client to close.
     lingering: bool,
-    extension_tx: Option<mpsc::Sender<ExtensionStream>>,
+    /// Extension streams waiting to be taken. Unbounded on purpose: every one is an open QUIC
+    /// stream, so the peer's stream limits bound them.
+    extension_tx: Option<mpsc::UnboundedSender<ExtensionStream>>,
 }
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
@@ -86,7 +86,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
     let wants_extensions =
         !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
     let (extension_tx, extension_rx) = if wants_extensions {
-        let (tx, rx) = mpsc::channel(EXTENSION_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(rx))
     } else {
         (None, None)
@@ -580,9 +580,7 @@ async fn uni_stream(shared: Arc<Shared>, mut recv: RecvStream) {
 pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {
     let tx = shared.lock().extension_tx.clone();
     let refused = match tx {
-        Some(tx) => tx.try_send(stream).err().map(|e| match e {
-            mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
-        }),
+        Some(tx) => tx.send(stream).err().map(|e| e.0),
         None => Some(stream),
     };
     if let Some(stream) = refused {
@@ -679,7 +677,12 @@ async fn read_datagrams(shared: Arc<Shared>) {
                     let _ = route.try_send(datagram.payload);
                 }
             }
-            Err(error) => return shared.fail(error.into()),
+            Err(error) => {
+                shared.fail(error.into());
+                break;
+            }
         }
     }
+    // The connection is gone: every receiver sees the end.
+    shared.lock().routes.clear();
 }

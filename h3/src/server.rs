@@ -48,7 +48,9 @@ use crate::proto::capsule::Capsule;
 use crate::proto::headers;
 use crate::proto::message::MessageFrames;
 use crate::proto::settings::Settings;
-use crate::stream::{ConnectionError, ExtensionStream, Live, RecvHalf, SendHalf, StreamError};
+use crate::stream::{
+    ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
+};
 
 /// An HTTP/3 server endpoint.
 #[derive(Debug)]
@@ -191,6 +193,13 @@ impl Connection {
                 recv,
             }));
         }
+    }
+
+    /// Takes the extension streams out, for a task that routes them (see
+    /// [`ExtensionStreams`]); [`Self::accept_extension_stream`] returns `None` afterwards.
+    /// `None` when none are configured or they were taken already.
+    pub fn take_extension_streams(&self) -> Option<ExtensionStreams> {
+        ExtensionStreams::take(&self.shared)
     }
 
     /// Waits for the next stream claimed by an extension (see

@@ -444,6 +444,7 @@ pub struct RecvHalf {
     body_done: bool,
     capsules: Option<CapsuleReader>,
     datagrams: Option<mpsc::Receiver<Bytes>>,
+    datagrams_taken: bool,
     _live: Arc<Live>,
 }
 
@@ -471,6 +472,7 @@ impl RecvHalf {
             body_done: false,
             capsules: None,
             datagrams: None,
+            datagrams_taken: false,
             _live: live,
         }
     }
@@ -688,7 +690,9 @@ impl RecvHalf {
         if !self.shared.config.enable_datagrams {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
-        self.listen_datagrams();
+        if !self.datagrams_taken {
+            self.listen_datagrams();
+        }
         let Some(rx) = &mut self.datagrams else {
             return Ok(None);
         };
@@ -696,6 +700,26 @@ impl RecvHalf {
             datagram = rx.recv() => Ok(datagram),
             error = self.shared.conn.closed() => Err(StreamError::ConnectionLost(self.shared.connection_error(error))),
         }
+    }
+
+    /// Takes this stream's HTTP datagrams out, so they can be read while another task reads the
+    /// stream (an extension reading capsules, say). [`RecvHalf::recv_datagram`] returns `None`
+    /// afterwards.
+    pub fn take_datagrams(&mut self) -> Result<Datagrams, StreamError> {
+        if !self.shared.config.enable_datagrams {
+            return Err(StreamError::NotNegotiated("HTTP datagrams"));
+        }
+        self.listen_datagrams();
+        let rx = self
+            .datagrams
+            .take()
+            .ok_or(StreamError::Invalid("datagrams already taken"))?;
+        self.datagrams_taken = true;
+        Ok(Datagrams {
+            shared: self.shared.clone(),
+            id: self.id,
+            rx,
+        })
     }
 
     /// Stops reading with `code` (STOP_SENDING), e.g. H3_NO_ERROR once the response is complete
@@ -731,6 +755,61 @@ impl Drop for RecvHalf {
                 Side::Client => Code::H3_REQUEST_CANCELLED,
             };
             let _ = self.stream.stop(code.to_varint());
+        }
+    }
+}
+
+/// The HTTP datagrams of one request stream (RFC 9297 §2.1), taken out of its [`RecvHalf`] with
+/// [`RecvHalf::take_datagrams`]. Routing stops when this is dropped.
+#[derive(Debug)]
+pub struct Datagrams {
+    shared: Arc<Shared>,
+    id: u64,
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Datagrams {
+    /// The next datagram's payload; `None` once the connection is gone.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        // The datagram reader drops every route when the connection ends.
+        self.rx.recv().await
+    }
+
+    /// The next datagram if one is queued.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for Datagrams {
+    fn drop(&mut self) {
+        self.shared.unregister_datagrams(self.id);
+    }
+}
+
+/// The streams claimed by an extension on one connection, taken out of the client or server
+/// handle (`take_extension_streams`) so that a task can wait for them without keeping the
+/// handle alive.
+#[derive(Debug)]
+pub struct ExtensionStreams {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<ExtensionStream>,
+}
+
+impl ExtensionStreams {
+    pub(crate) fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let rx = shared.extensions.try_lock().ok()?.take()?;
+        Some(Self {
+            shared: shared.clone(),
+            rx,
+        })
+    }
+
+    /// The next stream; `None` once the connection is gone.
+    pub async fn next(&mut self) -> Option<ExtensionStream> {
+        tokio::select! {
+            stream = self.rx.recv() => stream,
+            _ = self.shared.conn.closed() => None,
         }
     }
 }

@@ -1,0 +1,233 @@
+//! WebTransport clients: [`Client`] is one HTTP/3 connection that opens sessions; [`connect`]
+//! is the one-call form for one session on its own connection.
+//!
+//! A client waits for the server's SETTINGS, checks that they allow WebTransport (Extended
+//! CONNECT, HTTP datagrams, a WebTransport setting) and how many sessions, then sends the
+//! CONNECT request: `:protocol webtransport-h3` to a draft-15+ server, `webtransport` to older
+//! ones, with `sec-webtransport-http3-draft02: 1` to a draft-02-only server.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use quay_transport::{CertificateHash, ClientBuilder, Trust};
+//!
+//! let hash: CertificateHash = "0a1b...".parse()?;
+//! let builder = ClientBuilder::new().trust(Trust::CertificateHashes(vec![hash]));
+//! let session = quay_webtransport::connect("https://localhost:4433/echo", &builder).await?;
+//! let (mut send, mut recv) = session.open_bi().await?;
+//! send.write_all(b"hello").await?;
+//! send.finish()?;
+//! let echo = recv.read_to_end(1024).await?;
+//! session.close(0, "done");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use quay_h3::proto::headers::Protocol;
+use quay_h3::proto::settings::{SettingId, Settings};
+use quay_transport::{ClientBuilder, Connection};
+
+use crate::config::Config;
+use crate::error::ConnectError;
+use crate::proto::connect;
+use crate::proto::settings::Draft;
+use crate::session::{Established, Routes, Session, route_streams};
+
+/// What to send with a session request besides the URL.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SessionOptions {
+    /// Extra request headers (`origin`, authorization, ...). Default none.
+    pub headers: HeaderMap,
+    /// Subprotocols to offer in `wt-available-protocols`, most preferred first. Default none.
+    pub protocols: Vec<String>,
+}
+
+impl SessionOptions {
+    /// Adds a request header.
+    pub fn header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Offers a subprotocol (after those offered already).
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+}
+
+/// Opens a session to `url` (`https://host:port/path`) on a new connection from `builder`
+/// (its [`Trust`](quay_transport::Trust) decides which certificates are accepted). The
+/// connection closes when the session's last handle is dropped.
+pub async fn connect(url: &str, builder: &ClientBuilder) -> Result<Session, ConnectError> {
+    let client = Client::connect(url, builder, Config::default()).await?;
+    client.open(url, &SessionOptions::default()).await
+}
+
+/// A client HTTP/3 connection that opens WebTransport sessions. Cheap to clone; the connection
+/// closes when every clone and every session is dropped.
+#[derive(Clone, Debug)]
+pub struct Client {
+    h3: quay_h3::Client,
+    routes: Arc<Routes>,
+}
+
+impl Client {
+    /// Connects to the host and port of `url` (443 when absent) with a new endpoint from
+    /// `builder`. Opens no session yet.
+    pub async fn connect(
+        url: &str,
+        builder: &ClientBuilder,
+        config: Config,
+    ) -> Result<Self, ConnectError> {
+        let h3 = quay_h3::Client::connect(url, builder, config.h3_config())
+            .await
+            .map_err(|error| match error {
+                quay_h3::client::ConnectError::Url(url) => ConnectError::Url(url),
+                quay_h3::client::ConnectError::Connection(error) => {
+                    ConnectError::from_connection(error)
+                }
+                error => ConnectError::Setup(error.to_string()),
+            })?;
+        Ok(Self::start(h3, &config))
+    }
+
+    /// Speaks HTTP/3 and WebTransport on an established QUIC connection (ALPN `h3`, datagrams
+    /// on). Must be called inside a tokio runtime.
+    pub fn new(connection: Connection, config: Config) -> Self {
+        Self::start(
+            quay_h3::Client::new(connection, config.h3_config()),
+            &config,
+        )
+    }
+
+    fn start(h3: quay_h3::Client, config: &Config) -> Self {
+        let routes = Routes::new(config.max_buffered_streams);
+        if let Some(streams) = h3.take_extension_streams() {
+            tokio::spawn(route_streams(
+                streams,
+                routes.clone(),
+                h3.connection().clone(),
+            ));
+        }
+        Self { h3, routes }
+    }
+
+    /// The QUIC connection.
+    pub fn connection(&self) -> &Connection {
+        self.h3.connection()
+    }
+
+    /// The HTTP/3 client underneath, for plain requests on the same connection.
+    pub fn h3(&self) -> &quay_h3::Client {
+        &self.h3
+    }
+
+    /// Opens a session at `url` on this connection (its path and query are used; its authority
+    /// too, as `:authority`).
+    pub async fn open(&self, url: &str, options: &SessionOptions) -> Result<Session, ConnectError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ConnectError::Url(e.to_string()))?;
+        if uri.scheme_str() != Some("https") || uri.authority().is_none() {
+            return Err(ConnectError::Url(format!(
+                "{url}: not an https URL with a host"
+            )));
+        }
+        let settings = self.h3.settings().await.map_err(|error| match error {
+            quay_h3::ConnectionError::Transport(error) => ConnectError::from_connection(error),
+            error => ConnectError::Transport(error),
+        })?;
+        let (draft, limit) = check_settings(&settings)?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = Method::CONNECT;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = options.headers.clone();
+        let token = if draft >= Draft::Draft15 {
+            Protocol::WEBTRANSPORT_H3
+        } else {
+            Protocol::WEBTRANSPORT
+        };
+        request.extensions_mut().insert(token);
+        if draft == Draft::Draft02 {
+            request.headers_mut().insert(
+                connect::DRAFT02_REQUEST_HEADER,
+                HeaderValue::from_static("1"),
+            );
+        }
+        if let Some(value) = connect::encode_offered_protocols(&options.protocols) {
+            request
+                .headers_mut()
+                .insert(connect::AVAILABLE_PROTOCOLS_HEADER, value);
+        }
+        if self.routes.sessions() >= limit {
+            return Err(ConnectError::NotSupported(
+                "the server's session limit is reached",
+            ));
+        }
+        let mut stream = self
+            .h3
+            .send_request(request)
+            .await
+            .map_err(ConnectError::from_h3)?;
+        let id = stream.id().into_inner();
+        if !self.routes.request(id, limit) {
+            stream.cancel();
+            return Err(ConnectError::NotSupported(
+                "the server's session limit is reached",
+            ));
+        }
+        let response = match stream.recv_response().await {
+            Ok(response) => response,
+            Err(error) => {
+                self.routes.close(id);
+                return Err(ConnectError::from_h3(error));
+            }
+        };
+        if !response.status().is_success() {
+            self.routes.close(id);
+            stream.cancel();
+            return Err(ConnectError::Rejected(response.status()));
+        }
+        let protocol = connect::chosen_protocol(response.headers());
+        let (send, recv) = stream.split();
+        Session::new_http3(Established {
+            conn: self.h3.connection().clone(),
+            send,
+            recv,
+            routes: self.routes.clone(),
+            protocol,
+            client: Some(self.h3.clone()),
+        })
+        .map_err(|_| ConnectError::NotSupported("HTTP datagrams"))
+    }
+}
+
+/// The draft a server speaks and how many sessions it takes on one connection, or why it takes
+/// none.
+fn check_settings(settings: &Settings) -> Result<(Draft, usize), ConnectError> {
+    if !settings.enable_connect_protocol() {
+        return Err(ConnectError::NotSupported("no Extended CONNECT"));
+    }
+    if !settings.h3_datagram() {
+        return Err(ConnectError::NotSupported("no HTTP datagrams"));
+    }
+    let Some(draft) = Draft::from_settings(settings) else {
+        return Err(ConnectError::NotSupported("no WebTransport setting"));
+    };
+    let count = |id| settings.get(id).map(|v| v.into_inner());
+    // The largest announced limit; a server that only enables WebTransport takes one session.
+    let limit = [
+        count(SettingId::WT_MAX_SESSIONS),
+        count(SettingId::WEBTRANSPORT_MAX_SESSIONS),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(1);
+    Ok((draft, usize::try_from(limit).unwrap_or(usize::MAX)))
+}

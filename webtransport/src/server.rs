@@ -1,0 +1,424 @@
+//! WebTransport servers: [`Server`] on its own endpoint, or [`Connection`] on a connection of an
+//! existing `quay_h3` server, so that HTTP/3 requests and sessions share a port and even a
+//! connection.
+//!
+//! Each connection has one task that takes the peer's request streams, reads their heads
+//! (several at once, so a slow client delays no one), and sorts them: a WebTransport CONNECT
+//! becomes a [`Request`], anything else an HTTP/3 request for the application
+//! ([`Incoming::Http`]); WebTransport streams go to their session. A [`Request`] is looked at
+//! (URL, `origin`, headers, offered subprotocols, the client's draft) and then accepted with
+//! [`Request::ok`] or refused with [`Request::reject`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use quay_webtransport::{Config, Server};
+//! use quay_transport::Identity;
+//!
+//! let identity = Identity::self_signed(["localhost"])?;
+//! println!("certificate hash: {}", identity.certificate_hash());
+//! let server = Server::bind("[::]:4433".parse()?, identity, Config::default())?;
+//! while let Some(request) = server.accept().await {
+//!     if request.path() != "/echo" {
+//!         request.reject(http::StatusCode::NOT_FOUND).await;
+//!         continue;
+//!     }
+//!     let session = request.ok().await?;
+//!     tokio::spawn(async move {
+//!         while let Ok((mut send, mut recv)) = session.accept_bi().await {
+//!             let data = recv.read_to_end(1 << 20).await?;
+//!             send.write_all(&data).await?;
+//!             send.finish()?;
+//!         }
+//!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//!     });
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use quay_h3::Code;
+use quay_h3::proto::headers::Protocol;
+use quay_h3::server::RequestStream;
+use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::error::SessionError;
+use crate::proto::connect;
+use crate::proto::settings::Draft;
+use crate::session::{Established, Routes, Session, route_streams};
+
+/// What a connection's peer asked for, from [`Connection::accept`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A WebTransport session request.
+    Session(Request),
+    /// A plain HTTP/3 request, to answer with `quay_h3`.
+    Http(http::Request<()>, RequestStream),
+}
+
+/// A WebTransport server on its own QUIC endpoint.
+///
+/// Plain HTTP/3 requests that reach it are answered 404; to serve both, run a `quay_h3` server
+/// and wrap its connections in [`Connection`].
+#[derive(Debug)]
+pub struct Server {
+    endpoint: Endpoint,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl Server {
+    /// Binds a server endpoint with `identity` and quay-transport's default options (which
+    /// enable datagrams). Must be called inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: Identity,
+        config: Config,
+    ) -> Result<Self, EndpointError> {
+        let endpoint = ServerBuilder::new(identity).bind(addr)?;
+        Ok(Self::from_endpoint(endpoint, config))
+    }
+
+    /// Serves WebTransport on an endpoint set up elsewhere (ALPN `h3`, QUIC datagrams on). Must
+    /// be called inside a tokio runtime.
+    pub fn from_endpoint(endpoint: Endpoint, config: Config) -> Self {
+        let (tx, rx) = mpsc::channel(config.accept_queue.max(1));
+        let acceptor = tokio::spawn(accept_connections(endpoint.clone(), Arc::new(config), tx));
+        Self {
+            endpoint,
+            incoming: tokio::sync::Mutex::new(rx),
+            acceptor,
+        }
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The QUIC endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Waits for the next session request, from any connection. `None` once the endpoint is
+    /// closed.
+    pub async fn accept(&self) -> Option<Request> {
+        let mut incoming = self.incoming.lock().await;
+        // Each turn takes one request off the queue.
+        loop {
+            match incoming.recv().await? {
+                Incoming::Session(request) => return Some(request),
+                Incoming::Http(_, stream) => answer(stream, StatusCode::NOT_FOUND),
+            }
+        }
+    }
+
+    /// Closes every connection with H3_NO_ERROR and stops accepting.
+    pub fn close(&self) {
+        self.endpoint
+            .close(Code::H3_NO_ERROR.to_varint(), b"server closing");
+    }
+}
+
+async fn accept_connections(endpoint: Endpoint, config: Arc<Config>, tx: mpsc::Sender<Incoming>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let config = config.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            let h3 = quay_h3::server::Connection::new(conn, config.h3_config());
+            serve(Arc::new(h3), config, tx).await;
+        });
+    }
+}
+
+/// WebTransport on one connection of a `quay_h3` server, next to its HTTP/3 requests.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use quay_webtransport::Config;
+/// use quay_webtransport::server::{Connection, Incoming};
+///
+/// let config = Config::default();
+/// let identity = quay_transport::Identity::self_signed(["localhost"])?;
+/// let h3 = quay_h3::Server::bind("[::]:4433".parse()?, identity, config.h3_config())?;
+/// while let Some(Ok(connection)) = h3.accept().await {
+///     let connection = Connection::new(connection, config.clone());
+///     while let Some(incoming) = connection.accept().await {
+///         match incoming {
+///             Incoming::Session(request) => { let _session = request.ok().await?; }
+///             Incoming::Http(_request, mut stream) => {
+///                 stream.send_response(http::Response::new(())).await?;
+///                 stream.finish()?;
+///             }
+///             _ => {}
+///         }
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    h3: Arc<quay_h3::server::Connection>,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
+}
+
+impl Connection {
+    /// Takes over `connection`, which must have been made with [`Config::h3_config`] (or a
+    /// configuration that includes it). Must be called inside a tokio runtime.
+    pub fn new(connection: quay_h3::server::Connection, config: Config) -> Self {
+        let h3 = Arc::new(connection);
+        let (tx, rx) = mpsc::channel(config.accept_queue.max(1));
+        tokio::spawn(serve(h3.clone(), Arc::new(config), tx));
+        Self {
+            h3,
+            incoming: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    /// The HTTP/3 connection (for its settings, GOAWAY shutdown, ...).
+    pub fn h3(&self) -> &quay_h3::server::Connection {
+        &self.h3
+    }
+
+    /// The next session request or HTTP/3 request; `None` once the connection is gone.
+    pub async fn accept(&self) -> Option<Incoming> {
+        self.incoming.lock().await.recv().await
+    }
+}
+
+/// Answers `stream` with an empty response of `status`, in the background.
+fn answer(mut stream: RequestStream, status: StatusCode) {
+    tokio::spawn(async move {
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        if stream.send_response(response).await.is_ok() {
+            let _ = stream.finish();
+        }
+    });
+}
+
+/// The task of one connection: reads request heads, sorts requests from sessions, routes
+/// WebTransport streams.
+async fn serve(
+    h3: Arc<quay_h3::server::Connection>,
+    config: Arc<Config>,
+    tx: mpsc::Sender<Incoming>,
+) {
+    let conn = h3.connection().clone();
+    let routes = Routes::new(config.max_buffered_streams);
+    if let Some(streams) = h3.take_extension_streams() {
+        tokio::spawn(route_streams(streams, routes.clone(), conn.clone()));
+    }
+    let mut heads = FuturesUnordered::new();
+    // Bounded by the connection: each turn accepts a stream or finishes reading a head.
+    loop {
+        tokio::select! {
+            incoming = h3.accept_stream() => match incoming {
+                Ok(Some(stream)) => heads.push(stream.resolve()),
+                _ => break,
+            },
+            Some(head) = heads.next(), if !heads.is_empty() => {
+                if let Ok(Some((request, stream))) = head {
+                    sort(request, stream, &h3, &routes, &config, &tx);
+                }
+            }
+        }
+    }
+}
+
+/// Sends one resolved request where it belongs.
+fn sort(
+    request: http::Request<()>,
+    mut stream: RequestStream,
+    h3: &Arc<quay_h3::server::Connection>,
+    routes: &Arc<Routes>,
+    config: &Config,
+    tx: &mpsc::Sender<Incoming>,
+) {
+    let webtransport = request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<Protocol>()
+            .is_some_and(connect::is_webtransport);
+    if !webtransport {
+        if let Err(error) = tx.try_send(Incoming::Http(request, stream))
+            && let Incoming::Http(_, stream) = error.into_inner()
+        {
+            answer(stream, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        return;
+    }
+    let id = stream.id().into_inner();
+    // draft-16 §4.3 / draft-07: sessions beyond our limit are refused.
+    if !routes.request(id, config.max_sessions as usize) {
+        stream.reject(Code::H3_REQUEST_REJECTED);
+        return;
+    }
+    let draft = h3.peer_settings().as_ref().and_then(Draft::from_settings);
+    let request = Request {
+        head: request,
+        stream: Some(stream),
+        routes: routes.clone(),
+        conn: h3.connection().clone(),
+        draft,
+        id,
+    };
+    if let Err(error) = tx.try_send(Incoming::Session(request))
+        && let Incoming::Session(mut request) = error.into_inner()
+        && let Some(mut stream) = request.stream.take()
+    {
+        stream.reject(Code::H3_REQUEST_REJECTED);
+    }
+}
+
+/// A WebTransport session request, to accept with [`Request::ok`] or refuse with
+/// [`Request::reject`]. Dropping it refuses the session with H3_REQUEST_REJECTED.
+#[derive(Debug)]
+pub struct Request {
+    head: http::Request<()>,
+    stream: Option<RequestStream>,
+    routes: Arc<Routes>,
+    conn: quay_transport::Connection,
+    draft: Option<Draft>,
+    id: u64,
+}
+
+impl Request {
+    /// The request URL (`https://authority/path?query`).
+    pub fn url(&self) -> &Uri {
+        self.head.uri()
+    }
+
+    /// The `:authority`.
+    pub fn authority(&self) -> &str {
+        self.head.uri().authority().map_or("", |a| a.as_str())
+    }
+
+    /// The `:path`, without the query.
+    pub fn path(&self) -> &str {
+        self.head.uri().path()
+    }
+
+    /// The `origin` header (browsers always send it), if present and text.
+    pub fn origin(&self) -> Option<&str> {
+        self.head.headers().get(http::header::ORIGIN)?.to_str().ok()
+    }
+
+    /// Every request header.
+    pub fn headers(&self) -> &HeaderMap {
+        self.head.headers()
+    }
+
+    /// The subprotocols the client offers (`wt-available-protocols`), most preferred first.
+    pub fn protocols(&self) -> Vec<String> {
+        connect::offered_protocols(self.head.headers())
+    }
+
+    /// The newest WebTransport draft the client's SETTINGS announce (Chromium: draft-02).
+    pub fn draft(&self) -> Option<Draft> {
+        self.draft
+    }
+
+    /// The `:protocol` the client used (`webtransport` or `webtransport-h3`).
+    pub fn upgrade_token(&self) -> Option<&str> {
+        self.head
+            .extensions()
+            .get::<Protocol>()
+            .map(Protocol::as_str)
+    }
+
+    /// The QUIC connection the request came on.
+    pub fn connection(&self) -> &quay_transport::Connection {
+        &self.conn
+    }
+
+    /// Accepts the session (200).
+    pub async fn ok(self) -> Result<Session, SessionError> {
+        self.accept(None).await
+    }
+
+    /// Accepts the session (200) and chooses `protocol`, which should be one of
+    /// [`Request::protocols`], in `wt-protocol`.
+    pub async fn ok_with_protocol(self, protocol: &str) -> Result<Session, SessionError> {
+        self.accept(Some(protocol)).await
+    }
+
+    async fn accept(mut self, protocol: Option<&str>) -> Result<Session, SessionError> {
+        let Some(mut stream) = self.stream.take() else {
+            return Err(SessionError::LocallyClosed);
+        };
+        let mut response = Response::new(());
+        if connect::asks_draft02(self.head.headers()) {
+            response.headers_mut().insert(
+                connect::DRAFT02_RESPONSE_HEADER,
+                HeaderValue::from_static("draft02"),
+            );
+        }
+        let protocol = protocol.and_then(|p| Some((p, connect::encode_chosen_protocol(p)?)));
+        if let Some((_, value)) = &protocol {
+            response
+                .headers_mut()
+                .insert(connect::PROTOCOL_HEADER, value.clone());
+        }
+        if let Err(error) = stream.send_response(response).await {
+            self.routes.close(self.id);
+            return Err(match error {
+                quay_h3::StreamError::ConnectionLost(error) => SessionError::ConnectionLost(error),
+                quay_h3::StreamError::Stopped(code) | quay_h3::StreamError::Reset(code) => {
+                    SessionError::Reset(code)
+                }
+                _ => SessionError::Protocol("could not send the response"),
+            });
+        }
+        let (send, recv) = stream.split();
+        Session::new_http3(Established {
+            conn: self.conn.clone(),
+            send,
+            recv,
+            routes: self.routes.clone(),
+            protocol: protocol.map(|(p, _)| p.to_owned()),
+            client: None,
+        })
+    }
+
+    /// Refuses the session with `status` (which should not be 2xx) and an empty body.
+    pub async fn reject(mut self, status: StatusCode) {
+        self.routes.close(self.id);
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        if stream.send_response(response).await.is_ok() {
+            let _ = stream.send_data(Bytes::new()).await;
+            let _ = stream.finish();
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            self.routes.close(self.id);
+            stream.reject(Code::H3_REQUEST_REJECTED);
+        }
+    }
+}

@@ -1,0 +1,874 @@
+//! [`Session`]: one WebTransport session, over HTTP/3 or over a bare QUIC connection.
+//!
+//! This module owns what one session is on the wire once it is established: the stream headers
+//! it writes (0x41 / 0x54 and its session ID), the datagram prefix (its quarter stream ID), the
+//! code mapping of its streams, and the task that reads its CONNECT stream for WT_CLOSE_SESSION
+//! and WT_DRAIN_SESSION. It also owns [`Routes`], the per-connection table that hands the peer's
+//! streams to their session, buffers those that come early and refuses those that come late.
+//!
+//! Establishing a session (the CONNECT request and its response) is [`crate::server`]'s and
+//! [`crate::client`]'s.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quay_h3::Code;
+use quay_h3::proto::capsule::Capsule;
+use quay_h3::proto::datagram::Datagram;
+use quay_h3::proto::frame::FrameType;
+use quay_h3::proto::stream::StreamType;
+use quay_h3::proto::{Codec, VarInt};
+use quay_h3::stream::{Datagrams, ExtensionStream, RecvHalf, SendHalf};
+use quay_transport::{Connection, SendDatagramError};
+use tokio::sync::{Notify, mpsc};
+
+use crate::error::{DatagramError, SessionError};
+use crate::proto::capsule::{CAPSULE_TYPES, WtCapsule};
+use crate::proto::error::{WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE};
+use crate::stream::{Mapping, RecvStream, SendStream};
+
+/// How long, after we close a session, its CONNECT stream is read for the peer's answer before
+/// we stop reading it.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
+
+/// One WebTransport session. Cheap to clone; the session ends (as a close with code 0) when every
+/// clone is dropped.
+///
+/// It derefs to the QUIC [`Connection`] for what sessions share (addresses, RTT, statistics),
+/// and has its own `open_bi`, `open_uni`, `accept_bi`, `accept_uni`, `send_datagram`,
+/// `read_datagram`, `max_datagram_size`, `close` and `closed`: those of this session only,
+/// with WebTransport's stream headers, datagram prefix and error codes.
+#[derive(Clone, Debug)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    /// `None` for a raw session.
+    h3: Option<Http3Session>,
+}
+
+#[derive(Debug)]
+struct Http3Session {
+    id: VarInt,
+    bidi_header: Bytes,
+    uni_header: Bytes,
+    datagram_prefix: Bytes,
+    protocol: Option<String>,
+    state: Arc<SessionState>,
+    routes: Arc<Routes>,
+    bi: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arrival>>,
+    uni: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arrival>>,
+    datagrams: tokio::sync::Mutex<Datagrams>,
+    connect: Arc<tokio::sync::Mutex<SendHalf>>,
+    /// Keeps a client's HTTP/3 connection open while the session lives.
+    _client: Option<quay_h3::Client>,
+}
+
+/// What [`Session::new_http3`] needs: an established session's CONNECT stream and routes.
+pub(crate) struct Established {
+    pub(crate) conn: Connection,
+    pub(crate) send: SendHalf,
+    pub(crate) recv: RecvHalf,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) client: Option<quay_h3::Client>,
+}
+
+impl Session {
+    /// A session straight on a QUIC connection, with no HTTP/3 underneath: streams and datagrams
+    /// carry no header or prefix, codes are QUIC application codes, and `close` closes the
+    /// connection. For native peers that speak WebTransport's API over QUIC (MoQ's, for one).
+    pub fn raw(connection: Connection) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn: connection,
+                h3: None,
+            }),
+        }
+    }
+
+    /// Starts a session on an answered CONNECT stream. Must be called inside a tokio runtime.
+    pub(crate) fn new_http3(established: Established) -> Result<Self, SessionError> {
+        let Established {
+            conn,
+            send,
+            mut recv,
+            routes,
+            protocol,
+            client,
+        } = established;
+        let id = send.id();
+        let datagrams = recv
+            .take_datagrams()
+            .map_err(|_| SessionError::Protocol("HTTP datagrams are off"))?;
+        let (bi, uni) = routes.open(id.into_inner());
+        let state = Arc::new(SessionState::default());
+        let connect = Arc::new(tokio::sync::Mutex::new(send));
+        tokio::spawn(read_connect_stream(
+            recv,
+            connect.clone(),
+            state.clone(),
+            routes.clone(),
+            id.into_inner(),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                h3: Some(Http3Session {
+                    id,
+                    bidi_header: header(FrameType::WEBTRANSPORT_STREAM.to_varint(), id),
+                    uni_header: header(StreamType::WEBTRANSPORT.to_varint(), id),
+                    datagram_prefix: {
+                        let mut buf = BytesMut::new();
+                        // Session IDs are client bidirectional stream IDs: a multiple of 4.
+                        let _ = Datagram::encode_prefix(id, &mut buf);
+                        buf.freeze()
+                    },
+                    protocol,
+                    state,
+                    routes,
+                    bi: tokio::sync::Mutex::new(bi),
+                    uni: tokio::sync::Mutex::new(uni),
+                    datagrams: tokio::sync::Mutex::new(datagrams),
+                    connect,
+                    _client: client,
+                }),
+            }),
+        })
+    }
+
+    /// The session ID (the CONNECT stream's ID); `None` for a raw session.
+    pub fn session_id(&self) -> Option<VarInt> {
+        self.inner.h3.as_ref().map(|h3| h3.id)
+    }
+
+    /// The subprotocol the server chose (`wt-protocol`), if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.h3.as_ref()?.protocol.as_deref()
+    }
+
+    /// The QUIC connection, shared with the other sessions on it.
+    pub fn connection(&self) -> &Connection {
+        &self.inner.conn
+    }
+
+    fn mapping(&self) -> Mapping {
+        match &self.inner.h3 {
+            Some(h3) => Mapping::Http3(h3.state.clone()),
+            None => Mapping::Raw,
+        }
+    }
+
+    fn lost(&self, error: quay_transport::ConnectionError) -> SessionError {
+        match &self.inner.h3 {
+            Some(h3) => {
+                h3.state.end(SessionError::ConnectionLost(error.into()));
+                h3.state.reason().unwrap_or(SessionError::LocallyClosed)
+            }
+            None => raw_end(error),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), SessionError> {
+        match &self.inner.h3 {
+            Some(h3) => match h3.state.reason() {
+                Some(reason) => Err(reason),
+                None => Ok(()),
+            },
+            None => match self.inner.conn.close_reason() {
+                Some(error) => Err(raw_end(error)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Opens a bidirectional stream. Waits while the peer's stream limit is reached.
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
+        self.check_open()?;
+        let (mut send, recv) = self.inner.conn.open_bi().await.map_err(|e| self.lost(e))?;
+        if let Some(h3) = &self.inner.h3 {
+            self.write_header(&mut send, h3.bidi_header.clone()).await?;
+        }
+        let mapping = self.mapping();
+        Ok((
+            SendStream::new(send, mapping.clone()),
+            RecvStream::new(recv, Bytes::new(), mapping),
+        ))
+    }
+
+    /// Opens a unidirectional stream. Waits while the peer's stream limit is reached.
+    pub async fn open_uni(&self) -> Result<SendStream, SessionError> {
+        self.check_open()?;
+        let mut send = self.inner.conn.open_uni().await.map_err(|e| self.lost(e))?;
+        if let Some(h3) = &self.inner.h3 {
+            self.write_header(&mut send, h3.uni_header.clone()).await?;
+        }
+        Ok(SendStream::new(send, self.mapping()))
+    }
+
+    async fn write_header(
+        &self,
+        send: &mut quay_transport::SendStream,
+        header: Bytes,
+    ) -> Result<(), SessionError> {
+        // The session may have ended while the stream waited for credit.
+        self.check_open()?;
+        match send.write_chunk(header).await {
+            Ok(()) => Ok(()),
+            Err(quay_transport::WriteError::ConnectionLost(e)) => Err(self.lost(e)),
+            // Stopped before a byte was read: the session is gone at the peer.
+            Err(_) => Err(self
+                .check_open()
+                .err()
+                .unwrap_or(SessionError::LocallyClosed)),
+        }
+    }
+
+    /// Waits for the peer's next bidirectional stream of this session.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
+        let Some(h3) = &self.inner.h3 else {
+            let (send, recv) = self.inner.conn.accept_bi().await.map_err(raw_end)?;
+            return Ok((
+                SendStream::new(send, Mapping::Raw),
+                RecvStream::new(recv, Bytes::new(), Mapping::Raw),
+            ));
+        };
+        match h3.next_arrival(&h3.bi).await? {
+            Arrival::Bi(send, recv, buffered) => {
+                let mapping = self.mapping();
+                Ok((
+                    SendStream::new(send, mapping.clone()),
+                    RecvStream::new(recv, buffered, mapping),
+                ))
+            }
+            Arrival::Uni(..) => Err(SessionError::Protocol(
+                "unidirectional stream routed as bidi",
+            )),
+        }
+    }
+
+    /// Waits for the peer's next unidirectional stream of this session.
+    pub async fn accept_uni(&self) -> Result<RecvStream, SessionError> {
+        let Some(h3) = &self.inner.h3 else {
+            let recv = self.inner.conn.accept_uni().await.map_err(raw_end)?;
+            return Ok(RecvStream::new(recv, Bytes::new(), Mapping::Raw));
+        };
+        match h3.next_arrival(&h3.uni).await? {
+            Arrival::Uni(recv, buffered) => Ok(RecvStream::new(recv, buffered, self.mapping())),
+            Arrival::Bi(..) => Err(SessionError::Protocol("bidirectional stream routed as uni")),
+        }
+    }
+
+    /// Sends an unreliable datagram of this session.
+    pub fn send_datagram(&self, payload: Bytes) -> Result<(), DatagramError> {
+        self.check_open()?;
+        let datagram = match &self.inner.h3 {
+            Some(h3) => {
+                let mut buf = BytesMut::with_capacity(h3.datagram_prefix.len() + payload.len());
+                buf.put_slice(&h3.datagram_prefix);
+                buf.put_slice(&payload);
+                buf.freeze()
+            }
+            None => payload,
+        };
+        self.inner
+            .conn
+            .send_datagram(datagram)
+            .map_err(|error| match error {
+                SendDatagramError::TooLarge => DatagramError::TooLarge,
+                SendDatagramError::ConnectionLost(e) => DatagramError::Session(self.lost(e)),
+                _ => DatagramError::Unsupported,
+            })
+    }
+
+    /// Waits for the next datagram of this session.
+    pub async fn read_datagram(&self) -> Result<Bytes, SessionError> {
+        let Some(h3) = &self.inner.h3 else {
+            return self.inner.conn.read_datagram().await.map_err(raw_end);
+        };
+        let mut datagrams = h3.datagrams.lock().await;
+        tokio::select! {
+            datagram = datagrams.recv() => match datagram {
+                Some(datagram) => Ok(datagram),
+                None => Err(self.ended_or_lost().await),
+            },
+            reason = h3.state.ended() => Err(reason),
+        }
+    }
+
+    async fn ended_or_lost(&self) -> SessionError {
+        match self.inner.conn.close_reason() {
+            Some(error) => self.lost(error),
+            None => self.closed().await,
+        }
+    }
+
+    /// The largest datagram payload that fits in one QUIC packet now, less this session's
+    /// prefix; `None` when the peer does not accept datagrams.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        let max = self.inner.conn.max_datagram_size()?;
+        let prefix = self
+            .inner
+            .h3
+            .as_ref()
+            .map_or(0, |h3| h3.datagram_prefix.len());
+        Some(max.saturating_sub(prefix))
+    }
+
+    /// Closes the session with application code `code` and `reason` (cut to 1024 bytes at a
+    /// UTF-8 boundary): sends WT_CLOSE_SESSION, then FIN on the CONNECT stream. Other sessions
+    /// on the connection go on. A raw session closes its QUIC connection with `code`.
+    pub fn close(&self, code: u32, reason: &str) {
+        let Some(h3) = &self.inner.h3 else {
+            self.inner
+                .conn
+                .close(VarInt::from_u32(code), reason.as_bytes());
+            return;
+        };
+        if h3.state.end(SessionError::LocallyClosed) {
+            h3.routes.close(h3.id.into_inner());
+            let capsule = WtCapsule::close(code, reason).to_capsule();
+            send_then_finish(h3.connect.clone(), Some(capsule), true);
+        }
+    }
+
+    /// Asks the peer to wind the session down (WT_DRAIN_SESSION); the session stays open. Does
+    /// nothing on a raw session.
+    pub fn drain(&self) {
+        if let Some(h3) = &self.inner.h3
+            && !h3.state.is_gone()
+        {
+            send_then_finish(
+                h3.connect.clone(),
+                Some(WtCapsule::DrainSession.to_capsule()),
+                false,
+            );
+        }
+    }
+
+    /// Waits until the peer asks to wind the session down (WT_DRAIN_SESSION). Returns at once if
+    /// it has; never returns on a raw session, or if the session ends without it.
+    pub async fn drained(&self) {
+        match &self.inner.h3 {
+            Some(h3) => h3.state.drained().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits until the session ends, and says why.
+    pub async fn closed(&self) -> SessionError {
+        match &self.inner.h3 {
+            Some(h3) => h3.state.ended().await,
+            None => raw_end(self.inner.conn.closed().await),
+        }
+    }
+
+    /// Why the session ended, if it has.
+    pub fn close_reason(&self) -> Option<SessionError> {
+        self.check_open().err()
+    }
+}
+
+impl Deref for Session {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.inner.conn
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Every handle is gone: end the session cleanly (code 0) unless it has ended.
+        if let Some(h3) = &self.h3
+            && h3.state.end(SessionError::LocallyClosed)
+        {
+            h3.routes.close(h3.id.into_inner());
+            send_then_finish(h3.connect.clone(), None, true);
+        }
+    }
+}
+
+impl Http3Session {
+    async fn next_arrival(
+        &self,
+        queue: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Arrival>>,
+    ) -> Result<Arrival, SessionError> {
+        if let Some(reason) = self.state.reason() {
+            return Err(reason);
+        }
+        let mut queue = queue.lock().await;
+        tokio::select! {
+            arrival = queue.recv() => match arrival {
+                Some(arrival) => Ok(arrival),
+                None => Err(self.state.ended().await),
+            },
+            reason = self.state.ended() => Err(reason),
+        }
+    }
+}
+
+/// The stream header of a session: a stream type or signal, then the session ID.
+fn header(ty: VarInt, id: VarInt) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16);
+    ty.encode(&mut buf);
+    id.encode(&mut buf);
+    buf.freeze()
+}
+
+/// Why a raw session ended, from its connection's error.
+fn raw_end(error: quay_transport::ConnectionError) -> SessionError {
+    match error {
+        quay_transport::ConnectionError::ApplicationClosed(close) => {
+            match u32::try_from(close.error_code.into_inner()) {
+                Ok(code) => SessionError::PeerClosed {
+                    code,
+                    reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                },
+                Err(_) => SessionError::ConnectionLost(
+                    quay_transport::ConnectionError::ApplicationClosed(close).into(),
+                ),
+            }
+        }
+        quay_transport::ConnectionError::LocallyClosed => SessionError::LocallyClosed,
+        error => SessionError::ConnectionLost(error.into()),
+    }
+}
+
+/// Writes `capsule` (if any) and, if `finish`, FIN on the CONNECT stream, in the background:
+/// closing must not wait for the peer's flow control.
+fn send_then_finish(
+    connect: Arc<tokio::sync::Mutex<SendHalf>>,
+    capsule: Option<Capsule>,
+    finish: bool,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // Dropped outside a runtime: the stream is dropped with the session, which resets it.
+        return;
+    };
+    runtime.spawn(async move {
+        let mut send = connect.lock().await;
+        if let Some(capsule) = capsule
+            && send.send_capsule(&capsule).await.is_err()
+        {
+            return;
+        }
+        if finish {
+            let _ = send.finish();
+        }
+    });
+}
+
+/// Reads the CONNECT stream until the session ends: WT_CLOSE_SESSION, WT_DRAIN_SESSION, the
+/// stream's end or reset, or the connection's loss. Then answers a peer's close with FIN and
+/// retires the session's routes.
+async fn read_connect_stream(
+    mut recv: RecvHalf,
+    connect: Arc<tokio::sync::Mutex<SendHalf>>,
+    state: Arc<SessionState>,
+    routes: Arc<Routes>,
+    id: u64,
+) {
+    for ty in CAPSULE_TYPES {
+        recv.accept_capsule(ty);
+    }
+    let mut deadline = None;
+    // Bounded by the stream: each turn reads a capsule, or ends.
+    let outcome = loop {
+        let capsule = tokio::select! {
+            capsule = recv.recv_capsule() => capsule,
+            () = state.gone_notified(), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + CLOSE_LINGER);
+                continue;
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                recv.stop(WT_SESSION_GONE);
+                break None;
+            }
+        };
+        match capsule {
+            Ok(Some(capsule)) => match WtCapsule::decode(&capsule) {
+                Ok(Some(WtCapsule::CloseSession { code, reason })) => {
+                    // draft-16 §6: no more data may follow; we stop reading.
+                    recv.stop(WT_SESSION_GONE);
+                    break Some(SessionError::PeerClosed { code, reason });
+                }
+                Ok(Some(WtCapsule::DrainSession)) => state.set_drained(),
+                // Flow control is not enabled by us, so its capsules are ignored (draft-16 §5).
+                Ok(Some(_)) | Ok(None) => {}
+                Err(_) => {
+                    recv.stop(Code::H3_MESSAGE_ERROR);
+                    connect.lock().await.reset(Code::H3_MESSAGE_ERROR);
+                    break Some(SessionError::Protocol("malformed WebTransport capsule"));
+                }
+            },
+            Ok(None) => {
+                break Some(if state.is_drained() {
+                    SessionError::PeerDrained
+                } else {
+                    SessionError::PeerClosed {
+                        code: 0,
+                        reason: String::new(),
+                    }
+                });
+            }
+            Err(quay_h3::StreamError::Reset(code)) => break Some(SessionError::Reset(code)),
+            Err(quay_h3::StreamError::ConnectionLost(error)) => {
+                break Some(SessionError::ConnectionLost(error));
+            }
+            Err(_) => break Some(SessionError::Protocol("malformed CONNECT stream")),
+        }
+    };
+    if let Some(reason) = outcome
+        && state.end(reason)
+    {
+        // The peer ended the session: end our side too (draft-16 §6).
+        let _ = connect.lock().await.finish();
+    }
+    routes.close(id);
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one HTTP/3 session's handles and its CONNECT-stream task share: whether and why it
+/// ended, and whether the peer asked to drain it.
+#[derive(Debug, Default)]
+pub(crate) struct SessionState {
+    gone: AtomicBool,
+    drained: AtomicBool,
+    reason: Mutex<Option<SessionError>>,
+    changed: Notify,
+}
+
+impl SessionState {
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<SessionError>> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn reason(&self) -> Option<SessionError> {
+        if !self.is_gone() {
+            return None;
+        }
+        self.lock().clone()
+    }
+
+    /// Records the end of the session; `false` if it had ended already (the first reason
+    /// stays).
+    fn end(&self, reason: SessionError) -> bool {
+        {
+            let mut current = self.lock();
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(reason);
+        }
+        self.gone.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+        true
+    }
+
+    fn set_drained(&self) {
+        self.drained.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    async fn ended(&self) -> SessionError {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    async fn gone_notified(&self) {
+        self.ended().await;
+    }
+
+    async fn drained(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_drained() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A peer stream of a session, with the bytes read past its header.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    Bi(
+        quay_transport::SendStream,
+        quay_transport::RecvStream,
+        Bytes,
+    ),
+    Uni(quay_transport::RecvStream, Bytes),
+}
+
+impl Arrival {
+    fn refuse(self, code: Code) {
+        match self {
+            Self::Bi(mut send, mut recv, _) => {
+                let _ = send.reset(code.to_varint());
+                let _ = recv.stop(code.to_varint());
+            }
+            Self::Uni(mut recv, _) => {
+                let _ = recv.stop(code.to_varint());
+            }
+        }
+    }
+}
+
+/// The per-connection table from session ID to session: where the peer's WebTransport streams
+/// go.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    inner: Mutex<RoutesInner>,
+    max_buffered: usize,
+}
+
+#[derive(Debug, Default)]
+struct RoutesInner {
+    slots: HashMap<u64, Slot>,
+    /// Streams waiting in [`Slot::Waiting`] slots, all sessions together.
+    buffered: usize,
+    /// Sessions requested or open.
+    sessions: usize,
+    /// The connection is gone: nothing is routed any more.
+    closed: bool,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Not accepted yet (or not even requested yet: streams can overtake their CONNECT).
+    Waiting {
+        streams: Vec<Arrival>,
+        /// Whether the CONNECT request is known (and counted in `sessions`).
+        requested: bool,
+    },
+    Open {
+        bi: mpsc::UnboundedSender<Arrival>,
+        uni: mpsc::UnboundedSender<Arrival>,
+    },
+    /// Closed or refused: streams for it get WT_SESSION_GONE.
+    Gone,
+}
+
+impl Routes {
+    pub(crate) fn new(max_buffered: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(RoutesInner::default()),
+            max_buffered,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoutesInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Sessions requested or open on the connection.
+    pub(crate) fn sessions(&self) -> usize {
+        self.lock().sessions
+    }
+
+    /// Hands a peer stream to its session, buffers it, or refuses it. A session ID that is not a
+    /// client bidirectional stream ID closes the connection with H3_ID_ERROR (draft-16 §4.1).
+    pub(crate) fn route(&self, stream: ExtensionStream, conn: &Connection) {
+        let (id, arrival) = match stream {
+            ExtensionStream::Uni {
+                session_id,
+                recv,
+                buffered,
+                ..
+            } => (session_id, Arrival::Uni(recv, buffered)),
+            ExtensionStream::Bidi {
+                session_id,
+                send,
+                recv,
+                buffered,
+                ..
+            } => (session_id, Arrival::Bi(send, recv, buffered)),
+            other => {
+                drop(other);
+                return;
+            }
+        };
+        let id = id.into_inner();
+        if id % 4 != 0 {
+            conn.close(
+                Code::H3_ID_ERROR.to_varint(),
+                b"WebTransport session ID is not a client bidirectional stream",
+            );
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.closed {
+            drop(inner);
+            return arrival.refuse(WT_SESSION_GONE);
+        }
+        let buffered = inner.buffered;
+        let slot = inner.slots.entry(id).or_insert(Slot::Waiting {
+            streams: Vec::new(),
+            requested: false,
+        });
+        let refused = match slot {
+            Slot::Open { bi, uni } => {
+                let queue = match arrival {
+                    Arrival::Bi(..) => bi,
+                    Arrival::Uni(..) => uni,
+                };
+                queue.send(arrival).err().map(|e| (e.0, WT_SESSION_GONE))
+            }
+            Slot::Gone => Some((arrival, WT_SESSION_GONE)),
+            Slot::Waiting { streams, .. } if buffered < self.max_buffered => {
+                streams.push(arrival);
+                inner.buffered += 1;
+                None
+            }
+            Slot::Waiting { .. } => Some((arrival, WT_BUFFERED_STREAM_REJECTED)),
+        };
+        drop(inner);
+        if let Some((arrival, code)) = refused {
+            arrival.refuse(code);
+        }
+    }
+
+    /// A CONNECT request for `id` arrived (server) or was sent (client). `false`, and nothing
+    /// changes, when `limit` sessions are requested or open already.
+    pub(crate) fn request(&self, id: u64, limit: usize) -> bool {
+        let mut inner = self.lock();
+        if inner.sessions >= limit {
+            return false;
+        }
+        let slot = inner.slots.entry(id).or_insert(Slot::Waiting {
+            streams: Vec::new(),
+            requested: false,
+        });
+        match slot {
+            Slot::Waiting { requested, .. } if !*requested => {
+                *requested = true;
+                inner.sessions += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The session `id` is established: its buffered streams and those to come go to the
+    /// returned queues (bidirectional, unidirectional).
+    fn open(
+        &self,
+        id: u64,
+    ) -> (
+        mpsc::UnboundedReceiver<Arrival>,
+        mpsc::UnboundedReceiver<Arrival>,
+    ) {
+        let (bi_tx, bi_rx) = mpsc::unbounded_channel();
+        let (uni_tx, uni_rx) = mpsc::unbounded_channel();
+        let mut inner = self.lock();
+        let waiting = match inner.slots.remove(&id) {
+            Some(Slot::Waiting { streams, .. }) => streams,
+            _ => Vec::new(),
+        };
+        inner.buffered -= waiting.len();
+        for arrival in waiting {
+            let queue = match arrival {
+                Arrival::Bi(..) => &bi_tx,
+                Arrival::Uni(..) => &uni_tx,
+            };
+            // The receiver is right here.
+            let _ = queue.send(arrival);
+        }
+        inner.slots.insert(
+            id,
+            Slot::Open {
+                bi: bi_tx,
+                uni: uni_tx,
+            },
+        );
+        (bi_rx, uni_rx)
+    }
+
+    /// The session `id` ended or was refused: streams waiting for it, and later ones, get
+    /// WT_SESSION_GONE. Idempotent.
+    pub(crate) fn close(&self, id: u64) {
+        let mut inner = self.lock();
+        let refused = match inner.slots.insert(id, Slot::Gone) {
+            Some(Slot::Waiting { streams, requested }) => {
+                inner.buffered -= streams.len();
+                if requested {
+                    inner.sessions -= 1;
+                }
+                streams
+            }
+            Some(Slot::Open { .. }) => {
+                inner.sessions -= 1;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        drop(inner);
+        for arrival in refused {
+            arrival.refuse(WT_SESSION_GONE);
+        }
+    }
+
+    /// The connection is gone: every waiting stream is refused and every session's queues end.
+    pub(crate) fn connection_closed(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        let slots = std::mem::take(&mut inner.slots);
+        inner.buffered = 0;
+        drop(inner);
+        for slot in slots.into_values() {
+            if let Slot::Waiting { streams, .. } = slot {
+                for arrival in streams {
+                    arrival.refuse(WT_SESSION_GONE);
+                }
+            }
+        }
+    }
+}
+
+/// Reads a connection's WebTransport streams and routes them until the connection is gone.
+pub(crate) async fn route_streams(
+    mut streams: quay_h3::stream::ExtensionStreams,
+    routes: Arc<Routes>,
+    conn: Connection,
+) {
+    while let Some(stream) = streams.next().await {
+        routes.route(stream, &conn);
+    }
+    routes.connection_closed();
+}

@@ -1,0 +1,293 @@
+//! A session's streams: [`SendStream`] and [`RecvStream`] wrap quinn's, so that error codes are
+//! WebTransport application codes (`u32`) and a stream of a session that has ended fails with
+//! [`StreamError::SessionGone`].
+//!
+//! The stream header (0x41 or 0x54 and the session ID) is written by
+//! [`Session`](crate::Session) when it opens a stream and read before it hands one out; these
+//! types only carry the payload. They implement tokio's `AsyncRead` / `AsyncWrite`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use quay_h3::proto::VarInt;
+use quay_transport::{ReadError, WriteError};
+use tokio::io::ReadBuf;
+
+use crate::error::{StreamError, peer_code};
+use crate::proto::error::{WT_SESSION_GONE, app_code_to_h3};
+use crate::session::SessionState;
+
+/// How a stream maps codes and learns that its session has ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Mapping {
+    /// A WebTransport-over-HTTP/3 stream: codes are mapped, the session may go away first.
+    Http3(Arc<SessionState>),
+    /// A stream of a raw QUIC session: codes are QUIC codes.
+    Raw,
+}
+
+impl Mapping {
+    fn to_wire(&self, code: u32) -> VarInt {
+        match self {
+            Self::Http3(_) => app_code_to_h3(code),
+            Self::Raw => VarInt::from_u32(code),
+        }
+    }
+
+    fn gone(&self) -> bool {
+        matches!(self, Self::Http3(state) if state.is_gone())
+    }
+
+    fn mapped(&self) -> bool {
+        matches!(self, Self::Http3(_))
+    }
+}
+
+fn write_error(error: WriteError, mapping: &Mapping) -> StreamError {
+    match error {
+        WriteError::Stopped(code) => match peer_code(code, mapping.mapped()) {
+            Ok(code) => StreamError::Stopped(code),
+            Err(error) => error,
+        },
+        WriteError::ConnectionLost(error) => StreamError::ConnectionLost(error.into()),
+        _ => StreamError::Closed,
+    }
+}
+
+fn read_error(error: ReadError, mapping: &Mapping) -> StreamError {
+    match error {
+        ReadError::Reset(code) => match peer_code(code, mapping.mapped()) {
+            Ok(code) => StreamError::Reset(code),
+            Err(error) => error,
+        },
+        ReadError::ConnectionLost(error) => StreamError::ConnectionLost(error.into()),
+        _ => StreamError::Closed,
+    }
+}
+
+/// The sending side of a session's stream.
+#[derive(Debug)]
+pub struct SendStream {
+    inner: quay_transport::SendStream,
+    mapping: Mapping,
+}
+
+impl SendStream {
+    pub(crate) fn new(inner: quay_transport::SendStream, mapping: Mapping) -> Self {
+        Self { inner, mapping }
+    }
+
+    /// Fails with [`StreamError::SessionGone`], and resets the stream with WT_SESSION_GONE, once
+    /// the session has ended (draft-16 §6).
+    fn check_session(&mut self) -> Result<(), StreamError> {
+        if self.mapping.gone() {
+            let _ = self.inner.reset(WT_SESSION_GONE.to_varint());
+            return Err(StreamError::SessionGone);
+        }
+        Ok(())
+    }
+
+    /// The QUIC stream ID.
+    pub fn id(&self) -> quay_transport::quinn::StreamId {
+        self.inner.id()
+    }
+
+    /// Writes some of `buf`; returns how many bytes were taken.
+    pub async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
+        self.check_session()?;
+        self.inner
+            .write(buf)
+            .await
+            .map_err(|e| write_error(e, &self.mapping))
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), StreamError> {
+        self.check_session()?;
+        self.inner
+            .write_all(buf)
+            .await
+            .map_err(|e| write_error(e, &self.mapping))
+    }
+
+    /// Writes `chunk` without copying it.
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
+        self.check_session()?;
+        self.inner
+            .write_chunk(chunk)
+            .await
+            .map_err(|e| write_error(e, &self.mapping))
+    }
+
+    /// Ends the stream cleanly (FIN).
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        self.check_session()?;
+        self.inner.finish().map_err(|_| StreamError::Closed)
+    }
+
+    /// Abandons the stream with application code `code` (RESET_STREAM).
+    pub fn reset(&mut self, code: u32) -> Result<(), StreamError> {
+        self.inner
+            .reset(self.mapping.to_wire(code))
+            .map_err(|_| StreamError::Closed)
+    }
+
+    /// Waits until the peer has everything (`Ok(None)`) or stopped reading (`Ok(Some(code))`).
+    pub async fn stopped(&self) -> Result<Option<u32>, StreamError> {
+        match self.inner.stopped().await {
+            Ok(None) => Ok(None),
+            Ok(Some(code)) => peer_code(code, self.mapping.mapped()).map(Some),
+            Err(quay_transport::StoppedError::ConnectionLost(error)) => {
+                Err(StreamError::ConnectionLost(error.into()))
+            }
+            Err(_) => Err(StreamError::Closed),
+        }
+    }
+
+    /// Sets the stream's send priority (higher first; default 0).
+    pub fn set_priority(&self, priority: i32) -> Result<(), StreamError> {
+        self.inner
+            .set_priority(priority)
+            .map_err(|_| StreamError::Closed)
+    }
+}
+
+impl tokio::io::AsyncWrite for SendStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        this.check_session()?;
+        let result = ready!(Pin::new(&mut this.inner).poll_write(cx, buf));
+        Poll::Ready(result.map_err(|e| write_error(e, &this.mapping).into()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.finish().map_err(Into::into))
+    }
+}
+
+/// The receiving side of a session's stream.
+#[derive(Debug)]
+pub struct RecvStream {
+    inner: quay_transport::RecvStream,
+    /// Payload read together with the stream header; comes before anything in `inner`.
+    buffered: Bytes,
+    mapping: Mapping,
+}
+
+impl RecvStream {
+    pub(crate) fn new(
+        inner: quay_transport::RecvStream,
+        buffered: Bytes,
+        mapping: Mapping,
+    ) -> Self {
+        Self {
+            inner,
+            buffered,
+            mapping,
+        }
+    }
+
+    fn check_session(&mut self) -> Result<(), StreamError> {
+        if self.mapping.gone() {
+            let _ = self.inner.stop(WT_SESSION_GONE.to_varint());
+            return Err(StreamError::SessionGone);
+        }
+        Ok(())
+    }
+
+    /// The QUIC stream ID.
+    pub fn id(&self) -> quay_transport::quinn::StreamId {
+        self.inner.id()
+    }
+
+    /// Reads into `buf`; `Ok(None)` at the end of the stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StreamError> {
+        self.check_session()?;
+        if !self.buffered.is_empty() {
+            let n = buf.len().min(self.buffered.len());
+            buf[..n].copy_from_slice(&self.buffered.split_to(n));
+            return Ok(Some(n));
+        }
+        self.inner
+            .read(buf)
+            .await
+            .map_err(|e| read_error(e, &self.mapping))
+    }
+
+    /// The next chunk of at most `max` bytes, in order, without copying; `Ok(None)` at the end.
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        self.check_session()?;
+        if !self.buffered.is_empty() {
+            let n = max.min(self.buffered.len());
+            return Ok(Some(self.buffered.split_to(n)));
+        }
+        match self.inner.read_chunk(max, true).await {
+            Ok(chunk) => Ok(chunk.map(|chunk| chunk.bytes)),
+            Err(error) => Err(read_error(error, &self.mapping)),
+        }
+    }
+
+    /// Reads to the end of the stream. Fails with [`ReadToEndError::TooLong`] past `limit`
+    /// bytes (and stops reading with application code 0).
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, ReadToEndError> {
+        let mut out = Vec::new();
+        // Bounded by `limit`: each turn adds at least one byte or ends.
+        while let Some(chunk) = self.read_chunk(usize::MAX).await? {
+            if out.len() + chunk.len() > limit {
+                let _ = self.stop(0);
+                return Err(ReadToEndError::TooLong);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Stops reading with application code `code` (STOP_SENDING).
+    pub fn stop(&mut self, code: u32) -> Result<(), StreamError> {
+        self.buffered.clear();
+        self.inner
+            .stop(self.mapping.to_wire(code))
+            .map_err(|_| StreamError::Closed)
+    }
+}
+
+impl tokio::io::AsyncRead for RecvStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        this.check_session()?;
+        if !this.buffered.is_empty() {
+            let n = buf.remaining().min(this.buffered.len());
+            buf.put_slice(&this.buffered.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let result = ready!(this.inner.poll_read_buf(cx, buf));
+        Poll::Ready(result.map_err(|e| read_error(e, &this.mapping).into()))
+    }
+}
+
+/// Why [`RecvStream::read_to_end`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadToEndError {
+    /// The stream failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The stream is longer than the limit.
+    #[error("stream longer than the limit")]
+    TooLong,
+}
