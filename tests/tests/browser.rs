@@ -1,10 +1,9 @@
 //! Debian's headless Chromium runs the WebTransport page (`tests/browser/webtransport.js`, see
-//! `quay_tests::browser`) against a web-transport-quinn server on a quay-transport endpoint with
-//! a self-signed certificate that the page pins by hash.
+//! `quay_tests::browser`) against quay's own WebTransport server (`quay_webtransport::Server`)
+//! with a self-signed certificate that the page pins by hash.
 //!
-//! This proves the harness, and that Chromium accepts quay-transport's certificates through
-//! `serverCertificateHashes`. The same page runs against quay's own server once it exists: only
-//! the server side below changes.
+//! Chromium negotiates draft-02 here: this is the proof that quay's SETTINGS, CONNECT handling,
+//! stream headers, datagram prefix and close capsules work with a real browser.
 //!
 //! The page runs once per test binary ([`outcome`]); each test asserts one check, on the page's
 //! side and, where only the server can see it, on the server's side. Needs Chromium
@@ -18,8 +17,9 @@ use anyhow::{Context, bail};
 use quay_tests::browser::{self, CheckResult, Page, Report, paths};
 use quay_tests::setup::loopback_any_port;
 use quay_transport::{Identity, ServerBuilder};
+use quay_webtransport::server::Request;
+use quay_webtransport::{Config, Server, SessionError};
 use tokio::sync::mpsc;
-use web_transport_quinn::{Request, SessionError, WebTransportError};
 
 /// The whole browser run, from Chromium's start to the page's last report.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,7 +87,8 @@ async fn run() -> anyhow::Result<Outcome> {
     let endpoint = ServerBuilder::new(identity).bind(loopback_any_port())?;
     let port = endpoint.local_addr()?.port();
     let (events, mut server_results) = mpsc::unbounded_channel();
-    let server = tokio::spawn(serve(endpoint.clone(), events));
+    let server = Server::from_endpoint(endpoint.clone(), Config::default());
+    let server = tokio::spawn(serve(server, events));
 
     let page = Page::webtransport(&format!("https://127.0.0.1:{port}"), &hash);
     let report = browser::run(page, RUN_TIMEOUT).await;
@@ -118,13 +119,12 @@ async fn run() -> anyhow::Result<Outcome> {
 }
 
 /// Accepts sessions and serves each by path, reporting what only the server sees to `events`.
-async fn serve(endpoint: quinn::Endpoint, events: mpsc::UnboundedSender<CheckResult>) {
-    let mut server = web_transport_quinn::Server::new(endpoint);
+async fn serve(server: Server, events: mpsc::UnboundedSender<CheckResult>) {
     let mut sessions = tokio::task::JoinSet::new();
     while let Some(request) = server.accept().await {
         let events = events.clone();
         sessions.spawn(async move {
-            let path = request.url.path().to_owned();
+            let path = request.path().to_owned();
             let (check, result) =
                 match tokio::time::timeout(SESSION_TIMEOUT, session(request, &path)).await {
                     Ok((check, result)) => (check, result),
@@ -153,7 +153,7 @@ async fn session(request: Request, path: &str) -> (&'static str, anyhow::Result<
         paths::SERVER_CLOSE => ("server_close", server_close(request).await),
         paths::REJECT => ("rejected_403", reject(request).await),
         _ => {
-            let _ = request.reject(http::StatusCode::NOT_FOUND).await;
+            request.reject(http::StatusCode::NOT_FOUND).await;
             ("unknown_path", Err(anyhow::anyhow!("no such path")))
         }
     }
@@ -230,7 +230,7 @@ async fn server_bidi(request: Request) -> anyhow::Result<String> {
 async fn page_close(request: Request) -> anyhow::Result<String> {
     let session = request.ok().await?;
     match session.closed().await {
-        SessionError::WebTransportError(WebTransportError::Closed(code, reason))
+        SessionError::PeerClosed { code, reason }
             if code == browser::PAGE_CLOSE_CODE && reason == browser::PAGE_CLOSE_REASON =>
         {
             Ok(format!(
@@ -250,11 +250,7 @@ async fn server_close(request: Request) -> anyhow::Result<String> {
     let session = request.ok().await?;
     let mut recv = session.accept_uni().await?;
     let ask = recv.read_to_end(64).await?;
-    session.close(
-        browser::SERVER_CLOSE_CODE,
-        browser::SERVER_CLOSE_REASON.as_bytes(),
-    );
-    // Returns once the page has closed the connection or the capsule's grace time is over.
+    session.close(browser::SERVER_CLOSE_CODE, browser::SERVER_CLOSE_REASON);
     let ended = session.closed().await;
     Ok(format!(
         "asked with {:?}, closed with code {}, reason {:?}; the session ended: {ended}",
@@ -266,7 +262,7 @@ async fn server_close(request: Request) -> anyhow::Result<String> {
 
 /// Rejects the session with 403.
 async fn reject(request: Request) -> anyhow::Result<String> {
-    request.reject(http::StatusCode::FORBIDDEN).await?;
+    request.reject(http::StatusCode::FORBIDDEN).await;
     Ok("rejected with 403".to_owned())
 }
 
