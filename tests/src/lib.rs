@@ -10,6 +10,7 @@
 //! - [`hyperium`]: an HTTP/3 server and client on hyperium `h3` + `h3-quinn` (also meant for the
 //!   interop tests);
 //! - [`wtq`]: a WebTransport echo server and client on `web-transport-quinn`;
+//! - [`quaywt`]: the same server and client on quay's `quay-webtransport`;
 //! - [`browser`]: Debian's headless Chromium running a WebTransport test page against a server;
 //! - [`bench`](mod@bench): the benchmark harness (two processes pinned to one core each) and its table.
 //!
@@ -19,6 +20,7 @@
 pub mod bench;
 pub mod browser;
 pub mod hyperium;
+pub mod quaywt;
 pub mod raw;
 pub mod setup;
 pub mod wtq;

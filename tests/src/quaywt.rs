@@ -1,0 +1,95 @@
+//! The same WebTransport echo server and client as [`crate::wtq`], on quay's own
+//! `quay-webtransport`: inside a session, streams speak [`crate::raw`]'s protocol and datagrams
+//! are echoed. Used by the interop tests (against web-transport-quinn, both ways) and by the
+//! WebTransport benchmark's quay column.
+
+use anyhow::bail;
+use bytes::Bytes;
+use quay_webtransport::{Client, Config, RecvStream, SendStream, Server, Session, SessionOptions};
+use quinn::Endpoint;
+
+use crate::raw::{MAX_REQUEST, OP_ECHO, Request, download_request, parse_request, zero_chunks};
+
+/// Accepts every session on `endpoint` and serves each on its own task, until the endpoint is
+/// closed.
+pub async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    let server = Server::from_endpoint(endpoint, Config::default());
+    while let Some(request) = server.accept().await {
+        tokio::spawn(async move {
+            if let Ok(session) = request.ok().await {
+                serve_session(session).await;
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Serves one session: bidirectional streams carry [`crate::raw`] requests, datagrams are
+/// echoed. Returns when the session ends.
+pub async fn serve_session(session: Session) {
+    let datagrams = session.clone();
+    let echo = tokio::spawn(async move {
+        while let Ok(datagram) = datagrams.read_datagram().await {
+            let _ = datagrams.send_datagram(datagram);
+        }
+    });
+    while let Ok((send, recv)) = session.accept_bi().await {
+        tokio::spawn(async move {
+            let _ = answer(send, recv).await;
+        });
+    }
+    echo.abort();
+}
+
+/// Reads one request from `recv` and writes its answer to `send`.
+pub async fn answer(mut send: SendStream, mut recv: RecvStream) -> anyhow::Result<()> {
+    let request = recv.read_to_end(MAX_REQUEST).await?;
+    match parse_request(&request)? {
+        Request::Download(size) => {
+            for chunk in zero_chunks(size) {
+                send.write_chunk(chunk).await?;
+            }
+        }
+        Request::Echo(payload) => send.write_all(payload).await?,
+    }
+    send.finish()?;
+    Ok(())
+}
+
+/// Opens a session on a fresh QUIC `connection` to the server listening on `port`.
+pub async fn connect(connection: quinn::Connection, port: u16) -> anyhow::Result<Session> {
+    let client = Client::new(connection, Config::default());
+    let url = crate::wtq::url(port)?;
+    Ok(client
+        .open(url.as_str(), &SessionOptions::default())
+        .await?)
+}
+
+/// Asks the server for `size` bytes on a new stream; returns how many arrived.
+pub async fn download(session: &Session, size: u64) -> anyhow::Result<u64> {
+    let (mut send, mut recv) = session.open_bi().await?;
+    send.write_all(&download_request(size)).await?;
+    send.finish()?;
+    let mut received = 0;
+    while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
+        received += chunk.len() as u64;
+    }
+    if received != size {
+        bail!("asked for {size} bytes, got {received}");
+    }
+    Ok(received)
+}
+
+/// Sends `payload` on a new stream and returns the server's echo.
+pub async fn echo(session: &Session, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let (mut send, mut recv) = session.open_bi().await?;
+    send.write_all(&[OP_ECHO]).await?;
+    send.write_all(payload).await?;
+    send.finish()?;
+    Ok(recv.read_to_end(MAX_REQUEST).await?)
+}
+
+/// Sends one datagram.
+pub fn send_datagram(session: &Session, payload: Bytes) -> anyhow::Result<()> {
+    Ok(session.send_datagram(payload)?)
+}
