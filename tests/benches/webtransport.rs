@@ -6,11 +6,15 @@
 
 use std::process::ExitCode;
 
-use quay_tests::bench::webtransport::{MEASUREMENTS, RawQuinn, WebTransportQuinn, column};
+use quay_tests::bench::webtransport::{MEASUREMENTS, Quay, RawQuinn, WebTransportQuinn, column};
 
 fn main() -> ExitCode {
     // The floor first, then the reference; both are used as ratio bases.
-    let columns = [column::<RawQuinn>(), column::<WebTransportQuinn>()];
+    let columns = [
+        column::<RawQuinn>(),
+        column::<WebTransportQuinn>(),
+        column::<Quay>(),
+    ];
     quay_tests::bench::main(
         "quay WebTransport benchmark (loopback, 127.0.0.1)",
         &columns,

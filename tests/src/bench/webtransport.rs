@@ -1,10 +1,9 @@
 //! The WebTransport benchmark (quay-webtransport issue, "Benchmark"): what a WebTransport stack
 //! must do, the stacks measured so far, and the measurements.
 //!
-//! A stack is a type implementing [`WtStack`]; [`column()`] turns it into a table column. To add
-//! quay: implement `WtStack` for a type whose session is a `quay_webtransport::Session` (its
-//! streams speak the tiny protocol of [`crate::raw`], datagrams are echoed) and add
-//! `column::<Quay>()` to the list in `benches/webtransport.rs`.
+//! A stack is a type implementing [`WtStack`]; [`column()`] turns it into a table column. The
+//! columns are raw quinn (the floor), web-transport-quinn (the reference) and quay; each one's
+//! streams speak the tiny protocol of [`crate::raw`] and its datagrams are echoed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use super::{
     ClientArgs, Column, Kind, Measurement, bounded, idle_protocol, report_runs, run_concurrently,
     seconds,
 };
-use crate::{raw, setup, wtq};
+use crate::{quaywt, raw, setup, wtq};
 
 /// Size of one stream's download.
 pub const LARGE: u64 = 1 << 30;
@@ -187,6 +186,43 @@ impl WtStack for WebTransportQuinn {
 
     fn close(session: Self::Session) {
         session.close(0, b"done");
+    }
+}
+
+/// quay's own `quay-webtransport` ([`quaywt`]).
+#[derive(Debug)]
+pub struct Quay;
+
+impl WtStack for Quay {
+    const NAME: &'static str = "quay";
+    type Session = quay_webtransport::Session;
+
+    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+        quaywt::serve(endpoint).await
+    }
+
+    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        quaywt::connect(setup::connect(endpoint, server).await?, server.port()).await
+    }
+
+    async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
+        quaywt::download(session, size).await
+    }
+
+    async fn echo(session: &Self::Session, payload: &[u8]) -> anyhow::Result<usize> {
+        Ok(quaywt::echo(session, payload).await?.len())
+    }
+
+    fn send_datagram(session: &Self::Session, payload: Bytes) -> anyhow::Result<()> {
+        quaywt::send_datagram(session, payload)
+    }
+
+    async fn read_datagram(session: &Self::Session) -> anyhow::Result<Bytes> {
+        Ok(session.read_datagram().await?)
+    }
+
+    fn close(session: Self::Session) {
+        session.close(0, "done");
     }
 }
 
