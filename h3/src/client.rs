@@ -319,7 +319,7 @@ impl Client {
         let mut rx = shared.extensions.lock().await;
         let rx = rx.as_mut()?;
         tokio::select! {
-            stream = rx.recv() => stream,
+            stream = rx.recv() => stream.map(|stream| *stream),
             _ = shared.conn.closed() => None,
         }
     }

@@ -209,7 +209,7 @@ impl Connection {
         let mut rx = self.shared.extensions.lock().await;
         let rx = rx.as_mut()?;
         tokio::select! {
-            stream = rx.recv() => stream,
+            stream = rx.recv() => stream.map(|stream| *stream),
             _ = self.shared.conn.closed() => None,
         }
     }

@@ -793,7 +793,7 @@ impl Drop for Datagrams {
 #[derive(Debug)]
 pub struct ExtensionStreams {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<ExtensionStream>,
+    rx: mpsc::UnboundedReceiver<Box<ExtensionStream>>,
 }
 
 impl ExtensionStreams {
@@ -808,7 +808,7 @@ impl ExtensionStreams {
     /// The next stream; `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<ExtensionStream> {
         tokio::select! {
-            stream = self.rx.recv() => stream,
+            stream = self.rx.recv() => stream.map(|stream| *stream),
             _ = self.shared.conn.closed() => None,
         }
     }

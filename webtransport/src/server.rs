@@ -53,7 +53,7 @@ use crate::config::Config;
 use crate::error::SessionError;
 use crate::proto::connect;
 use crate::proto::settings::Draft;
-use crate::session::{Established, Routes, Session, route_streams};
+use crate::session::{Established, Routes, Session};
 
 /// What a connection's peer asked for, from [`Connection::accept`].
 #[derive(Debug)]
@@ -224,15 +224,15 @@ async fn serve(
 ) {
     let conn = h3.connection().clone();
     let routes = Routes::new(config.max_buffered_streams);
-    if let Some(streams) = h3.take_extension_streams() {
-        tokio::spawn(route_streams(streams, routes.clone(), conn.clone()));
-    }
+    let mut streams = h3.take_extension_streams();
     let mut heads = FuturesUnordered::new();
-    // Bounded by the connection: each turn accepts a stream or finishes reading a head.
+    // Bounded by the connection: each turn accepts a stream, finishes reading a head, or routes
+    // a WebTransport stream.
     loop {
         tokio::select! {
             incoming = h3.accept_stream() => match incoming {
-                Ok(Some(stream)) => heads.push(stream.resolve()),
+                // Boxed: FuturesUnordered keeps one empty slot of its future type for good.
+                Ok(Some(stream)) => heads.push(Box::pin(stream.resolve())),
                 _ => break,
             },
             Some(head) = heads.next(), if !heads.is_empty() => {
@@ -240,7 +240,19 @@ async fn serve(
                     sort(request, stream, &h3, &routes, &config, &tx);
                 }
             }
+            Some(stream) = next_extension_stream(&mut streams) => routes.route(stream, &conn),
         }
+    }
+    routes.connection_closed();
+}
+
+/// The next WebTransport stream; pending forever once there are none.
+async fn next_extension_stream(
+    streams: &mut Option<quay_h3::stream::ExtensionStreams>,
+) -> Option<quay_h3::stream::ExtensionStream> {
+    match streams {
+        Some(streams) => streams.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -514,7 +514,13 @@ async fn connect_errors_tell_tls_from_no_webtransport() {
         )
         .unwrap();
         let port = h3.local_addr().unwrap().port();
-        tokio::spawn(async move { while h3.accept().await.is_some() {} });
+        // Keep the connections: a dropped server handle closes its connection.
+        tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Some(connection) = h3.accept().await {
+                connections.push(connection);
+            }
+        });
         let builder = ClientBuilder::new().trust(Trust::CertificateHashes(vec![hash]));
         let result =
             quay_webtransport::connect(&format!("https://localhost:{port}/"), &builder).await;
