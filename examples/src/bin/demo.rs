@@ -1,0 +1,338 @@
+//! The quay demo: a WebTransport server and a web page that talks to it from the browser.
+//!
+//! - On UDP port 4433 an HTTP/3 endpoint takes WebTransport sessions, with a fresh self-signed
+//!   ECDSA certificate (valid 14 days, for `localhost`, `127.0.0.1` and `::1`). Session `/echo`
+//!   sends back every bidirectional stream (up to 64 KiB) and every datagram. Session `/chat`
+//!   joins a chat room: each unidirectional stream it sends (up to 4 KiB) goes to every session
+//!   in the room, the sender included, on a new unidirectional stream. Other paths are refused
+//!   with 404.
+//! - On TCP port 8080 a plain HTTP/1.1 server (hyper) serves one page, `examples/demo/index.html`,
+//!   with the WebTransport URL and the certificate's SHA-256 hash filled in. `http://localhost` is
+//!   a secure context, so the page may open WebTransport sessions that trust the certificate by
+//!   its hash (`serverCertificateHashes`); no certificate needs installing.
+//!
+//! Both listen on every IPv6 and IPv4 address, or on IPv4 only where IPv6 is missing.
+//! `--wt-port` and `--http-port` pick other ports. The first lines on stdout are the page URL, the
+//! WebTransport URL and `certificate hash: HEX`; the log goes to stderr (`RUST_LOG` filters it).
+//! Ctrl-C closes every connection (the page then shows its sessions as disconnected) and exits.
+//!
+//! ```text
+//! cargo run --release -p quay-examples --bin demo
+//! ```
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::fmt::Display;
+use std::io::{self, IsTerminal, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use quay_examples::one_line;
+use quay_transport::Identity;
+use quay_webtransport::server::Request;
+use quay_webtransport::{Config, RecvStream, SendStream, Server, Session};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// The page, with `__WT_URL__` and `__CERT_HASH__` to fill in.
+const PAGE: &str = include_str!("../../demo/index.html");
+/// The longest stream `/echo` sends back.
+const MAX_ECHO: usize = 64 * 1024;
+/// The longest chat message.
+const MAX_CHAT: usize = 4 * 1024;
+/// Chat messages kept for a session that reads slowly; it misses older ones.
+const CHAT_BACKLOG: usize = 64;
+/// The application code of a stream refused by `/echo` (too long).
+const ECHO_REFUSED: u32 = 1;
+/// How long the shutdown waits for peers to acknowledge the close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Serves the WebTransport demo: an echo and a chat, and a page to try them in a browser.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// UDP port of the WebTransport (HTTP/3) endpoint.
+    #[arg(long, default_value_t = 4433)]
+    wt_port: u16,
+    /// TCP port of the page.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,demo=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(io::stderr(), "demo: {}", one_line(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let identity = Identity::self_signed(["localhost", "127.0.0.1", "::1"])?;
+    let hash = identity.certificate_hash();
+    let server = bind_any("UDP", args.wt_port, |addr| {
+        Server::bind(addr, identity.clone(), Config::default())
+    })?;
+    let listener = bind_any("TCP", args.http_port, std::net::TcpListener::bind)?;
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+
+    let page_url = format!("http://localhost:{}", listener.local_addr()?.port());
+    let wt_url = format!("https://localhost:{}", server.local_addr()?.port());
+    let page = PAGE
+        .replace("__WT_URL__", &wt_url)
+        .replace("__CERT_HASH__", &hash.to_js_array());
+    // Printed in one go; a closed stdout must not stop the server.
+    let _ = write!(
+        io::stdout().lock(),
+        "page: {page_url}\n\
+         WebTransport: {wt_url} (sessions /echo and /chat)\n\
+         certificate hash: {hash}\n\
+         Open {page_url} in Chrome (or Edge) and try the echo and the chat; open it in a second \
+         tab to chat with yourself.\n\
+         The certificate is new on every start: reload the page after a restart. Ctrl-C stops.\n"
+    );
+    let pages = tokio::spawn(serve_page(listener, Bytes::from(page)));
+
+    let (room, _) = broadcast::channel(CHAT_BACKLOG);
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            request = server.accept() => {
+                let Some(request) = request else { break };
+                let span = info_span!(
+                    "session",
+                    peer = %request.connection().remote_address(),
+                    path = request.path(),
+                );
+                tokio::spawn(serve_session(request, room.clone()).instrument(span));
+            }
+            signal = &mut shutdown => {
+                if let Err(error) = signal {
+                    warn!(%error, "cannot wait for Ctrl-C; stopping");
+                }
+                info!("shutting down");
+                break;
+            }
+        }
+    }
+    pages.abort();
+    server.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, server.endpoint().wait_idle()).await;
+    Ok(())
+}
+
+/// Binds `bind` on port `port` of every IPv6 and IPv4 address (`[::]`), or of every IPv4
+/// address where that fails; `what` names the port in the error.
+fn bind_any<T, E: Display>(
+    what: &str,
+    port: u16,
+    bind: impl Fn(SocketAddr) -> Result<T, E>,
+) -> Result<T, String> {
+    let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    bind(any6)
+        .or_else(|error| {
+            debug!(%error, "cannot bind {any6}; trying {any4}");
+            bind(any4)
+        })
+        .map_err(|error| format!("cannot listen on {what} port {port}: {error}"))
+}
+
+/// Serves the page over HTTP/1.1, each connection in its own task.
+async fn serve_page(listener: TcpListener, page: Bytes) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, most likely: wait for some to close.
+                warn!(%error, "cannot accept an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let page = page.clone();
+        let service = service_fn(move |request| answer(request, page.clone()));
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                debug!(%error, "HTTP connection failed");
+            }
+        });
+    }
+}
+
+/// `GET /` is the page; anything else is 404 or 405.
+async fn answer(
+    request: http::Request<Incoming>,
+    page: Bytes,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/" | "/index.html") => (StatusCode::OK, page),
+        (&Method::GET | &Method::HEAD, _) => (StatusCode::NOT_FOUND, Bytes::new()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, Bytes::new()),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // The certificate hash changes on every start, so the page must not be cached.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Accepts `/echo` and `/chat` sessions, refuses the rest, and serves a session until it ends.
+async fn serve_session(request: Request, room: broadcast::Sender<Bytes>) {
+    let origin = request.origin().unwrap_or("none").to_owned();
+    match request.path() {
+        "/echo" => match request.ok().await {
+            Ok(session) => {
+                info!(origin, "echo session open");
+                echo(&session).await;
+            }
+            Err(error) => warn!(%error, "cannot accept the session"),
+        },
+        "/chat" => {
+            // Subscribed before the peer learns it is in: it gets every message sent after that.
+            let messages = room.subscribe();
+            match request.ok().await {
+                Ok(session) => {
+                    info!(origin, "chat session open");
+                    chat(&session, messages, &room).await;
+                }
+                Err(error) => warn!(%error, "cannot accept the session"),
+            }
+        }
+        _ => {
+            info!(origin, "no such session; refused with 404");
+            request.reject(StatusCode::NOT_FOUND).await;
+        }
+    }
+}
+
+/// Sends back every bidirectional stream and every datagram of `session`, until it ends.
+async fn echo(session: &Session) {
+    let streams = async {
+        loop {
+            match session.accept_bi().await {
+                Ok((send, recv)) => {
+                    tokio::spawn(echo_stream(send, recv).in_current_span());
+                }
+                Err(reason) => return reason,
+            }
+        }
+    };
+    let datagrams = async {
+        loop {
+            match session.read_datagram().await {
+                Ok(datagram) => {
+                    if let Err(error) = session.send_datagram(datagram) {
+                        debug!(%error, "datagram not sent back");
+                    }
+                }
+                Err(reason) => return reason,
+            }
+        }
+    };
+    let reason = tokio::select! {
+        reason = streams => reason,
+        reason = datagrams => reason,
+    };
+    info!(%reason, "echo session ended");
+}
+
+/// Reads a stream to its end and writes it back; a stream too long is reset.
+async fn echo_stream(mut send: SendStream, mut recv: RecvStream) {
+    let echoed = async {
+        let data = recv.read_to_end(MAX_ECHO).await?;
+        send.write_all(&data).await?;
+        send.finish()?;
+        Ok::<_, Box<dyn Error + Send + Sync>>(())
+    };
+    if let Err(error) = echoed.await {
+        warn!(%error, "stream not echoed");
+        let _ = send.reset(ECHO_REFUSED);
+    }
+}
+
+/// Posts every unidirectional stream of `session` to the room, and delivers the room's messages
+/// to it, until it ends.
+async fn chat(
+    session: &Session,
+    mut messages: broadcast::Receiver<Bytes>,
+    room: &broadcast::Sender<Bytes>,
+) {
+    let posts = async {
+        loop {
+            match session.accept_uni().await {
+                Ok(recv) => {
+                    tokio::spawn(post(recv, room.clone()).in_current_span());
+                }
+                Err(reason) => return reason,
+            }
+        }
+    };
+    // One message at a time: a peer that reads slowly misses messages instead of piling them up.
+    let deliveries = async {
+        loop {
+            match messages.recv().await {
+                Ok(message) => {
+                    if let Err(error) = deliver(session, message).await {
+                        debug!(%error, "chat message not delivered");
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "slow chat session missed messages");
+                }
+                // Never: `room` is a sender and outlives this loop.
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    };
+    tokio::select! {
+        reason = posts => info!(%reason, "chat session ended"),
+        () = deliveries => {}
+    }
+}
+
+/// Reads one chat message and hands it to every session in the room.
+async fn post(mut recv: RecvStream, room: broadcast::Sender<Bytes>) {
+    match recv.read_to_end(MAX_CHAT).await {
+        // Fails only when no session is left to read it.
+        Ok(message) => drop(room.send(Bytes::from(message))),
+        Err(error) => warn!(%error, "chat message dropped"),
+    }
+}
+
+/// Sends `message` to `session` on a new unidirectional stream.
+async fn deliver(session: &Session, message: Bytes) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let mut send = session.open_uni().await?;
+    send.write_chunk(message).await?;
+    send.finish()?;
+    Ok(())
+}
