@@ -1,4 +1,4 @@
-//! WebTransport clients: [`Client`] is one HTTP/3 connection that opens sessions; [`connect`]
+//! WebTransport clients: [`Client`] is one HTTP/3 connection that opens sessions; [`connect()`]
 //! is the one-call form for one session on its own connection.
 //!
 //! A client waits for the server's SETTINGS, checks that they allow WebTransport (Extended

@@ -3,7 +3,7 @@
 //! This module owns what one session is on the wire once it is established: the stream headers
 //! it writes (0x41 / 0x54 and its session ID), the datagram prefix (its quarter stream ID), the
 //! code mapping of its streams, and the task that reads its CONNECT stream for WT_CLOSE_SESSION
-//! and WT_DRAIN_SESSION. It also owns [`Routes`], the per-connection table that hands the peer's
+//! and WT_DRAIN_SESSION. It also owns `Routes`, the per-connection table that hands the peer's
 //! streams to their session, buffers those that come early and refuses those that come late.
 //!
 //! Establishing a session (the CONNECT request and its response) is [`crate::server`]'s and
