@@ -39,7 +39,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
@@ -420,7 +419,6 @@ impl Request {
         let mut response = Response::new(());
         *response.status_mut() = status;
         if stream.send_response(response).await.is_ok() {
-            let _ = stream.send_data(Bytes::new()).await;
             let _ = stream.finish();
         }
     }

@@ -484,7 +484,7 @@ async fn read_connect_stream(
     let outcome = loop {
         let capsule = tokio::select! {
             capsule = recv.recv_capsule() => capsule,
-            () = state.gone_notified(), if deadline.is_none() => {
+            _ = state.ended(), if deadline.is_none() => {
                 deadline = Some(tokio::time::Instant::now() + CLOSE_LINGER);
                 continue;
             }
@@ -604,10 +604,6 @@ impl SessionState {
             }
             notified.await;
         }
-    }
-
-    async fn gone_notified(&self) {
-        self.ended().await;
     }
 
     async fn drained(&self) {
