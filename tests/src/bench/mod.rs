@@ -50,6 +50,10 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const IDLE_CONNECTIONS: usize = 1_000;
 /// How long the parent lets the server settle before reading its memory.
 const SETTLE: Duration = Duration::from_millis(500);
+/// A command that server children run under, e.g. `heaptrack` or `valgrind --tool=massif`
+/// (split at spaces), to profile a server role. Numbers read off a wrapped server (its memory
+/// above all) describe the wrapper, not the server: use it to find where, not how much.
+pub const SERVER_WRAPPER_VAR: &str = "QUAY_BENCH_SERVER_WRAPPER";
 /// The start of every line a child prints for the parent.
 const LINE_PREFIX: &str = "quay-bench";
 
@@ -312,12 +316,20 @@ impl Pinning {
 
     fn command(&self, core: usize, args: &[String]) -> anyhow::Result<Command> {
         let exe = std::env::current_exe()?;
+        let wrapper = match std::env::var(SERVER_WRAPPER_VAR) {
+            Ok(wrapper) if args.first().map(String::as_str) == Some("server") => wrapper,
+            _ => String::new(),
+        };
+        let mut program: Vec<String> = wrapper.split_whitespace().map(String::from).collect();
+        program.push(exe.to_string_lossy().into_owned());
         let mut command = if self.taskset {
             let mut command = Command::new("taskset");
-            command.arg("-c").arg(core.to_string()).arg(exe);
+            command.arg("-c").arg(core.to_string()).args(&program);
             command
         } else {
-            Command::new(exe)
+            let mut command = Command::new(&program[0]);
+            command.args(&program[1..]);
+            command
         };
         command.arg(ROLE_FLAG).args(args);
         Ok(command)
