@@ -362,17 +362,24 @@ impl Request {
     }
 
     /// Accepts the session (200).
-    pub async fn ok(self) -> Result<Session, SessionError> {
-        self.accept(None).await
+    ///
+    /// The returned future is boxed: a task that awaits it and then serves the session for
+    /// hours keeps room for its largest await point the whole time, and sending a response
+    /// needs far more than serving a session does.
+    pub fn ok(self) -> impl Future<Output = Result<Session, SessionError>> + Send + 'static {
+        Box::pin(self.accept(None))
     }
 
     /// Accepts the session (200) and chooses `protocol`, which should be one of
-    /// [`Request::protocols`], in `wt-protocol`.
-    pub async fn ok_with_protocol(self, protocol: &str) -> Result<Session, SessionError> {
-        self.accept(Some(protocol)).await
+    /// [`Request::protocols`], in `wt-protocol`. Boxed, as [`Request::ok`] is.
+    pub fn ok_with_protocol(
+        self,
+        protocol: &str,
+    ) -> impl Future<Output = Result<Session, SessionError>> + Send + 'static {
+        Box::pin(self.accept(Some(protocol.to_owned())))
     }
 
-    async fn accept(mut self, protocol: Option<&str>) -> Result<Session, SessionError> {
+    async fn accept(mut self, protocol: Option<String>) -> Result<Session, SessionError> {
         let Some(mut stream) = self.stream.take() else {
             return Err(SessionError::LocallyClosed);
         };
@@ -383,7 +390,10 @@ impl Request {
                 HeaderValue::from_static("draft02"),
             );
         }
-        let protocol = protocol.and_then(|p| Some((p, connect::encode_chosen_protocol(p)?)));
+        let protocol = protocol.and_then(|p| {
+            let value = connect::encode_chosen_protocol(&p)?;
+            Some((p, value))
+        });
         if let Some((_, value)) = &protocol {
             response
                 .headers_mut()
@@ -405,13 +415,18 @@ impl Request {
             send,
             recv,
             routes: self.routes.clone(),
-            protocol: protocol.map(|(p, _)| p.to_owned()),
+            protocol: protocol.map(|(p, _)| p),
             client: None,
         })
     }
 
-    /// Refuses the session with `status` (which should not be 2xx) and an empty body.
-    pub async fn reject(mut self, status: StatusCode) {
+    /// Refuses the session with `status` (which should not be 2xx) and an empty body. Boxed, as
+    /// [`Request::ok`] is.
+    pub fn reject(self, status: StatusCode) -> impl Future<Output = ()> + Send + 'static {
+        Box::pin(self.refuse(status))
+    }
+
+    async fn refuse(mut self, status: StatusCode) {
         self.routes.close(self.id);
         let Some(mut stream) = self.stream.take() else {
             return;

@@ -9,7 +9,7 @@
 //! Establishing a session (the CONNECT request and its response) is [`crate::server`]'s and
 //! [`crate::client`]'s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +24,7 @@ use quay_h3::proto::stream::StreamType;
 use quay_h3::proto::{Codec, VarInt};
 use quay_h3::stream::{Datagrams, ExtensionStream, RecvHalf, SendHalf};
 use quay_transport::{Connection, SendDatagramError};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::error::{DatagramError, SessionError};
 use crate::proto::capsule::{CAPSULE_TYPES, WtCapsule};
@@ -61,12 +61,10 @@ struct Http3Session {
     uni_header: Bytes,
     datagram_prefix: Bytes,
     protocol: Option<String>,
+    /// Shared with the CONNECT-stream task, the session's streams and [`Routes`].
     state: Arc<SessionState>,
     routes: Arc<Routes>,
-    bi: tokio::sync::Mutex<mpsc::UnboundedReceiver<Box<Arrival>>>,
-    uni: tokio::sync::Mutex<mpsc::UnboundedReceiver<Box<Arrival>>>,
     datagrams: tokio::sync::Mutex<Datagrams>,
-    connect: Arc<tokio::sync::Mutex<SendHalf>>,
     /// Keeps a client's HTTP/3 connection open while the session lives.
     _client: Option<quay_h3::Client>,
 }
@@ -108,12 +106,10 @@ impl Session {
         let datagrams = recv
             .take_datagrams()
             .map_err(|_| SessionError::Protocol("HTTP datagrams are off"))?;
-        let (bi, uni) = routes.open(id.into_inner());
-        let state = Arc::new(SessionState::default());
-        let connect = Arc::new(tokio::sync::Mutex::new(send));
+        let state = Arc::new(SessionState::new(send));
+        routes.open(id.into_inner(), &state);
         tokio::spawn(read_connect_stream(
             recv,
-            connect.clone(),
             state.clone(),
             routes.clone(),
             id.into_inner(),
@@ -134,10 +130,7 @@ impl Session {
                     protocol,
                     state,
                     routes,
-                    bi: tokio::sync::Mutex::new(bi),
-                    uni: tokio::sync::Mutex::new(uni),
                     datagrams: tokio::sync::Mutex::new(datagrams),
-                    connect,
                     _client: client,
                 }),
             }),
@@ -240,7 +233,7 @@ impl Session {
                 RecvStream::new(recv, Bytes::new(), Mapping::Raw),
             ));
         };
-        match h3.next_arrival(&h3.bi).await? {
+        match h3.state.next_arrival(Direction::Bi).await? {
             Arrival::Bi(send, recv, buffered) => {
                 let mapping = self.mapping();
                 Ok((
@@ -260,7 +253,7 @@ impl Session {
             let recv = self.inner.conn.accept_uni().await.map_err(raw_end)?;
             return Ok(RecvStream::new(recv, Bytes::new(), Mapping::Raw));
         };
-        match h3.next_arrival(&h3.uni).await? {
+        match h3.state.next_arrival(Direction::Uni).await? {
             Arrival::Uni(recv, buffered) => Ok(RecvStream::new(recv, buffered, self.mapping())),
             Arrival::Bi(..) => Err(SessionError::Protocol("bidirectional stream routed as uni")),
         }
@@ -335,7 +328,7 @@ impl Session {
         if h3.state.end(SessionError::LocallyClosed) {
             h3.routes.close(h3.id.into_inner());
             let capsule = WtCapsule::close(code, reason).to_capsule();
-            send_then_finish(h3.connect.clone(), Some(capsule), true);
+            send_then_finish(h3.state.clone(), Some(capsule), true);
         }
     }
 
@@ -346,7 +339,7 @@ impl Session {
             && !h3.state.is_gone()
         {
             send_then_finish(
-                h3.connect.clone(),
+                h3.state.clone(),
                 Some(WtCapsule::DrainSession.to_capsule()),
                 false,
             );
@@ -391,26 +384,7 @@ impl Drop for Inner {
             && h3.state.end(SessionError::LocallyClosed)
         {
             h3.routes.close(h3.id.into_inner());
-            send_then_finish(h3.connect.clone(), None, true);
-        }
-    }
-}
-
-impl Http3Session {
-    async fn next_arrival(
-        &self,
-        queue: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Box<Arrival>>>,
-    ) -> Result<Arrival, SessionError> {
-        if let Some(reason) = self.state.reason() {
-            return Err(reason);
-        }
-        let mut queue = queue.lock().await;
-        tokio::select! {
-            arrival = queue.recv() => match arrival {
-                Some(arrival) => Ok(*arrival),
-                None => Err(self.state.ended().await),
-            },
-            reason = self.state.ended() => Err(reason),
+            send_then_finish(h3.state.clone(), None, true);
         }
     }
 }
@@ -444,17 +418,13 @@ fn raw_end(error: quay_transport::ConnectionError) -> SessionError {
 
 /// Writes `capsule` (if any) and, if `finish`, FIN on the CONNECT stream, in the background:
 /// closing must not wait for the peer's flow control.
-fn send_then_finish(
-    connect: Arc<tokio::sync::Mutex<SendHalf>>,
-    capsule: Option<Capsule>,
-    finish: bool,
-) {
+fn send_then_finish(state: Arc<SessionState>, capsule: Option<Capsule>, finish: bool) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         // Dropped outside a runtime: the stream is dropped with the session, which resets it.
         return;
     };
     runtime.spawn(async move {
-        let mut send = connect.lock().await;
+        let mut send = state.connect.lock().await;
         if let Some(capsule) = capsule
             && send.send_capsule(&capsule).await.is_err()
         {
@@ -467,11 +437,14 @@ fn send_then_finish(
 }
 
 /// Reads the CONNECT stream until the session ends: WT_CLOSE_SESSION, WT_DRAIN_SESSION, the
-/// stream's end or reset, or the connection's loss. Then answers a peer's close with FIN and
-/// retires the session's routes.
+/// stream's end or reset, or the connection's loss. After a local close it goes on reading for
+/// [`CLOSE_LINGER`] for the peer's answer. Then answers a peer's close with FIN and retires the
+/// session's routes.
+///
+/// The two phases are two awaits, not one `select!` in a loop, so the task keeps room for the
+/// larger of them rather than for both: it lives as long as the session.
 async fn read_connect_stream(
     mut recv: RecvHalf,
-    connect: Arc<tokio::sync::Mutex<SendHalf>>,
     state: Arc<SessionState>,
     routes: Arc<Routes>,
     id: u64,
@@ -479,38 +452,67 @@ async fn read_connect_stream(
     for ty in CAPSULE_TYPES {
         recv.accept_capsule(ty);
     }
-    let mut deadline = None;
-    // Bounded by the stream: each turn reads a capsule, or ends.
-    let outcome = loop {
-        let capsule = tokio::select! {
-            capsule = recv.recv_capsule() => capsule,
-            _ = state.ended(), if deadline.is_none() => {
-                deadline = Some(tokio::time::Instant::now() + CLOSE_LINGER);
-                continue;
-            }
-            () = sleep_until(deadline), if deadline.is_some() => {
+    let outcome = tokio::select! {
+        outcome = read_capsules(&mut recv, &state) => Some(outcome),
+        _ = state.ended() => None,
+    };
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => match tokio::time::timeout(CLOSE_LINGER, read_capsules(&mut recv, &state)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
                 recv.stop(WT_SESSION_GONE);
-                break None;
+                routes.close(id);
+                return;
             }
-        };
-        match capsule {
+        },
+    };
+    if outcome.malformed {
+        state.connect.lock().await.reset(Code::H3_MESSAGE_ERROR);
+    }
+    if state.end(outcome.reason) {
+        // The peer ended the session: end our side too (draft-16 §6).
+        let _ = state.connect.lock().await.finish();
+    }
+    routes.close(id);
+}
+
+/// How the CONNECT stream ended.
+struct ConnectEnd {
+    reason: SessionError,
+    /// A malformed capsule: the stream is to be reset with H3_MESSAGE_ERROR.
+    malformed: bool,
+}
+
+/// Reads capsules until the CONNECT stream says the session is over (noting WT_DRAIN_SESSION
+/// on the way).
+async fn read_capsules(recv: &mut RecvHalf, state: &SessionState) -> ConnectEnd {
+    let end = |reason| ConnectEnd {
+        reason,
+        malformed: false,
+    };
+    // Bounded by the stream: each turn reads a capsule, or ends.
+    loop {
+        match recv.recv_capsule().await {
             Ok(Some(capsule)) => match WtCapsule::decode(&capsule) {
                 Ok(Some(WtCapsule::CloseSession { code, reason })) => {
                     // draft-16 §6: no more data may follow; we stop reading.
                     recv.stop(WT_SESSION_GONE);
-                    break Some(SessionError::PeerClosed { code, reason });
+                    return end(SessionError::PeerClosed { code, reason });
                 }
                 Ok(Some(WtCapsule::DrainSession)) => state.set_drained(),
                 // Flow control is not enabled by us, so its capsules are ignored (draft-16 §5).
                 Ok(Some(_)) | Ok(None) => {}
                 Err(_) => {
                     recv.stop(Code::H3_MESSAGE_ERROR);
-                    connect.lock().await.reset(Code::H3_MESSAGE_ERROR);
-                    break Some(SessionError::Protocol("malformed WebTransport capsule"));
+                    return ConnectEnd {
+                        reason: SessionError::Protocol("malformed WebTransport capsule"),
+                        malformed: true,
+                    };
                 }
             },
             Ok(None) => {
-                break Some(if state.is_drained() {
+                return end(if state.is_drained() {
                     SessionError::PeerDrained
                 } else {
                     SessionError::PeerClosed {
@@ -519,40 +521,56 @@ async fn read_connect_stream(
                     }
                 });
             }
-            Err(quay_h3::StreamError::Reset(code)) => break Some(SessionError::Reset(code)),
+            Err(quay_h3::StreamError::Reset(code)) => return end(SessionError::Reset(code)),
             Err(quay_h3::StreamError::ConnectionLost(error)) => {
-                break Some(SessionError::ConnectionLost(error));
+                return end(SessionError::ConnectionLost(error));
             }
-            Err(_) => break Some(SessionError::Protocol("malformed CONNECT stream")),
+            Err(_) => return end(SessionError::Protocol("malformed CONNECT stream")),
         }
-    };
-    if let Some(reason) = outcome
-        && state.end(reason)
-    {
-        // The peer ended the session: end our side too (draft-16 §6).
-        let _ = connect.lock().await.finish();
-    }
-    routes.close(id);
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
-/// What one HTTP/3 session's handles and its CONNECT-stream task share: whether and why it
-/// ended, and whether the peer asked to drain it.
-#[derive(Debug, Default)]
+/// What one HTTP/3 session's handles, its streams and its CONNECT-stream task share: the
+/// CONNECT stream's sending half, whether and why the session ended, whether the peer asked to
+/// drain it, and the peer's streams routed to it and not accepted yet.
+#[derive(Debug)]
 pub(crate) struct SessionState {
     gone: AtomicBool,
     drained: AtomicBool,
-    reason: Mutex<Option<SessionError>>,
+    inner: Mutex<StateInner>,
+    /// Wakes waiters when the session ends, is drained, or a stream arrives.
     changed: Notify,
+    /// The CONNECT stream's sending half, for capsules and FIN.
+    connect: tokio::sync::Mutex<SendHalf>,
+}
+
+#[derive(Debug, Default)]
+struct StateInner {
+    reason: Option<SessionError>,
+    /// Routed streams waiting for `accept_bi` / `accept_uni`. Empty queues allocate nothing,
+    /// which is what most idle sessions have.
+    bi: VecDeque<Arrival>,
+    uni: VecDeque<Arrival>,
+}
+
+/// Which of a session's stream queues.
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    Bi,
+    Uni,
 }
 
 impl SessionState {
+    fn new(connect: SendHalf) -> Self {
+        Self {
+            gone: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
+            inner: Mutex::new(StateInner::default()),
+            changed: Notify::new(),
+            connect: tokio::sync::Mutex::new(connect),
+        }
+    }
+
     pub(crate) fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Acquire)
     }
@@ -561,8 +579,8 @@ impl SessionState {
         self.drained.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<SessionError>> {
-        self.reason
+    fn lock(&self) -> MutexGuard<'_, StateInner> {
+        self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
@@ -571,22 +589,68 @@ impl SessionState {
         if !self.is_gone() {
             return None;
         }
-        self.lock().clone()
+        self.lock().reason.clone()
     }
 
-    /// Records the end of the session; `false` if it had ended already (the first reason
-    /// stays).
+    /// Records the end of the session and refuses the streams that wait to be accepted;
+    /// `false` if it had ended already (the first reason stays).
     fn end(&self, reason: SessionError) -> bool {
-        {
-            let mut current = self.lock();
-            if current.is_some() {
+        let waiting = {
+            let mut inner = self.lock();
+            if inner.reason.is_some() {
                 return false;
             }
-            *current = Some(reason);
-        }
+            inner.reason = Some(reason);
+            let bi = std::mem::take(&mut inner.bi);
+            let uni = std::mem::take(&mut inner.uni);
+            bi.into_iter().chain(uni)
+        };
         self.gone.store(true, Ordering::Release);
         self.changed.notify_waiters();
+        for arrival in waiting {
+            arrival.refuse(WT_SESSION_GONE);
+        }
         true
+    }
+
+    /// Queues a routed stream for `accept_bi` / `accept_uni`; gives it back if the session has
+    /// ended.
+    fn push(&self, arrival: Arrival) -> Result<(), Arrival> {
+        {
+            let mut inner = self.lock();
+            if inner.reason.is_some() {
+                return Err(arrival);
+            }
+            match arrival {
+                Arrival::Bi(..) => inner.bi.push_back(arrival),
+                Arrival::Uni(..) => inner.uni.push_back(arrival),
+            }
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits for the next routed stream of `direction`, or the end of the session.
+    async fn next_arrival(&self, direction: Direction) -> Result<Arrival, SessionError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if let Some(reason) = &inner.reason {
+                    return Err(reason.clone());
+                }
+                let queue = match direction {
+                    Direction::Bi => &mut inner.bi,
+                    Direction::Uni => &mut inner.uni,
+                };
+                if let Some(arrival) = queue.pop_front() {
+                    return Ok(arrival);
+                }
+            }
+            notified.await;
+        }
     }
 
     fn set_drained(&self) {
@@ -671,10 +735,7 @@ enum Slot {
         /// Whether the CONNECT request is known (and counted in `sessions`).
         requested: bool,
     },
-    Open {
-        bi: mpsc::UnboundedSender<Box<Arrival>>,
-        uni: mpsc::UnboundedSender<Box<Arrival>>,
-    },
+    Open(Arc<SessionState>),
     /// Closed or refused: streams for it get WT_SESSION_GONE.
     Gone,
 }
@@ -739,17 +800,10 @@ impl Routes {
             requested: false,
         });
         let refused = match slot {
-            Slot::Open { bi, uni } => {
-                let queue = match arrival {
-                    Arrival::Bi(..) => bi,
-                    Arrival::Uni(..) => uni,
-                };
-                // Boxed: an idle session's queues then cost 256 bytes, not 3 KiB.
-                queue
-                    .send(Box::new(arrival))
-                    .err()
-                    .map(|e| (*e.0, WT_SESSION_GONE))
-            }
+            Slot::Open(session) => session
+                .push(arrival)
+                .err()
+                .map(|arrival| (arrival, WT_SESSION_GONE)),
             Slot::Gone => Some((arrival, WT_SESSION_GONE)),
             Slot::Waiting { streams, .. } if buffered < self.max_buffered => {
                 streams.push(arrival);
@@ -785,17 +839,9 @@ impl Routes {
         }
     }
 
-    /// The session `id` is established: its buffered streams and those to come go to the
-    /// returned queues (bidirectional, unidirectional).
-    fn open(
-        &self,
-        id: u64,
-    ) -> (
-        mpsc::UnboundedReceiver<Box<Arrival>>,
-        mpsc::UnboundedReceiver<Box<Arrival>>,
-    ) {
-        let (bi_tx, bi_rx) = mpsc::unbounded_channel();
-        let (uni_tx, uni_rx) = mpsc::unbounded_channel();
+    /// The session `id` is established: its buffered streams and those to come go to
+    /// `session`'s queues.
+    fn open(&self, id: u64, session: &Arc<SessionState>) {
         let mut inner = self.lock();
         let waiting = match inner.slots.remove(&id) {
             Some(Slot::Waiting { streams, .. }) => streams,
@@ -803,21 +849,10 @@ impl Routes {
         };
         inner.buffered -= waiting.len();
         for arrival in waiting {
-            let queue = match arrival {
-                Arrival::Bi(..) => &bi_tx,
-                Arrival::Uni(..) => &uni_tx,
-            };
-            // The receiver is right here.
-            let _ = queue.send(Box::new(arrival));
+            // The session has not ended: it is being set up.
+            let _ = session.push(arrival);
         }
-        inner.slots.insert(
-            id,
-            Slot::Open {
-                bi: bi_tx,
-                uni: uni_tx,
-            },
-        );
-        (bi_rx, uni_rx)
+        inner.slots.insert(id, Slot::Open(session.clone()));
     }
 
     /// The session `id` ended or was refused: streams waiting for it, and later ones, get
@@ -832,7 +867,7 @@ impl Routes {
                 }
                 streams
             }
-            Some(Slot::Open { .. }) => {
+            Some(Slot::Open(_)) => {
                 inner.sessions -= 1;
                 Vec::new()
             }

@@ -433,6 +433,33 @@ async fn two_sessions_share_a_connection_and_close_apart() {
     .await;
 }
 
+#[tokio::test]
+async fn streams_never_accepted_are_refused_when_the_session_ends() {
+    let fx = fixture(Config::default());
+    bounded(async {
+        let client = fx.client().await;
+        let (session, server_session) = fx.pair(&client, "/").await;
+        let mut uni = session.open_uni().await.unwrap();
+        uni.write_all(b"nobody reads this").await.unwrap();
+        let (mut bidi, _bidi_recv) = session.open_bi().await.unwrap();
+        bidi.write_all(b"nor this").await.unwrap();
+        // Routed to the server's session and queued there, never accepted.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        server_session.close(5, "done");
+        assert!(matches!(
+            session.closed().await,
+            SessionError::PeerClosed { code: 5, .. }
+        ));
+        for stream in [&mut uni, &mut bidi] {
+            assert!(matches!(
+                stream.stopped().await,
+                Err(StreamError::SessionGone)
+            ));
+        }
+    })
+    .await;
+}
+
 fn wt_uni_header(session_id: VarInt) -> Vec<u8> {
     let mut buf = Vec::new();
     VarInt::from_u32(0x54).encode(&mut buf);
