@@ -33,7 +33,7 @@ use quay_transport::{ClientBuilder, Connection};
 use crate::config::Config;
 use crate::error::ConnectError;
 use crate::proto::connect;
-use crate::proto::settings::Draft;
+use crate::proto::settings::{Draft, FlowControlLimits};
 use crate::session::{Established, Routes, Session, route_streams};
 
 /// What to send with a session request besides the URL.
@@ -74,6 +74,7 @@ pub async fn connect(url: &str, builder: &ClientBuilder) -> Result<Session, Conn
 pub struct Client {
     h3: quay_h3::Client,
     routes: Arc<Routes>,
+    flow_control: Option<FlowControlLimits>,
 }
 
 impl Client {
@@ -114,7 +115,11 @@ impl Client {
                 h3.connection().clone(),
             ));
         }
-        Self { h3, routes }
+        Self {
+            h3,
+            routes,
+            flow_control: config.flow_control,
+        }
     }
 
     /// The QUIC connection.
@@ -143,6 +148,9 @@ impl Client {
             error => ConnectError::Transport(error),
         })?;
         let (draft, limit) = check_settings(&settings)?;
+        let flow = self
+            .flow_control
+            .zip(FlowControlLimits::from_settings(&settings));
         let mut request = http::Request::new(());
         *request.method_mut() = Method::CONNECT;
         *request.uri_mut() = uri;
@@ -202,6 +210,7 @@ impl Client {
             routes: self.routes.clone(),
             protocol,
             client: Some(self.h3.clone()),
+            flow,
         })
         .map_err(|_| ConnectError::NotSupported("HTTP datagrams"))
     }

@@ -7,7 +7,7 @@
 use quay_h3::proto::frame::FrameType;
 use quay_h3::proto::stream::StreamType;
 
-use crate::proto::settings::local_settings;
+use crate::proto::settings::{FlowControlLimits, local_settings};
 
 /// Settings and limits of WebTransport on one connection. Every default is documented on its
 /// field.
@@ -30,6 +30,16 @@ pub struct Config {
     /// How many sessions or plain HTTP/3 requests wait for `accept` before new ones are refused
     /// (503 for requests, H3_REQUEST_REJECTED for sessions). Default 64.
     pub accept_queue: usize,
+    /// Draft-16 session flow control (draft-16 §5): `Some(limits)` announces them as the initial
+    /// limits in SETTINGS. When the peer announces limits too, both sides' are enforced on every
+    /// session: the peer may open as many streams as the application accepted plus these, and
+    /// send as many bytes as it read plus `max_data` (credit goes out as WT_MAX_STREAMS and
+    /// WT_MAX_DATA capsules); our own streams and writes wait for the peer's credit. A peer
+    /// past a limit ends the session with WT_FLOW_CONTROL_ERROR. A limit of 0 makes the first
+    /// session capsule announce a default window (100 streams, 16 MiB). Default `None`: off,
+    /// and the peer's flow-control capsules are ignored (Chromium, and drafts before -13, do
+    /// not know them).
+    pub flow_control: Option<FlowControlLimits>,
     /// The HTTP/3 layer underneath; [`Config::h3_config`] adds what WebTransport needs.
     /// Default: `quay_h3::Config::default()`.
     pub h3: quay_h3::Config,
@@ -41,6 +51,7 @@ impl Default for Config {
             max_sessions: 16,
             max_buffered_streams: 32,
             accept_queue: 64,
+            flow_control: None,
             h3: quay_h3::Config::default(),
         }
     }
@@ -57,7 +68,7 @@ impl Config {
         let mut h3 = self.h3.clone();
         h3.enable_extended_connect = true;
         h3.enable_datagrams = true;
-        for (id, value) in local_settings(self.max_sessions.max(1), None) {
+        for (id, value) in local_settings(self.max_sessions.max(1), self.flow_control) {
             if !h3.extra_settings.iter().any(|(known, _)| *known == id) {
                 h3.extra_settings.push((id, value));
             }

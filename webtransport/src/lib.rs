@@ -11,9 +11,8 @@
 //! - [`proto`] holds the pure parts: error-code mapping, WebTransport capsules, the settings of
 //!   each draft, and CONNECT negotiation.
 //!
-//! Not done: draft-16 flow control is parsed but never enabled by us (so its limits and
-//! capsules are ignored, as the draft requires when either side leaves it off), and
-//! RESET_STREAM_AT is not sent (quinn lacks it).
+//! Draft-16 flow control ([`Config::flow_control`]) is off by default: Chromium and the older
+//! drafts do not know it. Not done: RESET_STREAM_AT is not sent (quinn lacks it).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -21,6 +20,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;

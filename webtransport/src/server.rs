@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::proto::connect;
-use crate::proto::settings::Draft;
+use crate::proto::settings::{Draft, FlowControlLimits};
 use crate::session::{Established, Routes, Session};
 
 /// What a connection's peer asked for, from [`Connection::accept`].
@@ -283,7 +283,13 @@ fn sort(
         stream.reject(Code::H3_REQUEST_REJECTED);
         return;
     }
-    let draft = h3.peer_settings().as_ref().and_then(Draft::from_settings);
+    let peer_settings = h3.peer_settings();
+    let draft = peer_settings.as_ref().and_then(Draft::from_settings);
+    let flow = config.flow_control.zip(
+        peer_settings
+            .as_ref()
+            .and_then(FlowControlLimits::from_settings),
+    );
     let request = Request {
         head: request,
         stream: Some(stream),
@@ -291,6 +297,7 @@ fn sort(
         conn: h3.connection().clone(),
         draft,
         id,
+        flow,
     };
     if let Err(error) = tx.try_send(Incoming::Session(request))
         && let Incoming::Session(mut request) = error.into_inner()
@@ -310,6 +317,8 @@ pub struct Request {
     conn: quay_transport::Connection,
     draft: Option<Draft>,
     id: u64,
+    /// Our flow-control limits and the client's, when both sides turned it on.
+    flow: Option<(FlowControlLimits, FlowControlLimits)>,
 }
 
 impl Request {
@@ -417,6 +426,7 @@ impl Request {
             routes: self.routes.clone(),
             protocol: protocol.map(|(p, _)| p),
             client: None,
+            flow: self.flow,
         })
     }
 

@@ -2,9 +2,11 @@
 //!
 //! This module owns what one session is on the wire once it is established: the stream headers
 //! it writes (0x41 / 0x54 and its session ID), the datagram prefix (its quarter stream ID), the
-//! code mapping of its streams, and the task that reads its CONNECT stream for WT_CLOSE_SESSION
-//! and WT_DRAIN_SESSION. It also owns `Routes`, the per-connection table that hands the peer's
-//! streams to their session, buffers those that come early and refuses those that come late.
+//! code mapping of its streams, the task that reads its CONNECT stream for WT_CLOSE_SESSION and
+//! WT_DRAIN_SESSION, and the glue of draft-16 flow control (waiting for the peer's credit,
+//! sending ours; the counting is `crate::flow`'s). It also owns `Routes`, the per-connection
+//! table that hands the peer's streams to their session, buffers those that come early and
+//! refuses those that come late.
 //!
 //! Establishing a session (the CONNECT request and its response) is [`crate::server`]'s and
 //! [`crate::client`]'s.
@@ -13,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -26,14 +29,18 @@ use quay_h3::stream::{Datagrams, ExtensionStream, RecvHalf, SendHalf};
 use quay_transport::{Connection, SendDatagramError};
 use tokio::sync::Notify;
 
-use crate::error::{DatagramError, SessionError};
-use crate::proto::capsule::{CAPSULE_TYPES, WtCapsule};
-use crate::proto::error::{WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE};
+use crate::error::{DatagramError, SessionError, StreamError};
+use crate::flow::{FlowControl, FlowControlError};
+use crate::proto::capsule::{CAPSULE_TYPES, Direction, WtCapsule};
+use crate::proto::error::{WT_BUFFERED_STREAM_REJECTED, WT_FLOW_CONTROL_ERROR, WT_SESSION_GONE};
+use crate::proto::settings::FlowControlLimits;
 use crate::stream::{Mapping, RecvStream, SendStream};
 
 /// How long, after we close a session, its CONNECT stream is read for the peer's answer before
 /// we stop reading it.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// Why a session ends when the peer breaks its flow control.
+const FLOW_CONTROL_BROKEN: &str = "the peer broke WebTransport flow control";
 
 /// One WebTransport session. Cheap to clone; the session ends (as a close with code 0) when every
 /// clone is dropped.
@@ -77,6 +84,8 @@ pub(crate) struct Established {
     pub(crate) routes: Arc<Routes>,
     pub(crate) protocol: Option<String>,
     pub(crate) client: Option<quay_h3::Client>,
+    /// Our flow-control limits and the peer's, when both sides turned it on.
+    pub(crate) flow: Option<(FlowControlLimits, FlowControlLimits)>,
 }
 
 impl Session {
@@ -101,12 +110,18 @@ impl Session {
             routes,
             protocol,
             client,
+            flow,
         } = established;
         let id = send.id();
         let datagrams = recv
             .take_datagrams()
             .map_err(|_| SessionError::Protocol("HTTP datagrams are off"))?;
-        let state = Arc::new(SessionState::new(send));
+        let flow = flow.map(|(local, peer)| FlowControl::new(local, peer));
+        let credit_due = flow.as_ref().is_some_and(FlowControl::credit_due);
+        let state = Arc::new(SessionState::new(send, flow));
+        if credit_due {
+            state.send_flow_updates();
+        }
         routes.open(id.into_inner(), &state);
         tokio::spawn(read_connect_stream(
             recv,
@@ -182,9 +197,13 @@ impl Session {
         }
     }
 
-    /// Opens a bidirectional stream. Waits while the peer's stream limit is reached.
+    /// Opens a bidirectional stream. Waits while the peer's stream limit is reached (QUIC's, and
+    /// the session's when flow control is on).
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
         self.check_open()?;
+        if let Some(h3) = &self.inner.h3 {
+            h3.state.stream_credit(Direction::Bidi).await?;
+        }
         let (mut send, recv) = self.inner.conn.open_bi().await.map_err(|e| self.lost(e))?;
         if let Some(h3) = &self.inner.h3 {
             self.write_header(&mut send, h3.bidi_header.clone()).await?;
@@ -196,9 +215,13 @@ impl Session {
         ))
     }
 
-    /// Opens a unidirectional stream. Waits while the peer's stream limit is reached.
+    /// Opens a unidirectional stream. Waits while the peer's stream limit is reached (QUIC's,
+    /// and the session's when flow control is on).
     pub async fn open_uni(&self) -> Result<SendStream, SessionError> {
         self.check_open()?;
+        if let Some(h3) = &self.inner.h3 {
+            h3.state.stream_credit(Direction::Uni).await?;
+        }
         let mut send = self.inner.conn.open_uni().await.map_err(|e| self.lost(e))?;
         if let Some(h3) = &self.inner.h3 {
             self.write_header(&mut send, h3.uni_header.clone()).await?;
@@ -233,7 +256,7 @@ impl Session {
                 RecvStream::new(recv, Bytes::new(), Mapping::Raw),
             ));
         };
-        match h3.state.next_arrival(Direction::Bi).await? {
+        match h3.state.next_arrival(Direction::Bidi).await? {
             Arrival::Bi(send, recv, buffered) => {
                 let mapping = self.mapping();
                 Ok((
@@ -467,8 +490,8 @@ async fn read_connect_stream(
             }
         },
     };
-    if outcome.malformed {
-        state.connect.lock().await.reset(Code::H3_MESSAGE_ERROR);
+    if let Some(code) = outcome.reset {
+        state.connect.lock().await.reset(code);
     }
     if state.end(outcome.reason) {
         // The peer ended the session: end our side too (draft-16 §6).
@@ -480,16 +503,16 @@ async fn read_connect_stream(
 /// How the CONNECT stream ended.
 struct ConnectEnd {
     reason: SessionError,
-    /// A malformed capsule: the stream is to be reset with H3_MESSAGE_ERROR.
-    malformed: bool,
+    /// The peer broke the protocol: the stream is to be reset with this code.
+    reset: Option<Code>,
 }
 
 /// Reads capsules until the CONNECT stream says the session is over (noting WT_DRAIN_SESSION
 /// on the way).
-async fn read_capsules(recv: &mut RecvHalf, state: &SessionState) -> ConnectEnd {
+async fn read_capsules(recv: &mut RecvHalf, state: &Arc<SessionState>) -> ConnectEnd {
     let end = |reason| ConnectEnd {
         reason,
-        malformed: false,
+        reset: None,
     };
     // Bounded by the stream: each turn reads a capsule, or ends.
     loop {
@@ -501,13 +524,23 @@ async fn read_capsules(recv: &mut RecvHalf, state: &SessionState) -> ConnectEnd 
                     return end(SessionError::PeerClosed { code, reason });
                 }
                 Ok(Some(WtCapsule::DrainSession)) => state.set_drained(),
-                // Flow control is not enabled by us, so its capsules are ignored (draft-16 §5).
-                Ok(Some(_)) | Ok(None) => {}
-                Err(_) => {
-                    recv.stop(Code::H3_MESSAGE_ERROR);
+                // Ignored unless flow control is on (draft-16 §5.1).
+                Ok(Some(capsule)) => {
+                    if state.on_flow_capsule(&capsule).is_err() {
+                        recv.stop(WT_FLOW_CONTROL_ERROR);
+                        return ConnectEnd {
+                            reason: SessionError::Protocol(FLOW_CONTROL_BROKEN),
+                            reset: Some(WT_FLOW_CONTROL_ERROR),
+                        };
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    let code = Code::from(error);
+                    recv.stop(code);
                     return ConnectEnd {
                         reason: SessionError::Protocol("malformed WebTransport capsule"),
-                        malformed: true,
+                        reset: Some(code),
                     };
                 }
             },
@@ -537,8 +570,11 @@ async fn read_capsules(recv: &mut RecvHalf, state: &SessionState) -> ConnectEnd 
 pub(crate) struct SessionState {
     gone: AtomicBool,
     drained: AtomicBool,
+    /// Whether draft-16 flow control is on (fixed at the start).
+    flow_on: bool,
     inner: Mutex<StateInner>,
-    /// Wakes waiters when the session ends, is drained, or a stream arrives.
+    /// Wakes waiters when the session ends, is drained, a stream arrives, or the peer gives
+    /// stream credit.
     changed: Notify,
     /// The CONNECT stream's sending half, for capsules and FIN.
     connect: tokio::sync::Mutex<SendHalf>,
@@ -551,21 +587,24 @@ struct StateInner {
     /// which is what most idle sessions have.
     bi: VecDeque<Arrival>,
     uni: VecDeque<Arrival>,
-}
-
-/// Which of a session's stream queues.
-#[derive(Clone, Copy, Debug)]
-enum Direction {
-    Bi,
-    Uni,
+    flow: Option<FlowControl>,
+    /// Streams waiting for the peer's data credit.
+    send_wakers: Vec<Waker>,
+    /// WT_DATA_BLOCKED and WT_STREAMS_BLOCKED (bidi, uni) to send.
+    data_blocked: bool,
+    streams_blocked: [bool; 2],
 }
 
 impl SessionState {
-    fn new(connect: SendHalf) -> Self {
+    fn new(connect: SendHalf, flow: Option<FlowControl>) -> Self {
         Self {
             gone: AtomicBool::new(false),
             drained: AtomicBool::new(false),
-            inner: Mutex::new(StateInner::default()),
+            flow_on: flow.is_some(),
+            inner: Mutex::new(StateInner {
+                flow,
+                ..StateInner::default()
+            }),
             changed: Notify::new(),
             connect: tokio::sync::Mutex::new(connect),
         }
@@ -601,6 +640,9 @@ impl SessionState {
                 return false;
             }
             inner.reason = Some(reason);
+            for waker in inner.send_wakers.drain(..) {
+                waker.wake();
+            }
             let bi = std::mem::take(&mut inner.bi);
             let uni = std::mem::take(&mut inner.uni);
             bi.into_iter().chain(uni)
@@ -614,40 +656,220 @@ impl SessionState {
     }
 
     /// Queues a routed stream for `accept_bi` / `accept_uni`; gives it back if the session has
-    /// ended.
-    fn push(&self, arrival: Arrival) -> Result<(), Arrival> {
+    /// ended, or if it is one more than flow control allows (which ends the session).
+    fn push(self: &Arc<Self>, arrival: Arrival) -> Result<(), Arrival> {
         {
             let mut inner = self.lock();
             if inner.reason.is_some() {
                 return Err(arrival);
             }
-            match arrival {
-                Arrival::Bi(..) => inner.bi.push_back(arrival),
-                Arrival::Uni(..) => inner.uni.push_back(arrival),
+            let direction = match arrival {
+                Arrival::Bi(..) => Direction::Bidi,
+                Arrival::Uni(..) => Direction::Uni,
+            };
+            if let Some(flow) = &mut inner.flow
+                && flow.on_peer_stream(direction).is_err()
+            {
+                drop(inner);
+                self.flow_control_broken();
+                return Err(arrival);
+            }
+            match direction {
+                Direction::Bidi => inner.bi.push_back(arrival),
+                Direction::Uni => inner.uni.push_back(arrival),
             }
         }
         self.changed.notify_waiters();
         Ok(())
     }
 
+    /// Ends the session because the peer broke flow control: WT_FLOW_CONTROL_ERROR resets the
+    /// CONNECT stream (draft-16 §5.6).
+    fn flow_control_broken(self: &Arc<Self>) {
+        if !self.end(SessionError::Protocol(FLOW_CONTROL_BROKEN)) {
+            return;
+        }
+        let state = self.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                state.connect.lock().await.reset(WT_FLOW_CONTROL_ERROR);
+            });
+        }
+    }
+
+    /// Sends the flow-control capsules that are due, in the background. The values are taken
+    /// once the CONNECT stream is ours, so they leave in increasing order.
+    fn send_flow_updates(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let state = self.clone();
+        runtime.spawn(async move {
+            let mut send = state.connect.lock().await;
+            let capsules = {
+                let mut inner = state.lock();
+                let data_blocked = std::mem::take(&mut inner.data_blocked);
+                let streams_blocked = std::mem::take(&mut inner.streams_blocked);
+                match &mut inner.flow {
+                    Some(flow) => flow.updates(data_blocked, streams_blocked),
+                    None => Vec::new(),
+                }
+            };
+            for capsule in capsules {
+                if send.send_capsule(&capsule.to_capsule()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// A WebTransport capsule other than close and drain from the peer: flow control's, applied
+    /// when it is on and ignored otherwise (draft-16 §5.1).
+    fn on_flow_capsule(&self, capsule: &WtCapsule) -> Result<(), FlowControlError> {
+        let mut inner = self.lock();
+        let Some(flow) = &mut inner.flow else {
+            return Ok(());
+        };
+        if flow.on_capsule(capsule)? {
+            for waker in inner.send_wakers.drain(..) {
+                waker.wake();
+            }
+            drop(inner);
+            self.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Waits for one of the peer's stream credits of `direction`, when flow control is on.
+    async fn stream_credit(self: &Arc<Self>, direction: Direction) -> Result<(), SessionError> {
+        if !self.flow_on {
+            return Ok(());
+        }
+        self.wait_for(|inner| {
+            if let Some(reason) = &inner.reason {
+                return Some(Err(reason.clone()));
+            }
+            let flow = inner.flow.as_mut()?;
+            match flow.open(direction) {
+                Ok(()) => Some(Ok(())),
+                Err(say_blocked) => {
+                    if say_blocked {
+                        inner.streams_blocked[usize::from(direction == Direction::Uni)] = true;
+                        // The task it spawns takes the lock later.
+                        self.send_flow_updates();
+                    }
+                    None
+                }
+            }
+        })
+        .await
+    }
+
+    /// Whether flow control is on: writes and reads of the session's streams then go through
+    /// [`SessionState::poll_data_credit`] and [`SessionState::on_read`].
+    pub(crate) fn flow_on(&self) -> bool {
+        self.flow_on
+    }
+
+    /// Takes up to `want` bytes of the peer's data credit, waiting while there is none.
+    pub(crate) fn poll_data_credit(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        want: usize,
+    ) -> Poll<Result<usize, StreamError>> {
+        let mut inner = self.lock();
+        if inner.reason.is_some() {
+            return Poll::Ready(Err(StreamError::SessionGone));
+        }
+        let Some(flow) = &mut inner.flow else {
+            return Poll::Ready(Ok(want));
+        };
+        match flow.reserve(want) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(say_blocked) => {
+                inner.send_wakers.push(cx.waker().clone());
+                if say_blocked {
+                    inner.data_blocked = true;
+                    drop(inner);
+                    self.send_flow_updates();
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Gives back data credit that was taken and not used.
+    pub(crate) fn refund_data_credit(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(flow) = &mut inner.flow {
+            flow.refund(n);
+            for waker in inner.send_wakers.drain(..) {
+                waker.wake();
+            }
+        }
+    }
+
+    /// The application read `n` bytes of the peer's stream data: counts them, sends credit when
+    /// due, and ends the session if the peer sent more than it was allowed.
+    pub(crate) fn on_read(self: &Arc<Self>, n: usize) -> Result<(), StreamError> {
+        let mut inner = self.lock();
+        let Some(flow) = &mut inner.flow else {
+            return Ok(());
+        };
+        match flow.on_read(n) {
+            Ok(due) => {
+                drop(inner);
+                if due {
+                    self.send_flow_updates();
+                }
+                Ok(())
+            }
+            Err(_) => {
+                drop(inner);
+                self.flow_control_broken();
+                Err(StreamError::SessionGone)
+            }
+        }
+    }
+
     /// Waits for the next routed stream of `direction`, or the end of the session.
-    async fn next_arrival(&self, direction: Direction) -> Result<Arrival, SessionError> {
+    async fn next_arrival(self: &Arc<Self>, direction: Direction) -> Result<Arrival, SessionError> {
+        self.wait_for(|inner| {
+            if let Some(reason) = &inner.reason {
+                return Some(Err(reason.clone()));
+            }
+            let queue = match direction {
+                Direction::Bidi => &mut inner.bi,
+                Direction::Uni => &mut inner.uni,
+            };
+            let arrival = queue.pop_front()?;
+            if queue.is_empty() {
+                // An idle session keeps no buffer.
+                *queue = VecDeque::new();
+            }
+            if inner
+                .flow
+                .as_mut()
+                .is_some_and(|flow| flow.on_accepted(direction))
+            {
+                self.send_flow_updates();
+            }
+            Some(Ok(arrival))
+        })
+        .await
+    }
+
+    /// Waits until `check`, run under the lock at first and after every change, gives a value.
+    async fn wait_for<T>(&self, mut check: impl FnMut(&mut StateInner) -> Option<T>) -> T {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut inner = self.lock();
-                if let Some(reason) = &inner.reason {
-                    return Err(reason.clone());
-                }
-                let queue = match direction {
-                    Direction::Bi => &mut inner.bi,
-                    Direction::Uni => &mut inner.uni,
-                };
-                if let Some(arrival) = queue.pop_front() {
-                    return Ok(arrival);
-                }
+            if let Some(value) = check(&mut self.lock()) {
+                return value;
             }
             notified.await;
         }
@@ -659,27 +881,11 @@ impl SessionState {
     }
 
     async fn ended(&self) -> SessionError {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(reason) = self.reason() {
-                return reason;
-            }
-            notified.await;
-        }
+        self.wait_for(|inner| inner.reason.clone()).await
     }
 
     async fn drained(&self) {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_drained() {
-                return;
-            }
-            notified.await;
-        }
+        self.wait_for(|_| self.is_drained().then_some(())).await;
     }
 }
 

@@ -44,6 +44,22 @@ impl Mapping {
     fn mapped(&self) -> bool {
         matches!(self, Self::Http3(_))
     }
+
+    /// The session's state when its flow control is on.
+    fn flow(&self) -> Option<&Arc<SessionState>> {
+        match self {
+            Self::Http3(state) if state.flow_on() => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Counts `n` bytes the application read, for session flow control.
+    fn on_read(&self, n: usize) -> Result<(), StreamError> {
+        match self.flow() {
+            Some(state) => state.on_read(n),
+            None => Ok(()),
+        }
+    }
 }
 
 fn write_error(error: WriteError, mapping: &Mapping) -> StreamError {
@@ -95,31 +111,70 @@ impl SendStream {
         self.inner.id()
     }
 
+    /// Up to `want` bytes of the session's data credit: all of them unless flow control is on,
+    /// then as many as the peer allows, waiting while it allows none.
+    async fn credit(&self, want: usize) -> Result<usize, StreamError> {
+        match self.mapping.flow() {
+            Some(state) => std::future::poll_fn(|cx| state.poll_data_credit(cx, want)).await,
+            None => Ok(want),
+        }
+    }
+
+    fn refund(&self, n: usize) {
+        if let Some(state) = self.mapping.flow() {
+            state.refund_data_credit(n);
+        }
+    }
+
     /// Writes some of `buf`; returns how many bytes were taken.
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
         self.check_session()?;
-        self.inner
-            .write(buf)
-            .await
-            .map_err(|e| write_error(e, &self.mapping))
+        let credit = self.credit(buf.len()).await?;
+        match self.inner.write(&buf[..credit]).await {
+            Ok(written) => {
+                self.refund(credit - written);
+                Ok(written)
+            }
+            Err(error) => {
+                self.refund(credit);
+                Err(write_error(error, &self.mapping))
+            }
+        }
     }
 
     /// Writes all of `buf`.
-    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), StreamError> {
+    pub async fn write_all(&mut self, mut buf: &[u8]) -> Result<(), StreamError> {
         self.check_session()?;
-        self.inner
-            .write_all(buf)
-            .await
-            .map_err(|e| write_error(e, &self.mapping))
+        if self.mapping.flow().is_none() {
+            return self
+                .inner
+                .write_all(buf)
+                .await
+                .map_err(|e| write_error(e, &self.mapping));
+        }
+        // Bounded by `buf`: each turn writes at least one byte or fails.
+        while !buf.is_empty() {
+            let written = self.write(buf).await?;
+            buf = &buf[written..];
+        }
+        Ok(())
     }
 
     /// Writes `chunk` without copying it.
-    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
+    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), StreamError> {
         self.check_session()?;
-        self.inner
-            .write_chunk(chunk)
-            .await
-            .map_err(|e| write_error(e, &self.mapping))
+        // Bounded by `chunk`: each turn writes at least one byte or fails.
+        loop {
+            let credit = self.credit(chunk.len()).await?;
+            let part = chunk.split_to(credit);
+            if let Err(error) = self.inner.write_chunk(part).await {
+                self.refund(credit);
+                return Err(write_error(error, &self.mapping));
+            }
+            if chunk.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Ends the stream cleanly (FIN).
@@ -163,7 +218,17 @@ impl tokio::io::AsyncWrite for SendStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.check_session()?;
-        let result = ready!(Pin::new(&mut this.inner).poll_write(cx, buf));
+        let credit = match this.mapping.flow() {
+            Some(state) => ready!(state.poll_data_credit(cx, buf.len()))?,
+            None => buf.len(),
+        };
+        let result = Pin::new(&mut this.inner).poll_write(cx, &buf[..credit]);
+        let written = match &result {
+            Poll::Ready(Ok(written)) => *written,
+            _ => 0,
+        };
+        this.refund(credit - written);
+        let result = ready!(result);
         Poll::Ready(result.map_err(|e| write_error(e, &this.mapping).into()))
     }
 
@@ -217,25 +282,32 @@ impl RecvStream {
         if !self.buffered.is_empty() {
             let n = buf.len().min(self.buffered.len());
             buf[..n].copy_from_slice(&self.buffered.split_to(n));
+            self.mapping.on_read(n)?;
             return Ok(Some(n));
         }
-        self.inner
+        let read = self
+            .inner
             .read(buf)
             .await
-            .map_err(|e| read_error(e, &self.mapping))
+            .map_err(|e| read_error(e, &self.mapping))?;
+        self.mapping.on_read(read.unwrap_or(0))?;
+        Ok(read)
     }
 
     /// The next chunk of at most `max` bytes, in order, without copying; `Ok(None)` at the end.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         self.check_session()?;
-        if !self.buffered.is_empty() {
+        let chunk = if !self.buffered.is_empty() {
             let n = max.min(self.buffered.len());
-            return Ok(Some(self.buffered.split_to(n)));
-        }
-        match self.inner.read_chunk(max, true).await {
-            Ok(chunk) => Ok(chunk.map(|chunk| chunk.bytes)),
-            Err(error) => Err(read_error(error, &self.mapping)),
-        }
+            Some(self.buffered.split_to(n))
+        } else {
+            match self.inner.read_chunk(max, true).await {
+                Ok(chunk) => chunk.map(|chunk| chunk.bytes),
+                Err(error) => return Err(read_error(error, &self.mapping)),
+            }
+        };
+        self.mapping.on_read(chunk.as_ref().map_or(0, Bytes::len))?;
+        Ok(chunk)
     }
 
     /// Reads to the end of the stream. Fails with [`ReadToEndError::TooLong`] past `limit`
@@ -273,10 +345,14 @@ impl tokio::io::AsyncRead for RecvStream {
         if !this.buffered.is_empty() {
             let n = buf.remaining().min(this.buffered.len());
             buf.put_slice(&this.buffered.split_to(n));
+            this.mapping.on_read(n)?;
             return Poll::Ready(Ok(()));
         }
+        let before = buf.filled().len();
         let result = ready!(this.inner.poll_read_buf(cx, buf));
-        Poll::Ready(result.map_err(|e| read_error(e, &this.mapping).into()))
+        result.map_err(|e| io::Error::from(read_error(e, &this.mapping)))?;
+        this.mapping.on_read(buf.filled().len() - before)?;
+        Poll::Ready(Ok(()))
     }
 }
 

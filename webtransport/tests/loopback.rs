@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
+use quay_h3::Code;
 use quay_h3::proto::{Codec, VarInt};
 use quay_transport::{ClientBuilder, Identity, TransportOptions, Trust};
-use quay_webtransport::proto::error::{WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE};
+use quay_webtransport::proto::error::{
+    WT_BUFFERED_STREAM_REJECTED, WT_FLOW_CONTROL_ERROR, WT_SESSION_GONE,
+};
+use quay_webtransport::proto::settings::FlowControlLimits;
 use quay_webtransport::server::{Connection, Incoming};
 use quay_webtransport::{
     Client, Config, ConnectError, Server, Session, SessionError, SessionOptions, StreamError,
@@ -657,6 +661,107 @@ async fn raw_sessions_have_the_same_api_on_bare_quic() {
             session.closed().await,
             SessionError::PeerClosed { code: 5, ref reason } if reason == "raw bye"
         ));
+    })
+    .await;
+}
+
+fn flow_config(max_data: u64, bidi: u64, uni: u64) -> Config {
+    let mut limits = FlowControlLimits::default();
+    limits.max_data = max_data;
+    limits.max_streams_bidi = bidi;
+    limits.max_streams_uni = uni;
+    let mut config = Config::default();
+    config.flow_control = Some(limits);
+    config
+}
+
+#[tokio::test]
+async fn flow_control_limits_streams_and_data_when_both_sides_turn_it_on() {
+    let fx = fixture(flow_config(1_000, 2, 2));
+    bounded(async {
+        let client = Client::connect(&fx.url("/"), &fx.builder, flow_config(1_000, 2, 2))
+            .await
+            .unwrap();
+        let (session, server_session) = fx.pair(&client, "/").await;
+        // Two bidi streams are allowed; the third waits for the server to accept one.
+        let mut first = session.open_bi().await.unwrap();
+        let _second = session.open_bi().await.unwrap();
+        first.0.write_all(b"x").await.unwrap();
+        let third = tokio::time::timeout(Duration::from_millis(200), session.open_bi()).await;
+        assert!(third.is_err(), "a third stream opened past the limit of 2");
+        let (_send, mut recv) = server_session.accept_bi().await.unwrap();
+        assert_eq!(recv.read(&mut [0; 8]).await.unwrap(), Some(1));
+        let _third = session.open_bi().await.unwrap();
+        // 100 kB through a session window of 1,000 bytes: credit follows the reader.
+        let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut uni = session.open_uni().await.unwrap();
+        let writer = tokio::spawn({
+            let payload = payload.clone();
+            async move {
+                uni.write_all(&payload).await.unwrap();
+                uni.finish().unwrap();
+            }
+        });
+        let mut got = server_session.accept_uni().await.unwrap();
+        assert_eq!(got.read_to_end(200_000).await.unwrap(), payload);
+        writer.await.unwrap();
+        // And the other way, through AsyncWrite.
+        let mut uni = server_session.open_uni().await.unwrap();
+        tokio::spawn({
+            let payload = payload.clone();
+            async move {
+                tokio::io::AsyncWriteExt::write_all(&mut uni, &payload)
+                    .await
+                    .unwrap();
+                uni.finish().unwrap();
+            }
+        });
+        let mut got = session.accept_uni().await.unwrap();
+        assert_eq!(got.read_to_end(200_000).await.unwrap(), payload);
+        assert!(session.close_reason().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_past_the_stream_limit_ends_the_session_with_wt_flow_control_error() {
+    let fx = fixture(flow_config(1_000, 1, 1));
+    bounded(async {
+        let client = Client::connect(&fx.url("/"), &fx.builder, flow_config(1_000, 4, 4))
+            .await
+            .unwrap();
+        let (session, server_session) = fx.pair(&client, "/").await;
+        // Past our own client's checks: two bidi streams by hand where one is allowed.
+        let id = session.session_id().unwrap();
+        for _ in 0..2 {
+            let (mut send, _recv) = client.connection().open_bi().await.unwrap();
+            let mut header = Vec::new();
+            VarInt::from_u32(0x41).encode(&mut header);
+            id.encode(&mut header);
+            send.write_all(&header).await.unwrap();
+            std::mem::forget(send);
+        }
+        assert!(matches!(
+            server_session.closed().await,
+            SessionError::Protocol(_)
+        ));
+        let code = Code::from_varint(WT_FLOW_CONTROL_ERROR.to_varint());
+        assert!(matches!(session.closed().await, SessionError::Reset(c) if c == code));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn flow_control_is_off_unless_both_sides_turn_it_on() {
+    // Only the server announces limits (of one stream): the client is not held to them.
+    let fx = fixture(flow_config(10, 1, 1));
+    bounded(async {
+        let client = fx.client().await;
+        let (session, server_session) = fx.pair(&client, "/").await;
+        echo(server_session);
+        for _ in 0..3 {
+            assert_eq!(bidi_echo(&session, &[7; 100]).await, vec![7; 100]);
+        }
     })
     .await;
 }

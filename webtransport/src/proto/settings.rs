@@ -55,7 +55,8 @@ pub struct FlowControlLimits {
 }
 
 impl FlowControlLimits {
-    /// The limits the peer announced, or `None` if it announced none (flow control off).
+    /// The limits the peer announced, or `None` if it announced none other than 0: flow
+    /// control is then off (draft-16 §5.1).
     pub fn from_settings(settings: &Settings) -> Option<Self> {
         let value = |id| settings.get(id).map(VarInt::into_inner);
         let limits = [
@@ -63,7 +64,7 @@ impl FlowControlLimits {
             value(SettingId::WT_INITIAL_MAX_STREAMS_UNI),
             value(SettingId::WT_INITIAL_MAX_STREAMS_BIDI),
         ];
-        if limits.iter().all(Option::is_none) {
+        if limits.iter().all(|limit| limit.unwrap_or(0) == 0) {
             return None;
         }
         let [max_data, max_streams_uni, max_streams_bidi] = limits.map(Option::unwrap_or_default);
@@ -194,5 +195,10 @@ mod tests {
                 ..FlowControlLimits::default()
             })
         );
+        let zeros = settings(&[
+            (SettingId::WT_INITIAL_MAX_DATA, 0),
+            (SettingId::WT_INITIAL_MAX_STREAMS_BIDI, 0),
+        ]);
+        assert_eq!(FlowControlLimits::from_settings(&zeros), None, "0 is off");
     }
 }
