@@ -138,6 +138,9 @@ pub struct Encoder {
     /// floor(peer's SETTINGS_QPACK_MAX_TABLE_CAPACITY / 32), for the Required Insert Count.
     max_entries: u64,
     capacity: u64,
+    /// `capacity` is not announced yet: its Set Dynamic Table Capacity goes out just before the
+    /// first insert, so that an encoder that never inserts never writes to its encoder stream.
+    capacity_pending: bool,
     /// Oldest first; `entries[i]` has absolute index `dropped + i`.
     entries: VecDeque<Entry>,
     dropped: u64,
@@ -228,6 +231,7 @@ impl Encoder {
             max_blocked: 0,
             max_entries: 0,
             capacity: 0,
+            capacity_pending: false,
             entries: VecDeque::new(),
             dropped: 0,
             size: 0,
@@ -261,9 +265,19 @@ impl Encoder {
         let capacity = max_table_capacity.min(self.config.max_table_capacity);
         if capacity != self.capacity && self.entries.is_empty() {
             self.capacity = capacity;
-            // RFC 9204 §4.3.1 Set Dynamic Table Capacity.
-            put_int(&mut self.encoder_stream, 5, 0x20, capacity);
+            self.capacity_pending = true;
         }
+    }
+
+    /// The encoder stream, for an instruction that changes the table: the table capacity goes
+    /// first if it was not announced yet (RFC 9204 §3.2.3: the decoder's table starts at
+    /// capacity zero).
+    fn table_instructions(&mut self) -> &mut Vec<u8> {
+        if std::mem::take(&mut self.capacity_pending) {
+            // RFC 9204 §4.3.1 Set Dynamic Table Capacity.
+            put_int(&mut self.encoder_stream, 5, 0x20, self.capacity);
+        }
+        &mut self.encoder_stream
     }
 
     /// The dynamic table capacity in use.
@@ -751,6 +765,7 @@ impl Encoder {
         let evict = self.evictions_for(size)?;
         let count = self.insert_count();
         let huffman = self.config.huffman;
+        self.table_instructions();
         if let Match::Full(index) | Match::Name(index) = stat {
             put_int(&mut self.encoder_stream, 6, 0xc0, index.into());
         } else {
@@ -807,7 +822,7 @@ impl Encoder {
             return None;
         }
         let relative = self.insert_count() - 1 - abs;
-        put_int(&mut self.encoder_stream, 5, 0x00, relative);
+        put_int(self.table_instructions(), 5, 0x00, relative);
         let copy = self.push_entry(name, value, size, fh, nh, evict);
         if let Some(e) = self.entry_mut(copy) {
             // The copy inherits half the original's use: an entry used steadily but rarely
@@ -1099,6 +1114,24 @@ mod tests {
             }
             other => panic!("expected QPACK_DECODER_STREAM_ERROR, got {other:?}"),
         }
+    }
+
+    // RFC 9204 §4.2: an encoder that does not insert need not use its encoder stream, so the
+    // table capacity is announced (§4.3.1) with the first insert, not when the settings arrive.
+    #[test]
+    fn capacity_announced_with_the_first_insert() {
+        let mut enc = Encoder::new(EncoderConfig::default().huffman(false));
+        enc.apply_peer_settings(220, 100);
+        let out = enc.encode(0, &[f(":method", "GET"), f(":status", "200")]);
+        assert_eq!(&out.field_section[..], hex("0000 d1 d9"));
+        assert!(out.encoder_stream.is_empty());
+        assert_eq!(insert(&mut enc, "custom-key", "custom-value"), 0);
+        assert_eq!(
+            take_stream(&mut enc),
+            hex("3fbd01 4a63 7573 746f 6d2d 6b65 790c 6375 7374 6f6d 2d76 616c 7565")
+        );
+        assert_eq!(insert(&mut enc, "custom-key", "other"), 1);
+        assert_eq!(take_stream(&mut enc), hex("80 056f 7468 6572"));
     }
 
     // RFC 9204 §4.4: each invalid decoder instruction is a QPACK_DECODER_STREAM_ERROR.
