@@ -13,9 +13,12 @@
 //!
 //! # Call order
 //!
-//! 1. [`ConnectionState::new`]; write [`ConnectionState::poll_control`],
-//!    [`ConnectionState::poll_encoder`] and [`ConnectionState::poll_decoder`] to the three streams
-//!    we open (they start with the stream type).
+//! 1. [`ConnectionState::new`]; open our control stream and write
+//!    [`ConnectionState::poll_control`] to it (it starts with the stream type and SETTINGS).
+//!    Open our QPACK encoder or decoder stream only once [`ConnectionState::poll_encoder`] or
+//!    [`ConnectionState::poll_decoder`] first returns bytes (they then start with the stream
+//!    type): RFC 9204 §4.2 lets an endpoint leave out a QPACK stream it does not use, so a
+//!    connection whose header sections need neither stays at one stream of ours.
 //! 2. For each unidirectional stream the peer opens, [`ConnectionState::handle_uni_stream`] with
 //!    its decoded type, then feed its bytes to [`ConnectionState::handle_control`],
 //!    [`ConnectionState::handle_encoder_stream`] or [`ConnectionState::handle_decoder_stream`]; a
@@ -161,6 +164,9 @@ pub struct ConnectionState {
     control_out: BytesMut,
     encoder_out: BytesMut,
     decoder_out: BytesMut,
+    /// Whether our encoder and decoder streams have been started (their type queued).
+    encoder_started: bool,
+    decoder_started: bool,
     goaway_sent: Option<VarInt>,
     goaway_received: Option<VarInt>,
     peer_max_push_id: Option<VarInt>,
@@ -188,10 +194,6 @@ impl ConnectionState {
             // RFC 9114 §7.2.8: reserved frame types must be ignored; send one to check.
             Frame::grease(seed % 1000, Bytes::from_static(b"quay")).encode(&mut control_out);
         }
-        let mut encoder_out = BytesMut::new();
-        UniStreamHeader::QpackEncoder.encode(&mut encoder_out);
-        let mut decoder_out = BytesMut::new();
-        UniStreamHeader::QpackDecoder.encode(&mut decoder_out);
         let peer = match side {
             Side::Client => Sender::Server,
             Side::Server => Sender::Client,
@@ -209,8 +211,10 @@ impl ConnectionState {
             seen_decoder: false,
             extension_uni: config.extension_uni_stream_types.clone(),
             control_out,
-            encoder_out,
-            decoder_out,
+            encoder_out: BytesMut::new(),
+            decoder_out: BytesMut::new(),
+            encoder_started: false,
+            decoder_started: false,
             goaway_sent: None,
             goaway_received: None,
             peer_max_push_id: None,
@@ -406,7 +410,12 @@ impl ConnectionState {
     /// encoder-stream bytes it needs are queued for [`ConnectionState::poll_encoder`].
     pub fn encode_headers(&mut self, stream_id: u64, fields: &[Field]) -> Bytes {
         let encoded = self.encoder.encode(stream_id, fields);
-        self.encoder_out.extend_from_slice(&encoded.encoder_stream);
+        if !encoded.encoder_stream.is_empty() {
+            if !std::mem::replace(&mut self.encoder_started, true) {
+                UniStreamHeader::QpackEncoder.encode(&mut self.encoder_out);
+            }
+            self.encoder_out.extend_from_slice(&encoded.encoder_stream);
+        }
         encoded.field_section
     }
 
@@ -457,12 +466,18 @@ impl ConnectionState {
         take(&mut self.control_out)
     }
 
-    /// Bytes to write on our QPACK encoder stream.
+    /// Whether our QPACK encoder stream is needed: the encoder has queued an instruction (the
+    /// first [`ConnectionState::poll_encoder`] bytes carry the stream type).
+    pub fn encoder_stream_started(&self) -> bool {
+        self.encoder_started
+    }
+
+    /// Bytes to write on our QPACK encoder stream; the first ones start with its type.
     pub fn poll_encoder(&mut self) -> Option<Bytes> {
         take(&mut self.encoder_out)
     }
 
-    /// Bytes to write on our QPACK decoder stream.
+    /// Bytes to write on our QPACK decoder stream; the first ones start with its type.
     pub fn poll_decoder(&mut self) -> Option<Bytes> {
         self.pull_decoder_stream();
         take(&mut self.decoder_out)
@@ -475,6 +490,9 @@ impl ConnectionState {
 
     fn pull_decoder_stream(&mut self) {
         if let Some(bytes) = self.decoder.poll_decoder_stream() {
+            if !std::mem::replace(&mut self.decoder_started, true) {
+                UniStreamHeader::QpackDecoder.encode(&mut self.decoder_out);
+            }
             self.decoder_out.extend_from_slice(&bytes);
         }
     }
@@ -547,8 +565,9 @@ mod tests {
             ]
         );
         assert_eq!(s.poll_control(), None);
-        assert_eq!(s.poll_encoder().unwrap()[..], [0x02]);
-        assert_eq!(s.poll_decoder().unwrap()[..], [0x03]);
+        // RFC 9204 §4.2: no QPACK stream until it has an instruction to carry.
+        assert_eq!(s.poll_encoder(), None);
+        assert_eq!(s.poll_decoder(), None);
         assert!(!s.has_output());
     }
 
@@ -811,9 +830,9 @@ mod tests {
         client
             .handle_uni_stream(UniStreamHeader::QpackDecoder)
             .unwrap();
-        server
-            .handle_encoder_stream(&client.poll_encoder().unwrap()[1..])
-            .unwrap();
+        // Settings alone put nothing on the encoder stream (RFC 9204 §4.2).
+        assert_eq!(client.poll_encoder(), None);
+        assert!(!client.encoder_stream_started());
 
         let fields = vec![
             Field::new(":method", "GET"),
@@ -821,8 +840,12 @@ mod tests {
             Field::new("x-custom", "a value that repeats too"),
         ];
         let first = client.encode_headers(0, &fields);
+        // The first encoder-stream bytes open the stream: its type, then the instructions.
+        assert!(client.encoder_stream_started());
+        let encoder = client.poll_encoder().unwrap();
+        assert_eq!(encoder[0], 0x02);
+        let encoder = Some(encoder.slice(1..));
         // The section may be blocked until the encoder stream arrives.
-        let encoder = client.poll_encoder();
         let mut decoded = server.decode_headers(0, first.clone()).unwrap();
         if let Some(bytes) = encoder {
             let unblocked = server.handle_encoder_stream(&bytes).unwrap();

@@ -5,8 +5,9 @@
 //! server handles share: the state machine behind a `std::sync::Mutex`, the wake-ups, the datagram
 //! routes and the count of live request streams. [`start`] spawns the connection's tasks:
 //!
-//! - the writer, which opens our control and QPACK streams and writes what the state machine
-//!   queues for them whenever it is told to flush;
+//! - the writer, which opens our control stream and writes what the state machine queues for it
+//!   whenever it is told to flush, opening our QPACK encoder and decoder streams only when they
+//!   first have an instruction to carry (RFC 9204 §4.2);
 //! - the unidirectional stream acceptor, with one small reader per peer stream (control, QPACK
 //!   encoder, QPACK decoder; extension streams are handed out, others stopped);
 //! - the datagram reader, when HTTP datagrams are on, which routes each datagram by its quarter
@@ -75,6 +76,9 @@ pub(crate) struct Inner {
     pub(crate) max_request_id: Option<u64>,
     /// Server: the handle is gone and the connection waits for the client to close.
     lingering: bool,
+    /// Our QPACK encoder stream is open, so header sections may reference the entries its
+    /// instructions insert.
+    encoder_stream_open: bool,
     /// Extension streams waiting to be taken. Unbounded on purpose: every one is an open QUIC
     /// stream, so the peer's stream limits bound them.
     extension_tx: Option<mpsc::UnboundedSender<Box<ExtensionStream>>>,
@@ -111,6 +115,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
             handle_gone: false,
             max_request_id: None,
             lingering: false,
+            encoder_stream_open: false,
             extension_tx,
         }),
         changed: Notify::new(),
@@ -203,16 +208,55 @@ impl Shared {
     }
 
     /// QPACK-encodes a field section for `stream_id`.
-    pub(crate) fn encode(&self, stream_id: u64, fields: &[Field]) -> Bytes {
-        let (section, flush) = {
+    ///
+    /// Our encoder stream is opened the first time the encoder inserts (RFC 9204 §4.2 lets an
+    /// endpoint go without one until then); a section that may reference those inserts is held
+    /// back until the stream is open, so its instructions can always be sent.
+    pub(crate) async fn encode(
+        &self,
+        stream_id: u64,
+        fields: &[Field],
+    ) -> Result<Bytes, StreamError> {
+        let (section, flush, wait) = {
             let mut inner = self.lock();
             let section = inner.proto.encode_headers(stream_id, fields);
-            (section, inner.proto.has_output())
+            let wait = inner.proto.encoder_stream_started() && !inner.encoder_stream_open;
+            (section, inner.proto.has_output(), wait)
         };
         if flush {
             self.flush();
         }
-        section
+        if wait {
+            self.wait_for(|inner| inner.encoder_stream_open.then_some(()))
+                .await?;
+        }
+        Ok(section)
+    }
+
+    /// Waits until `ready` returns a value (it is called again whenever [`Shared::changed`]
+    /// fires), or the connection ends.
+    async fn wait_for<T>(
+        &self,
+        mut ready: impl FnMut(&mut Inner) -> Option<T>,
+    ) -> Result<T, StreamError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if let Some(value) = ready(&mut inner) {
+                    return Ok(value);
+                }
+                if let Some(error) = &inner.error {
+                    return Err(StreamError::ConnectionLost(error.clone()));
+                }
+            }
+            if let Some(reason) = self.conn.close_reason() {
+                return Err(StreamError::ConnectionLost(self.connection_error(reason)));
+            }
+            notified.await;
+        }
     }
 
     /// QPACK-decodes a field section received on `stream_id`, waiting while it is blocked.
@@ -242,34 +286,16 @@ impl Shared {
             }
         }
         // RFC 9204 §2.2.1: wait for the encoder stream; the driver wakes us.
-        let cancel = CancelOnDrop {
+        let mut cancel = CancelOnDrop {
             shared: self,
             stream_id,
             armed: true,
         };
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut inner = self.lock();
-                if let Some(block) = inner.proto.take_unblocked(stream_id) {
-                    drop(inner);
-                    let mut cancel = cancel;
-                    cancel.armed = false;
-                    return Ok(block);
-                }
-                let error = inner.error.clone();
-                drop(inner);
-                if let Some(error) = error {
-                    return Err(StreamError::ConnectionLost(error));
-                }
-            }
-            if let Some(reason) = self.conn.close_reason() {
-                return Err(StreamError::ConnectionLost(self.connection_error(reason)));
-            }
-            notified.await;
-        }
+        let block = self
+            .wait_for(|inner| inner.proto.take_unblocked(stream_id))
+            .await?;
+        cancel.armed = false;
+        Ok(block)
     }
 
     /// Starts routing datagrams for `stream_id` to the returned receiver.
@@ -385,14 +411,13 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// Opens our control and QPACK streams, then writes what the state machine queues for them.
+/// Opens our control stream, then writes what the state machine queues for it and, opening
+/// them when they first have bytes, for our QPACK streams.
 async fn writer(shared: Arc<Shared>) {
     let result = async {
         let mut control = shared.conn.open_uni().await?;
-        let mut encoder = shared.conn.open_uni().await?;
-        let mut decoder = shared.conn.open_uni().await?;
-        // QPACK instructions unblock header sections: send them before request data.
-        let _ = encoder.set_priority(1);
+        let mut encoder = None;
+        let mut decoder = None;
         let _ = control.set_priority(1);
         if shared.config.grease {
             tokio::spawn(grease_stream(shared.conn.clone()));
@@ -413,10 +438,30 @@ async fn writer(shared: Arc<Shared>) {
                     _ = shared.conn.closed() => return Ok(()),
                 }
             }
-            for (stream, bytes) in [(&mut encoder, e), (&mut control, c), (&mut decoder, d)] {
-                if let Some(bytes) = bytes {
-                    write(stream, bytes).await?;
-                }
+            if let Some(bytes) = e {
+                let stream = match &mut encoder {
+                    Some(stream) => stream,
+                    None => {
+                        let stream = shared.conn.open_uni().await?;
+                        // QPACK instructions unblock header sections: send them before request
+                        // data.
+                        let _ = stream.set_priority(1);
+                        shared.lock().encoder_stream_open = true;
+                        shared.changed.notify_waiters();
+                        encoder.insert(stream)
+                    }
+                };
+                write(stream, bytes).await?;
+            }
+            if let Some(bytes) = c {
+                write(&mut control, bytes).await?;
+            }
+            if let Some(bytes) = d {
+                let stream = match &mut decoder {
+                    Some(stream) => stream,
+                    None => decoder.insert(shared.conn.open_uni().await?),
+                };
+                write(stream, bytes).await?;
             }
         }
     }

@@ -283,7 +283,7 @@ impl SendHalf {
         {
             return Err(StreamError::HeadersTooLarge);
         }
-        let section = self.shared.encode(self.id, fields);
+        let section = self.shared.encode(self.id, fields).await?;
         let mut header = BytesMut::with_capacity(16);
         if self.shared.take_grease_frame() {
             Frame::grease(self.id % 1000, Bytes::from_static(b"quay")).encode(&mut header);

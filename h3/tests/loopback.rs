@@ -652,3 +652,53 @@ async fn blocked_header_section_waits_for_the_encoder_stream() {
     assert_eq!(headers, 1);
     std::mem::forget((control, encoder));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qpack_streams_are_opened_only_when_used() {
+    // RFC 9204 §4.2: an endpoint may leave out an encoder or decoder stream it does not use.
+    // A raw peer announces a dynamic table and sends a request that only uses the static table;
+    // the server answers with `:status 200` alone, so it needs neither QPACK stream.
+    let mut config = Config::default();
+    config.grease = false;
+    let fixture = server(config);
+    let target = fixture.target();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        while let Ok(Some((_, mut stream))) = connection.accept().await {
+            let _ = stream.send_response(ok()).await;
+            let _ = stream.finish();
+        }
+    });
+    let connection = common::raw_connection(target).await;
+    let mut control = t(connection.open_uni()).await.unwrap();
+    // SETTINGS: QPACK_MAX_TABLE_CAPACITY (0x01) 4096, QPACK_BLOCKED_STREAMS (0x07) 16.
+    t(control.write_all(&[0x00, 0x04, 0x05, 0x01, 0x50, 0x00, 0x07, 0x10]))
+        .await
+        .unwrap();
+    // The server's control stream comes first, with its SETTINGS.
+    let mut server_control = t(connection.accept_uni()).await.unwrap();
+    let mut first = [0u8; 1];
+    t(server_control.read_exact(&mut first)).await.unwrap();
+    assert_eq!(first, [0x00]);
+    for _ in 0..2 {
+        let (mut send, mut recv) = t(connection.open_bi()).await.unwrap();
+        // :method GET (static 17), :scheme https (static 23), :path / (static 1), :authority
+        // localhost (static name 0).
+        let mut section = vec![0x00, 0x00, 0xd1, 0xd7, 0xc1, 0x50, 0x09];
+        section.extend_from_slice(b"localhost");
+        let mut frame = vec![0x01, section.len() as u8];
+        frame.extend_from_slice(&section);
+        t(send.write_all(&frame)).await.unwrap();
+        send.finish().unwrap();
+        // HEADERS (0x01), length 3: prefix 0 0, :status 200 (static 25).
+        let response = t(recv.read_to_end(1024)).await.unwrap();
+        assert_eq!(response, [0x01, 0x03, 0x00, 0x00, 0xd9]);
+    }
+    // No other unidirectional stream from the server.
+    let more = tokio::time::timeout(Duration::from_millis(200), connection.accept_uni()).await;
+    assert!(
+        more.is_err(),
+        "the server opened a QPACK stream it did not need"
+    );
+    std::mem::forget(control);
+}
