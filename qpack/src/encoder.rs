@@ -923,7 +923,8 @@ impl History {
     fn new(window: usize) -> Self {
         Self {
             window,
-            ring: VecDeque::with_capacity(window),
+            // Grown on demand: a connection that sends few header sections keeps a small ring.
+            ring: VecDeque::new(),
             counts: HashMap::default(),
             names: HashMap::default(),
         }
