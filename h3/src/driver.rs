@@ -1,31 +1,40 @@
-//! The async glue of one connection: tasks that move bytes between quinn and
+//! The async glue of one connection: one task that moves bytes between quinn and
 //! [`ConnectionState`].
 //!
 //! This module owns [`Shared`], the part of a connection that request streams, the client and the
 //! server handles share: the state machine behind a `std::sync::Mutex`, the wake-ups, the datagram
-//! routes and the count of live request streams. [`start`] spawns the connection's tasks:
+//! routes and the count of live request streams. [`start`] spawns the connection's one task,
+//! `drive`, a hand-written poll loop (no task per stream, no `select!`) that:
 //!
-//! - the writer, which opens our control stream and writes what the state machine queues for it
-//!   whenever it is told to flush, opening our QPACK encoder and decoder streams only when they
-//!   first have an instruction to carry (RFC 9204 §4.2);
-//! - the unidirectional stream acceptor, with one small reader per peer stream (control, QPACK
-//!   encoder, QPACK decoder; extension streams are handed out, others stopped);
-//! - the datagram reader, when HTTP datagrams are on, which routes each datagram by its quarter
-//!   stream ID.
+//! - opens our control stream and writes what the state machine queues for it whenever
+//!   [`Shared::flush`] wakes it, and opens our QPACK encoder and decoder streams only when they
+//!   first have an instruction to carry (RFC 9204 §4.2); a header section that may reference
+//!   new dynamic table entries waits in [`Shared::encode`] until the encoder stream is open;
+//! - accepts the peer's unidirectional streams and reads their types, then reads the control
+//!   and QPACK streams into the state machine, hands extension streams out and stops the rest;
+//! - on a client, reads the extension signal of the server's bidirectional streams and hands
+//!   them out;
+//! - when HTTP datagrams are on, routes each datagram by its quarter stream ID.
+//!
+//! The task ends with the connection. Only a short-lived helper writes our GREASE stream.
 //!
 //! Request streams are not read here: the user's task reads and writes them directly and takes
 //! the lock only to QPACK-encode or decode a header section. Any connection error closes the QUIC
 //! connection with its code.
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, RandomState};
+use std::ops::ControlFlow;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
 
 use crate::proto::Codec;
 use bytes::{Buf, Bytes, BytesMut};
 use quay_qpack::Field;
-use quay_transport::{Connection, RecvStream, SendStream, VarInt};
+use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::Config;
@@ -101,7 +110,6 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
     {
         conn.set_max_concurrent_bi_streams(VarInt::from_u32(max));
     }
-    let datagrams = config.enable_datagrams;
     let grease = config.grease;
     let shared = Arc::new(Shared {
         conn,
@@ -123,14 +131,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
         extensions: tokio::sync::Mutex::new(extension_rx),
         grease_frame: AtomicBool::new(grease),
     });
-    tokio::spawn(writer(shared.clone()));
-    tokio::spawn(accept_uni(shared.clone()));
-    if side == Side::Client {
-        tokio::spawn(accept_server_bidi(shared.clone()));
-    }
-    if datagrams {
-        tokio::spawn(read_datagrams(shared.clone()));
-    }
+    tokio::spawn(drive(shared.clone()));
     shared
 }
 
@@ -411,68 +412,462 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// Opens our control stream, then writes what the state machine queues for it and, opening
-/// them when they first have bytes, for our QPACK streams.
-async fn writer(shared: Arc<Shared>) {
-    let result = async {
-        let mut control = shared.conn.open_uni().await?;
-        let mut encoder = None;
-        let mut decoder = None;
-        let _ = control.set_priority(1);
-        if shared.config.grease {
-            tokio::spawn(grease_stream(shared.conn.clone()));
+/// Our streams, as indexes into [`Driver::ours`], in the order their bytes are written:
+/// QPACK instructions unblock header sections, so they go first.
+const ENCODER: usize = 0;
+const CONTROL: usize = 1;
+const DECODER: usize = 2;
+
+/// How many chunks, streams or datagrams one source may hand the driver in one wake-up before
+/// the driver lets other tasks run.
+const BUDGET: usize = 32;
+
+/// What the connection's task keeps between wake-ups, apart from the futures it polls.
+#[derive(Default)]
+struct Driver {
+    /// Our encoder, control and decoder streams (see [`CONTROL`]), once open.
+    ours: [Ours; 3],
+    /// The peer's control, encoder and decoder streams (see [`UniStream`]), once identified.
+    critical: [Option<RecvStream>; 3],
+    /// Peer streams whose type (unidirectional) or extension signal (bidirectional, clients
+    /// only) has not arrived whole yet. Usually empty: the type comes in the first packet.
+    incoming: Vec<Incoming>,
+}
+
+/// One of our streams.
+#[derive(Default)]
+struct Ours {
+    stream: Option<SendStream>,
+    /// Bytes taken from the state machine and not written yet.
+    pending: Bytes,
+}
+
+/// A peer stream whose prefix is being read.
+struct Incoming {
+    recv: RecvStream,
+    /// The sending half of a bidirectional stream.
+    send: Option<SendStream>,
+    buf: BytesMut,
+}
+
+/// The slot of a critical stream in [`Driver::critical`].
+fn critical_index(kind: UniStream) -> usize {
+    match kind {
+        UniStream::Encoder => ENCODER,
+        UniStream::Decoder => DECODER,
+        _ => CONTROL,
+    }
+}
+
+/// The connection's one task. It opens our control stream and writes what the state machine
+/// queues for it, opening our QPACK streams when they first have bytes; accepts the peer's
+/// unidirectional streams and reads their types, then reads the critical ones into the state
+/// machine, hands out extension streams and stops the rest; on a client, does the same for the
+/// server's extension bidirectional streams; and routes HTTP datagrams. It ends with the
+/// connection.
+///
+/// Everything is polled by hand from one future, so an idle connection costs one small task
+/// rather than one per stream; futures that are rarely pending, or exist on some connections
+/// only, are boxed.
+async fn drive(shared: Arc<Shared>) {
+    let conn = &shared.conn;
+    let mut driver = Driver::default();
+    let mut accept_uni = pin!(conn.accept_uni());
+    let mut flush = pin!(shared.flush.notified());
+    let mut accept_bi = (shared.side == Side::Client).then(|| Box::pin(conn.accept_bi()));
+    let mut datagrams = shared
+        .config
+        .enable_datagrams
+        .then(|| Box::pin(conn.read_datagram()));
+    let mut opening: Option<(usize, Pin<Box<quinn::OpenUni<'_>>>)> = None;
+    poll_fn(|cx| {
+        // Drain the flush wake-ups; what they announce is picked up below either way.
+        while flush.as_mut().poll(cx).is_ready() {
+            flush.set(shared.flush.notified());
         }
+        let mut busy = false;
+        let mut budget = BUDGET;
         loop {
-            let notified = shared.flush.notified();
-            let (c, e, d) = {
-                let mut inner = shared.lock();
-                (
-                    inner.proto.poll_control(),
-                    inner.proto.poll_encoder(),
-                    inner.proto.poll_decoder(),
-                )
-            };
-            if c.is_none() && e.is_none() && d.is_none() {
-                tokio::select! {
-                    () = notified => continue,
-                    _ = shared.conn.closed() => return Ok(()),
+            match accept_uni.as_mut().poll(cx) {
+                Poll::Ready(Ok(recv)) => {
+                    accept_uni.set(conn.accept_uni());
+                    driver.incoming.push(Incoming {
+                        recv,
+                        send: None,
+                        buf: BytesMut::new(),
+                    });
+                }
+                // The connection is gone.
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+            budget -= 1;
+            if budget == 0 {
+                busy = true;
+                break;
+            }
+        }
+        if let Some(accept) = &mut accept_bi {
+            let mut budget = BUDGET;
+            while let Poll::Ready(result) = accept.as_mut().poll(cx) {
+                let Ok((send, recv)) = result else {
+                    return Poll::Ready(());
+                };
+                accept.set(conn.accept_bi());
+                // RFC 9114 §6.1: a server opens bidirectional streams only for an extension.
+                if shared.config.extension_bidi_signals.is_empty() {
+                    shared.fail(ProtocolError::StreamCreation(
+                        "server-initiated bidirectional stream",
+                    ));
+                    return Poll::Ready(());
+                }
+                driver.incoming.push(Incoming {
+                    recv,
+                    send: Some(send),
+                    buf: BytesMut::new(),
+                });
+                budget -= 1;
+                if budget == 0 {
+                    busy = true;
+                    break;
                 }
             }
-            if let Some(bytes) = e {
-                let stream = match &mut encoder {
-                    Some(stream) => stream,
-                    None => {
-                        let stream = shared.conn.open_uni().await?;
-                        // QPACK instructions unblock header sections: send them before request
-                        // data.
-                        let _ = stream.set_priority(1);
-                        shared.lock().encoder_stream_open = true;
-                        shared.changed.notify_waiters();
-                        encoder.insert(stream)
-                    }
-                };
-                write(stream, bytes).await?;
-            }
-            if let Some(bytes) = c {
-                write(&mut control, bytes).await?;
-            }
-            if let Some(bytes) = d {
-                let stream = match &mut decoder {
-                    Some(stream) => stream,
-                    None => decoder.insert(shared.conn.open_uni().await?),
-                };
-                write(stream, bytes).await?;
+        }
+        if driver.read_incoming(cx, &shared).is_break() {
+            return Poll::Ready(());
+        }
+        match driver.read_critical(cx, &shared) {
+            ControlFlow::Break(()) => return Poll::Ready(()),
+            ControlFlow::Continue(more) => busy |= more,
+        }
+        if let Some(read) = &mut datagrams {
+            match read_datagrams(cx, &shared, read.as_mut()) {
+                ControlFlow::Break(()) => return Poll::Ready(()),
+                ControlFlow::Continue(Some(more)) => busy |= more,
+                // The connection is gone: every receiver sees the end.
+                ControlFlow::Continue(None) => {
+                    shared.lock().routes.clear();
+                    datagrams = None;
+                }
             }
         }
-    }
+        if driver.write(cx, &shared, &mut opening).is_break() {
+            return Poll::Ready(());
+        }
+        if let Some((index, open)) = &mut opening
+            && let Poll::Ready(result) = open.as_mut().poll(cx)
+        {
+            let Ok(stream) = result else {
+                return Poll::Ready(());
+            };
+            driver.opened(&shared, *index, stream);
+            opening = None;
+            // Write to it, and open the next one if needed.
+            busy = true;
+        }
+        if busy {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
     .await;
-    if let Err(error) = result {
-        match error {
-            quay_transport::WriteError::ConnectionLost(_) => {}
-            // RFC 9114 §6.2.1: the peer stopped one of our critical streams.
-            _ => shared.fail(ProtocolError::ClosedCriticalStream(StreamType::CONTROL)),
+    // The connection is gone: every datagram receiver sees the end.
+    shared.lock().routes.clear();
+}
+
+impl Driver {
+    /// Reads the prefixes of new peer streams and routes the streams whose prefix is complete.
+    /// Breaks once the connection failed.
+    fn read_incoming(&mut self, cx: &mut Context<'_>, shared: &Shared) -> ControlFlow<()> {
+        let mut i = 0;
+        while i < self.incoming.len() {
+            let incoming = &mut self.incoming[i];
+            let bidi = incoming.send.is_some();
+            let ready = if bidi {
+                let signals = &shared.config.extension_bidi_signals;
+                poll_prefix(cx, incoming, |cur| {
+                    decode_bidi_signal(signals, cur).map(|signal| (None, signal))
+                })
+            } else {
+                let types = &shared.config.extension_uni_stream_types;
+                poll_prefix(cx, incoming, |cur| {
+                    decode_uni_prefix(types, cur).map(|header| (Some(header), None))
+                })
+            };
+            let Poll::Ready(prefix) = ready else {
+                i += 1;
+                continue;
+            };
+            // In order: streams are handed out in the order the peer opened them.
+            let Incoming { recv, send, .. } = self.incoming.remove(i);
+            // A stream that ended or failed before its prefix is dropped.
+            let Some(((header, signal), rest)) = prefix else {
+                continue;
+            };
+            match (header, signal, send) {
+                (Some((header, session_id)), _, _) => {
+                    self.route_uni(shared, header, session_id, recv, rest)?;
+                }
+                (None, Some((signal, session_id)), Some(send)) => hand_out(
+                    shared,
+                    ExtensionStream::Bidi {
+                        signal,
+                        session_id,
+                        send,
+                        recv,
+                        buffered: rest,
+                    },
+                ),
+                _ => {
+                    shared.fail(ProtocolError::StreamCreation(
+                        "server-initiated bidirectional stream without an extension signal",
+                    ));
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        if self.incoming.is_empty() {
+            // Keep no buffer while idle.
+            self.incoming = Vec::new();
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Routes a peer unidirectional stream by its type (RFC 9114 §6.2).
+    fn route_uni(
+        &mut self,
+        shared: &Shared,
+        header: UniStreamHeader,
+        session_id: Option<VarInt>,
+        mut recv: RecvStream,
+        rest: Bytes,
+    ) -> ControlFlow<()> {
+        let kind = shared.lock().proto.handle_uni_stream(header);
+        match kind {
+            Err(error) => {
+                shared.fail(error);
+                return ControlFlow::Break(());
+            }
+            Ok(UniStream::Extension(ty)) => {
+                if let Some(session_id) = session_id {
+                    hand_out(
+                        shared,
+                        ExtensionStream::Uni {
+                            ty,
+                            session_id,
+                            recv,
+                            buffered: rest,
+                        },
+                    );
+                }
+            }
+            Ok(kind @ (UniStream::Control | UniStream::Encoder | UniStream::Decoder)) => {
+                if !rest.is_empty() && !feed(shared, kind, rest) {
+                    return ControlFlow::Break(());
+                }
+                self.critical[critical_index(kind)] = Some(recv);
+            }
+            // RFC 9114 §6.2: unknown stream types are not read.
+            Ok(_) => {
+                let _ = recv.stop(Code::H3_STREAM_CREATION_ERROR.to_varint());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Reads the peer's critical streams into the state machine. Breaks once the connection
+    /// failed; otherwise says whether a stream has more to read than one wake-up takes.
+    fn read_critical(&mut self, cx: &mut Context<'_>, shared: &Shared) -> ControlFlow<(), bool> {
+        let mut busy = false;
+        for (kind, slot) in [UniStream::Encoder, UniStream::Control, UniStream::Decoder]
+            .into_iter()
+            .zip(&mut self.critical)
+        {
+            let Some(recv) = slot else {
+                continue;
+            };
+            let mut budget = BUDGET;
+            loop {
+                let read = pin!(recv.read_chunk(usize::MAX, true)).poll(cx);
+                match read {
+                    Poll::Ready(Ok(Some(chunk))) => {
+                        if !feed(shared, kind, chunk.bytes) {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    // RFC 9114 §6.2.1, RFC 9204 §4.2: closing a critical stream is a connection
+                    // error.
+                    Poll::Ready(Ok(None) | Err(quay_transport::ReadError::Reset(_))) => {
+                        let error = shared.lock().proto.handle_critical_end(kind);
+                        shared.fail(error);
+                        return ControlFlow::Break(());
+                    }
+                    Poll::Ready(Err(_)) => {
+                        *slot = None;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+                budget -= 1;
+                if budget == 0 {
+                    busy = true;
+                    break;
+                }
+            }
+        }
+        ControlFlow::Continue(busy)
+    }
+
+    /// Writes what the state machine queued for our streams; asks `opening` for a stream that
+    /// has bytes and is not open yet. Breaks once the connection is gone or failed.
+    fn write<'a>(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &'a Shared,
+        opening: &mut Option<(usize, Pin<Box<quinn::OpenUni<'a>>>)>,
+    ) -> ControlFlow<()> {
+        if self.ours.iter().any(|ours| ours.pending.is_empty()) {
+            let mut inner = shared.lock();
+            for (index, ours) in self.ours.iter_mut().enumerate() {
+                if ours.pending.is_empty() {
+                    let bytes = match index {
+                        ENCODER => inner.proto.poll_encoder(),
+                        CONTROL => inner.proto.poll_control(),
+                        _ => inner.proto.poll_decoder(),
+                    };
+                    ours.pending = bytes.unwrap_or_default();
+                }
+            }
+        }
+        for (index, ours) in self.ours.iter_mut().enumerate() {
+            if ours.pending.is_empty() {
+                continue;
+            }
+            let Some(stream) = &mut ours.stream else {
+                if opening.is_none() {
+                    *opening = Some((index, Box::pin(shared.conn.open_uni())));
+                }
+                continue;
+            };
+            while !ours.pending.is_empty() {
+                match Pin::new(&mut *stream).poll_write(cx, &ours.pending) {
+                    Poll::Ready(Ok(written)) => ours.pending.advance(written),
+                    Poll::Ready(Err(quay_transport::WriteError::ConnectionLost(_))) => {
+                        return ControlFlow::Break(());
+                    }
+                    // RFC 9114 §6.2.1: the peer stopped one of our critical streams.
+                    Poll::Ready(Err(_)) => {
+                        let ty = match index {
+                            ENCODER => StreamType::QPACK_ENCODER,
+                            CONTROL => StreamType::CONTROL,
+                            _ => StreamType::QPACK_DECODER,
+                        };
+                        shared.fail(ProtocolError::ClosedCriticalStream(ty));
+                        return ControlFlow::Break(());
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// One of our streams is open.
+    fn opened(&mut self, shared: &Shared, index: usize, stream: SendStream) {
+        match index {
+            ENCODER => {
+                // QPACK instructions unblock header sections: send them before request data.
+                let _ = stream.set_priority(1);
+                shared.lock().encoder_stream_open = true;
+                shared.changed.notify_waiters();
+            }
+            CONTROL => {
+                let _ = stream.set_priority(1);
+                if shared.config.grease {
+                    tokio::spawn(grease_stream(shared.conn.clone()));
+                }
+            }
+            _ => {}
+        }
+        self.ours[index].stream = Some(stream);
+    }
+}
+
+/// Reads from `incoming` until `decode` finds its prefix: `Some` with the prefix and the bytes
+/// after it, or `None` if the stream ended or failed first.
+fn poll_prefix<T>(
+    cx: &mut Context<'_>,
+    incoming: &mut Incoming,
+    decode: impl Fn(&mut &[u8]) -> Option<T>,
+) -> Poll<Option<(T, Bytes)>> {
+    // Bounded: a prefix is a few varints, and each turn consumes a chunk.
+    loop {
+        let chunk = match ready!(pin!(incoming.recv.read_chunk(usize::MAX, true)).poll(cx)) {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) | Err(_) => return Poll::Ready(None),
+        };
+        incoming.buf.extend_from_slice(&chunk);
+        let mut cur = &incoming.buf[..];
+        if let Some(value) = decode(&mut cur) {
+            let used = incoming.buf.len() - cur.len();
+            incoming.buf.advance(used);
+            return Poll::Ready(Some((value, std::mem::take(&mut incoming.buf).freeze())));
         }
     }
+}
+
+/// Decodes the type that starts a peer unidirectional stream, with the session ID that follows
+/// it for extension types (`types`; WebTransport's is part of its header). `None` when more
+/// bytes are needed.
+fn decode_uni_prefix(
+    types: &[StreamType],
+    cur: &mut &[u8],
+) -> Option<(UniStreamHeader, Option<VarInt>)> {
+    let header = UniStreamHeader::decode(cur).ok()?;
+    let session_id = match header {
+        UniStreamHeader::WebTransport { session_id } => Some(session_id),
+        header if types.contains(&header.ty()) => Some(VarInt::decode(cur).ok()?),
+        _ => None,
+    };
+    Some((header, session_id))
+}
+
+/// Routes the datagrams that have arrived to the request streams that registered for them
+/// (RFC 9297 §2.1). Breaks if one is malformed (the connection failed); `Continue(None)` once
+/// the connection is gone; otherwise says whether more are waiting than one wake-up takes.
+fn read_datagrams<'a>(
+    cx: &mut Context<'_>,
+    shared: &'a Shared,
+    mut read: Pin<&mut quinn::ReadDatagram<'a>>,
+) -> ControlFlow<(), Option<bool>> {
+    for _ in 0..BUDGET {
+        let Poll::Ready(result) = read.as_mut().poll(cx) else {
+            return ControlFlow::Continue(Some(false));
+        };
+        let Ok(datagram) = result else {
+            return ControlFlow::Continue(None);
+        };
+        read.set(shared.conn.read_datagram());
+        match Datagram::decode(datagram) {
+            Ok(datagram) => {
+                let route = shared
+                    .lock()
+                    .routes
+                    .get(&datagram.stream_id.into_inner())
+                    .cloned();
+                // Datagrams for unknown streams, or beyond a full queue, are dropped (RFC 9297
+                // §2.1 allows buffering a few; we keep none).
+                if let Some(route) = route {
+                    let _ = route.try_send(datagram.payload);
+                }
+            }
+            Err(error) => {
+                shared.fail(error.into());
+                return ControlFlow::Break(());
+            }
+        }
+    }
+    ControlFlow::Continue(Some(true))
 }
 
 /// Opens a unidirectional stream of a reserved type with a few bytes on it, which the peer must
@@ -487,54 +882,6 @@ async fn grease_stream(conn: Connection) {
     bytes.extend_from_slice(b"quay");
     if stream.write_chunk(bytes.freeze()).await.is_ok() {
         let _ = stream.finish();
-    }
-}
-
-async fn write(stream: &mut SendStream, bytes: Bytes) -> Result<(), quay_transport::WriteError> {
-    stream.write_chunk(bytes).await
-}
-
-/// Accepts the peer's unidirectional streams and starts a reader for each.
-async fn accept_uni(shared: Arc<Shared>) {
-    while let Ok(stream) = shared.conn.accept_uni().await {
-        tokio::spawn(uni_stream(shared.clone(), stream));
-    }
-}
-
-/// Clients: the server may open bidirectional streams only for an extension (RFC 9114 §6.1);
-/// such streams start with a configured signal and are handed out.
-async fn accept_server_bidi(shared: Arc<Shared>) {
-    while let Ok((send, mut recv)) = shared.conn.accept_bi().await {
-        let signals = &shared.config.extension_bidi_signals;
-        if signals.is_empty() {
-            return shared.fail(ProtocolError::StreamCreation(
-                "server-initiated bidirectional stream",
-            ));
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let signals = &shared.config.extension_bidi_signals;
-            let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
-                decode_bidi_signal(signals, cur)
-            })
-            .await;
-            match prefix {
-                Ok(Some((Some((signal, session_id)), buffered))) => hand_out(
-                    &shared,
-                    ExtensionStream::Bidi {
-                        signal,
-                        session_id,
-                        send,
-                        recv,
-                        buffered,
-                    },
-                ),
-                Ok(Some((None, _))) => shared.fail(ProtocolError::StreamCreation(
-                    "server-initiated bidirectional stream without an extension signal",
-                )),
-                Ok(None) | Err(_) => {}
-            }
-        });
     }
 }
 
@@ -576,53 +923,6 @@ pub(crate) async fn read_prefix<T>(
     }
 }
 
-async fn uni_stream(shared: Arc<Shared>, mut recv: RecvStream) {
-    let Ok(Some((header, rest))) = read_prefix(&mut recv, Bytes::new(), |cur| {
-        UniStreamHeader::decode(cur).ok()
-    })
-    .await
-    else {
-        return;
-    };
-    let kind = shared.lock().proto.handle_uni_stream(header);
-    let kind = match kind {
-        Ok(kind) => kind,
-        Err(error) => return shared.fail(error),
-    };
-    match kind {
-        UniStream::Discard => {
-            // RFC 9114 §6.2: unknown stream types are not read.
-            let _ = recv.stop(Code::H3_STREAM_CREATION_ERROR.to_varint());
-        }
-        UniStream::Extension(ty) => {
-            let (session_id, rest) = match header {
-                UniStreamHeader::WebTransport { session_id } => (session_id, rest),
-                _ => {
-                    // Other extension types carry a session ID varint after the type.
-                    let Ok(Some(prefix)) =
-                        read_prefix(&mut recv, rest, |cur| VarInt::decode(cur).ok()).await
-                    else {
-                        return;
-                    };
-                    prefix
-                }
-            };
-            hand_out(
-                &shared,
-                ExtensionStream::Uni {
-                    ty,
-                    session_id,
-                    recv,
-                    buffered: rest,
-                },
-            );
-        }
-        UniStream::Control | UniStream::Encoder | UniStream::Decoder => {
-            critical_stream(&shared, kind, recv, rest).await;
-        }
-    }
-}
-
 pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {
     let tx = shared.lock().extension_tx.clone();
     let refused = match tx {
@@ -632,28 +932,6 @@ pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {
     };
     if let Some(stream) = refused {
         stream.refuse(Code::H3_STREAM_CREATION_ERROR);
-    }
-}
-
-/// Reads one of the peer's critical streams into the state machine until it ends.
-async fn critical_stream(shared: &Shared, kind: UniStream, mut recv: RecvStream, first: Bytes) {
-    if !first.is_empty() && !feed(shared, kind, first) {
-        return;
-    }
-    loop {
-        match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => {
-                if !feed(shared, kind, chunk.bytes) {
-                    return;
-                }
-            }
-            // RFC 9114 §6.2.1, RFC 9204 §4.2: closing a critical stream is a connection error.
-            Ok(None) | Err(quay_transport::ReadError::Reset(_)) => {
-                let error = shared.lock().proto.handle_critical_end(kind);
-                return shared.fail(error);
-            }
-            Err(_) => return,
-        }
     }
 }
 
@@ -706,30 +984,4 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
         shared.maybe_close();
     }
     true
-}
-
-/// Routes HTTP datagrams to the request streams that registered for them (RFC 9297 §2.1).
-async fn read_datagrams(shared: Arc<Shared>) {
-    while let Ok(datagram) = shared.conn.read_datagram().await {
-        match Datagram::decode(datagram) {
-            Ok(datagram) => {
-                let route = shared
-                    .lock()
-                    .routes
-                    .get(&datagram.stream_id.into_inner())
-                    .cloned();
-                // Datagrams for unknown streams, or beyond a full queue, are dropped (RFC 9297
-                // §2.1 allows buffering a few; we keep none).
-                if let Some(route) = route {
-                    let _ = route.try_send(datagram.payload);
-                }
-            }
-            Err(error) => {
-                shared.fail(error.into());
-                break;
-            }
-        }
-    }
-    // The connection is gone: every receiver sees the end.
-    shared.lock().routes.clear();
 }

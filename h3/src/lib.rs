@@ -8,7 +8,7 @@
 //! streams, GOAWAY); [`client::Client`] and [`server::Server`] / [`server::Connection`] speak
 //! HTTP/3 over quinn with `http::Request` / `http::Response` heads, streaming bodies, trailers,
 //! Extended CONNECT, capsules and datagrams; [`Config`] holds the settings and limits. Each
-//! connection runs a few small tokio tasks for its control and QPACK streams and datagrams;
+//! connection runs one small tokio task for its control and QPACK streams and datagrams;
 //! request bodies are read and written in the caller's task, straight on the QUIC stream.
 //!
 //! # Limitations
