@@ -278,12 +278,20 @@ impl Client {
         }
     }
 
-    /// Sends a whole request and reads the whole response (body included, trailers dropped).
+    /// Sends a whole request and reads the whole response, body and trailers.
+    ///
+    /// Trailers travel in the extensions: a [`Trailers`] in the request's are sent after its
+    /// body, and the response's trailers, if the server sent any, are a [`Trailers`] in the
+    /// response's.
     pub async fn request(&self, request: Request<Bytes>) -> Result<Response<Bytes>, StreamError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let trailers = parts.extensions.remove::<Trailers>();
         let mut stream = self.send_request(Request::from_parts(parts, ())).await?;
         stream.send_data(body).await?;
-        stream.finish()?;
+        match trailers {
+            Some(Trailers(trailers)) => stream.send_trailers(trailers).await?,
+            None => stream.finish()?,
+        }
         let response = stream.recv_response().await?;
         // The common one-chunk body is returned without a copy.
         let mut first = None;
@@ -300,7 +308,10 @@ impl Client {
             }
         }
         let body = first.unwrap_or_else(|| buf.freeze());
-        let (parts, ()) = response.into_parts();
+        let (mut parts, ()) = response.into_parts();
+        if let Some(trailers) = stream.recv_trailers().await? {
+            parts.extensions.insert(Trailers(trailers));
+        }
         Ok(Response::from_parts(parts, body))
     }
 
@@ -336,6 +347,11 @@ impl Client {
         shared.connection_error(error)
     }
 }
+
+/// The trailers of a message handled whole by [`Client::request`], in the extensions of its
+/// `http::Request` or `http::Response`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trailers(pub HeaderMap);
 
 /// One request: send its body and trailers, read its response.
 #[derive(Debug)]

@@ -42,7 +42,7 @@ pub mod proto;
 pub mod server;
 pub mod stream;
 
-pub use client::Client;
+pub use client::{Client, Trailers};
 pub use config::Config;
 pub use error::Code;
 pub use server::Server;

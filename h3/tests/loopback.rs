@@ -167,6 +167,17 @@ async fn trailers_both_ways() {
     assert_eq!(t(stream.recv_data()).await.unwrap(), None);
     let trailers = t(stream.recv_trailers()).await.unwrap().unwrap();
     assert_eq!(trailers["grpc-status"], "0");
+    // The one-call form carries them in the extensions, both ways.
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    let request = Request::post("https://localhost/rpc")
+        .extension(quay_h3::Trailers(trailers))
+        .body(Bytes::from_static(b"payload"))
+        .unwrap();
+    let response = t(client.request(request)).await.unwrap();
+    assert_eq!(response.body(), &b"reply"[..]);
+    let quay_h3::Trailers(trailers) = response.extensions().get().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
