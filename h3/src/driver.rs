@@ -412,11 +412,9 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// Our streams, as indexes into [`Driver::ours`], in the order their bytes are written:
-/// QPACK instructions unblock header sections, so they go first.
-const ENCODER: usize = 0;
-const CONTROL: usize = 1;
-const DECODER: usize = 2;
+/// Our streams, in the order their bytes are written: QPACK instructions unblock header
+/// sections, so they go first.
+const OURS: [UniStream; 3] = [UniStream::Encoder, UniStream::Control, UniStream::Decoder];
 
 /// How many chunks, streams or datagrams one source may hand the driver in one wake-up before
 /// the driver lets other tasks run.
@@ -425,13 +423,25 @@ const BUDGET: usize = 32;
 /// What the connection's task keeps between wake-ups, apart from the futures it polls.
 #[derive(Default)]
 struct Driver {
-    /// Our encoder, control and decoder streams (see [`CONTROL`]), once open.
-    ours: [Ours; 3],
-    /// The peer's control, encoder and decoder streams (see [`UniStream`]), once identified.
-    critical: [Option<RecvStream>; 3],
+    /// Our control stream, once open.
+    control: Ours,
+    /// The peer's control stream, once identified.
+    peer_control: Option<RecvStream>,
+    /// The QPACK streams both ways, allocated when the first one is needed: a connection whose
+    /// header sections use only the static table never opens them.
+    qpack: Option<Box<QpackStreams>>,
     /// Peer streams whose type (unidirectional) or extension signal (bidirectional, clients
     /// only) has not arrived whole yet. Usually empty: the type comes in the first packet.
     incoming: Vec<Incoming>,
+}
+
+/// Our QPACK streams and the peer's.
+#[derive(Default)]
+struct QpackStreams {
+    encoder: Ours,
+    decoder: Ours,
+    peer_encoder: Option<RecvStream>,
+    peer_decoder: Option<RecvStream>,
 }
 
 /// One of our streams.
@@ -448,15 +458,6 @@ struct Incoming {
     /// The sending half of a bidirectional stream.
     send: Option<SendStream>,
     buf: BytesMut,
-}
-
-/// The slot of a critical stream in [`Driver::critical`].
-fn critical_index(kind: UniStream) -> usize {
-    match kind {
-        UniStream::Encoder => ENCODER,
-        UniStream::Decoder => DECODER,
-        _ => CONTROL,
-    }
 }
 
 /// The connection's one task. It opens our control stream and writes what the state machine
@@ -479,7 +480,7 @@ async fn drive(shared: Arc<Shared>) {
         .config
         .enable_datagrams
         .then(|| Box::pin(conn.read_datagram()));
-    let mut opening: Option<(usize, Pin<Box<quinn::OpenUni<'_>>>)> = None;
+    let mut opening: Option<(UniStream, Pin<Box<quinn::OpenUni<'_>>>)> = None;
     poll_fn(|cx| {
         // Drain the flush wake-ups; what they announce is picked up below either way.
         while flush.as_mut().poll(cx).is_ready() {
@@ -665,7 +666,7 @@ impl Driver {
                 if !rest.is_empty() && !feed(shared, kind, rest) {
                     return ControlFlow::Break(());
                 }
-                self.critical[critical_index(kind)] = Some(recv);
+                *self.peer_slot(kind) = Some(recv);
             }
             // RFC 9114 §6.2: unknown stream types are not read.
             Ok(_) => {
@@ -679,10 +680,13 @@ impl Driver {
     /// failed; otherwise says whether a stream has more to read than one wake-up takes.
     fn read_critical(&mut self, cx: &mut Context<'_>, shared: &Shared) -> ControlFlow<(), bool> {
         let mut busy = false;
-        for (kind, slot) in [UniStream::Encoder, UniStream::Control, UniStream::Decoder]
-            .into_iter()
-            .zip(&mut self.critical)
-        {
+        for kind in OURS {
+            let slot = match (kind, &mut self.qpack) {
+                (UniStream::Control, _) => &mut self.peer_control,
+                (UniStream::Encoder, Some(qpack)) => &mut qpack.peer_encoder,
+                (_, Some(qpack)) => &mut qpack.peer_decoder,
+                (_, None) => continue,
+            };
             let Some(recv) = slot else {
                 continue;
             };
@@ -724,28 +728,34 @@ impl Driver {
         &mut self,
         cx: &mut Context<'_>,
         shared: &'a Shared,
-        opening: &mut Option<(usize, Pin<Box<quinn::OpenUni<'a>>>)>,
+        opening: &mut Option<(UniStream, Pin<Box<quinn::OpenUni<'a>>>)>,
     ) -> ControlFlow<()> {
-        if self.ours.iter().any(|ours| ours.pending.is_empty()) {
+        let idle = |ours: Option<&mut Ours>| ours.is_none_or(|ours| ours.pending.is_empty());
+        if OURS.into_iter().any(|kind| idle(self.ours(kind))) {
             let mut inner = shared.lock();
-            for (index, ours) in self.ours.iter_mut().enumerate() {
-                if ours.pending.is_empty() {
-                    let bytes = match index {
-                        ENCODER => inner.proto.poll_encoder(),
-                        CONTROL => inner.proto.poll_control(),
+            for kind in OURS {
+                if idle(self.ours(kind)) {
+                    let bytes = match kind {
+                        UniStream::Encoder => inner.proto.poll_encoder(),
+                        UniStream::Control => inner.proto.poll_control(),
                         _ => inner.proto.poll_decoder(),
                     };
-                    ours.pending = bytes.unwrap_or_default();
+                    if let Some(bytes) = bytes {
+                        self.ours_or_new(kind).pending = bytes;
+                    }
                 }
             }
         }
-        for (index, ours) in self.ours.iter_mut().enumerate() {
+        for kind in OURS {
+            let Some(ours) = self.ours(kind) else {
+                continue;
+            };
             if ours.pending.is_empty() {
                 continue;
             }
             let Some(stream) = &mut ours.stream else {
                 if opening.is_none() {
-                    *opening = Some((index, Box::pin(shared.conn.open_uni())));
+                    *opening = Some((kind, Box::pin(shared.conn.open_uni())));
                 }
                 continue;
             };
@@ -757,9 +767,9 @@ impl Driver {
                     }
                     // RFC 9114 §6.2.1: the peer stopped one of our critical streams.
                     Poll::Ready(Err(_)) => {
-                        let ty = match index {
-                            ENCODER => StreamType::QPACK_ENCODER,
-                            CONTROL => StreamType::CONTROL,
+                        let ty = match kind {
+                            UniStream::Encoder => StreamType::QPACK_ENCODER,
+                            UniStream::Control => StreamType::CONTROL,
                             _ => StreamType::QPACK_DECODER,
                         };
                         shared.fail(ProtocolError::ClosedCriticalStream(ty));
@@ -773,15 +783,15 @@ impl Driver {
     }
 
     /// One of our streams is open.
-    fn opened(&mut self, shared: &Shared, index: usize, stream: SendStream) {
-        match index {
-            ENCODER => {
+    fn opened(&mut self, shared: &Shared, kind: UniStream, stream: SendStream) {
+        match kind {
+            UniStream::Encoder => {
                 // QPACK instructions unblock header sections: send them before request data.
                 let _ = stream.set_priority(1);
                 shared.lock().encoder_stream_open = true;
                 shared.changed.notify_waiters();
             }
-            CONTROL => {
+            UniStream::Control => {
                 let _ = stream.set_priority(1);
                 if shared.config.grease {
                     tokio::spawn(grease_stream(shared.conn.clone()));
@@ -789,7 +799,36 @@ impl Driver {
             }
             _ => {}
         }
-        self.ours[index].stream = Some(stream);
+        self.ours_or_new(kind).stream = Some(stream);
+    }
+
+    /// Our stream of `kind` (control, encoder or decoder), if it has been needed.
+    fn ours(&mut self, kind: UniStream) -> Option<&mut Ours> {
+        match (kind, &mut self.qpack) {
+            (UniStream::Control, _) => Some(&mut self.control),
+            (UniStream::Encoder, Some(qpack)) => Some(&mut qpack.encoder),
+            (_, Some(qpack)) => Some(&mut qpack.decoder),
+            (_, None) => None,
+        }
+    }
+
+    /// Our stream of `kind`, allocating the QPACK streams if needed.
+    fn ours_or_new(&mut self, kind: UniStream) -> &mut Ours {
+        match kind {
+            UniStream::Control => &mut self.control,
+            UniStream::Encoder => &mut self.qpack.get_or_insert_default().encoder,
+            _ => &mut self.qpack.get_or_insert_default().decoder,
+        }
+    }
+
+    /// Where the peer's critical stream of `kind` is kept, allocating the QPACK streams if
+    /// needed.
+    fn peer_slot(&mut self, kind: UniStream) -> &mut Option<RecvStream> {
+        match kind {
+            UniStream::Encoder => &mut self.qpack.get_or_insert_default().peer_encoder,
+            UniStream::Decoder => &mut self.qpack.get_or_insert_default().peer_decoder,
+            _ => &mut self.peer_control,
+        }
     }
 }
 
