@@ -11,6 +11,7 @@
 //! It does not own the message rules ([`crate::proto::headers`], [`crate::proto::message`]) or
 //! the connection state ([`crate::connection`]).
 
+use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 
@@ -19,10 +20,9 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use quay_qpack::Field;
 use quay_transport::{RecvStream, SendStream, VarInt};
-use tokio::sync::mpsc;
 
 use crate::connection::{HeaderBlock, ProtocolError, Side};
-use crate::driver::Shared;
+use crate::driver::{Shared, Taker};
 use crate::error::Code;
 use crate::proto::capsule::{Capsule, CapsuleError, CapsuleReader};
 use crate::proto::datagram::Datagram;
@@ -440,10 +440,12 @@ pub struct RecvHalf {
     /// The part the last frame header announced.
     part: MessagePart,
     ended: bool,
-    trailers: Option<HeaderMap>,
+    /// Boxed: rare, and a request stream or session lives long.
+    trailers: Option<Box<HeaderMap>>,
     body_done: bool,
     capsules: Option<CapsuleReader>,
-    datagrams: Option<mpsc::Receiver<Bytes>>,
+    /// Datagrams for this stream are routed to this half (until taken).
+    datagrams: bool,
     datagrams_taken: bool,
     _live: Arc<Live>,
 }
@@ -471,7 +473,7 @@ impl RecvHalf {
             trailers: None,
             body_done: false,
             capsules: None,
-            datagrams: None,
+            datagrams: false,
             datagrams_taken: false,
             _live: live,
         }
@@ -491,8 +493,9 @@ impl RecvHalf {
     }
 
     pub(crate) fn listen_datagrams(&mut self) {
-        if self.datagrams.is_none() {
-            self.datagrams = Some(self.shared.register_datagrams(self.id));
+        if !self.datagrams && !self.datagrams_taken {
+            self.shared.register_datagrams(self.id);
+            self.datagrams = true;
         }
     }
 
@@ -611,7 +614,10 @@ impl RecvHalf {
                     return Ok(Some(chunk));
                 }
                 Some(FrameEvent::Frame(Frame::Headers(section))) => {
-                    let fields = self.decode(section).await?;
+                    // Boxed: trailers are rare, and a body reader (a session's CONNECT stream
+                    // reader lives as long as the session) should not keep room for decoding
+                    // them at every await.
+                    let fields = Box::pin(self.decode(section)).await?;
                     if self.part != MessagePart::Trailers {
                         return Err(StreamError::Invalid("a second message head"));
                     }
@@ -623,7 +629,7 @@ impl RecvHalf {
                     if let Err(error) = self.body.on_end() {
                         return Err(self.message_error(error));
                     }
-                    self.trailers = Some(trailers);
+                    self.trailers = Some(Box::new(trailers));
                     return Ok(None);
                 }
                 Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
@@ -638,7 +644,7 @@ impl RecvHalf {
     pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
         // Bounded by the stream: each turn consumes input or ends.
         while self.recv_data().await?.is_some() {}
-        Ok(self.trailers.take())
+        Ok(self.trailers.take().map(|trailers| *trailers))
     }
 
     /// The next capsule (RFC 9297 §3.2) from the body of an Extended CONNECT stream, `None` at
@@ -690,15 +696,14 @@ impl RecvHalf {
         if !self.shared.config.enable_datagrams {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
-        if !self.datagrams_taken {
-            self.listen_datagrams();
-        }
-        let Some(rx) = &mut self.datagrams else {
+        self.listen_datagrams();
+        if !self.datagrams {
             return Ok(None);
-        };
+        }
+        let (shared, id) = (&self.shared, self.id);
         tokio::select! {
-            datagram = rx.recv() => Ok(datagram),
-            error = self.shared.conn.closed() => Err(StreamError::ConnectionLost(self.shared.connection_error(error))),
+            datagram = poll_fn(|cx| shared.poll_datagram(id, cx)) => Ok(datagram),
+            error = shared.conn.closed() => Err(StreamError::ConnectionLost(shared.connection_error(error))),
         }
     }
 
@@ -710,15 +715,13 @@ impl RecvHalf {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
         self.listen_datagrams();
-        let rx = self
-            .datagrams
-            .take()
-            .ok_or(StreamError::Invalid("datagrams already taken"))?;
+        if !std::mem::take(&mut self.datagrams) {
+            return Err(StreamError::Invalid("datagrams already taken"));
+        }
         self.datagrams_taken = true;
         Ok(Datagrams {
             shared: self.shared.clone(),
             id: self.id,
-            rx,
         })
     }
 
@@ -731,7 +734,7 @@ impl RecvHalf {
 
 impl Drop for RecvHalf {
     fn drop(&mut self) {
-        if self.datagrams.is_some() {
+        if self.datagrams {
             self.shared.unregister_datagrams(self.id);
         }
         if !self.ended && !self.frames.has_head() {
@@ -765,19 +768,18 @@ impl Drop for RecvHalf {
 pub struct Datagrams {
     shared: Arc<Shared>,
     id: u64,
-    rx: mpsc::Receiver<Bytes>,
 }
 
 impl Datagrams {
     /// The next datagram's payload; `None` once the connection is gone.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        // The datagram reader drops every route when the connection ends.
-        self.rx.recv().await
+        // The driver ends every route when the connection ends.
+        poll_fn(|cx| self.shared.poll_datagram(self.id, cx)).await
     }
 
     /// The next datagram if one is queued.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.rx.try_recv().ok()
+        self.shared.try_datagram(self.id)
     }
 }
 
@@ -793,23 +795,23 @@ impl Drop for Datagrams {
 #[derive(Debug)]
 pub struct ExtensionStreams {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Box<ExtensionStream>>,
 }
 
 impl ExtensionStreams {
     pub(crate) fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let rx = shared.extensions.try_lock().ok()?.take()?;
-        Some(Self {
+        shared.take_extension_streams().then(|| Self {
             shared: shared.clone(),
-            rx,
         })
     }
 
     /// The next stream; `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<ExtensionStream> {
-        tokio::select! {
-            stream = self.rx.recv() => stream.map(|stream| *stream),
-            _ = self.shared.conn.closed() => None,
-        }
+        self.shared.next_extension_stream(Taker::Taken).await
+    }
+}
+
+impl Drop for ExtensionStreams {
+    fn drop(&mut self) {
+        self.shared.drop_extension_streams();
     }
 }

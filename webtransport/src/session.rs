@@ -587,7 +587,8 @@ struct StateInner {
     /// which is what most idle sessions have.
     bi: VecDeque<Arrival>,
     uni: VecDeque<Arrival>,
-    flow: Option<FlowControl>,
+    /// Boxed: off on most sessions.
+    flow: Option<Box<FlowControl>>,
     /// Streams waiting for the peer's data credit.
     send_wakers: Vec<Waker>,
     /// WT_DATA_BLOCKED and WT_STREAMS_BLOCKED (bidi, uni) to send.
@@ -602,7 +603,7 @@ impl SessionState {
             drained: AtomicBool::new(false),
             flow_on: flow.is_some(),
             inner: Mutex::new(StateInner {
-                flow,
+                flow: flow.map(Box::new),
                 ..StateInner::default()
             }),
             changed: Notify::new(),
