@@ -31,7 +31,7 @@ use quay_transport::{ClientBuilder, Connection, Endpoint, EndpointError, VarInt}
 
 use crate::config::Config;
 use crate::connection::Side;
-use crate::driver::{self, Shared};
+use crate::driver::{self, Shared, Taker};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers::{self, Protocol};
@@ -326,13 +326,7 @@ impl Client {
     /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]). `None`
     /// when none are configured or the connection is gone.
     pub async fn accept_extension_stream(&self) -> Option<ExtensionStream> {
-        let shared = &self.inner.shared;
-        let mut rx = shared.extensions.lock().await;
-        let rx = rx.as_mut()?;
-        tokio::select! {
-            stream = rx.recv() => stream.map(|stream| *stream),
-            _ = shared.conn.closed() => None,
-        }
+        self.inner.shared.next_extension_stream(Taker::Handle).await
     }
 
     /// Closes the connection now with `code` (H3_NO_ERROR for a normal close).

@@ -22,20 +22,20 @@
 //! the lock only to QPACK-encode or decode a header section. Any connection error closes the QUIC
 //! connection with its code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, RandomState};
 use std::ops::ControlFlow;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use crate::proto::Codec;
 use bytes::{Buf, Bytes, BytesMut};
 use quay_qpack::Field;
 use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniStream};
@@ -64,8 +64,6 @@ pub(crate) struct Shared {
     pub(crate) changed: Notify,
     /// Our control or QPACK streams have bytes to write.
     flush: Notify,
-    pub(crate) extensions:
-        tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<Box<ExtensionStream>>>>,
     /// Whether the next header section we send gets a GREASE frame in front (once per
     /// connection, when grease is on).
     grease_frame: AtomicBool,
@@ -76,7 +74,10 @@ pub(crate) struct Inner {
     pub(crate) proto: ConnectionState,
     /// The error we closed the connection with, if any.
     pub(crate) error: Option<ConnectionError>,
-    routes: HashMap<u64, mpsc::Sender<Bytes>>,
+    /// Datagram queues by request stream ID. Routing stops when the connection ends.
+    routes: HashMap<u64, Route>,
+    /// The connection is gone: no datagram will be routed any more.
+    routes_ended: bool,
     /// Live request streams (both halves count as one).
     pub(crate) active: usize,
     /// The user dropped the client or server connection handle.
@@ -88,9 +89,29 @@ pub(crate) struct Inner {
     /// Our QPACK encoder stream is open, so header sections may reference the entries its
     /// instructions insert.
     encoder_stream_open: bool,
-    /// Extension streams waiting to be taken. Unbounded on purpose: every one is an open QUIC
-    /// stream, so the peer's stream limits bound them.
-    extension_tx: Option<mpsc::UnboundedSender<Box<ExtensionStream>>>,
+    /// Extension streams waiting to be taken; waiters wait on [`Shared::changed`]. Unbounded on
+    /// purpose: every one is an open QUIC stream, so the peer's stream limits bound them.
+    extensions: VecDeque<ExtensionStream>,
+    /// Who takes extension streams: the connection handle, an [`ExtensionStreams`], or nobody.
+    extension_taker: Taker,
+}
+
+/// Who receives the extension streams of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taker {
+    /// None are configured, or the [`ExtensionStreams`] that took them was dropped: refuse.
+    Nobody,
+    /// The client or server handle (`accept_extension_stream`).
+    Handle,
+    /// An [`ExtensionStreams`].
+    Taken,
+}
+
+/// The datagrams waiting for one request stream, and the task that waits for them.
+#[derive(Debug, Default)]
+struct Route {
+    queue: VecDeque<Bytes>,
+    waker: Option<Waker>,
 }
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
@@ -99,12 +120,6 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
     let proto = ConnectionState::new(side, &config, seed);
     let wants_extensions =
         !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
-    let (extension_tx, extension_rx) = if wants_extensions {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
     if side == Side::Server
         && let Some(max) = config.max_concurrent_requests
     {
@@ -119,16 +134,21 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
             proto,
             error: None,
             routes: HashMap::new(),
+            routes_ended: false,
             active: 0,
             handle_gone: false,
             max_request_id: None,
             lingering: false,
             encoder_stream_open: false,
-            extension_tx,
+            extensions: VecDeque::new(),
+            extension_taker: if wants_extensions {
+                Taker::Handle
+            } else {
+                Taker::Nobody
+            },
         }),
         changed: Notify::new(),
         flush: Notify::new(),
-        extensions: tokio::sync::Mutex::new(extension_rx),
         grease_frame: AtomicBool::new(grease),
     });
     tokio::spawn(drive(shared.clone()));
@@ -236,7 +256,7 @@ impl Shared {
 
     /// Waits until `ready` returns a value (it is called again whenever [`Shared::changed`]
     /// fires), or the connection ends.
-    async fn wait_for<T>(
+    pub(crate) async fn wait_for<T>(
         &self,
         mut ready: impl FnMut(&mut Inner) -> Option<T>,
     ) -> Result<T, StreamError> {
@@ -299,16 +319,123 @@ impl Shared {
         Ok(block)
     }
 
-    /// Starts routing datagrams for `stream_id` to the returned receiver.
-    pub(crate) fn register_datagrams(&self, stream_id: u64) -> mpsc::Receiver<Bytes> {
-        let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
-        self.lock().routes.insert(stream_id, tx);
-        rx
+    /// Starts routing datagrams for `stream_id`, for [`Shared::poll_datagram`]. Nothing is
+    /// allocated for the stream until its first datagram.
+    pub(crate) fn register_datagrams(&self, stream_id: u64) {
+        let mut inner = self.lock();
+        // After the end there is nothing to route: the receiver sees the end at once.
+        if !inner.routes_ended {
+            inner.routes.insert(stream_id, Route::default());
+        }
     }
 
     /// Stops routing datagrams for `stream_id`.
     pub(crate) fn unregister_datagrams(&self, stream_id: u64) {
         self.lock().routes.remove(&stream_id);
+    }
+
+    /// The next datagram for `stream_id`; `None` once routing stopped (the connection is gone).
+    /// One task at a time waits per stream.
+    pub(crate) fn poll_datagram(
+        &self,
+        stream_id: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Bytes>> {
+        let mut inner = self.lock();
+        let Some(route) = inner.routes.get_mut(&stream_id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(datagram) = route.queue.pop_front() {
+            return Poll::Ready(Some(datagram));
+        }
+        // Registered under the lock that `route_datagram` takes, so no datagram is missed.
+        route.waker = Some(cx.waker().clone());
+        // Idle: keep no buffer beyond a few slots.
+        if route.queue.capacity() > 8 {
+            route.queue = VecDeque::new();
+        }
+        Poll::Pending
+    }
+
+    /// The next datagram for `stream_id` if one is queued.
+    pub(crate) fn try_datagram(&self, stream_id: u64) -> Option<Bytes> {
+        self.lock().routes.get_mut(&stream_id)?.queue.pop_front()
+    }
+
+    /// Queues a datagram for its request stream. Datagrams for unknown streams, or beyond a
+    /// full queue, are dropped (RFC 9297 §2.1 allows buffering a few; we keep none).
+    fn route_datagram(&self, stream_id: u64, payload: Bytes) {
+        let waker = {
+            let mut inner = self.lock();
+            let Some(route) = inner.routes.get_mut(&stream_id) else {
+                return;
+            };
+            if route.queue.len() >= DATAGRAM_QUEUE {
+                return;
+            }
+            route.queue.push_back(payload);
+            route.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The connection is gone: every datagram receiver sees the end once its queue is empty.
+    fn end_datagrams(&self) {
+        let routes = {
+            let mut inner = self.lock();
+            inner.routes_ended = true;
+            std::mem::take(&mut inner.routes)
+        };
+        for waker in routes.into_values().filter_map(|route| route.waker) {
+            waker.wake();
+        }
+    }
+
+    /// Hands the next extension stream to `taker`: `None` when `taker` does not take them (none
+    /// are configured, or they were taken by someone else) or the connection is gone.
+    pub(crate) async fn next_extension_stream(&self, taker: Taker) -> Option<ExtensionStream> {
+        self.wait_for(|inner| {
+            if inner.extension_taker != taker {
+                return Some(None);
+            }
+            let stream = inner.extensions.pop_front()?;
+            if inner.extensions.is_empty() {
+                // Keep no buffer while idle.
+                inner.extensions = VecDeque::new();
+            }
+            Some(Some(stream))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Moves the extension streams from the handle to an [`ExtensionStreams`]; false when none
+    /// are configured or they were taken already.
+    pub(crate) fn take_extension_streams(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.extension_taker != Taker::Handle {
+            return false;
+        }
+        inner.extension_taker = Taker::Taken;
+        // A handle waiting in `accept_extension_stream` returns `None`.
+        drop(inner);
+        self.changed.notify_waiters();
+        true
+    }
+
+    /// The [`ExtensionStreams`] was dropped: refuse the streams it never took, and later ones.
+    pub(crate) fn drop_extension_streams(&self) {
+        let refused = {
+            let mut inner = self.lock();
+            inner.extension_taker = Taker::Nobody;
+            std::mem::take(&mut inner.extensions)
+        };
+        for stream in refused {
+            stream.refuse(Code::H3_STREAM_CREATION_ERROR);
+        }
     }
 
     /// A request stream started.
@@ -547,7 +674,7 @@ async fn drive(shared: Arc<Shared>) {
                 ControlFlow::Continue(Some(more)) => busy |= more,
                 // The connection is gone: every receiver sees the end.
                 ControlFlow::Continue(None) => {
-                    shared.lock().routes.clear();
+                    shared.end_datagrams();
                     datagrams = None;
                 }
             }
@@ -573,7 +700,7 @@ async fn drive(shared: Arc<Shared>) {
     })
     .await;
     // The connection is gone: every datagram receiver sees the end.
-    shared.lock().routes.clear();
+    shared.end_datagrams();
 }
 
 impl Driver {
@@ -889,16 +1016,7 @@ fn read_datagrams<'a>(
         read.set(shared.conn.read_datagram());
         match Datagram::decode(datagram) {
             Ok(datagram) => {
-                let route = shared
-                    .lock()
-                    .routes
-                    .get(&datagram.stream_id.into_inner())
-                    .cloned();
-                // Datagrams for unknown streams, or beyond a full queue, are dropped (RFC 9297
-                // §2.1 allows buffering a few; we keep none).
-                if let Some(route) = route {
-                    let _ = route.try_send(datagram.payload);
-                }
+                shared.route_datagram(datagram.stream_id.into_inner(), datagram.payload);
             }
             Err(error) => {
                 shared.fail(error.into());
@@ -963,15 +1081,16 @@ pub(crate) async fn read_prefix<T>(
 }
 
 pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {
-    let tx = shared.lock().extension_tx.clone();
-    let refused = match tx {
-        // Boxed: the channel's first block then takes 256 bytes, not 3.5 KiB.
-        Some(tx) => tx.send(Box::new(stream)).err().map(|e| *e.0),
-        None => Some(stream),
-    };
-    if let Some(stream) = refused {
-        stream.refuse(Code::H3_STREAM_CREATION_ERROR);
+    {
+        let mut inner = shared.lock();
+        if inner.extension_taker != Taker::Nobody {
+            inner.extensions.push_back(stream);
+            drop(inner);
+            shared.changed.notify_waiters();
+            return;
+        }
     }
+    stream.refuse(Code::H3_STREAM_CREATION_ERROR);
 }
 
 /// Feeds a chunk of a critical stream; returns false once the connection failed.

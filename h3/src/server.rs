@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::connection::Side;
-use crate::driver::{self, Shared, decode_bidi_signal, read_prefix};
+use crate::driver::{self, Shared, Taker, decode_bidi_signal, read_prefix};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers;
@@ -206,12 +206,7 @@ impl Connection {
     /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]). `None`
     /// when none are configured or the connection is gone.
     pub async fn accept_extension_stream(&self) -> Option<ExtensionStream> {
-        let mut rx = self.shared.extensions.lock().await;
-        let rx = rx.as_mut()?;
-        tokio::select! {
-            stream = rx.recv() => stream.map(|stream| *stream),
-            _ = self.shared.conn.closed() => None,
-        }
+        self.shared.next_extension_stream(Taker::Handle).await
     }
 
     /// Graceful shutdown (RFC 9114 §5.2): sends GOAWAY naming the first request not accepted,

@@ -11,6 +11,7 @@
 //! It does not own the message rules ([`crate::proto::headers`], [`crate::proto::message`]) or
 //! the connection state ([`crate::connection`]).
 
+use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 
@@ -19,10 +20,9 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use quay_qpack::Field;
 use quay_transport::{RecvStream, SendStream, VarInt};
-use tokio::sync::mpsc;
 
 use crate::connection::{HeaderBlock, ProtocolError, Side};
-use crate::driver::Shared;
+use crate::driver::{Shared, Taker};
 use crate::error::Code;
 use crate::proto::capsule::{Capsule, CapsuleError, CapsuleReader};
 use crate::proto::datagram::Datagram;
@@ -444,7 +444,8 @@ pub struct RecvHalf {
     trailers: Option<Box<HeaderMap>>,
     body_done: bool,
     capsules: Option<CapsuleReader>,
-    datagrams: Option<mpsc::Receiver<Bytes>>,
+    /// Datagrams for this stream are routed to this half (until taken).
+    datagrams: bool,
     datagrams_taken: bool,
     _live: Arc<Live>,
 }
@@ -472,7 +473,7 @@ impl RecvHalf {
             trailers: None,
             body_done: false,
             capsules: None,
-            datagrams: None,
+            datagrams: false,
             datagrams_taken: false,
             _live: live,
         }
@@ -492,8 +493,9 @@ impl RecvHalf {
     }
 
     pub(crate) fn listen_datagrams(&mut self) {
-        if self.datagrams.is_none() {
-            self.datagrams = Some(self.shared.register_datagrams(self.id));
+        if !self.datagrams && !self.datagrams_taken {
+            self.shared.register_datagrams(self.id);
+            self.datagrams = true;
         }
     }
 
@@ -694,15 +696,14 @@ impl RecvHalf {
         if !self.shared.config.enable_datagrams {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
-        if !self.datagrams_taken {
-            self.listen_datagrams();
-        }
-        let Some(rx) = &mut self.datagrams else {
+        self.listen_datagrams();
+        if !self.datagrams {
             return Ok(None);
-        };
+        }
+        let (shared, id) = (&self.shared, self.id);
         tokio::select! {
-            datagram = rx.recv() => Ok(datagram),
-            error = self.shared.conn.closed() => Err(StreamError::ConnectionLost(self.shared.connection_error(error))),
+            datagram = poll_fn(|cx| shared.poll_datagram(id, cx)) => Ok(datagram),
+            error = shared.conn.closed() => Err(StreamError::ConnectionLost(shared.connection_error(error))),
         }
     }
 
@@ -714,15 +715,13 @@ impl RecvHalf {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
         self.listen_datagrams();
-        let rx = self
-            .datagrams
-            .take()
-            .ok_or(StreamError::Invalid("datagrams already taken"))?;
+        if !std::mem::take(&mut self.datagrams) {
+            return Err(StreamError::Invalid("datagrams already taken"));
+        }
         self.datagrams_taken = true;
         Ok(Datagrams {
             shared: self.shared.clone(),
             id: self.id,
-            rx,
         })
     }
 
@@ -735,7 +734,7 @@ impl RecvHalf {
 
 impl Drop for RecvHalf {
     fn drop(&mut self) {
-        if self.datagrams.is_some() {
+        if self.datagrams {
             self.shared.unregister_datagrams(self.id);
         }
         if !self.ended && !self.frames.has_head() {
@@ -769,19 +768,18 @@ impl Drop for RecvHalf {
 pub struct Datagrams {
     shared: Arc<Shared>,
     id: u64,
-    rx: mpsc::Receiver<Bytes>,
 }
 
 impl Datagrams {
     /// The next datagram's payload; `None` once the connection is gone.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        // The datagram reader drops every route when the connection ends.
-        self.rx.recv().await
+        // The driver ends every route when the connection ends.
+        poll_fn(|cx| self.shared.poll_datagram(self.id, cx)).await
     }
 
     /// The next datagram if one is queued.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.rx.try_recv().ok()
+        self.shared.try_datagram(self.id)
     }
 }
 
@@ -797,23 +795,23 @@ impl Drop for Datagrams {
 #[derive(Debug)]
 pub struct ExtensionStreams {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Box<ExtensionStream>>,
 }
 
 impl ExtensionStreams {
     pub(crate) fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let rx = shared.extensions.try_lock().ok()?.take()?;
-        Some(Self {
+        shared.take_extension_streams().then(|| Self {
             shared: shared.clone(),
-            rx,
         })
     }
 
     /// The next stream; `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<ExtensionStream> {
-        tokio::select! {
-            stream = self.rx.recv() => stream.map(|stream| *stream),
-            _ = self.shared.conn.closed() => None,
-        }
+        self.shared.next_extension_stream(Taker::Taken).await
+    }
+}
+
+impl Drop for ExtensionStreams {
+    fn drop(&mut self) {
+        self.shared.drop_extension_streams();
     }
 }

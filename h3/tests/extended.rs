@@ -13,6 +13,7 @@ use quay_h3::proto::capsule::{Capsule, CapsuleType};
 use quay_h3::proto::frame::FrameType;
 use quay_h3::proto::headers::Protocol;
 use quay_h3::proto::stream::StreamType;
+use quay_h3::server::{self, RequestStream};
 use quay_h3::stream::ExtensionStream;
 use quay_h3::{Config, StreamError};
 
@@ -30,6 +31,14 @@ fn connect_udp() -> Request<()> {
         .extension(Protocol::CONNECT_UDP)
         .body(())
         .unwrap()
+}
+
+/// Accepts a connection and its first request, and answers it with 200.
+async fn accept_and_answer(fixture: &common::Fixture) -> (server::Connection, RequestStream) {
+    let connection = accept(fixture).await;
+    let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+    t(stream.send_response(Response::new(()))).await.unwrap();
+    (connection, stream)
 }
 
 /// Sends a datagram, retrying while the peer's SETTINGS are on their way.
@@ -244,9 +253,7 @@ async fn truncated_capsule_is_a_message_error() {
     let target = fixture.target();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let connection = accept(&fixture).await;
-        let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
-        t(stream.send_response(Response::new(()))).await.unwrap();
+        let (connection, mut stream) = accept_and_answer(&fixture).await;
         let _ = tx.send(t(stream.recv_capsule()).await);
         while let Ok(Some(_)) = connection.accept().await {}
     });
@@ -260,4 +267,46 @@ async fn truncated_capsule_is_a_message_error() {
     stream.finish().unwrap();
     let result = t(rx).await.unwrap();
     assert!(matches!(result, Err(StreamError::Capsule(_))), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taken_datagrams_end_with_the_connection() {
+    // RFC 9297 §2.1: datagrams taken out of a request stream keep arriving, queued until read,
+    // and the receiver sees the end when the connection goes.
+    let fixture = server(extended());
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (connection, stream) = accept_and_answer(&fixture).await;
+        let (send, mut recv) = stream.split();
+        let mut datagrams = recv.take_datagrams().unwrap();
+        assert!(matches!(
+            recv.take_datagrams(),
+            Err(StreamError::Invalid(_))
+        ));
+        assert_eq!(t(recv.recv_datagram()).await.unwrap(), None);
+        let mut got = vec![t(datagrams.recv()).await.unwrap()];
+        // The second may already be queued; either way it comes next.
+        got.push(match datagrams.try_recv() {
+            Some(datagram) => datagram,
+            None => t(datagrams.recv()).await.unwrap(),
+        });
+        // Bounded by the client closing the connection.
+        let end = t(datagrams.recv()).await;
+        tx.send((got, end)).unwrap();
+        drop((send, recv, connection));
+    });
+    let client = client(target, extended()).await;
+    let mut stream = t(client.send_request(connect_udp())).await.unwrap();
+    let response = t(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    send_datagram(|| stream.send_datagram(Bytes::from_static(b"one"))).await;
+    // Wait for the first to be read, so that loss of the second cannot reorder the check.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send_datagram(|| stream.send_datagram(Bytes::from_static(b"two"))).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.close(quay_h3::Code::H3_NO_ERROR, b"");
+    let (got, end) = t(rx).await.unwrap();
+    assert_eq!(got, [&b"one"[..], &b"two"[..]]);
+    assert_eq!(end, None);
 }
