@@ -4,7 +4,7 @@
 //! A client opens each request as a QUIC bidirectional stream and reads and writes it in the
 //! caller's task. [`Client::connect`] also sets up the QUIC endpoint (through `quay-transport`);
 //! [`Client::new`] wraps a connection made elsewhere. Connection-level work (SETTINGS, QPACK
-//! streams, GOAWAY, datagram routing) runs in the connection's own tasks.
+//! streams, GOAWAY, datagram routing) runs in the connection's own task.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

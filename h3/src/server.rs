@@ -2,7 +2,7 @@
 //! one, [`RequestStream`] answers one request.
 //!
 //! Requests are read and answered in the caller's task, directly on the QUIC stream; the
-//! connection's own tasks handle SETTINGS, the QPACK streams and datagrams.
+//! connection's own task handles SETTINGS, the QPACK streams and datagrams.
 //! [`Connection::shutdown`] is the graceful GOAWAY close of RFC 9114 §5.2.
 //!
 //! ```no_run
