@@ -60,8 +60,9 @@ use crate::session::{Established, Routes, Session};
 pub enum Incoming {
     /// A WebTransport session request.
     Session(Request),
-    /// A plain HTTP/3 request, to answer with `quay_h3`.
-    Http(http::Request<()>, RequestStream),
+    /// A plain HTTP/3 request, to answer with `quay_h3`. Boxed, as a [`Request`]'s parts are:
+    /// both wait in a queue sized for the larger.
+    Http(Box<http::Request<()>>, Box<RequestStream>),
 }
 
 /// A WebTransport server on its own QUIC endpoint.
@@ -123,7 +124,7 @@ impl Server {
         loop {
             match incoming.recv().await? {
                 Incoming::Session(request) => return Some(request),
-                Incoming::Http(_, stream) => answer(stream, StatusCode::NOT_FOUND),
+                Incoming::Http(_, stream) => answer(*stream, StatusCode::NOT_FOUND),
             }
         }
     }
@@ -140,7 +141,11 @@ async fn accept_connections(endpoint: Endpoint, config: Arc<Config>, tx: mpsc::S
         let config = config.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
+            // Boxed: the handshake's state is large and the task then lives as long as the
+            // connection; it should not keep room for it.
+            let Ok(conn) = Box::pin(incoming.into_future()).await else {
+                return;
+            };
             let h3 = quay_h3::server::Connection::new(conn, config.h3_config());
             serve(Arc::new(h3), config, tx).await;
         });
@@ -270,10 +275,10 @@ fn sort(
             .get::<Protocol>()
             .is_some_and(connect::is_webtransport);
     if !webtransport {
-        if let Err(error) = tx.try_send(Incoming::Http(request, stream))
+        if let Err(error) = tx.try_send(Incoming::Http(Box::new(request), Box::new(stream)))
             && let Incoming::Http(_, stream) = error.into_inner()
         {
-            answer(stream, StatusCode::SERVICE_UNAVAILABLE);
+            answer(*stream, StatusCode::SERVICE_UNAVAILABLE);
         }
         return;
     }
@@ -291,8 +296,8 @@ fn sort(
             .and_then(FlowControlLimits::from_settings),
     );
     let request = Request {
-        head: request,
-        stream: Some(stream),
+        head: Box::new(request),
+        stream: Some(Box::new(stream)),
         routes: routes.clone(),
         conn: h3.connection().clone(),
         draft,
@@ -311,8 +316,10 @@ fn sort(
 /// [`Request::reject`]. Dropping it refuses the session with H3_REQUEST_REJECTED.
 #[derive(Debug)]
 pub struct Request {
-    head: http::Request<()>,
-    stream: Option<RequestStream>,
+    /// Boxed, as the stream is: a request waits in queues and in the application's task, and
+    /// is small there.
+    head: Box<http::Request<()>>,
+    stream: Option<Box<RequestStream>>,
     routes: Arc<Routes>,
     conn: quay_transport::Connection,
     draft: Option<Draft>,
@@ -389,7 +396,7 @@ impl Request {
     }
 
     async fn accept(mut self, protocol: Option<String>) -> Result<Session, SessionError> {
-        let Some(mut stream) = self.stream.take() else {
+        let Some(mut stream) = self.stream.take().map(|stream| *stream) else {
             return Err(SessionError::LocallyClosed);
         };
         let mut response = Response::new(());
@@ -438,7 +445,7 @@ impl Request {
 
     async fn refuse(mut self, status: StatusCode) {
         self.routes.close(self.id);
-        let Some(mut stream) = self.stream.take() else {
+        let Some(mut stream) = self.stream.take().map(|stream| *stream) else {
             return;
         };
         let mut response = Response::new(());
@@ -451,7 +458,7 @@ impl Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if let Some(mut stream) = self.stream.take() {
+        if let Some(mut stream) = self.stream.take().map(|stream| *stream) {
             self.routes.close(self.id);
             stream.reject(Code::H3_REQUEST_REJECTED);
         }
