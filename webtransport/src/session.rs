@@ -573,8 +573,7 @@ pub(crate) struct SessionState {
     /// Whether draft-16 flow control is on (fixed at the start).
     flow_on: bool,
     inner: Mutex<StateInner>,
-    /// Wakes waiters when the session ends, is drained, a stream arrives, or the peer gives
-    /// stream credit.
+    /// Wakes waiters when the session ends, is drained, or the peer gives stream credit.
     changed: Notify,
     /// The CONNECT stream's sending half, for capsules and FIN.
     connect: tokio::sync::Mutex<SendHalf>,
@@ -589,6 +588,9 @@ struct StateInner {
     uni: VecDeque<Arrival>,
     /// Boxed: off on most sessions.
     flow: Option<Box<FlowControl>>,
+    /// Tasks waiting in `accept_bi` / `accept_uni`: woken by a stream of their kind or the end,
+    /// not by every change of the session (as [`SessionState::changed`] waiters are).
+    accept_wakers: [Vec<Waker>; 2],
     /// Streams waiting for the peer's data credit.
     send_wakers: Vec<Waker>,
     /// WT_DATA_BLOCKED and WT_STREAMS_BLOCKED (bidi, uni) to send.
@@ -641,6 +643,10 @@ impl SessionState {
                 return false;
             }
             inner.reason = Some(reason);
+            let [bi_wakers, uni_wakers] = &mut inner.accept_wakers;
+            for waker in bi_wakers.drain(..).chain(uni_wakers.drain(..)) {
+                waker.wake();
+            }
             for waker in inner.send_wakers.drain(..) {
                 waker.wake();
             }
@@ -659,7 +665,7 @@ impl SessionState {
     /// Queues a routed stream for `accept_bi` / `accept_uni`; gives it back if the session has
     /// ended, or if it is one more than flow control allows (which ends the session).
     fn push(self: &Arc<Self>, arrival: Arrival) -> Result<(), Arrival> {
-        {
+        let wakers = {
             let mut inner = self.lock();
             if inner.reason.is_some() {
                 return Err(arrival);
@@ -679,8 +685,11 @@ impl SessionState {
                 Direction::Bidi => inner.bi.push_back(arrival),
                 Direction::Uni => inner.uni.push_back(arrival),
             }
+            std::mem::take(&mut inner.accept_wakers[index(direction)])
+        };
+        for waker in wakers {
+            waker.wake();
         }
-        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -755,7 +764,7 @@ impl SessionState {
                 Ok(()) => Some(Ok(())),
                 Err(say_blocked) => {
                     if say_blocked {
-                        inner.streams_blocked[usize::from(direction == Direction::Uni)] = true;
+                        inner.streams_blocked[index(direction)] = true;
                         // The task it spawns takes the lock later.
                         self.send_flow_updates();
                     }
@@ -838,29 +847,43 @@ impl SessionState {
 
     /// Waits for the next routed stream of `direction`, or the end of the session.
     async fn next_arrival(self: &Arc<Self>, direction: Direction) -> Result<Arrival, SessionError> {
-        self.wait_for(|inner| {
-            if let Some(reason) = &inner.reason {
-                return Some(Err(reason.clone()));
+        std::future::poll_fn(|cx| self.poll_arrival(cx, direction)).await
+    }
+
+    fn poll_arrival(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        direction: Direction,
+    ) -> Poll<Result<Arrival, SessionError>> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.reason {
+            return Poll::Ready(Err(reason.clone()));
+        }
+        let queue = match direction {
+            Direction::Bidi => &mut inner.bi,
+            Direction::Uni => &mut inner.uni,
+        };
+        let Some(arrival) = queue.pop_front() else {
+            // Registered under the lock that `push` takes, so no stream is missed.
+            let wakers = &mut inner.accept_wakers[index(direction)];
+            if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
             }
-            let queue = match direction {
-                Direction::Bidi => &mut inner.bi,
-                Direction::Uni => &mut inner.uni,
-            };
-            let arrival = queue.pop_front()?;
-            if queue.is_empty() {
-                // An idle session keeps no buffer.
-                *queue = VecDeque::new();
-            }
-            if inner
-                .flow
-                .as_mut()
-                .is_some_and(|flow| flow.on_accepted(direction))
-            {
-                self.send_flow_updates();
-            }
-            Some(Ok(arrival))
-        })
-        .await
+            return Poll::Pending;
+        };
+        if queue.is_empty() {
+            // An idle session keeps no buffer.
+            *queue = VecDeque::new();
+        }
+        if inner
+            .flow
+            .as_mut()
+            .is_some_and(|flow| flow.on_accepted(direction))
+        {
+            // The task it spawns takes the lock later.
+            self.send_flow_updates();
+        }
+        Poll::Ready(Ok(arrival))
     }
 
     /// Waits until `check`, run under the lock at first and after every change, gives a value.
@@ -888,6 +911,11 @@ impl SessionState {
     async fn drained(&self) {
         self.wait_for(|_| self.is_drained().then_some(())).await;
     }
+}
+
+/// The slot of `direction` in per-direction arrays (bidi, uni).
+fn index(direction: Direction) -> usize {
+    usize::from(direction == Direction::Uni)
 }
 
 /// A peer stream of a session, with the bytes read past its header.
