@@ -56,7 +56,8 @@ pub struct Config {
     /// empty.
     pub extension_bidi_signals: Vec<FrameType>,
     /// Send reserved (GREASE) settings and frames, so peers that choke on unknown values are found
-    /// early (RFC 9114 §7.2.4.1, §7.2.8). Default on.
+    /// early (RFC 9114 §7.2.4.1, §7.2.8), and on one connection in eight a stream of a reserved
+    /// type (§6.2.3). Default on.
     pub grease: bool,
 }
 

@@ -16,7 +16,8 @@
 //!   them out;
 //! - when HTTP datagrams are on, routes each datagram by its quarter stream ID.
 //!
-//! The task ends with the connection. Only a short-lived helper writes our GREASE stream.
+//! The task ends with the connection. Only a short-lived helper writes our GREASE stream (on
+//! one connection in eight).
 //!
 //! Request streams are not read here: the user's task reads and writes them directly and takes
 //! the lock only to QPACK-encode or decode a header section. Any connection error closes the QUIC
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     /// Whether the next header section we send gets a GREASE frame in front (once per
     /// connection, when grease is on).
     grease_frame: AtomicBool,
+    /// Whether this connection opens a stream of a reserved type (see [`sends_grease_stream`]).
+    grease_stream: bool,
 }
 
 #[derive(Debug)]
@@ -150,6 +153,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
         changed: Notify::new(),
         flush: Notify::new(),
         grease_frame: AtomicBool::new(grease),
+        grease_stream: grease && sends_grease_stream(seed),
     });
     tokio::spawn(drive(shared.clone()));
     shared
@@ -920,7 +924,7 @@ impl Driver {
             }
             UniStream::Control => {
                 let _ = stream.set_priority(1);
-                if shared.config.grease {
+                if shared.grease_stream {
                     tokio::spawn(grease_stream(shared.conn.clone()));
                 }
             }
@@ -1025,6 +1029,17 @@ fn read_datagrams<'a>(
         }
     }
     ControlFlow::Continue(Some(true))
+}
+
+/// One connection in this many opens a GREASE stream: enough, across a peer's connections, to
+/// find one that chokes on unknown stream types, while most connections spare both sides a
+/// stream (its packets at set-up, and the state QUIC keeps for it).
+const GREASE_STREAM_ONE_IN: u64 = 8;
+
+/// Whether the connection with this random `seed` opens a GREASE stream.
+fn sends_grease_stream(seed: u64) -> bool {
+    // The high bits: the low ones choose the GREASE setting and frame types.
+    (seed >> 32).is_multiple_of(GREASE_STREAM_ONE_IN)
 }
 
 /// Opens a unidirectional stream of a reserved type with a few bytes on it, which the peer must
@@ -1142,4 +1157,19 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
         shared.maybe_close();
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_connection_in_eight_sends_a_grease_stream() {
+        let hasher = RandomState::new();
+        let sending = (0..8_000u64)
+            .filter(|n| sends_grease_stream(hasher.hash_one(n)))
+            .count();
+        // 1,000 expected; the bounds are six standard deviations out.
+        assert!((820..1_180).contains(&sending), "{sending} of 8,000");
+    }
 }
