@@ -141,13 +141,11 @@ async fn accept_connections(endpoint: Endpoint, config: Arc<Config>, tx: mpsc::S
         let config = config.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            // Boxed: the handshake's state is large and the task then lives as long as the
-            // connection; it should not keep room for it.
-            let Ok(conn) = Box::pin(incoming.into_future()).await else {
-                return;
-            };
+            let Ok(conn) = incoming.await else { return };
             let h3 = quay_h3::server::Connection::new(conn, config.h3_config());
-            serve(Arc::new(h3), config, tx).await;
+            // A task of its own: one that lives as long as the connection should not keep room
+            // for the handshake's large state.
+            tokio::spawn(serve(Arc::new(h3), config, tx));
         });
     }
 }

@@ -465,39 +465,46 @@ fn send_then_finish(state: Arc<SessionState>, capsule: Option<Capsule>, finish: 
 /// session's routes.
 ///
 /// The two phases are two awaits, not one `select!` in a loop, so the task keeps room for the
-/// larger of them rather than for both: it lives as long as the session.
-async fn read_connect_stream(
+/// larger of them rather than for both: it lives as long as the session. For the same reason it
+/// returns an `async move` block rather than being an `async fn`, whose arguments rustc stores
+/// twice (once as passed, once as bound).
+fn read_connect_stream(
     mut recv: RecvHalf,
     state: Arc<SessionState>,
     routes: Arc<Routes>,
     id: u64,
-) {
-    for ty in CAPSULE_TYPES {
-        recv.accept_capsule(ty);
-    }
-    let outcome = tokio::select! {
-        outcome = read_capsules(&mut recv, &state) => Some(outcome),
-        _ = state.ended() => None,
-    };
-    let outcome = match outcome {
-        Some(outcome) => outcome,
-        None => match tokio::time::timeout(CLOSE_LINGER, read_capsules(&mut recv, &state)).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                recv.stop(WT_SESSION_GONE);
-                routes.close(id);
-                return;
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        for ty in CAPSULE_TYPES {
+            recv.accept_capsule(ty);
+        }
+        let outcome = tokio::select! {
+            outcome = read_capsules(&mut recv, &state) => Some(outcome),
+            _ = state.ended() => None,
+        };
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            None => {
+                let linger = tokio::time::timeout(CLOSE_LINGER, read_capsules(&mut recv, &state));
+                match linger.await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        recv.stop(WT_SESSION_GONE);
+                        routes.close(id);
+                        return;
+                    }
+                }
             }
-        },
-    };
-    if let Some(code) = outcome.reset {
-        state.connect.lock().await.reset(code);
+        };
+        if let Some(code) = outcome.reset {
+            state.connect.lock().await.reset(code);
+        }
+        if state.end(outcome.reason) {
+            // The peer ended the session: end our side too (draft-16 §6).
+            let _ = state.connect.lock().await.finish();
+        }
+        routes.close(id);
     }
-    if state.end(outcome.reason) {
-        // The peer ended the session: end our side too (draft-16 §6).
-        let _ = state.connect.lock().await.finish();
-    }
-    routes.close(id);
 }
 
 /// How the CONNECT stream ended.
