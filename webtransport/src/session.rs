@@ -468,6 +468,7 @@ fn send_then_finish(state: Arc<SessionState>, capsule: Option<Capsule>, finish: 
 /// larger of them rather than for both: it lives as long as the session. For the same reason it
 /// returns an `async move` block rather than being an `async fn`, whose arguments rustc stores
 /// twice (once as passed, once as bound).
+#[allow(clippy::manual_async_fn)] // On purpose: see above.
 fn read_connect_stream(
     mut recv: RecvHalf,
     state: Arc<SessionState>,
