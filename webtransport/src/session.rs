@@ -310,6 +310,13 @@ impl Session {
             return self.inner.conn.read_datagram().await.map_err(raw_end);
         };
         let mut datagrams = h3.datagrams.lock().await;
+        if let Some(reason) = h3.state.reason() {
+            return Err(reason);
+        }
+        // Under load one is usually waiting: take it without setting up the wait below.
+        if let Some(datagram) = datagrams.try_recv() {
+            return Ok(datagram);
+        }
         tokio::select! {
             datagram = datagrams.recv() => match datagram {
                 Some(datagram) => Ok(datagram),
