@@ -31,6 +31,7 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
 
 use crate::proto::Codec;
 use bytes::{Buf, Bytes, BytesMut};
@@ -49,9 +50,16 @@ use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 
 /// How long a server whose handle and request streams are all gone waits, after its GOAWAY, for
 /// the client to close the connection before closing it itself.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(2);
 /// How many datagrams wait per request stream before new ones are dropped.
 const DATAGRAM_QUEUE: usize = 256;
+/// How many datagrams for streams we have not seen yet wait, per connection, for their stream
+/// (RFC 9297 §2.1: a datagram can overtake the request that creates its stream). The oldest
+/// goes first.
+const EARLY_DATAGRAMS: usize = 16;
+/// How long such a datagram waits, at least; more on a slow path (three round trips): RFC 9297
+/// §2.1 asks for "on the order of a round trip".
+const EARLY_DATAGRAM_AGE: Duration = Duration::from_millis(50);
 
 /// The state request streams and handles share with the driver tasks.
 #[derive(Debug)]
@@ -81,6 +89,8 @@ pub(crate) struct Inner {
     routes: HashMap<u64, Route>,
     /// The connection is gone: no datagram will be routed any more.
     routes_ended: bool,
+    /// Datagrams for streams without a route yet, oldest first: stream ID, arrival, payload.
+    early_datagrams: VecDeque<(u64, Instant, Bytes)>,
     /// Live request streams (both halves count as one).
     pub(crate) active: usize,
     /// The user dropped the client or server connection handle.
@@ -138,6 +148,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
             error: None,
             routes: HashMap::new(),
             routes_ended: false,
+            early_datagrams: VecDeque::new(),
             active: 0,
             handle_gone: false,
             max_request_id: None,
@@ -326,11 +337,33 @@ impl Shared {
     /// Starts routing datagrams for `stream_id`, for [`Shared::poll_datagram`]. Nothing is
     /// allocated for the stream until its first datagram.
     pub(crate) fn register_datagrams(&self, stream_id: u64) {
+        let max_age = self.early_datagram_age();
         let mut inner = self.lock();
         // After the end there is nothing to route: the receiver sees the end at once.
-        if !inner.routes_ended {
-            inner.routes.insert(stream_id, Route::default());
+        if inner.routes_ended {
+            return;
         }
+        let mut route = Route::default();
+        if !inner.early_datagrams.is_empty() {
+            let now = Instant::now();
+            inner.early_datagrams.retain(|(id, arrived, payload)| {
+                if *id != stream_id {
+                    return now.duration_since(*arrived) <= max_age;
+                }
+                if now.duration_since(*arrived) <= max_age {
+                    route.queue.push_back(payload.clone());
+                }
+                false
+            });
+            if inner.early_datagrams.is_empty() {
+                inner.early_datagrams = VecDeque::new();
+            }
+        }
+        inner.routes.insert(stream_id, route);
+    }
+
+    fn early_datagram_age(&self) -> Duration {
+        EARLY_DATAGRAM_AGE.max(self.conn.rtt() * 3)
     }
 
     /// Stops routing datagrams for `stream_id`.
@@ -366,12 +399,20 @@ impl Shared {
         self.lock().routes.get_mut(&stream_id)?.queue.pop_front()
     }
 
-    /// Queues a datagram for its request stream. Datagrams for unknown streams, or beyond a
-    /// full queue, are dropped (RFC 9297 §2.1 allows buffering a few; we keep none).
+    /// Queues a datagram for its request stream. One for a stream without a route waits a
+    /// little for it (see [`EARLY_DATAGRAMS`]); one beyond a full queue is dropped.
     fn route_datagram(&self, stream_id: u64, payload: Bytes) {
         let waker = {
             let mut inner = self.lock();
             let Some(route) = inner.routes.get_mut(&stream_id) else {
+                if !inner.routes_ended {
+                    if inner.early_datagrams.len() >= EARLY_DATAGRAMS {
+                        inner.early_datagrams.pop_front();
+                    }
+                    inner
+                        .early_datagrams
+                        .push_back((stream_id, Instant::now(), payload));
+                }
                 return;
             };
             if route.queue.len() >= DATAGRAM_QUEUE {
@@ -390,6 +431,7 @@ impl Shared {
         let routes = {
             let mut inner = self.lock();
             inner.routes_ended = true;
+            inner.early_datagrams = VecDeque::new();
             std::mem::take(&mut inner.routes)
         };
         for waker in routes.into_values().filter_map(|route| route.waker) {

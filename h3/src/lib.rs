@@ -19,7 +19,8 @@
 //! - [`server::Connection::accept`] reads each request head before returning the next request;
 //!   use [`server::Connection::accept_stream`] to read heads concurrently.
 //! - HTTP datagrams are routed to request streams only, with a small queue per stream; extra
-//!   datagrams are dropped, as RFC 9297 allows.
+//!   datagrams are dropped, as RFC 9297 allows. A few that overtake their request wait for it
+//!   (16 per connection, for three round trips or 50 ms).
 //!
 //! This crate does not do QPACK (that is `quay-qpack`), QUIC or TLS (that is `quay-transport`),
 //! or WebTransport's session rules (that is `quay-webtransport`, which plugs into the extension

@@ -111,6 +111,34 @@ async fn connect_udp_with_capsules_and_datagrams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_that_overtake_their_request_wait_for_it() {
+    // RFC 9297 §2.1: a datagram can arrive before its stream's request is read.
+    let fixture = server(extended());
+    let target = fixture.target();
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        // The request head is read only once the client's datagram is in.
+        sent_rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+        let datagram = t(stream.recv_datagram()).await.unwrap().unwrap();
+        assert_eq!(datagram, &b"early"[..]);
+        t(stream.send_response(Response::new(()))).await.unwrap();
+        stream.finish().unwrap();
+        // Bounded by the client closing the connection.
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    let client = client(target, extended()).await;
+    let mut stream = t(client.send_request(connect_udp())).await.unwrap();
+    send_datagram(|| stream.send_datagram(Bytes::from_static(b"early"))).await;
+    sent_tx.send(()).unwrap();
+    // The server answers only after it got the datagram.
+    let response = t(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_connect_needs_both_sides() {
     // The server does not enable it: the client refuses to send (RFC 9220 §3).
     let fixture = server(Config::default());
