@@ -27,13 +27,13 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use quay_h3::proto::headers::Protocol;
-use quay_h3::proto::settings::{SettingId, Settings};
+use quay_h3::proto::settings::Settings;
 use quay_transport::{ClientBuilder, Connection};
 
 use crate::config::Config;
 use crate::error::ConnectError;
 use crate::proto::connect;
-use crate::proto::settings::{Draft, FlowControlLimits};
+use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count};
 use crate::session::{Established, Routes, Session, route_streams};
 
 /// What to send with a session request besides the URL.
@@ -75,6 +75,8 @@ pub struct Client {
     h3: quay_h3::Client,
     routes: Arc<Routes>,
     flow_control: Option<FlowControlLimits>,
+    /// [`Config::max_sessions`], our cap when flow control lets the server take more than one.
+    max_sessions: usize,
 }
 
 impl Client {
@@ -119,6 +121,7 @@ impl Client {
             h3,
             routes,
             flow_control: config.flow_control,
+            max_sessions: config.max_sessions as usize,
         }
     }
 
@@ -151,6 +154,13 @@ impl Client {
         let flow = self
             .flow_control
             .zip(FlowControlLimits::from_settings(&settings));
+        // draft-16 §5.1: with flow control on, sessions share the connection; the server
+        // refuses those beyond its own limit.
+        let limit = if flow.is_some() {
+            limit.max(self.max_sessions)
+        } else {
+            limit
+        };
         let mut request = http::Request::new(());
         *request.method_mut() = Method::CONNECT;
         *request.uri_mut() = uri;
@@ -228,15 +238,8 @@ fn check_settings(settings: &Settings) -> Result<(Draft, usize), ConnectError> {
     let Some(draft) = Draft::from_settings(settings) else {
         return Err(ConnectError::NotSupported("no WebTransport setting"));
     };
-    let count = |id| settings.get(id).map(|v| v.into_inner());
-    // The largest announced limit; a server that only enables WebTransport takes one session.
-    let limit = [
-        count(SettingId::WT_MAX_SESSIONS),
-        count(SettingId::WEBTRANSPORT_MAX_SESSIONS),
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(1);
+    // The largest announced limit; a server that only enables WebTransport takes one session
+    // (unless flow control is on, which the caller checks).
+    let limit = announced_session_count(settings).unwrap_or(1);
     Ok((draft, usize::try_from(limit).unwrap_or(usize::MAX)))
 }

@@ -21,7 +21,10 @@ use crate::proto::settings::{FlowControlLimits, local_settings};
 pub struct Config {
     /// How many sessions the peer may have open on one connection at once, announced in
     /// SETTINGS (draft-07..14 and Safari's draft-13 setting). A server refuses further CONNECT
-    /// requests with H3_REQUEST_REJECTED. Default 16, Chromium's own limit.
+    /// requests with H3_REQUEST_REJECTED. A client that announces no session count of its own
+    /// (draft-02 Chromium, which does not pool sessions; draft-16, where pooling needs flow
+    /// control) gets one session per connection unless flow control is on (draft-16 §5.1).
+    /// Default 16, Chromium's own limit.
     pub max_sessions: u32,
     /// How many streams of the peer may wait, per connection, for a session that is not accepted
     /// yet (they can arrive before their CONNECT request, draft-16 §4.6). Further ones are refused

@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::proto::connect;
-use crate::proto::settings::{Draft, FlowControlLimits};
+use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count};
 use crate::session::{Established, Routes, Session};
 
 /// What a connection's peer asked for, from [`Connection::accept`].
@@ -281,11 +281,6 @@ fn sort(
         return;
     }
     let id = stream.id().into_inner();
-    // draft-16 §4.3 / draft-07: sessions beyond our limit are refused.
-    if !routes.request(id, config.max_sessions as usize) {
-        stream.reject(Code::H3_REQUEST_REJECTED);
-        return;
-    }
     let peer_settings = h3.peer_settings();
     let draft = peer_settings.as_ref().and_then(Draft::from_settings);
     let flow = config.flow_control.zip(
@@ -293,6 +288,22 @@ fn sort(
             .as_ref()
             .and_then(FlowControlLimits::from_settings),
     );
+    // draft-07..14: up to the count we announced. draft-16 §5.1: a client that announced no
+    // count gets one session unless flow control is on.
+    let pooled = flow.is_some()
+        || peer_settings
+            .as_ref()
+            .and_then(announced_session_count)
+            .is_some();
+    let limit = if pooled {
+        config.max_sessions as usize
+    } else {
+        1
+    };
+    if !routes.request(id, limit) {
+        stream.reject(Code::H3_REQUEST_REJECTED);
+        return;
+    }
     let request = Request {
         head: Box::new(request),
         stream: Some(Box::new(stream)),

@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use quay_h3::Code;
+use quay_h3::proto::headers::Protocol;
+use quay_h3::proto::settings::SettingId;
 use quay_h3::proto::{Codec, VarInt};
 use quay_transport::{ClientBuilder, Identity, TransportOptions, Trust};
 use quay_webtransport::proto::error::{
@@ -519,6 +521,36 @@ async fn session_limit_from_settings() {
             matches!(second, Err(ConnectError::NotSupported(_))),
             "{second:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_draft16_client_without_flow_control_gets_one_session() {
+    // draft-16 §5.1: no session count and no flow control means one session per connection.
+    let fx = fixture(Config::default());
+    bounded(async {
+        let mut h3 = quay_h3::Config::default();
+        h3.enable_extended_connect = true;
+        h3.enable_datagrams = true;
+        h3.extra_settings = vec![(SettingId::WT_ENABLED, VarInt::from_u32(1))];
+        let client = quay_h3::Client::connect(&fx.url("/"), &fx.builder, h3)
+            .await
+            .unwrap();
+        let connect = || {
+            let mut request = http::Request::connect(fx.url("/")).body(()).unwrap();
+            request.extensions_mut().insert(Protocol::WEBTRANSPORT_H3);
+            request
+        };
+        let mut first = client.send_request(connect()).await.unwrap();
+        let accepted = async { fx.server.accept().await.unwrap().ok().await.unwrap() };
+        let (response, _session) = tokio::join!(first.recv_response(), accepted);
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+        let mut second = client.send_request(connect()).await.unwrap();
+        assert!(matches!(
+            second.recv_response().await,
+            Err(quay_h3::StreamError::Reset(Code::H3_REQUEST_REJECTED))
+        ));
     })
     .await;
 }

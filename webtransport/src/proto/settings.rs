@@ -76,6 +76,15 @@ impl FlowControlLimits {
     }
 }
 
+/// The session count the peer announced (WT_MAX_SESSIONS of drafts 07..14, or the older
+/// WEBTRANSPORT_MAX_SESSIONS; the larger if both), if any. Draft-16 has no such setting: there,
+/// several sessions on one connection need flow control (§5.1), and without either an endpoint
+/// takes one session.
+pub fn announced_session_count(settings: &Settings) -> Option<u64> {
+    let count = |id| settings.get(id).map(VarInt::into_inner);
+    count(SettingId::WT_MAX_SESSIONS).max(count(SettingId::WEBTRANSPORT_MAX_SESSIONS))
+}
+
 /// The settings a WebTransport endpoint adds to HTTP/3's, for every draft at once: extended
 /// CONNECT, HTTP datagrams (RFC 9297 and the old draft-04 id Chromium still sends), and each
 /// draft's WebTransport setting with `max_sessions` where the draft carries a count.
@@ -173,6 +182,19 @@ mod tests {
             assert_eq!(all.get(id), Some(VarInt::from_u32(16)), "{id:?}");
         }
         assert_eq!(FlowControlLimits::from_settings(&all), None);
+    }
+
+    #[test]
+    fn session_counts_of_each_draft() {
+        let draft14 = settings(&[(SettingId::WT_MAX_SESSIONS, 4)]);
+        assert_eq!(announced_session_count(&draft14), Some(4));
+        let both = settings(&[
+            (SettingId::WT_MAX_SESSIONS, 4),
+            (SettingId::WEBTRANSPORT_MAX_SESSIONS, 9),
+        ]);
+        assert_eq!(announced_session_count(&both), Some(9));
+        let draft16 = settings(&[(SettingId::WT_ENABLED, 1)]);
+        assert_eq!(announced_session_count(&draft16), None);
     }
 
     #[test]
