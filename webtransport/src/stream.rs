@@ -130,15 +130,18 @@ impl SendStream {
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
         self.check_session()?;
         let credit = self.credit(buf.len()).await?;
-        match self.inner.write(&buf[..credit]).await {
+        // Given back if this future is dropped while the write waits: nothing was written then.
+        let mut unused = Unused {
+            state: self.mapping.flow().cloned(),
+            bytes: credit,
+        };
+        let result = self.inner.write(&buf[..credit]).await;
+        match result {
             Ok(written) => {
-                self.refund(credit - written);
+                unused.bytes = credit - written;
                 Ok(written)
             }
-            Err(error) => {
-                self.refund(credit);
-                Err(write_error(error, &self.mapping))
-            }
+            Err(error) => Err(write_error(error, &self.mapping)),
         }
     }
 
@@ -161,6 +164,9 @@ impl SendStream {
     }
 
     /// Writes `chunk` without copying it.
+    ///
+    /// With flow control on, dropping this future before it completes keeps the credit it
+    /// took: part of the chunk may have gone out, and over-counting is the safe side.
     pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), StreamError> {
         self.check_session()?;
         // Bounded by `chunk`: each turn writes at least one byte or fails.
@@ -207,6 +213,20 @@ impl SendStream {
         self.inner
             .set_priority(priority)
             .map_err(|_| StreamError::Closed)
+    }
+}
+
+/// Data credit taken for a write and not used; given back when dropped.
+struct Unused {
+    state: Option<Arc<SessionState>>,
+    bytes: usize,
+}
+
+impl Drop for Unused {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            state.refund_data_credit(self.bytes);
+        }
     }
 }
 
