@@ -12,6 +12,7 @@
 //! the stack.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use quay_transport::{
     CertificateHash, ClientBuilder, Endpoint, Identity, ServerBuilder, TransportOptions, Trust,
@@ -69,4 +70,21 @@ pub fn socket_buffers() -> (Option<usize>, Option<usize>, Option<usize>) {
 /// Connects `endpoint` to the server at `addr` (QUIC and TLS handshake only).
 pub async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
     Ok(endpoint.connect(addr, SERVER_NAME)?.await?)
+}
+
+/// How long a test waits for any one step before it fails.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Awaits `future` for at most [`STEP_TIMEOUT`]. For tests: panics past it.
+pub async fn bounded<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .expect("timed out")
+}
+
+/// A QUIC connection (ALPN h3) to `addr` from a fresh [`client_endpoint`] pinning `hash`. For
+/// tests: panics on failure or past [`STEP_TIMEOUT`].
+pub async fn connect_pinned(addr: SocketAddr, hash: CertificateHash) -> quinn::Connection {
+    let endpoint = client_endpoint(hash).unwrap();
+    bounded(connect(&endpoint, addr)).await.unwrap()
 }

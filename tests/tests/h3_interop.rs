@@ -1,29 +1,12 @@
 //! Interop with hyperium `h3` + `h3-quinn` (from Cargo's registry): quay's HTTP/3 client
 //! against hyperium's server, and hyperium's client against quay's server, on 127.0.0.1.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use quay_h3::server::Server;
 use quay_h3::{Client, Config};
+use quay_tests::setup::{bounded, connect_pinned};
 use quay_tests::{hyperium, setup};
-use quay_transport::CertificateHash;
-
-/// Awaits `future` for at most 30 seconds.
-async fn t<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), future)
-        .await
-        .expect("timed out")
-}
-
-/// A QUIC connection (ALPN h3) to `addr`, pinning `hash`.
-async fn connect(addr: SocketAddr, hash: CertificateHash) -> quay_transport::Connection {
-    let endpoint = setup::client_endpoint(hash).unwrap();
-    t(setup::connect(&endpoint, addr)).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_against_hyperium_server() {
@@ -32,13 +15,13 @@ async fn our_client_against_hyperium_server() {
     let endpoint = setup::server_endpoint(identity).unwrap();
     let addr = endpoint.local_addr().unwrap();
     tokio::spawn(hyperium::serve(endpoint));
-    let client = Client::new(connect(addr, hash).await, Config::default());
+    let client = Client::new(connect_pinned(addr, hash).await, Config::default());
     // A download, several times so QPACK state carries over between requests.
     for _ in 0..3 {
         let request = Request::get(hyperium::url("/bytes/100000"))
             .body(Bytes::new())
             .unwrap();
-        let response = t(client.request(request)).await.unwrap();
+        let response = bounded(client.request(request)).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.body().len(), 100_000);
     }
@@ -46,27 +29,30 @@ async fn our_client_against_hyperium_server() {
     let request = Request::post(hyperium::url(hyperium::ECHO_PATH))
         .body(())
         .unwrap();
-    let mut stream = t(client.send_request(request)).await.unwrap();
-    t(stream.send_data(Bytes::from_static(b"echo me")))
+    let mut stream = bounded(client.send_request(request)).await.unwrap();
+    bounded(stream.send_data(Bytes::from_static(b"echo me")))
         .await
         .unwrap();
     let mut trailers = HeaderMap::new();
     trailers.insert("x-trailer", HeaderValue::from_static("yes"));
-    t(stream.send_trailers(trailers)).await.unwrap();
-    let response = t(stream.recv_response()).await.unwrap();
+    bounded(stream.send_trailers(trailers)).await.unwrap();
+    let response = bounded(stream.recv_response()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = Vec::new();
-    while let Some(chunk) = t(stream.recv_data()).await.unwrap() {
+    while let Some(chunk) = bounded(stream.recv_data()).await.unwrap() {
         body.extend_from_slice(&chunk);
     }
     assert_eq!(body, b"echo me");
-    let trailers = t(stream.recv_trailers()).await.unwrap().unwrap();
+    let trailers = bounded(stream.recv_trailers()).await.unwrap().unwrap();
     assert_eq!(trailers["x-trailer"], "yes");
     // Not found.
     let request = Request::get(hyperium::url("/nothing"))
         .body(Bytes::new())
         .unwrap();
-    assert_eq!(t(client.request(request)).await.unwrap().status(), 404);
+    assert_eq!(
+        bounded(client.request(request)).await.unwrap().status(),
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,15 +63,15 @@ async fn hyperium_client_against_our_server() {
     let addr = endpoint.local_addr().unwrap();
     let server = Server::from_endpoint(endpoint, Config::default());
     tokio::spawn(async move {
-        let connection = t(server.accept()).await.unwrap().unwrap();
+        let connection = bounded(server.accept()).await.unwrap().unwrap();
         // Bounded by the client closing the connection.
         while let Ok(Some((request, mut stream))) = connection.accept().await {
             tokio::spawn(async move {
                 let mut body = Vec::new();
-                while let Some(chunk) = t(stream.recv_data()).await.unwrap() {
+                while let Some(chunk) = bounded(stream.recv_data()).await.unwrap() {
                     body.extend_from_slice(&chunk);
                 }
-                let trailers = t(stream.recv_trailers()).await.unwrap();
+                let trailers = bounded(stream.recv_trailers()).await.unwrap();
                 let response = Response::builder()
                     .status(200)
                     .header("x-path", request.uri().path())
@@ -100,14 +86,16 @@ async fn hyperium_client_against_our_server() {
             });
         }
     });
-    let client = t(hyperium::Client::new(connect(addr, hash).await))
+    let client = bounded(hyperium::Client::new(connect_pinned(addr, hash).await))
         .await
         .unwrap();
     for i in 0..3 {
         let request = Request::get(hyperium::url(&format!("/get/{i}")))
             .body(())
             .unwrap();
-        let exchange = t(client.send(request, Bytes::new(), None)).await.unwrap();
+        let exchange = bounded(client.send(request, Bytes::new(), None))
+            .await
+            .unwrap();
         assert_eq!(exchange.response.status(), StatusCode::OK);
         assert_eq!(exchange.response.headers()["x-path"], format!("/get/{i}"));
         assert!(exchange.body.is_empty());
@@ -116,9 +104,10 @@ async fn hyperium_client_against_our_server() {
     let mut trailers = HeaderMap::new();
     trailers.insert("x-sum", HeaderValue::from_static("42"));
     let request = Request::post(hyperium::url("/post")).body(()).unwrap();
-    let exchange = t(client.send(request, Bytes::from_static(b"posted body"), Some(trailers)))
-        .await
-        .unwrap();
+    let exchange =
+        bounded(client.send(request, Bytes::from_static(b"posted body"), Some(trailers)))
+            .await
+            .unwrap();
     assert_eq!(exchange.body, &b"posted body"[..]);
     assert_eq!(exchange.trailers.unwrap()["x-sum"], "42");
     client.close();

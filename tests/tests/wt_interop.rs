@@ -7,23 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use quay_tests::setup::{bounded, connect_pinned};
 use quay_tests::{quaywt, setup, wtq};
-use quay_transport::CertificateHash;
 use quay_webtransport::{Client, Config, Server, SessionError, SessionOptions};
 use tokio::sync::mpsc;
-
-/// Awaits `future` for at most 30 seconds.
-async fn t<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), future)
-        .await
-        .expect("timed out")
-}
-
-/// A QUIC connection (ALPN h3) to `addr`, pinning `hash`.
-async fn connect(addr: SocketAddr, hash: CertificateHash) -> quay_transport::Connection {
-    let endpoint = setup::client_endpoint(hash).unwrap();
-    t(setup::connect(&endpoint, addr)).await.unwrap()
-}
 
 fn url(addr: SocketAddr, path: &str) -> String {
     format!("https://{}:{}{path}", setup::SERVER_NAME, addr.port())
@@ -85,9 +72,9 @@ async fn our_client_against_web_transport_quinn_server() {
             });
         }
     });
-    t(async {
+    bounded(async {
         // Streams and datagrams.
-        let session = quaywt::connect(connect(addr, hash).await, addr.port())
+        let session = quaywt::connect(connect_pinned(addr, hash).await, addr.port())
             .await
             .unwrap();
         assert_eq!(
@@ -103,7 +90,7 @@ async fn our_client_against_web_transport_quinn_server() {
         assert_eq!(datagram, "interop datagram");
 
         // Server-initiated streams, then our close code and reason.
-        let client = Client::new(connect(addr, hash).await, Config::default());
+        let client = Client::new(connect_pinned(addr, hash).await, Config::default());
         let session = client
             .open(&url(addr, "/push"), &SessionOptions::default())
             .await
@@ -123,7 +110,7 @@ async fn our_client_against_web_transport_quinn_server() {
         );
 
         // Their close code and reason.
-        let client = Client::new(connect(addr, hash).await, Config::default());
+        let client = Client::new(connect_pinned(addr, hash).await, Config::default());
         let session = client
             .open(&url(addr, "/close"), &SessionOptions::default())
             .await
@@ -172,8 +159,8 @@ async fn web_transport_quinn_client_against_our_server() {
             });
         }
     });
-    t(async {
-        let session = wtq::connect(connect(addr, hash).await, addr.port())
+    bounded(async {
+        let session = wtq::connect(connect_pinned(addr, hash).await, addr.port())
             .await
             .unwrap();
         assert_eq!(
@@ -189,7 +176,7 @@ async fn web_transport_quinn_client_against_our_server() {
         assert_eq!(datagram, "interop datagram");
 
         let push: url::Url = url(addr, "/push").parse().unwrap();
-        let session = web_transport_quinn::Session::connect(connect(addr, hash).await, push)
+        let session = web_transport_quinn::Session::connect(connect_pinned(addr, hash).await, push)
             .await
             .unwrap();
         let mut uni = session.accept_uni().await.unwrap();
@@ -208,9 +195,10 @@ async fn web_transport_quinn_client_against_our_server() {
         }
 
         let close: url::Url = url(addr, "/close").parse().unwrap();
-        let session = web_transport_quinn::Session::connect(connect(addr, hash).await, close)
-            .await
-            .unwrap();
+        let session =
+            web_transport_quinn::Session::connect(connect_pinned(addr, hash).await, close)
+                .await
+                .unwrap();
         let reason = session.closed().await.to_string();
         assert!(
             reason.contains("13") && reason.contains("bye from quay"),
