@@ -185,8 +185,9 @@ pub enum ExtensionStream {
 }
 
 impl ExtensionStream {
-    /// Refuses the stream with `code` (no one takes it).
-    pub(crate) fn refuse(self, code: Code) {
+    /// Refuses the stream with `code`: stops reading it, and resets a bidirectional stream's
+    /// sending side.
+    pub fn refuse(self, code: Code) {
         match self {
             Self::Uni { mut recv, .. } => {
                 let _ = recv.stop(code.to_varint());

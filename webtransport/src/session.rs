@@ -257,14 +257,19 @@ impl Session {
             ));
         };
         match h3.state.next_arrival(Direction::Bidi).await? {
-            Arrival::Bi(send, recv, buffered) => {
+            ExtensionStream::Bidi {
+                send,
+                recv,
+                buffered,
+                ..
+            } => {
                 let mapping = self.mapping();
                 Ok((
                     SendStream::new(send, mapping.clone()),
                     RecvStream::new(recv, buffered, mapping),
                 ))
             }
-            Arrival::Uni(..) => Err(SessionError::Protocol(
+            _ => Err(SessionError::Protocol(
                 "unidirectional stream routed as bidi",
             )),
         }
@@ -277,8 +282,10 @@ impl Session {
             return Ok(RecvStream::new(recv, Bytes::new(), Mapping::Raw));
         };
         match h3.state.next_arrival(Direction::Uni).await? {
-            Arrival::Uni(recv, buffered) => Ok(RecvStream::new(recv, buffered, self.mapping())),
-            Arrival::Bi(..) => Err(SessionError::Protocol("bidirectional stream routed as uni")),
+            ExtensionStream::Uni { recv, buffered, .. } => {
+                Ok(RecvStream::new(recv, buffered, self.mapping()))
+            }
+            _ => Err(SessionError::Protocol("bidirectional stream routed as uni")),
         }
     }
 
@@ -599,8 +606,8 @@ struct StateInner {
     reason: Option<SessionError>,
     /// Routed streams waiting for `accept_bi` / `accept_uni`. Empty queues allocate nothing,
     /// which is what most idle sessions have.
-    bi: VecDeque<Arrival>,
-    uni: VecDeque<Arrival>,
+    bi: VecDeque<ExtensionStream>,
+    uni: VecDeque<ExtensionStream>,
     /// Boxed: off on most sessions.
     flow: Option<Box<FlowControl>>,
     /// Tasks waiting in `accept_bi` / `accept_uni`: woken by a stream of their kind or the end,
@@ -679,15 +686,14 @@ impl SessionState {
 
     /// Queues a routed stream for `accept_bi` / `accept_uni`; gives it back if the session has
     /// ended, or if it is one more than flow control allows (which ends the session).
-    fn push(self: &Arc<Self>, arrival: Arrival) -> Result<(), Arrival> {
+    fn push(self: &Arc<Self>, arrival: ExtensionStream) -> Result<(), ExtensionStream> {
         let wakers = {
             let mut inner = self.lock();
             if inner.reason.is_some() {
                 return Err(arrival);
             }
-            let direction = match arrival {
-                Arrival::Bi(..) => Direction::Bidi,
-                Arrival::Uni(..) => Direction::Uni,
+            let Some(direction) = direction(&arrival) else {
+                return Err(arrival);
             };
             if let Some(flow) = &mut inner.flow
                 && flow.on_peer_stream(direction).is_err()
@@ -861,7 +867,10 @@ impl SessionState {
     }
 
     /// Waits for the next routed stream of `direction`, or the end of the session.
-    async fn next_arrival(self: &Arc<Self>, direction: Direction) -> Result<Arrival, SessionError> {
+    async fn next_arrival(
+        self: &Arc<Self>,
+        direction: Direction,
+    ) -> Result<ExtensionStream, SessionError> {
         std::future::poll_fn(|cx| self.poll_arrival(cx, direction)).await
     }
 
@@ -869,7 +878,7 @@ impl SessionState {
         self: &Arc<Self>,
         cx: &mut Context<'_>,
         direction: Direction,
-    ) -> Poll<Result<Arrival, SessionError>> {
+    ) -> Poll<Result<ExtensionStream, SessionError>> {
         let mut inner = self.lock();
         if let Some(reason) = &inner.reason {
             return Poll::Ready(Err(reason.clone()));
@@ -933,28 +942,13 @@ fn index(direction: Direction) -> usize {
     usize::from(direction == Direction::Uni)
 }
 
-/// A peer stream of a session, with the bytes read past its header.
-#[derive(Debug)]
-pub(crate) enum Arrival {
-    Bi(
-        quay_transport::SendStream,
-        quay_transport::RecvStream,
-        Bytes,
-    ),
-    Uni(quay_transport::RecvStream, Bytes),
-}
-
-impl Arrival {
-    fn refuse(self, code: Code) {
-        match self {
-            Self::Bi(mut send, mut recv, _) => {
-                let _ = send.reset(code.to_varint());
-                let _ = recv.stop(code.to_varint());
-            }
-            Self::Uni(mut recv, _) => {
-                let _ = recv.stop(code.to_varint());
-            }
-        }
+/// Which queue a peer's WebTransport stream goes to; `None` for a kind this crate does not
+/// know.
+fn direction(stream: &ExtensionStream) -> Option<Direction> {
+    match stream {
+        ExtensionStream::Bidi { .. } => Some(Direction::Bidi),
+        ExtensionStream::Uni { .. } => Some(Direction::Uni),
+        _ => None,
     }
 }
 
@@ -981,7 +975,7 @@ struct RoutesInner {
 enum Slot {
     /// Not accepted yet (or not even requested yet: streams can overtake their CONNECT).
     Waiting {
-        streams: Vec<Arrival>,
+        streams: Vec<ExtensionStream>,
         /// Whether the CONNECT request is known (and counted in `sessions`).
         requested: bool,
     },
@@ -1012,26 +1006,12 @@ impl Routes {
     /// Hands a peer stream to its session, buffers it, or refuses it. A session ID that is not a
     /// client bidirectional stream ID closes the connection with H3_ID_ERROR (draft-16 §4.1).
     pub(crate) fn route(&self, stream: ExtensionStream, conn: &Connection) {
-        let (id, arrival) = match stream {
-            ExtensionStream::Uni {
-                session_id,
-                recv,
-                buffered,
-                ..
-            } => (session_id, Arrival::Uni(recv, buffered)),
-            ExtensionStream::Bidi {
-                session_id,
-                send,
-                recv,
-                buffered,
-                ..
-            } => (session_id, Arrival::Bi(send, recv, buffered)),
-            other => {
-                drop(other);
-                return;
-            }
+        let (ExtensionStream::Uni { session_id, .. } | ExtensionStream::Bidi { session_id, .. }) =
+            &stream
+        else {
+            return drop(stream);
         };
-        let id = id.into_inner();
+        let id = session_id.into_inner();
         if id % 4 != 0 {
             conn.close(
                 Code::H3_ID_ERROR.to_varint(),
@@ -1042,7 +1022,7 @@ impl Routes {
         let mut inner = self.lock();
         if inner.closed {
             drop(inner);
-            return arrival.refuse(WT_SESSION_GONE);
+            return stream.refuse(WT_SESSION_GONE);
         }
         let buffered = inner.buffered;
         let slot = inner.slots.entry(id).or_insert(Slot::Waiting {
@@ -1051,20 +1031,20 @@ impl Routes {
         });
         let refused = match slot {
             Slot::Open(session) => session
-                .push(arrival)
+                .push(stream)
                 .err()
-                .map(|arrival| (arrival, WT_SESSION_GONE)),
-            Slot::Gone => Some((arrival, WT_SESSION_GONE)),
+                .map(|stream| (stream, WT_SESSION_GONE)),
+            Slot::Gone => Some((stream, WT_SESSION_GONE)),
             Slot::Waiting { streams, .. } if buffered < self.max_buffered => {
-                streams.push(arrival);
+                streams.push(stream);
                 inner.buffered += 1;
                 None
             }
-            Slot::Waiting { .. } => Some((arrival, WT_BUFFERED_STREAM_REJECTED)),
+            Slot::Waiting { .. } => Some((stream, WT_BUFFERED_STREAM_REJECTED)),
         };
         drop(inner);
-        if let Some((arrival, code)) = refused {
-            arrival.refuse(code);
+        if let Some((stream, code)) = refused {
+            stream.refuse(code);
         }
     }
 
