@@ -365,7 +365,10 @@ impl Session {
         if h3.state.end(SessionError::LocallyClosed) {
             h3.routes.close(h3.id.into_inner());
             let capsule = WtCapsule::close(code, reason).to_capsule();
-            send_then_finish(h3.state.clone(), Some(capsule), true);
+            h3.state.write_connect(ConnectWrite::Capsule {
+                capsule: Some(capsule),
+                finish: true,
+            });
         }
     }
 
@@ -375,11 +378,10 @@ impl Session {
         if let Some(h3) = &self.inner.h3
             && !h3.state.is_gone()
         {
-            send_then_finish(
-                h3.state.clone(),
-                Some(WtCapsule::DrainSession.to_capsule()),
-                false,
-            );
+            h3.state.write_connect(ConnectWrite::Capsule {
+                capsule: Some(WtCapsule::DrainSession.to_capsule()),
+                finish: false,
+            });
         }
     }
 
@@ -421,7 +423,10 @@ impl Drop for Inner {
             && h3.state.end(SessionError::LocallyClosed)
         {
             h3.routes.close(h3.id.into_inner());
-            send_then_finish(h3.state.clone(), None, true);
+            h3.state.write_connect(ConnectWrite::Capsule {
+                capsule: None,
+                finish: true,
+            });
         }
     }
 }
@@ -453,24 +458,19 @@ fn raw_end(error: quay_transport::ConnectionError) -> SessionError {
     }
 }
 
-/// Writes `capsule` (if any) and, if `finish`, FIN on the CONNECT stream, in the background:
-/// closing must not wait for the peer's flow control.
-fn send_then_finish(state: Arc<SessionState>, capsule: Option<Capsule>, finish: bool) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        // Dropped outside a runtime: the stream is dropped with the session, which resets it.
-        return;
-    };
-    runtime.spawn(async move {
-        let mut send = state.connect.lock().await;
-        if let Some(capsule) = capsule
-            && send.send_capsule(&capsule).await.is_err()
-        {
-            return;
-        }
-        if finish {
-            let _ = send.finish();
-        }
-    });
+/// What a background task writes on a session's CONNECT stream (see
+/// [`SessionState::write_connect`]).
+enum ConnectWrite {
+    /// A capsule, if any, then FIN if `finish`.
+    Capsule {
+        capsule: Option<Capsule>,
+        finish: bool,
+    },
+    /// The flow-control capsules that are due when the task runs: taken once the stream is
+    /// ours, so they leave in increasing order.
+    FlowUpdates,
+    /// RESET_STREAM with this code.
+    Reset(Code),
 }
 
 /// Reads the CONNECT stream until the session ends: WT_CLOSE_SESSION, WT_DRAIN_SESSION, the
@@ -720,38 +720,58 @@ impl SessionState {
         if !self.end(SessionError::Protocol(FLOW_CONTROL_BROKEN)) {
             return;
         }
-        let state = self.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                state.connect.lock().await.reset(WT_FLOW_CONTROL_ERROR);
-            });
-        }
+        self.write_connect(ConnectWrite::Reset(WT_FLOW_CONTROL_ERROR));
     }
 
-    /// Sends the flow-control capsules that are due, in the background. The values are taken
-    /// once the CONNECT stream is ours, so they leave in increasing order.
+    /// Sends the flow-control capsules that are due, in the background.
     fn send_flow_updates(self: &Arc<Self>) {
+        self.write_connect(ConnectWrite::FlowUpdates);
+    }
+
+    /// Does `write` on the CONNECT stream in a task of its own: closing or giving credit must
+    /// not wait for the peer's flow control. Outside a runtime (a session dropped there) it does
+    /// nothing: the stream is dropped with the session, which resets it.
+    fn write_connect(self: &Arc<Self>, write: ConnectWrite) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let state = self.clone();
         runtime.spawn(async move {
             let mut send = state.connect.lock().await;
-            let capsules = {
-                let mut inner = state.lock();
-                let data_blocked = std::mem::take(&mut inner.data_blocked);
-                let streams_blocked = std::mem::take(&mut inner.streams_blocked);
-                match &mut inner.flow {
-                    Some(flow) => flow.updates(data_blocked, streams_blocked),
-                    None => Vec::new(),
+            let (capsules, finish) = match write {
+                ConnectWrite::Capsule { capsule, finish } => {
+                    (capsule.into_iter().collect(), finish)
+                }
+                ConnectWrite::FlowUpdates => (state.flow_updates(), false),
+                ConnectWrite::Reset(code) => {
+                    send.reset(code);
+                    return;
                 }
             };
             for capsule in capsules {
-                if send.send_capsule(&capsule.to_capsule()).await.is_err() {
+                if send.send_capsule(&capsule).await.is_err() {
                     return;
                 }
             }
+            if finish {
+                let _ = send.finish();
+            }
         });
+    }
+
+    /// The flow-control capsules due now, with the blocked signals asked for.
+    fn flow_updates(&self) -> Vec<Capsule> {
+        let mut inner = self.lock();
+        let data_blocked = std::mem::take(&mut inner.data_blocked);
+        let streams_blocked = std::mem::take(&mut inner.streams_blocked);
+        match &mut inner.flow {
+            Some(flow) => flow
+                .updates(data_blocked, streams_blocked)
+                .iter()
+                .map(WtCapsule::to_capsule)
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// A WebTransport capsule other than close and drain from the peer: flow control's, applied
