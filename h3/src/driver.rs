@@ -14,7 +14,9 @@
 //!   and QPACK streams into the state machine, hands extension streams out and stops the rest;
 //! - on a client, reads the extension signal of the server's bidirectional streams and hands
 //!   them out;
-//! - when HTTP datagrams are on, routes each datagram by its quarter stream ID.
+//!
+//! HTTP datagrams do not pass through the task: whoever waits for one reads quinn's datagrams
+//! and routes them by their quarter stream ID ([`Shared::poll_datagram`]).
 //!
 //! The task ends with the connection. Only a short-lived helper writes our GREASE stream (on
 //! one connection in eight).
@@ -120,11 +122,53 @@ pub(crate) enum Taker {
     Taken,
 }
 
-/// The datagrams waiting for one request stream, and the task that waits for them.
+/// The datagrams waiting for one request stream, and the tasks that wait for them.
 #[derive(Debug, Default)]
 struct Route {
     queue: VecDeque<Bytes>,
+    /// The reader, woken when another stream's reader queues a datagram here.
     waker: Option<Waker>,
+    /// Further concurrent readers; usually empty, so it allocates nothing.
+    more_wakers: Vec<Waker>,
+}
+
+/// How many further readers' wakers a route keeps; past that they are all woken (they poll
+/// again and re-register), so a route that sees reader after reader does not grow.
+const MORE_WAKERS: usize = 8;
+
+impl Route {
+    /// Registers `waker` to be woken when a datagram is queued here.
+    fn wait(&mut self, waker: &Waker) {
+        match &self.waker {
+            Some(first) if first.will_wake(waker) => {}
+            None => self.waker = Some(waker.clone()),
+            Some(_) => {
+                if self.more_wakers.iter().any(|w| w.will_wake(waker)) {
+                    return;
+                }
+                if self.more_wakers.len() >= MORE_WAKERS {
+                    self.more_wakers.drain(..).for_each(Waker::wake);
+                }
+                self.more_wakers.push(waker.clone());
+            }
+        }
+    }
+
+    /// Takes every registered waker, to wake once the lock is released.
+    fn take_wakers(&mut self) -> impl Iterator<Item = Waker> + use<> {
+        let more = std::mem::take(&mut self.more_wakers);
+        self.waker.take().into_iter().chain(more)
+    }
+}
+
+/// Where [`Shared::route_datagram`] put a datagram.
+enum Routed {
+    /// It is the reader's own: here is its payload.
+    Mine(Bytes),
+    /// Queued for another stream, kept for one not seen yet, or dropped.
+    Elsewhere,
+    /// Malformed: the connection failed.
+    Malformed,
 }
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
@@ -371,38 +415,89 @@ impl Shared {
         self.lock().routes.remove(&stream_id);
     }
 
-    /// The next datagram for `stream_id`; `None` once routing stopped (the connection is gone).
-    /// One task at a time waits per stream.
-    pub(crate) fn poll_datagram(
-        &self,
+    /// The next datagram for `stream_id`; `None` once routing stopped (the connection is gone
+    /// or sent a malformed datagram).
+    ///
+    /// Datagrams are read from quinn by whoever waits for one, through `read` (a future of
+    /// `self.conn.read_datagram()` that the caller keeps between polls): one for this stream
+    /// is returned at once, others are queued for their streams. So a datagram reaches its
+    /// reader without a detour through the connection's task, and the task is not woken for
+    /// datagrams at all. One task at a time waits per stream.
+    pub(crate) fn poll_datagram<'a>(
+        &'a self,
         stream_id: u64,
         cx: &mut Context<'_>,
+        mut read: Pin<&mut quinn::ReadDatagram<'a>>,
     ) -> Poll<Option<Bytes>> {
-        let mut inner = self.lock();
-        let Some(route) = inner.routes.get_mut(&stream_id) else {
-            return Poll::Ready(None);
-        };
-        if let Some(datagram) = route.queue.pop_front() {
-            return Poll::Ready(Some(datagram));
+        for _ in 0..BUDGET {
+            {
+                let mut inner = self.lock();
+                let Some(route) = inner.routes.get_mut(&stream_id) else {
+                    return Poll::Ready(None);
+                };
+                if let Some(datagram) = route.queue.pop_front() {
+                    return Poll::Ready(Some(datagram));
+                }
+                // Registered under the lock that `route_datagram` takes, so a datagram that
+                // another reader routes here is not missed.
+                route.wait(cx.waker());
+                // Idle: keep no buffer beyond a few slots.
+                if route.queue.capacity() > 8 {
+                    route.queue = VecDeque::new();
+                }
+            }
+            match ready!(read.as_mut().poll(cx)) {
+                Ok(datagram) => {
+                    read.set(self.conn.read_datagram());
+                    match self.route_datagram(stream_id, datagram) {
+                        Routed::Mine(payload) => return Poll::Ready(Some(payload)),
+                        Routed::Elsewhere => {}
+                        Routed::Malformed => return Poll::Ready(None),
+                    }
+                }
+                // The connection is gone.
+                Err(_) => {
+                    self.end_datagrams();
+                    return Poll::Ready(None);
+                }
+            }
         }
-        // Registered under the lock that `route_datagram` takes, so no datagram is missed.
-        route.waker = Some(cx.waker().clone());
-        // Idle: keep no buffer beyond a few slots.
-        if route.queue.capacity() > 8 {
-            route.queue = VecDeque::new();
-        }
+        // Others' datagrams kept coming: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
         Poll::Pending
     }
 
-    /// The next datagram for `stream_id` if one is queued.
+    /// The next datagram for `stream_id` if one has arrived, without waiting.
     pub(crate) fn try_datagram(&self, stream_id: u64) -> Option<Bytes> {
-        self.lock().routes.get_mut(&stream_id)?.queue.pop_front()
+        let mut read = pin!(self.conn.read_datagram());
+        match self.poll_datagram(
+            stream_id,
+            &mut Context::from_waker(Waker::noop()),
+            read.as_mut(),
+        ) {
+            Poll::Ready(datagram) => datagram,
+            Poll::Pending => None,
+        }
     }
 
-    /// Queues a datagram for its request stream. One for a stream without a route waits a
-    /// little for it (see [`EARLY_DATAGRAMS`]); one beyond a full queue is dropped.
-    fn route_datagram(&self, stream_id: u64, payload: Bytes) {
-        let waker = {
+    /// Decodes a datagram's quarter stream ID (RFC 9297 §2.1) and hands its payload back if it
+    /// belongs to `reader`, or queues it for its request stream. One for a stream without a
+    /// route waits a little for it (see [`EARLY_DATAGRAMS`]); one beyond a full queue is
+    /// dropped. A malformed one fails the connection.
+    fn route_datagram(&self, reader: u64, datagram: Bytes) -> Routed {
+        let datagram = match Datagram::decode(datagram) {
+            Ok(datagram) => datagram,
+            Err(error) => {
+                self.fail(error.into());
+                self.end_datagrams();
+                return Routed::Malformed;
+            }
+        };
+        let (stream_id, payload) = (datagram.stream_id.into_inner(), datagram.payload);
+        if stream_id == reader {
+            return Routed::Mine(payload);
+        }
+        let wakers = {
             let mut inner = self.lock();
             let Some(route) = inner.routes.get_mut(&stream_id) else {
                 if !inner.routes_ended {
@@ -413,17 +508,16 @@ impl Shared {
                         .early_datagrams
                         .push_back((stream_id, Instant::now(), payload));
                 }
-                return;
+                return Routed::Elsewhere;
             };
             if route.queue.len() >= DATAGRAM_QUEUE {
-                return;
+                return Routed::Elsewhere;
             }
             route.queue.push_back(payload);
-            route.waker.take()
+            route.take_wakers()
         };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakers.for_each(Waker::wake);
+        Routed::Elsewhere
     }
 
     /// The connection is gone: every datagram receiver sees the end once its queue is empty.
@@ -434,7 +528,10 @@ impl Shared {
             inner.early_datagrams = VecDeque::new();
             std::mem::take(&mut inner.routes)
         };
-        for waker in routes.into_values().filter_map(|route| route.waker) {
+        for waker in routes
+            .into_values()
+            .flat_map(|mut route| route.take_wakers())
+        {
             waker.wake();
         }
     }
@@ -589,8 +686,8 @@ impl Drop for CancelOnDrop<'_> {
 /// sections, so they go first.
 const OURS: [UniStream; 3] = [UniStream::Encoder, UniStream::Control, UniStream::Decoder];
 
-/// How many chunks, streams or datagrams one source may hand the driver in one wake-up before
-/// the driver lets other tasks run.
+/// How many chunks or streams one source may hand the driver in one wake-up, or how many other
+/// streams' datagrams a datagram reader routes, before letting other tasks run.
 const BUDGET: usize = 32;
 
 /// What the connection's task keeps between wake-ups, apart from the futures it polls.
@@ -637,8 +734,7 @@ struct Incoming {
 /// queues for it, opening our QPACK streams when they first have bytes; accepts the peer's
 /// unidirectional streams and reads their types, then reads the critical ones into the state
 /// machine, hands out extension streams and stops the rest; on a client, does the same for the
-/// server's extension bidirectional streams; and routes HTTP datagrams. It ends with the
-/// connection.
+/// server's extension bidirectional streams. It ends with the connection.
 ///
 /// Everything is polled by hand from one future, so an idle connection costs one small task
 /// rather than one per stream; futures that are rarely pending, or exist on some connections
@@ -649,10 +745,6 @@ async fn drive(shared: Arc<Shared>) {
     let mut accept_uni = pin!(conn.accept_uni());
     let mut flush = pin!(shared.flush.notified());
     let mut accept_bi = (shared.side == Side::Client).then(|| Box::pin(conn.accept_bi()));
-    let mut datagrams = shared
-        .config
-        .enable_datagrams
-        .then(|| Box::pin(conn.read_datagram()));
     let mut opening: Option<(UniStream, Pin<Box<quinn::OpenUni<'_>>>)> = None;
     poll_fn(|cx| {
         // Drain the flush wake-ups; what they announce is picked up below either way.
@@ -713,17 +805,6 @@ async fn drive(shared: Arc<Shared>) {
         match driver.read_critical(cx, &shared) {
             ControlFlow::Break(()) => return Poll::Ready(()),
             ControlFlow::Continue(more) => busy |= more,
-        }
-        if let Some(read) = &mut datagrams {
-            match read_datagrams(cx, &shared, read.as_mut()) {
-                ControlFlow::Break(()) => return Poll::Ready(()),
-                ControlFlow::Continue(Some(more)) => busy |= more,
-                // The connection is gone: every receiver sees the end.
-                ControlFlow::Continue(None) => {
-                    shared.end_datagrams();
-                    datagrams = None;
-                }
-            }
         }
         if driver.write(cx, &shared, &mut opening).is_break() {
             return Poll::Ready(());
@@ -1042,35 +1123,6 @@ fn decode_uni_prefix(
         _ => None,
     };
     Some((header, session_id))
-}
-
-/// Routes the datagrams that have arrived to the request streams that registered for them
-/// (RFC 9297 §2.1). Breaks if one is malformed (the connection failed); `Continue(None)` once
-/// the connection is gone; otherwise says whether more are waiting than one wake-up takes.
-fn read_datagrams<'a>(
-    cx: &mut Context<'_>,
-    shared: &'a Shared,
-    mut read: Pin<&mut quinn::ReadDatagram<'a>>,
-) -> ControlFlow<(), Option<bool>> {
-    for _ in 0..BUDGET {
-        let Poll::Ready(result) = read.as_mut().poll(cx) else {
-            return ControlFlow::Continue(Some(false));
-        };
-        let Ok(datagram) = result else {
-            return ControlFlow::Continue(None);
-        };
-        read.set(shared.conn.read_datagram());
-        match Datagram::decode(datagram) {
-            Ok(datagram) => {
-                shared.route_datagram(datagram.stream_id.into_inner(), datagram.payload);
-            }
-            Err(error) => {
-                shared.fail(error.into());
-                return ControlFlow::Break(());
-            }
-        }
-    }
-    ControlFlow::Continue(Some(true))
 }
 
 /// One connection in this many opens a GREASE stream: enough, across a peer's connections, to

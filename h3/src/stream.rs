@@ -13,6 +13,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::pin::pin;
 use std::sync::Arc;
 
 use crate::proto::Codec;
@@ -702,8 +703,9 @@ impl RecvHalf {
             return Ok(None);
         }
         let (shared, id) = (&self.shared, self.id);
+        let mut read = pin!(shared.conn.read_datagram());
         tokio::select! {
-            datagram = poll_fn(|cx| shared.poll_datagram(id, cx)) => Ok(datagram),
+            datagram = poll_fn(|cx| shared.poll_datagram(id, cx, read.as_mut())) => Ok(datagram),
             error = shared.conn.closed() => Err(StreamError::ConnectionLost(shared.connection_error(error))),
         }
     }
@@ -772,14 +774,18 @@ pub struct Datagrams {
 }
 
 impl Datagrams {
-    /// The next datagram's payload; `None` once the connection is gone.
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        // The driver ends every route when the connection ends.
-        poll_fn(|cx| self.shared.poll_datagram(self.id, cx)).await
+    /// The next datagram's payload; `None` once the connection is gone (or failed on a
+    /// malformed datagram).
+    ///
+    /// One task at a time should wait: a second one may not be woken for a datagram that
+    /// another stream's reader routed here, until the next datagram arrives.
+    pub async fn recv(&self) -> Option<Bytes> {
+        let mut read = pin!(self.shared.conn.read_datagram());
+        poll_fn(|cx| self.shared.poll_datagram(self.id, cx, read.as_mut())).await
     }
 
-    /// The next datagram if one is queued.
-    pub fn try_recv(&mut self) -> Option<Bytes> {
+    /// The next datagram if one has arrived.
+    pub fn try_recv(&self) -> Option<Bytes> {
         self.shared.try_datagram(self.id)
     }
 }

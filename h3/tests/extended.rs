@@ -139,6 +139,66 @@ async fn datagrams_that_overtake_their_request_wait_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_another_stream_reads_wait_for_their_stream() {
+    // Whoever waits for a datagram reads the connection's datagrams: here stream A's reader
+    // takes stream B's datagram before B's request is accepted, and B gets it once it is.
+    let fixture = server(extended());
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (connection, mut a) = accept_and_answer(&fixture).await;
+        // Sent after B's datagram: once it is here, B's has been read and set aside.
+        let after = t(a.recv_datagram()).await.unwrap().unwrap();
+        let (_, mut b) = t(connection.accept()).await.unwrap().unwrap();
+        let early = t(b.recv_datagram()).await.unwrap().unwrap();
+        tx.send((after, early)).unwrap();
+        // Bounded by the client closing the connection.
+        while let Ok(Some(_)) = connection.accept().await {}
+    });
+    let client = client(target, extended()).await;
+    let mut a = t(client.send_request(connect_udp())).await.unwrap();
+    let response = t(a.recv_response()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let b = t(client.send_request(connect_udp())).await.unwrap();
+    send_datagram(|| b.send_datagram(Bytes::from_static(b"for b"))).await;
+    send_datagram(|| a.send_datagram(Bytes::from_static(b"for a"))).await;
+    let (after, early) = t(rx).await.unwrap();
+    assert_eq!(after, &b"for a"[..]);
+    assert_eq!(early, &b"for b"[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_datagram_is_a_connection_error() {
+    // RFC 9297 §2.1: a datagram whose Quarter Stream ID cannot be parsed is H3_DATAGRAM_ERROR.
+    let fixture = server(extended());
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (_connection, mut stream) = accept_and_answer(&fixture).await;
+        let read = t(stream.recv_datagram()).await;
+        tx.send(matches!(read, Ok(Some(_)))).unwrap();
+    });
+    let conn = common::raw_connection(target).await;
+    let client = quay_h3::Client::new(conn.clone(), extended());
+    let mut stream = t(client.send_request(connect_udp())).await.unwrap();
+    t(stream.recv_response()).await.unwrap();
+    // The first byte announces a two-byte varint that never comes.
+    conn.send_datagram(Bytes::from_static(&[0x40])).unwrap();
+    let quay_transport::quinn::ConnectionError::ApplicationClosed(close) = t(conn.closed()).await
+    else {
+        panic!("the server did not close the connection");
+    };
+    assert_eq!(
+        close.error_code.into_inner(),
+        quay_h3::Code::H3_DATAGRAM_ERROR.into_inner()
+    );
+    assert!(
+        !t(rx).await.unwrap(),
+        "the malformed datagram was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_connect_needs_both_sides() {
     // The server does not enable it: the client refuses to send (RFC 9220 §3).
     let fixture = server(Config::default());
@@ -307,7 +367,7 @@ async fn taken_datagrams_end_with_the_connection() {
     tokio::spawn(async move {
         let (connection, stream) = accept_and_answer(&fixture).await;
         let (send, mut recv) = stream.split();
-        let mut datagrams = recv.take_datagrams().unwrap();
+        let datagrams = recv.take_datagrams().unwrap();
         assert!(matches!(
             recv.take_datagrams(),
             Err(StreamError::Invalid(_))

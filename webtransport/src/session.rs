@@ -71,7 +71,7 @@ struct Http3Session {
     /// Shared with the CONNECT-stream task, the session's streams and [`Routes`].
     state: Arc<SessionState>,
     routes: Arc<Routes>,
-    datagrams: tokio::sync::Mutex<Datagrams>,
+    datagrams: Datagrams,
     /// Keeps a client's HTTP/3 connection open while the session lives.
     _client: Option<quay_h3::Client>,
 }
@@ -145,7 +145,7 @@ impl Session {
                     protocol,
                     state,
                     routes,
-                    datagrams: tokio::sync::Mutex::new(datagrams),
+                    datagrams,
                     _client: client,
                 }),
             }),
@@ -316,16 +316,12 @@ impl Session {
         let Some(h3) = &self.inner.h3 else {
             return self.inner.conn.read_datagram().await.map_err(raw_end);
         };
-        let mut datagrams = h3.datagrams.lock().await;
         if let Some(reason) = h3.state.reason() {
             return Err(reason);
         }
-        // Under load one is usually waiting: take it without setting up the wait below.
-        if let Some(datagram) = datagrams.try_recv() {
-            return Ok(datagram);
-        }
         tokio::select! {
-            datagram = datagrams.recv() => match datagram {
+            biased;
+            datagram = h3.datagrams.recv() => match datagram {
                 Some(datagram) => Ok(datagram),
                 None => Err(self.ended_or_lost().await),
             },
