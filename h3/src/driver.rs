@@ -410,9 +410,13 @@ impl Shared {
         EARLY_DATAGRAM_AGE.max(self.conn.rtt() * 3)
     }
 
-    /// Stops routing datagrams for `stream_id`.
+    /// Stops routing datagrams for `stream_id`; its waiting readers see the end.
     pub(crate) fn unregister_datagrams(&self, stream_id: u64) {
-        self.lock().routes.remove(&stream_id);
+        let route = self.lock().routes.remove(&stream_id);
+        route
+            .into_iter()
+            .flat_map(|mut route| route.take_wakers())
+            .for_each(Waker::wake);
     }
 
     /// The next datagram for `stream_id`; `None` once routing stopped (the connection is gone

@@ -788,6 +788,13 @@ impl Datagrams {
     pub fn try_recv(&self) -> Option<Bytes> {
         self.shared.try_datagram(self.id)
     }
+
+    /// Stops routing this stream's datagrams, as dropping this does: waiting and later calls
+    /// of [`Datagrams::recv`] return `None`, and datagrams that arrive for the stream are
+    /// dropped.
+    pub fn stop(&self) {
+        self.shared.unregister_datagrams(self.id);
+    }
 }
 
 impl Drop for Datagrams {

@@ -71,7 +71,6 @@ struct Http3Session {
     /// Shared with the CONNECT-stream task, the session's streams and [`Routes`].
     state: Arc<SessionState>,
     routes: Arc<Routes>,
-    datagrams: Datagrams,
     /// Keeps a client's HTTP/3 connection open while the session lives.
     _client: Option<quay_h3::Client>,
 }
@@ -118,7 +117,7 @@ impl Session {
             .map_err(|_| SessionError::Protocol("HTTP datagrams are off"))?;
         let flow = flow.map(|(local, peer)| FlowControl::new(local, peer));
         let credit_due = flow.as_ref().is_some_and(FlowControl::credit_due);
-        let state = Arc::new(SessionState::new(send, flow));
+        let state = Arc::new(SessionState::new(send, datagrams, flow));
         if credit_due {
             state.send_flow_updates();
         }
@@ -145,7 +144,6 @@ impl Session {
                     protocol,
                     state,
                     routes,
-                    datagrams,
                     _client: client,
                 }),
             }),
@@ -319,20 +317,19 @@ impl Session {
         if let Some(reason) = h3.state.reason() {
             return Err(reason);
         }
-        tokio::select! {
-            biased;
-            datagram = h3.datagrams.recv() => match datagram {
-                Some(datagram) => Ok(datagram),
-                None => Err(self.ended_or_lost().await),
-            },
-            reason = h3.state.ended() => Err(reason),
+        // The session's end stops its datagrams, so this one wait sees it too; it is all the
+        // future holds, which keeps a task that waits for datagrams all session long small.
+        if let Some(datagram) = h3.state.datagrams.recv().await {
+            return Ok(datagram);
         }
-    }
-
-    async fn ended_or_lost(&self) -> SessionError {
+        if let Some(reason) = h3.state.reason() {
+            return Err(reason);
+        }
         match self.inner.conn.close_reason() {
-            Some(error) => self.lost(error),
-            None => self.closed().await,
+            Some(error) => Err(self.lost(error)),
+            // Not expected: datagrams end with the session or the connection. Boxed, so that
+            // the wait above is not made larger by it.
+            None => Err(Box::pin(self.closed()).await),
         }
     }
 
@@ -595,6 +592,8 @@ pub(crate) struct SessionState {
     changed: Notify,
     /// The CONNECT stream's sending half, for capsules and FIN.
     connect: tokio::sync::Mutex<SendHalf>,
+    /// The session's datagrams, stopped when it ends.
+    datagrams: Datagrams,
 }
 
 #[derive(Debug, Default)]
@@ -617,7 +616,7 @@ struct StateInner {
 }
 
 impl SessionState {
-    fn new(connect: SendHalf, flow: Option<FlowControl>) -> Self {
+    fn new(connect: SendHalf, datagrams: Datagrams, flow: Option<FlowControl>) -> Self {
         Self {
             gone: AtomicBool::new(false),
             drained: AtomicBool::new(false),
@@ -628,6 +627,7 @@ impl SessionState {
             }),
             changed: Notify::new(),
             connect: tokio::sync::Mutex::new(connect),
+            datagrams,
         }
     }
 
@@ -674,6 +674,7 @@ impl SessionState {
         };
         self.gone.store(true, Ordering::Release);
         self.changed.notify_waiters();
+        self.datagrams.stop();
         for arrival in waiting {
             arrival.refuse(WT_SESSION_GONE);
         }

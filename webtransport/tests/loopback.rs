@@ -241,10 +241,19 @@ async fn close_codes_and_reasons_both_ways() {
     bounded(async {
         let client = fx.client().await;
         let (session, server) = fx.pair(&client, "/a").await;
+        // A read that waits for a datagram ends with the session.
+        let waiting = tokio::spawn({
+            let server = server.clone();
+            async move { server.read_datagram().await }
+        });
         session.close(42, "bye from the client");
         assert!(matches!(
             session.closed().await,
             SessionError::LocallyClosed
+        ));
+        assert!(matches!(
+            session.read_datagram().await,
+            Err(SessionError::LocallyClosed)
         ));
         match server.closed().await {
             SessionError::PeerClosed { code, reason } => {
@@ -252,6 +261,10 @@ async fn close_codes_and_reasons_both_ways() {
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(SessionError::PeerClosed { code: 42, .. })
+        ));
         assert!(matches!(
             server.open_bi().await,
             Err(SessionError::PeerClosed { code: 42, .. })
@@ -417,6 +430,27 @@ async fn two_sessions_share_a_connection_and_close_apart() {
         assert_eq!(got.read_to_end(100).await.unwrap(), b"for two");
         let mut got = first_server.accept_uni().await.unwrap();
         assert_eq!(got.read_to_end(100).await.unwrap(), b"for one");
+        // Both sessions' readers wait at once; whichever reads a datagram off the connection
+        // hands the other's over. Resent until both arrive (datagrams may be lost).
+        let readers = tokio::spawn({
+            let (one, two) = (first_server.clone(), second_server.clone());
+            async move { tokio::join!(one.read_datagram(), two.read_datagram()) }
+        });
+        for _ in 0..50 {
+            first
+                .send_datagram(Bytes::from_static(b"dgram one"))
+                .unwrap();
+            second
+                .send_datagram(Bytes::from_static(b"dgram two"))
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if readers.is_finished() {
+                break;
+            }
+        }
+        let (one, two) = readers.await.unwrap();
+        assert_eq!(one.unwrap(), "dgram one");
+        assert_eq!(two.unwrap(), "dgram two");
         // One closing leaves the other running.
         first.close(1, "one is done");
         assert!(matches!(
