@@ -64,9 +64,9 @@ struct Inner {
 #[derive(Debug)]
 struct Http3Session {
     id: VarInt,
-    bidi_header: Bytes,
-    uni_header: Bytes,
-    datagram_prefix: Bytes,
+    bidi_header: Prefix,
+    uni_header: Prefix,
+    datagram_prefix: Prefix,
     protocol: Option<String>,
     /// Shared with the CONNECT-stream task, the session's streams and [`Routes`].
     state: Arc<SessionState>,
@@ -133,14 +133,18 @@ impl Session {
                 conn,
                 h3: Some(Http3Session {
                     id,
-                    bidi_header: header(FrameType::WEBTRANSPORT_STREAM.to_varint(), id),
-                    uni_header: header(StreamType::WEBTRANSPORT.to_varint(), id),
-                    datagram_prefix: {
-                        let mut buf = BytesMut::new();
-                        // Session IDs are client bidirectional stream IDs: a multiple of 4.
-                        let _ = Datagram::encode_prefix(id, &mut buf);
-                        buf.freeze()
-                    },
+                    bidi_header: Prefix::new(|buf| {
+                        FrameType::WEBTRANSPORT_STREAM.to_varint().encode(buf);
+                        id.encode(buf);
+                    }),
+                    uni_header: Prefix::new(|buf| {
+                        StreamType::WEBTRANSPORT.to_varint().encode(buf);
+                        id.encode(buf);
+                    }),
+                    // Session IDs are client bidirectional stream IDs: a multiple of 4.
+                    datagram_prefix: Prefix::new(|buf| {
+                        let _ = Datagram::encode_prefix(id, buf);
+                    }),
                     protocol,
                     state,
                     routes,
@@ -204,7 +208,7 @@ impl Session {
         }
         let (mut send, recv) = self.inner.conn.open_bi().await.map_err(|e| self.lost(e))?;
         if let Some(h3) = &self.inner.h3 {
-            self.write_header(&mut send, h3.bidi_header.clone()).await?;
+            self.write_header(&mut send, h3.bidi_header).await?;
         }
         let mapping = self.mapping();
         Ok((
@@ -222,7 +226,7 @@ impl Session {
         }
         let mut send = self.inner.conn.open_uni().await.map_err(|e| self.lost(e))?;
         if let Some(h3) = &self.inner.h3 {
-            self.write_header(&mut send, h3.uni_header.clone()).await?;
+            self.write_header(&mut send, h3.uni_header).await?;
         }
         Ok(SendStream::new(send, self.mapping()))
     }
@@ -230,11 +234,14 @@ impl Session {
     async fn write_header(
         &self,
         send: &mut quay_transport::SendStream,
-        header: Bytes,
+        header: Prefix,
     ) -> Result<(), SessionError> {
         // The session may have ended while the stream waited for credit.
         self.check_open()?;
-        match send.write_chunk(header).await {
+        match send
+            .write_chunk(Bytes::copy_from_slice(header.as_slice()))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(quay_transport::WriteError::ConnectionLost(e)) => Err(self.lost(e)),
             // Stopped before a byte was read: the session is gone at the peer.
@@ -292,8 +299,9 @@ impl Session {
         self.check_open()?;
         let datagram = match &self.inner.h3 {
             Some(h3) => {
-                let mut buf = BytesMut::with_capacity(h3.datagram_prefix.len() + payload.len());
-                buf.put_slice(&h3.datagram_prefix);
+                let prefix = h3.datagram_prefix.as_slice();
+                let mut buf = BytesMut::with_capacity(prefix.len() + payload.len());
+                buf.put_slice(prefix);
                 buf.put_slice(&payload);
                 buf.freeze()
             }
@@ -341,7 +349,7 @@ impl Session {
             .inner
             .h3
             .as_ref()
-            .map_or(0, |h3| h3.datagram_prefix.len());
+            .map_or(0, |h3| h3.datagram_prefix.as_slice().len());
         Some(max.saturating_sub(prefix))
     }
 
@@ -424,12 +432,31 @@ impl Drop for Inner {
     }
 }
 
-/// The stream header of a session: a stream type or signal, then the session ID.
-fn header(ty: VarInt, id: VarInt) -> Bytes {
-    let mut buf = BytesMut::with_capacity(16);
-    ty.encode(&mut buf);
-    id.encode(&mut buf);
-    buf.freeze()
+/// A few bytes a session puts in front of its streams or datagrams (a stream type or signal
+/// and the session ID, or the quarter stream ID), kept inline: a session lives long and most of
+/// its streams are the peer's.
+#[derive(Clone, Copy, Debug)]
+struct Prefix {
+    len: u8,
+    /// Two varints at most: 16 bytes.
+    bytes: [u8; 16],
+}
+
+impl Prefix {
+    fn new(write: impl FnOnce(&mut &mut [u8])) -> Self {
+        let mut bytes = [0; 16];
+        let mut rest = &mut bytes[..];
+        write(&mut rest);
+        let len = 16 - rest.len();
+        Self {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// Why a raw session ended, from its connection's error.
