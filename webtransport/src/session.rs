@@ -12,7 +12,9 @@
 //! [`crate::client`]'s.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
 use std::ops::Deref;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -498,9 +500,10 @@ enum ConnectWrite {
 /// [`CLOSE_LINGER`] for the peer's answer. Then answers a peer's close with FIN and retires the
 /// session's routes.
 ///
-/// The two phases are two awaits, not one `select!` in a loop, so the task keeps room for the
-/// larger of them rather than for both: it lives as long as the session. For the same reason it
-/// returns an `async move` block rather than being an `async fn`, whose arguments rustc stores
+/// The task lives as long as the session, so it is kept small: the two phases are two awaits,
+/// not one `select!` in a loop, so it keeps room for the larger of them rather than for both;
+/// the first waits for the session's end through a waker in the session's state rather than a
+/// `Notify` future; the second, with its timer, is boxed. For the same reason it returns an `async move` block rather than being an `async fn`, whose arguments rustc stores
 /// twice (once as passed, once as bound).
 #[allow(clippy::manual_async_fn)] // On purpose: see above.
 fn read_connect_stream(
@@ -513,14 +516,23 @@ fn read_connect_stream(
         for ty in CAPSULE_TYPES {
             recv.accept_capsule(ty);
         }
-        let outcome = tokio::select! {
-            outcome = read_capsules(&mut recv, &state) => Some(outcome),
-            _ = state.ended() => None,
+        let outcome = {
+            let mut read = pin!(read_capsules(&mut recv, &state));
+            poll_fn(|cx| match read.as_mut().poll(cx) {
+                Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+                Poll::Pending => state.poll_ended(cx).map(|()| None),
+            })
+            .await
         };
         let outcome = match outcome {
             Some(outcome) => outcome,
             None => {
-                let linger = tokio::time::timeout(CLOSE_LINGER, read_capsules(&mut recv, &state));
+                // Boxed: a session lingers once, at its end, and the task should not keep
+                // room for the timer all session long.
+                let linger = Box::pin(tokio::time::timeout(
+                    CLOSE_LINGER,
+                    read_capsules(&mut recv, &state),
+                ));
                 match linger.await {
                     Ok(outcome) => outcome,
                     Err(_) => {
@@ -637,6 +649,8 @@ struct StateInner {
     accept_wakers: [Vec<Waker>; 2],
     /// Streams waiting for the peer's data credit.
     send_wakers: Vec<Waker>,
+    /// The CONNECT stream's reader, waiting for the session's end as well as for capsules.
+    connect_reader: Option<Waker>,
     /// WT_DATA_BLOCKED and WT_STREAMS_BLOCKED (bidi, uni) to send.
     data_blocked: bool,
     streams_blocked: [bool; 2],
@@ -693,6 +707,9 @@ impl SessionState {
                 waker.wake();
             }
             for waker in inner.send_wakers.drain(..) {
+                waker.wake();
+            }
+            if let Some(waker) = inner.connect_reader.take() {
                 waker.wake();
             }
             let bi = std::mem::take(&mut inner.bi);
@@ -915,7 +932,7 @@ impl SessionState {
         self: &Arc<Self>,
         direction: Direction,
     ) -> Result<ExtensionStream, SessionError> {
-        std::future::poll_fn(|cx| self.poll_arrival(cx, direction)).await
+        poll_fn(|cx| self.poll_arrival(cx, direction)).await
     }
 
     fn poll_arrival(
@@ -974,6 +991,22 @@ impl SessionState {
 
     async fn ended(&self) -> SessionError {
         self.wait_for(|inner| inner.reason.clone()).await
+    }
+
+    /// Ready once the session has ended; for the CONNECT stream's reader (one waker).
+    fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.lock();
+        if inner.reason.is_some() {
+            return Poll::Ready(());
+        }
+        if !inner
+            .connect_reader
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            inner.connect_reader = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     async fn drained(&self) {
