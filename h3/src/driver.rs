@@ -25,7 +25,7 @@
 //! the lock only to QPACK-encode or decode a header section. Any connection error closes the QUIC
 //! connection with its code.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, RandomState};
 use std::ops::ControlFlow;
@@ -88,7 +88,7 @@ pub(crate) struct Inner {
     /// The error we closed the connection with, if any.
     pub(crate) error: Option<ConnectionError>,
     /// Datagram queues by request stream ID. Routing stops when the connection ends.
-    routes: HashMap<u64, Route>,
+    routes: Routes,
     /// The connection is gone: no datagram will be routed any more.
     routes_ended: bool,
     /// Datagrams for streams without a route yet, oldest first: stream ID, arrival, payload.
@@ -130,6 +130,48 @@ struct Route {
     waker: Option<Waker>,
     /// Further concurrent readers; usually empty, so it allocates nothing.
     more_wakers: Vec<Waker>,
+}
+
+/// The datagram routes of a connection, sorted by request stream ID: one allocation for the
+/// few streams a connection usually routes datagrams for, and a binary search per datagram.
+#[derive(Debug, Default)]
+struct Routes(Vec<(u64, Route)>);
+
+impl Routes {
+    fn get_mut(&mut self, stream_id: u64) -> Option<&mut Route> {
+        let i = self
+            .0
+            .binary_search_by_key(&stream_id, |(id, _)| *id)
+            .ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    /// Adds or replaces the route of `stream_id`.
+    fn insert(&mut self, stream_id: u64, route: Route) {
+        match self.0.binary_search_by_key(&stream_id, |(id, _)| *id) {
+            Ok(i) => self.0[i].1 = route,
+            Err(i) => {
+                // Most connections route one stream: room for exactly one (a Vec's first
+                // allocation would hold four).
+                if self.0.is_empty() {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(i, (stream_id, route));
+            }
+        }
+    }
+
+    fn remove(&mut self, stream_id: u64) -> Option<Route> {
+        let i = self
+            .0
+            .binary_search_by_key(&stream_id, |(id, _)| *id)
+            .ok()?;
+        let (_, route) = self.0.remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(route)
+    }
 }
 
 /// How many further readers' wakers a route keeps; past that they are all woken (they poll
@@ -190,7 +232,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
         inner: Mutex::new(Inner {
             proto,
             error: None,
-            routes: HashMap::new(),
+            routes: Routes::default(),
             routes_ended: false,
             early_datagrams: VecDeque::new(),
             active: 0,
@@ -412,7 +454,7 @@ impl Shared {
 
     /// Stops routing datagrams for `stream_id`; its waiting readers see the end.
     pub(crate) fn unregister_datagrams(&self, stream_id: u64) {
-        let route = self.lock().routes.remove(&stream_id);
+        let route = self.lock().routes.remove(stream_id);
         route
             .into_iter()
             .flat_map(|mut route| route.take_wakers())
@@ -436,7 +478,7 @@ impl Shared {
         for _ in 0..BUDGET {
             {
                 let mut inner = self.lock();
-                let Some(route) = inner.routes.get_mut(&stream_id) else {
+                let Some(route) = inner.routes.get_mut(stream_id) else {
                     return Poll::Ready(None);
                 };
                 if let Some(datagram) = route.queue.pop_front() {
@@ -503,7 +545,7 @@ impl Shared {
         }
         let wakers = {
             let mut inner = self.lock();
-            let Some(route) = inner.routes.get_mut(&stream_id) else {
+            let Some(route) = inner.routes.get_mut(stream_id) else {
                 if !inner.routes_ended {
                     if inner.early_datagrams.len() >= EARLY_DATAGRAMS {
                         inner.early_datagrams.pop_front();
@@ -533,8 +575,9 @@ impl Shared {
             std::mem::take(&mut inner.routes)
         };
         for waker in routes
-            .into_values()
-            .flat_map(|mut route| route.take_wakers())
+            .0
+            .into_iter()
+            .flat_map(|(_, mut route)| route.take_wakers())
         {
             waker.wake();
         }
@@ -1260,6 +1303,34 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_are_found_by_stream_id_in_any_insertion_order() {
+        let mut routes = Routes::default();
+        for id in [8, 0, 16, 4] {
+            routes.insert(id, Route::default());
+            routes
+                .get_mut(id)
+                .unwrap()
+                .queue
+                .push_back(Bytes::from(id.to_string()));
+        }
+        assert_eq!(routes.0.capacity(), 4);
+        let ids: Vec<u64> = routes.0.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [0, 4, 8, 16]);
+        assert!(routes.get_mut(12).is_none());
+        let route = routes.remove(8).unwrap();
+        assert_eq!(route.queue[0], "8");
+        assert!(routes.remove(8).is_none());
+        assert_eq!(routes.get_mut(16).unwrap().queue[0], "16");
+        for id in [0, 4, 16] {
+            routes.remove(id).unwrap();
+        }
+        // An empty table keeps no allocation; the first route takes room for one.
+        assert_eq!(routes.0.capacity(), 0);
+        routes.insert(20, Route::default());
+        assert_eq!(routes.0.capacity(), 1);
+    }
 
     #[test]
     fn one_connection_in_eight_sends_a_grease_stream() {
