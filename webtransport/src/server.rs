@@ -227,17 +227,24 @@ async fn serve(
     let conn = h3.connection().clone();
     let routes = Routes::new(config.max_buffered_streams);
     let mut streams = h3.take_extension_streams();
-    let mut heads = FuturesUnordered::new();
+    // Request heads being read; dropped while there are none (most connections send one
+    // request, a session's CONNECT), since an empty set still holds an allocation.
+    let mut heads = None;
     // Bounded by the connection: each turn accepts a stream, finishes reading a head, or routes
     // a WebTransport stream.
     loop {
         tokio::select! {
             incoming = h3.accept_stream() => match incoming {
                 // Boxed: FuturesUnordered keeps one empty slot of its future type for good.
-                Ok(Some(stream)) => heads.push(Box::pin(stream.resolve())),
+                Ok(Some(stream)) => heads
+                    .get_or_insert_with(FuturesUnordered::new)
+                    .push(Box::pin(stream.resolve())),
                 _ => break,
             },
-            Some(head) = heads.next(), if !heads.is_empty() => {
+            Some(head) = next_head(&mut heads), if heads.is_some() => {
+                if heads.as_ref().is_some_and(FuturesUnordered::is_empty) {
+                    heads = None;
+                }
                 if let Ok(Some((request, stream))) = head {
                     sort(request, stream, &h3, &routes, &config, &tx);
                 }
@@ -246,6 +253,11 @@ async fn serve(
         }
     }
     routes.connection_closed();
+}
+
+/// The next request head read from `heads`.
+async fn next_head<F: Future>(heads: &mut Option<FuturesUnordered<F>>) -> Option<F::Output> {
+    heads.as_mut()?.next().await
 }
 
 /// The next WebTransport stream; pending forever once there are none.
