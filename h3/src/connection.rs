@@ -516,11 +516,14 @@ impl ConnectionState {
     }
 }
 
+/// Hands the whole buffer over rather than a slice of it, so that once the caller has written
+/// and dropped the bytes nothing stays allocated (a split would keep the buffer, shared with
+/// `buf`, and allocate a reference count besides).
 fn take(buf: &mut BytesMut) -> Option<Bytes> {
     if buf.is_empty() {
         None
     } else {
-        Some(buf.split().freeze())
+        Some(std::mem::take(buf).freeze())
     }
 }
 

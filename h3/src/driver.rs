@@ -934,7 +934,13 @@ impl Driver {
             };
             while !ours.pending.is_empty() {
                 match Pin::new(&mut *stream).poll_write(cx, &ours.pending) {
-                    Poll::Ready(Ok(written)) => ours.pending.advance(written),
+                    Poll::Ready(Ok(written)) => {
+                        ours.pending.advance(written);
+                        if ours.pending.is_empty() {
+                            // Free the buffer rather than keep it behind an empty slice.
+                            ours.pending = Bytes::new();
+                        }
+                    }
                     Poll::Ready(Err(quay_transport::WriteError::ConnectionLost(_))) => {
                         return ControlFlow::Break(());
                     }
