@@ -128,9 +128,11 @@ struct Route {
 }
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
-pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared> {
+pub(crate) fn start(conn: Connection, mut config: Config, side: Side) -> Arc<Shared> {
     let seed = RandomState::new().hash_one(conn.stable_id());
     let proto = ConnectionState::new(side, &config, seed);
+    // In our SETTINGS now, and read nowhere else: keep no copy for the connection's life.
+    config.extra_settings = Vec::new();
     let wants_extensions =
         !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
     if side == Side::Server
