@@ -39,7 +39,7 @@ use quay_qpack::Field;
 use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, ConnectionConfig};
 use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniStream};
 use crate::error::Code;
 use crate::proto::datagram::Datagram;
@@ -65,7 +65,7 @@ const EARLY_DATAGRAM_AGE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) conn: Connection,
-    pub(crate) config: Config,
+    pub(crate) config: ConnectionConfig,
     pub(crate) side: Side,
     inner: Mutex<Inner>,
     /// Something changed that waiters re-check: a blocked section was decoded, SETTINGS or
@@ -128,11 +128,9 @@ struct Route {
 }
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
-pub(crate) fn start(conn: Connection, mut config: Config, side: Side) -> Arc<Shared> {
+pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared> {
     let seed = RandomState::new().hash_one(conn.stable_id());
     let proto = ConnectionState::new(side, &config, seed);
-    // In our SETTINGS now, and read nowhere else: keep no copy for the connection's life.
-    config.extra_settings = Vec::new();
     let wants_extensions =
         !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
     if side == Side::Server
@@ -143,7 +141,7 @@ pub(crate) fn start(conn: Connection, mut config: Config, side: Side) -> Arc<Sha
     let grease = config.grease;
     let shared = Arc::new(Shared {
         conn,
-        config,
+        config: config.into(),
         side,
         inner: Mutex::new(Inner {
             proto,
