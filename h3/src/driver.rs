@@ -83,8 +83,8 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) proto: ConnectionState,
-    /// The error we closed the connection with, if any.
-    pub(crate) error: Option<ConnectionError>,
+    /// The error we closed the connection with, if any. Boxed: most connections never have one.
+    pub(crate) error: Option<Box<ConnectionError>>,
     /// Datagram queues by request stream ID. Routing stops when the connection ends.
     routes: HashMap<u64, Route>,
     /// The connection is gone: no datagram will be routed any more.
@@ -187,7 +187,7 @@ impl Shared {
                 return;
             }
             tracing::debug!(%error, ?code, "closing the connection");
-            inner.error = Some(ConnectionError::Protocol(error.clone()));
+            inner.error = Some(Box::new(ConnectionError::Protocol(error.clone())));
         }
         let mut reason = error.to_string();
         // Keep the CONNECTION_CLOSE small; cut on a character boundary.
@@ -205,7 +205,7 @@ impl Shared {
         {
             let mut inner = self.lock();
             if inner.error.is_none() {
-                inner.error = Some(ConnectionError::LocallyClosed);
+                inner.error = Some(Box::new(ConnectionError::LocallyClosed));
             }
         }
         self.conn.close(code.to_varint(), reason);
@@ -217,7 +217,7 @@ impl Shared {
         &self,
         error: quay_transport::ConnectionError,
     ) -> ConnectionError {
-        if let Some(ours) = &self.lock().error {
+        if let Some(ours) = self.lock().error.as_deref() {
             return ours.clone();
         }
         ConnectionError::from(error)
@@ -225,7 +225,7 @@ impl Shared {
 
     /// The connection error, if the connection is closed or closing.
     pub(crate) fn error(&self) -> Option<ConnectionError> {
-        if let Some(error) = &self.lock().error {
+        if let Some(error) = self.lock().error.as_deref() {
             return Some(error.clone());
         }
         self.conn.close_reason().map(ConnectionError::from)
@@ -284,7 +284,7 @@ impl Shared {
                 if let Some(value) = ready(&mut inner) {
                     return Ok(value);
                 }
-                if let Some(error) = &inner.error {
+                if let Some(error) = inner.error.as_deref() {
                     return Err(StreamError::ConnectionLost(error.clone()));
                 }
             }
