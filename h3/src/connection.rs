@@ -33,7 +33,7 @@
 
 use crate::proto::Codec;
 use crate::proto::VarInt;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quay_qpack::{Decoded, Decoder, DecoderConfig, Encoder, EncoderConfig, Field};
 
 use crate::config::Config;
@@ -159,9 +159,9 @@ pub struct ConnectionState {
     seen_encoder: bool,
     seen_decoder: bool,
     extension_uni: Box<[StreamType]>,
-    control_out: BytesMut,
-    encoder_out: BytesMut,
-    decoder_out: BytesMut,
+    control_out: Vec<u8>,
+    encoder_out: Vec<u8>,
+    decoder_out: Vec<u8>,
     /// Whether our encoder and decoder streams have been started (their type queued).
     encoder_started: bool,
     decoder_started: bool,
@@ -188,7 +188,7 @@ impl ConnectionState {
                 .max_blocked_streams(config.qpack_blocked_streams)
                 .max_field_section_size(config.max_field_section_size),
         );
-        let mut control_out = BytesMut::new();
+        let mut control_out = Vec::new();
         UniStreamHeader::Control.encode(&mut control_out);
         Frame::Settings(local_settings.clone()).encode(&mut control_out);
         if config.grease {
@@ -212,8 +212,8 @@ impl ConnectionState {
             seen_decoder: false,
             extension_uni: config.extension_uni_stream_types.as_slice().into(),
             control_out,
-            encoder_out: BytesMut::new(),
-            decoder_out: BytesMut::new(),
+            encoder_out: Vec::new(),
+            decoder_out: Vec::new(),
             encoder_started: false,
             decoder_started: false,
             goaway_sent: None,
@@ -516,14 +516,13 @@ impl ConnectionState {
     }
 }
 
-/// Hands the whole buffer over rather than a slice of it, so that once the caller has written
-/// and dropped the bytes nothing stays allocated (a split would keep the buffer, shared with
-/// `buf`, and allocate a reference count besides).
-fn take(buf: &mut BytesMut) -> Option<Bytes> {
+/// Hands the whole buffer over, so that once the caller has written and dropped the bytes
+/// nothing of it stays allocated.
+fn take(buf: &mut Vec<u8>) -> Option<Bytes> {
     if buf.is_empty() {
         None
     } else {
-        Some(std::mem::take(buf).freeze())
+        Some(std::mem::take(buf).into())
     }
 }
 
