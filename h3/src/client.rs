@@ -264,7 +264,7 @@ impl Client {
         // One lock; a connection closed by QUIC alone shows up when the stream is opened.
         let goaway = {
             let inner = self.inner.shared.lock();
-            if let Some(error) = &inner.error {
+            if let Some(error) = inner.error.as_deref() {
                 return Err(StreamError::ConnectionLost(error.clone()));
             }
             inner.proto.goaway_received()

@@ -121,6 +121,37 @@ impl Config {
     }
 }
 
+/// The part of a [`Config`] that a connection reads after it started: the rest has gone into
+/// our SETTINGS and the QPACK state by then, and is not kept for the connection's life.
+#[derive(Debug)]
+pub(crate) struct ConnectionConfig {
+    /// [`Config::max_frame_payload`].
+    pub(crate) max_frame_payload: u64,
+    /// [`Config::max_capsule_size`].
+    pub(crate) max_capsule_size: u64,
+    /// [`Config::enable_extended_connect`].
+    pub(crate) enable_extended_connect: bool,
+    /// [`Config::enable_datagrams`].
+    pub(crate) enable_datagrams: bool,
+    /// [`Config::extension_uni_stream_types`].
+    pub(crate) extension_uni_stream_types: Box<[StreamType]>,
+    /// [`Config::extension_bidi_signals`].
+    pub(crate) extension_bidi_signals: Box<[FrameType]>,
+}
+
+impl From<Config> for ConnectionConfig {
+    fn from(config: Config) -> Self {
+        Self {
+            max_frame_payload: config.max_frame_payload,
+            max_capsule_size: config.max_capsule_size,
+            enable_extended_connect: config.enable_extended_connect,
+            enable_datagrams: config.enable_datagrams,
+            extension_uni_stream_types: config.extension_uni_stream_types.into(),
+            extension_bidi_signals: config.extension_bidi_signals.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

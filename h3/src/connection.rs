@@ -31,11 +31,9 @@
 //! After a `ProtocolError` close the connection with its code; the state is not meant to be used
 //! further.
 
-use std::collections::HashMap;
-
 use crate::proto::Codec;
 use crate::proto::VarInt;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quay_qpack::{Decoded, Decoder, DecoderConfig, Encoder, EncoderConfig, Field};
 
 use crate::config::Config;
@@ -160,17 +158,20 @@ pub struct ConnectionState {
     seen_control: bool,
     seen_encoder: bool,
     seen_decoder: bool,
-    extension_uni: Vec<StreamType>,
-    control_out: BytesMut,
-    encoder_out: BytesMut,
-    decoder_out: BytesMut,
+    extension_uni: Box<[StreamType]>,
+    control_out: Vec<u8>,
+    encoder_out: Vec<u8>,
+    decoder_out: Vec<u8>,
     /// Whether our encoder and decoder streams have been started (their type queued).
     encoder_started: bool,
     decoder_started: bool,
     goaway_sent: Option<VarInt>,
     goaway_received: Option<VarInt>,
     peer_max_push_id: Option<VarInt>,
-    unblocked: HashMap<u64, Result<Vec<Field>, quay_qpack::Error>>,
+    /// Blocked field sections decoded since and not taken yet, by stream ID. Few streams block
+    /// at once (the peer's limit is our SETTINGS_QPACK_BLOCKED_STREAMS), so a list does; it
+    /// holds no buffer while empty.
+    unblocked: Vec<(u64, Result<Vec<Field>, quay_qpack::Error>)>,
 }
 
 impl ConnectionState {
@@ -187,7 +188,7 @@ impl ConnectionState {
                 .max_blocked_streams(config.qpack_blocked_streams)
                 .max_field_section_size(config.max_field_section_size),
         );
-        let mut control_out = BytesMut::new();
+        let mut control_out = Vec::new();
         UniStreamHeader::Control.encode(&mut control_out);
         Frame::Settings(local_settings.clone()).encode(&mut control_out);
         if config.grease {
@@ -209,16 +210,16 @@ impl ConnectionState {
             seen_control: false,
             seen_encoder: false,
             seen_decoder: false,
-            extension_uni: config.extension_uni_stream_types.clone(),
+            extension_uni: config.extension_uni_stream_types.as_slice().into(),
             control_out,
-            encoder_out: BytesMut::new(),
-            decoder_out: BytesMut::new(),
+            encoder_out: Vec::new(),
+            decoder_out: Vec::new(),
             encoder_started: false,
             decoder_started: false,
             goaway_sent: None,
             goaway_received: None,
             peer_max_push_id: None,
-            unblocked: HashMap::new(),
+            unblocked: Vec::new(),
         }
     }
 
@@ -394,7 +395,11 @@ impl ConnectionState {
         let unblocked = self.decoder.handle_encoder_stream(chunk)?;
         let any = !unblocked.is_empty();
         for section in unblocked {
-            self.unblocked.insert(section.stream_id, section.result);
+            let id = section.stream_id;
+            match self.unblocked.iter_mut().find(|(known, _)| *known == id) {
+                Some((_, result)) => *result = section.result,
+                None => self.unblocked.push((id, section.result)),
+            }
         }
         self.pull_decoder_stream();
         Ok(any)
@@ -437,7 +442,7 @@ impl ConnectionState {
 
     /// The field section of `stream_id` that was blocked and has since been decoded, if any.
     pub fn take_unblocked(&mut self, stream_id: u64) -> Option<HeaderBlock> {
-        Some(match self.unblocked.remove(&stream_id)? {
+        Some(match self.remove_unblocked(stream_id)? {
             Ok(fields) => HeaderBlock::Fields(fields),
             Err(_) => HeaderBlock::TooLarge,
         })
@@ -446,9 +451,22 @@ impl ConnectionState {
     /// We gave up on `stream_id` (reset or stopped) before decoding its field section: tells the
     /// peer's encoder (RFC 9204 §4.4.2).
     pub fn cancel_stream(&mut self, stream_id: u64) {
-        self.unblocked.remove(&stream_id);
+        self.remove_unblocked(stream_id);
         self.decoder.cancel_stream(stream_id);
         self.pull_decoder_stream();
+    }
+
+    fn remove_unblocked(
+        &mut self,
+        stream_id: u64,
+    ) -> Option<Result<Vec<Field>, quay_qpack::Error>> {
+        let index = self.unblocked.iter().position(|(id, _)| *id == stream_id)?;
+        let (_, section) = self.unblocked.swap_remove(index);
+        if self.unblocked.is_empty() {
+            // Keep no buffer while nothing waits.
+            self.unblocked = Vec::new();
+        }
+        Some(section)
     }
 
     /// Queues a GOAWAY with `id` on our control stream (RFC 9114 §5.2). A server passes the first
@@ -498,11 +516,13 @@ impl ConnectionState {
     }
 }
 
-fn take(buf: &mut BytesMut) -> Option<Bytes> {
+/// Hands the whole buffer over, so that once the caller has written and dropped the bytes
+/// nothing of it stays allocated.
+fn take(buf: &mut Vec<u8>) -> Option<Bytes> {
     if buf.is_empty() {
         None
     } else {
-        Some(buf.split().freeze())
+        Some(std::mem::take(buf).into())
     }
 }
 

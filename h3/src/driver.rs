@@ -41,7 +41,7 @@ use quay_qpack::Field;
 use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, ConnectionConfig};
 use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniStream};
 use crate::error::Code;
 use crate::proto::datagram::Datagram;
@@ -67,7 +67,7 @@ const EARLY_DATAGRAM_AGE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) conn: Connection,
-    pub(crate) config: Config,
+    pub(crate) config: ConnectionConfig,
     pub(crate) side: Side,
     inner: Mutex<Inner>,
     /// Something changed that waiters re-check: a blocked section was decoded, SETTINGS or
@@ -85,8 +85,8 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) proto: ConnectionState,
-    /// The error we closed the connection with, if any.
-    pub(crate) error: Option<ConnectionError>,
+    /// The error we closed the connection with, if any. Boxed: most connections never have one.
+    pub(crate) error: Option<Box<ConnectionError>>,
     /// Datagram queues by request stream ID. Routing stops when the connection ends.
     routes: Routes,
     /// The connection is gone: no datagram will be routed any more.
@@ -227,7 +227,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
     let grease = config.grease;
     let shared = Arc::new(Shared {
         conn,
-        config,
+        config: config.into(),
         side,
         inner: Mutex::new(Inner {
             proto,
@@ -273,7 +273,7 @@ impl Shared {
                 return;
             }
             tracing::debug!(%error, ?code, "closing the connection");
-            inner.error = Some(ConnectionError::Protocol(error.clone()));
+            inner.error = Some(Box::new(ConnectionError::Protocol(error.clone())));
         }
         let mut reason = error.to_string();
         // Keep the CONNECTION_CLOSE small; cut on a character boundary.
@@ -291,7 +291,7 @@ impl Shared {
         {
             let mut inner = self.lock();
             if inner.error.is_none() {
-                inner.error = Some(ConnectionError::LocallyClosed);
+                inner.error = Some(Box::new(ConnectionError::LocallyClosed));
             }
         }
         self.conn.close(code.to_varint(), reason);
@@ -303,7 +303,7 @@ impl Shared {
         &self,
         error: quay_transport::ConnectionError,
     ) -> ConnectionError {
-        if let Some(ours) = &self.lock().error {
+        if let Some(ours) = self.lock().error.as_deref() {
             return ours.clone();
         }
         ConnectionError::from(error)
@@ -311,7 +311,7 @@ impl Shared {
 
     /// The connection error, if the connection is closed or closing.
     pub(crate) fn error(&self) -> Option<ConnectionError> {
-        if let Some(error) = &self.lock().error {
+        if let Some(error) = self.lock().error.as_deref() {
             return Some(error.clone());
         }
         self.conn.close_reason().map(ConnectionError::from)
@@ -370,7 +370,7 @@ impl Shared {
                 if let Some(value) = ready(&mut inner) {
                     return Ok(value);
                 }
-                if let Some(error) = &inner.error {
+                if let Some(error) = inner.error.as_deref() {
                     return Err(StreamError::ConnectionLost(error.clone()));
                 }
             }
@@ -1062,7 +1062,13 @@ impl Driver {
             };
             while !ours.pending.is_empty() {
                 match Pin::new(&mut *stream).poll_write(cx, &ours.pending) {
-                    Poll::Ready(Ok(written)) => ours.pending.advance(written),
+                    Poll::Ready(Ok(written)) => {
+                        ours.pending.advance(written);
+                        if ours.pending.is_empty() {
+                            // Free the buffer rather than keep it behind an empty slice.
+                            ours.pending = Bytes::new();
+                        }
+                    }
                     Poll::Ready(Err(quay_transport::WriteError::ConnectionLost(_))) => {
                         return ControlFlow::Break(());
                     }

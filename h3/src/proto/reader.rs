@@ -99,6 +99,15 @@ impl TlvReader {
         matches!(self.state, State::Header)
     }
 
+    /// Drops the first input chunk, which has been used up. An empty queue keeps no buffer: a
+    /// stream's reader mostly waits, with nothing queued, for its next chunk.
+    fn pop_front(&mut self) {
+        self.queue.pop_front();
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// Moves bytes from `queue` into `scratch` until it holds `target` bytes or `queue` is empty.
     /// Returns whether anything moved.
     fn fill(&mut self, target: usize) -> bool {
@@ -111,7 +120,7 @@ impl TlvReader {
             self.scratch.extend_from_slice(&front[..n]);
             front.advance(n);
             if front.is_empty() {
-                self.queue.pop_front();
+                self.pop_front();
             }
             moved = true;
         }
@@ -128,7 +137,7 @@ impl TlvReader {
         let n = usize::try_from(max).map_or(front.len(), |m| m.min(front.len()));
         let chunk = front.split_to(n);
         if front.is_empty() {
-            self.queue.pop_front();
+            self.pop_front();
         }
         Some(chunk)
     }
@@ -185,7 +194,7 @@ impl TlvReader {
                             let used = front.len() - cur.len();
                             front.advance(used);
                             if front.is_empty() {
-                                self.queue.pop_front();
+                                self.pop_front();
                             }
                             return self.start(ty, len, &mut policy).map(Some);
                         }
@@ -228,7 +237,7 @@ impl TlvReader {
                         // The whole payload sits in one input chunk: no copy.
                         let payload = front.split_to(len);
                         if front.is_empty() {
-                            self.queue.pop_front();
+                            self.pop_front();
                         }
                         self.state = State::Header;
                         return Ok(Some(TlvEvent::Payload { ty, payload }));

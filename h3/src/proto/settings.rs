@@ -72,9 +72,16 @@ impl SettingId {
 /// Each identifier appears at most once and no HTTP/2 identifier appears: [`Settings::insert`]
 /// enforces both, and [`Settings::decode`] goes through it. Unknown and GREASE identifiers are
 /// kept (so a payload re-encodes to the same bytes) and the typed accessors ignore them.
+///
+/// The settings are kept as their encoded payload, in a buffer of exactly that size: a few
+/// dozen bytes for a connection's whole SETTINGS, where a list of pairs takes 16 bytes a
+/// setting and more for spare room. Lookups decode it again, which is cheap at the size
+/// [`Settings::MAX_ENTRIES`] allows.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Settings {
-    entries: Vec<(SettingId, VarInt)>,
+    /// Identifier and value varints, alternating, each in its shortest form; checked on the way
+    /// in, so decoding them again cannot fail.
+    payload: Box<[u8]>,
 }
 
 impl Settings {
@@ -90,27 +97,10 @@ impl Settings {
     /// Adds a setting, enforcing the rules of RFC 9114 §7.2.4.1 and the value ranges of the known
     /// boolean settings.
     pub fn insert(&mut self, id: SettingId, value: VarInt) -> Result<(), SettingsError> {
-        // RFC 9114 §7.2.4.1: HTTP/2 identifiers without an HTTP/3 meaning are a settings error.
-        if id.is_http2_reserved() {
-            return Err(SettingsError::Http2Reserved(id));
-        }
-        // RFC 9114 §7.2.4: one identifier may only appear once per frame.
-        if self.get(id).is_some() {
-            return Err(SettingsError::Duplicate(id));
-        }
-        // RFC 9220 §3 (via RFC 8441 §3) and RFC 9297 §2.1.1: these flags are 0 or 1.
-        if matches!(
-            id,
-            SettingId::ENABLE_CONNECT_PROTOCOL | SettingId::H3_DATAGRAM
-        ) && value.into_inner() > 1
-        {
-            return Err(SettingsError::InvalidValue { id, value });
-        }
-        if self.entries.len() >= Self::MAX_ENTRIES {
-            return Err(SettingsError::TooMany);
-        }
-        self.entries.push((id, value));
-        Ok(())
+        let mut payload = Vec::from(std::mem::take(&mut self.payload));
+        let result = push(&mut payload, id, value);
+        self.payload = payload.into_boxed_slice();
+        result
     }
 
     /// Adds the reserved identifier number `n` with `value`, for greasing (RFC 9114 §7.2.4.1).
@@ -122,22 +112,22 @@ impl Settings {
 
     /// The value of `id`, if present.
     pub fn get(&self, id: SettingId) -> Option<VarInt> {
-        self.entries.iter().find(|(k, _)| *k == id).map(|(_, v)| *v)
+        self.iter().find(|(k, _)| *k == id).map(|(_, v)| v)
     }
 
     /// All settings in order, unknown and GREASE ones included.
     pub fn iter(&self) -> impl Iterator<Item = (SettingId, VarInt)> + '_ {
-        self.entries.iter().copied()
+        pairs(&self.payload)
     }
 
     /// How many settings there are.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.iter().count()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.payload.is_empty()
     }
 
     /// SETTINGS_QPACK_MAX_TABLE_CAPACITY, 0 when absent (RFC 9204 §5).
@@ -177,37 +167,79 @@ impl Settings {
     /// A payload that ends inside an identifier/value pair is [`SettingsError::Truncated`]
     /// (RFC 9114 §7.1), never "need more bytes": the frame length says where the payload ends.
     pub fn decode<B: Buf>(payload: &mut B) -> Result<Self, SettingsError> {
-        let mut settings = Self::new();
+        // The shortest encodings take no more room than the peer's, and no list takes more
+        // than MAX_ENTRIES pairs of two 8-byte varints: one allocation, of a bounded size.
+        let mut settings = Vec::with_capacity(payload.remaining().min(Self::MAX_ENTRIES * 16));
         while payload.has_remaining() {
             let id = SettingId::decode(payload).map_err(|_| SettingsError::Truncated)?;
             let value = VarInt::decode(payload).map_err(|_| SettingsError::Truncated)?;
-            settings.insert(id, value)?;
+            push(&mut settings, id, value)?;
         }
-        Ok(settings)
+        Ok(Self {
+            payload: settings.into_boxed_slice(),
+        })
     }
 
     /// Encodes the payload (without the frame header).
     pub fn encode<B: BufMut>(&self, buf: &mut B) {
-        for (id, value) in &self.entries {
-            id.encode(buf);
-            value.encode(buf);
-        }
+        buf.put_slice(&self.payload);
     }
 
     /// The length of [`Settings::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|(id, value)| varint_len(id.into_inner()) + varint_len(value.into_inner()))
-            .sum()
+        self.payload.len()
     }
+}
+
+/// Appends a setting to an encoded payload after checking it against the rules of RFC 9114
+/// §7.2.4.1, the value ranges of the known boolean settings and the settings already there.
+fn push(payload: &mut Vec<u8>, id: SettingId, value: VarInt) -> Result<(), SettingsError> {
+    // RFC 9114 §7.2.4.1: HTTP/2 identifiers without an HTTP/3 meaning are a settings error.
+    if id.is_http2_reserved() {
+        return Err(SettingsError::Http2Reserved(id));
+    }
+    // RFC 9114 §7.2.4: one identifier may only appear once per frame.
+    let mut count = 0;
+    for (known, _) in pairs(payload) {
+        if known == id {
+            return Err(SettingsError::Duplicate(id));
+        }
+        count += 1;
+    }
+    // RFC 9220 §3 (via RFC 8441 §3) and RFC 9297 §2.1.1: these flags are 0 or 1.
+    if matches!(
+        id,
+        SettingId::ENABLE_CONNECT_PROTOCOL | SettingId::H3_DATAGRAM
+    ) && value.into_inner() > 1
+    {
+        return Err(SettingsError::InvalidValue { id, value });
+    }
+    if count >= Settings::MAX_ENTRIES {
+        return Err(SettingsError::TooMany);
+    }
+    payload.reserve_exact(varint_len(id.into_inner()) + varint_len(value.into_inner()));
+    id.encode(payload);
+    value.encode(payload);
+    Ok(())
+}
+
+/// The settings of a payload that [`push`] built.
+fn pairs(mut payload: &[u8]) -> impl Iterator<Item = (SettingId, VarInt)> + '_ {
+    // Every pair was checked on the way in, so a decode error (which would end the list early)
+    // cannot happen.
+    std::iter::from_fn(move || {
+        if payload.is_empty() {
+            return None;
+        }
+        let id = SettingId::decode(&mut payload).ok()?;
+        let value = VarInt::decode(&mut payload).ok()?;
+        Some((id, value))
+    })
 }
 
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.entries.iter().map(|(k, v)| (k, v)))
-            .finish()
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
@@ -320,6 +352,27 @@ mod tests {
             SettingsError::Duplicate(SettingId::MAX_FIELD_SECTION_SIZE)
         );
         assert_eq!(Code::from(err), Code::H3_SETTINGS_ERROR);
+    }
+
+    #[test]
+    fn longer_encodings_are_the_same_setting() {
+        // RFC 9000 §16: a varint may use more bytes than it needs. Such a payload decodes to the
+        // same settings and re-encodes in the shortest form.
+        let long = [0x40, 0x01, 0x80, 0x00, 0x10, 0x00, 0x07, 0x10];
+        let settings = Settings::decode(&mut &long[..]).unwrap();
+        assert_eq!(
+            settings,
+            Settings::decode(&mut &[0x01, 0x50, 0x00, 0x07, 0x10][..]).unwrap()
+        );
+        assert_eq!(settings.encoded_len(), 5);
+        assert_eq!(settings.qpack_max_table_capacity(), 4096);
+        assert_eq!(settings.len(), 2);
+        // RFC 9114 §7.2.4: a repeat is a repeat whatever its encoding.
+        let err = Settings::decode(&mut &[0x06, 0x01, 0x40, 0x06, 0x02][..]).unwrap_err();
+        assert_eq!(
+            err,
+            SettingsError::Duplicate(SettingId::MAX_FIELD_SECTION_SIZE)
+        );
     }
 
     #[test]
