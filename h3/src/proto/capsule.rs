@@ -145,6 +145,12 @@ impl From<CapsuleError> for Code {
     }
 }
 
+/// Whether a reader that was told to accept `accepted` returns a capsule of type `ty`:
+/// DATAGRAM always (RFC 9297 §3.5), the others when asked for.
+fn accepts(accepted: &[CapsuleType], ty: CapsuleType) -> bool {
+    ty == CapsuleType::DATAGRAM || accepted.contains(&ty)
+}
+
 /// Reads capsules from the content of an Extended CONNECT stream, fed in arbitrary chunks.
 ///
 /// Capsules of the types it was told to accept ([`CapsuleType::DATAGRAM`] by default,
@@ -173,6 +179,8 @@ impl From<CapsuleError> for Code {
 pub struct CapsuleReader {
     tlv: TlvReader,
     max_payload: u64,
+    /// Types returned besides DATAGRAM, in a buffer of exactly their number: a reader lives as
+    /// long as its stream (a WebTransport session's CONNECT stream, say).
     accepted: Vec<CapsuleType>,
 }
 
@@ -182,13 +190,14 @@ impl CapsuleReader {
         Self {
             tlv: TlvReader::new(),
             max_payload,
-            accepted: vec![CapsuleType::DATAGRAM],
+            accepted: Vec::new(),
         }
     }
 
     /// Also return capsules of type `ty` (bounded like the others) instead of skipping them.
     pub fn accept(&mut self, ty: CapsuleType) -> &mut Self {
-        if !self.accepted.contains(&ty) {
+        if !accepts(&self.accepted, ty) {
+            self.accepted.reserve_exact(1);
             self.accepted.push(ty);
         }
         self
@@ -206,7 +215,7 @@ impl CapsuleReader {
         loop {
             let event = self.tlv.poll(|ty, len| -> Result<Policy, CapsuleError> {
                 let ty = CapsuleType::from_varint(ty);
-                if !accepted.contains(&ty) {
+                if !accepts(accepted, ty) {
                     // RFC 9297 §3.2: unknown capsule types are dropped silently.
                     return Ok(Policy::Skip);
                 }
