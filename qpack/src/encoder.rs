@@ -5,6 +5,16 @@
 //!
 //! Tuned on the QIF corpus (`../shared/qifs`); the corpus test prints the resulting sizes.
 //!
+//! The connection's first field section inserts nothing: it is sent with the static table and
+//! literals only, and is not recorded in the history below. Many connections carry a single
+//! request (a WebTransport session, above all), whose fields never come back; an insert there
+//! would open our encoder stream and the peer's decoder stream (RFC 9204 §4.2: a QPACK stream
+//! that is not used need not be opened), and make the peer keep the entry and us the history,
+//! all for nothing. Once a second section is
+//! encoded, the rules below apply. On the corpus this costs 0.2% (the first section's fields
+//! go out as literals once more when they repeat); on an idle WebTransport session it saves
+//! the server about 1.9 KiB.
+//!
 //! For each field, in order of preference:
 //! 1. a static table match (name and value) is sent as an index;
 //! 2. a dynamic table match is sent as an index when the decoder is known to have the entry,
@@ -20,9 +30,10 @@
 //! was seen recently (a history of field hashes: the last 512 fields, or 64 when the peer
 //! allows no blocked streams, since then an insert only pays if the field comes back soon)
 //! and at least 30% of the values of its name repeat. Until a name has been seen 4 times, any
-//! name may be inserted on first sight except a short list whose values are nearly always
-//! unique (`:path`, `date`, `content-length`, ...). For a field not worth inserting whose name is in neither table, the name
-//! alone is inserted (with an empty value) so later literals can reference it.
+//! name may be inserted on first sight (after the first section) except a short list whose
+//! values are nearly always unique (`:path`, `date`, `content-length`, ...). For a field not
+//! worth inserting whose name is in neither table, the name alone is inserted (with an empty
+//! value) so later literals can reference it.
 //!
 //! Entries that are referenced at least twice and reach the oldest quarter of the table are
 //! re-inserted with Duplicate before they would be evicted, so a busy table keeps its most
@@ -169,6 +180,9 @@ pub struct Encoder {
     /// Insert Count Increment or a Stream Cancellation: anything that may free a blocked
     /// stream slot).
     since_ack: u64,
+    /// No field section has been encoded yet: the next one inserts nothing and is not recorded
+    /// in `history` (module docs).
+    first_section: bool,
 }
 
 /// How many recent sections' blocking gains `Encoder::can_block` compares against.
@@ -247,6 +261,7 @@ impl Encoder {
             dynamic: true,
             gains: VecDeque::new(),
             since_ack: 0,
+            first_section: true,
         }
     }
 
@@ -383,6 +398,7 @@ impl Encoder {
                 .push_back(Section { required, refs });
         }
         self.scratch = reprs;
+        self.first_section = false;
         Encoded {
             field_section: Bytes::from(out),
             encoder_stream: Bytes::from(std::mem::take(&mut self.encoder_stream)),
@@ -619,6 +635,10 @@ impl Encoder {
         let name_hash = hash(&field.name);
         if never {
             return self.literal(i, &field.name, stat, name_hash, can_block, true);
+        }
+        if self.first_section {
+            // The table is still empty, and stays so for this section (module docs).
+            return self.literal(i, &field.name, stat, name_hash, can_block, false);
         }
         let field_hash = hash_field(name_hash, &field.value);
         let repeated = self.history.observe(field_hash, name_hash);
@@ -1029,6 +1049,13 @@ mod tests {
         std::mem::take(&mut enc.encoder_stream)
     }
 
+    /// Encodes a static-only section, so that the next one may insert (module docs: the first
+    /// section never does). It references nothing, so the decoder never hears of it.
+    fn skip_first_section(enc: &mut Encoder) {
+        let out = enc.encode(0, &[f(":method", "GET")]);
+        assert!(out.encoder_stream.is_empty());
+    }
+
     // RFC 9204 Appendix B, encoder side: every encoder instruction is byte for byte the RFC's,
     // and so are the field sections of B.1 and B.4. B.2's section uses post-Base indexing,
     // which this encoder never emits (it always sets Base to the Required Insert Count); its
@@ -1135,6 +1162,61 @@ mod tests {
         assert_eq!(take_stream(&mut enc), hex("80 056f 7468 6572"));
     }
 
+    // Module docs: the first section inserts nothing, so a connection that sends one request
+    // never needs its encoder stream (RFC 9204 §4.2); fields seen again are inserted then.
+    #[test]
+    fn the_first_section_inserts_nothing() {
+        let mut enc = Encoder::new(EncoderConfig::default().huffman(false));
+        enc.apply_peer_settings(4096, 100);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        // A WebTransport CONNECT: `:protocol` is not in the static table at all.
+        let fields = [
+            f(":method", "CONNECT"),
+            f(":protocol", "webtransport"),
+            f(":scheme", "https"),
+            f(":authority", "example.com"),
+            f(":path", "/chat"),
+        ];
+        let out = enc.encode(0, &fields);
+        // Static index 15; literal name; static index 23; static name 0 and 1 with values.
+        assert_eq!(
+            &out.field_section[..],
+            hex(
+                "0000 cf 2702 3a70 726f 746f 636f 6c0c 7765 6274 7261 6e73 706f 7274 d7 500b 6578 616d 706c 652e 636f 6d 5105 2f63 6861 74"
+            )
+        );
+        assert!(out.encoder_stream.is_empty());
+        assert_eq!(enc.insert_count(), 0);
+        assert!(
+            enc.history.ring.is_empty(),
+            "the first section is not remembered"
+        );
+        assert_eq!(
+            dec.decode_section(0, out.field_section),
+            Ok(Decoded::Fields(fields.to_vec()))
+        );
+        assert_eq!(dec.poll_decoder_stream(), None);
+
+        // The second time, `:protocol` and `:authority` go in (`:path` values rarely repeat).
+        let out = enc.encode(4, &fields);
+        assert_eq!(
+            &out.encoder_stream[..],
+            hex(
+                "3fe11f 493a 7072 6f74 6f63 6f6c 0c77 6562 7472 616e 7370 6f72 74 c00b 6578 616d 706c 652e 636f 6d"
+            )
+        );
+        // Required Insert Count 2; then relative indices 1 and 0 for the new entries.
+        assert_eq!(
+            &out.field_section[..],
+            hex("0300 cf 81 d7 80 5105 2f63 6861 74")
+        );
+        dec.handle_encoder_stream(&out.encoder_stream).unwrap();
+        assert_eq!(
+            dec.decode_section(4, out.field_section),
+            Ok(Decoded::Fields(fields.to_vec()))
+        );
+    }
+
     // RFC 9204 §4.4: each invalid decoder instruction is a QPACK_DECODER_STREAM_ERROR.
     #[test]
     fn decoder_stream_errors() {
@@ -1199,6 +1281,7 @@ mod tests {
     fn no_blocking_references_without_blocked_streams() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(4096, 0);
+        skip_first_section(&mut enc);
         let fields = [f("x-custom", "value"), f(":authority", "example.com")];
         let out = enc.encode(0, &fields);
         assert_eq!(out.field_section[0], 0, "Required Insert Count must be 0");
@@ -1217,6 +1300,7 @@ mod tests {
     fn blocked_stream_slots_are_rationed_without_acknowledgements() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(4096, 4);
+        skip_first_section(&mut enc);
         let mut dec = Decoder::new(
             DecoderConfig::default()
                 .max_table_capacity(4096)
@@ -1253,6 +1337,7 @@ mod tests {
     fn referenced_entries_are_not_evicted() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(128, 100);
+        skip_first_section(&mut enc);
         let out = enc.encode(
             0,
             &[f("x-a", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")],
@@ -1291,7 +1376,9 @@ mod tests {
     fn hash_collisions_never_pick_the_wrong_entry() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(4096, 100);
+        skip_first_section(&mut enc);
         let first = enc.encode(0, &[f("x-a", "1")]);
+        assert_eq!(enc.insert_count(), 1);
         // Pretend "x-b" and its field collide with the entry of "x-a".
         let nh = hash(b"x-b");
         enc.by_name.insert(nh, 0);
