@@ -859,26 +859,36 @@ mod tests {
             Field::new(":path", "/a/rather/long/path/that/repeats"),
             Field::new("x-custom", "a value that repeats too"),
         ];
-        let first = client.encode_headers(0, &fields);
+        // The connection's first section inserts nothing (quay-qpack's insertion strategy), so
+        // neither QPACK stream is needed yet.
+        let only = client.encode_headers(0, &fields);
+        assert!(!client.encoder_stream_started());
+        assert_eq!(
+            server.decode_headers(0, only).unwrap(),
+            HeaderBlock::Fields(fields.clone())
+        );
+        assert_eq!(server.poll_decoder(), None);
+
+        let first = client.encode_headers(4, &fields);
         // The first encoder-stream bytes open the stream: its type, then the instructions.
         assert!(client.encoder_stream_started());
         let encoder = client.poll_encoder().unwrap();
         assert_eq!(encoder[0], 0x02);
         let encoder = Some(encoder.slice(1..));
         // The section may be blocked until the encoder stream arrives.
-        let mut decoded = server.decode_headers(0, first.clone()).unwrap();
+        let mut decoded = server.decode_headers(4, first.clone()).unwrap();
         if let Some(bytes) = encoder {
             let unblocked = server.handle_encoder_stream(&bytes).unwrap();
             if decoded == HeaderBlock::Blocked {
                 assert!(unblocked);
-                decoded = server.take_unblocked(0).unwrap();
+                decoded = server.take_unblocked(4).unwrap();
             }
         }
         assert_eq!(decoded, HeaderBlock::Fields(fields.clone()));
         client
             .handle_decoder_stream(&server.poll_decoder().unwrap()[1..])
             .unwrap();
-        let second = client.encode_headers(4, &fields);
+        let second = client.encode_headers(8, &fields);
         assert!(
             second.len() < first.len(),
             "{} vs {}",
@@ -889,7 +899,7 @@ mod tests {
             server.handle_encoder_stream(&bytes).unwrap();
         }
         assert_eq!(
-            server.decode_headers(4, second).unwrap(),
+            server.decode_headers(8, second).unwrap(),
             HeaderBlock::Fields(fields)
         );
     }

@@ -5,6 +5,16 @@
 //!
 //! Tuned on the QIF corpus (`../shared/qifs`); the corpus test prints the resulting sizes.
 //!
+//! The connection's first field section inserts nothing: it is sent with the static table and
+//! literals only, and is not recorded in the history below. Many connections carry a single
+//! request (a WebTransport session, above all), whose fields never come back; an insert there
+//! would open our encoder stream and the peer's decoder stream (RFC 9204 §4.2: a QPACK stream
+//! that is not used need not be opened), and make the peer keep the entry and us the history,
+//! all for nothing. The encoder allocates its table state only when a second section is
+//! encoded (and the table capacity is not zero); from then on the rules below apply. On the
+//! corpus this costs 0.2% (the first section's fields go out as literals once more when they
+//! repeat); on an idle WebTransport session it saves the server about 1.9 KiB.
+//!
 //! For each field, in order of preference:
 //! 1. a static table match (name and value) is sent as an index;
 //! 2. a dynamic table match is sent as an index when the decoder is known to have the entry,
@@ -20,9 +30,10 @@
 //! was seen recently (a history of field hashes: the last 512 fields, or 64 when the peer
 //! allows no blocked streams, since then an insert only pays if the field comes back soon)
 //! and at least 30% of the values of its name repeat. Until a name has been seen 4 times, any
-//! name may be inserted on first sight except a short list whose values are nearly always
-//! unique (`:path`, `date`, `content-length`, ...). For a field not worth inserting whose name is in neither table, the name
-//! alone is inserted (with an empty value) so later literals can reference it.
+//! name may be inserted on first sight (after the first section) except a short list whose
+//! values are nearly always unique (`:path`, `date`, `content-length`, ...). For a field not
+//! worth inserting whose name is in neither table, the name alone is inserted (with an empty
+//! value) so later literals can reference it.
 //!
 //! Entries that are referenced at least twice and reach the oldest quarter of the table are
 //! re-inserted with Duplicate before they would be evicted, so a busy table keeps its most
@@ -106,6 +117,19 @@ impl EncoderConfig {
         self.danger_index_cookies = value;
         self
     }
+
+    /// Fields that are never inserted and are sent with the N bit (module docs).
+    fn is_sensitive(&self, field: &Field) -> bool {
+        if field.never_index {
+            return true;
+        }
+        match &field.name[..] {
+            b"authorization" | b"proxy-authorization" => true,
+            b"set-cookie" => true,
+            b"cookie" => !self.danger_index_cookies,
+            _ => false,
+        }
+    }
 }
 
 /// The output of [`Encoder::encode`].
@@ -130,8 +154,25 @@ pub struct Encoded {
 /// 3. passes every chunk read from the peer's decoder stream to
 ///    [`handle_decoder_stream`](Self::handle_decoder_stream); chunks may split instructions
 ///    anywhere.
+///
+/// An encoder that has encoded one field section, or whose table capacity is zero, holds no
+/// more than its settings: the dynamic table and all that goes with it are allocated when a
+/// section may first insert.
 #[derive(Debug)]
 pub struct Encoder {
+    config: EncoderConfig,
+    /// The peer's `SETTINGS_QPACK_MAX_TABLE_CAPACITY` and `SETTINGS_QPACK_BLOCKED_STREAMS`,
+    /// once they arrived.
+    peer: Option<(u64, u64)>,
+    /// Field sections encoded so far.
+    sections: u64,
+    /// Created on first use (module docs: the first section never uses the table).
+    state: Option<Box<State>>,
+}
+
+/// The dynamic table, the history and the peer's acknowledgements.
+#[derive(Debug)]
+struct State {
     config: EncoderConfig,
     /// The peer's `SETTINGS_QPACK_BLOCKED_STREAMS`.
     max_blocked: u64,
@@ -228,6 +269,140 @@ impl Encoder {
     pub fn new(config: EncoderConfig) -> Self {
         Self {
             config,
+            peer: None,
+            sections: 0,
+            state: None,
+        }
+    }
+
+    /// Applies the peer's `SETTINGS_QPACK_MAX_TABLE_CAPACITY` and
+    /// `SETTINGS_QPACK_BLOCKED_STREAMS` (RFC 9204 §5). Call it once, when the peer's SETTINGS
+    /// arrive; the Set Dynamic Table Capacity instruction it causes goes out with the first
+    /// insert.
+    pub fn apply_peer_settings(&mut self, max_table_capacity: u64, max_blocked_streams: u64) {
+        self.peer = Some((max_table_capacity, max_blocked_streams));
+        if let Some(state) = &mut self.state {
+            state.apply_peer_settings(max_table_capacity, max_blocked_streams);
+        }
+    }
+
+    /// The dynamic table capacity in use.
+    pub fn capacity(&self) -> u64 {
+        match (&self.state, self.peer) {
+            (Some(state), _) => state.capacity,
+            (None, Some((max, _))) => max.min(self.config.max_table_capacity),
+            (None, None) => 0,
+        }
+    }
+
+    /// Number of entries inserted so far.
+    pub fn insert_count(&self) -> u64 {
+        self.state.as_ref().map_or(0, |s| s.insert_count())
+    }
+
+    /// The Known Received Count: inserts the peer's decoder has acknowledged.
+    pub fn known_received_count(&self) -> u64 {
+        self.state.as_ref().map_or(0, |s| s.known_received)
+    }
+
+    /// Encodes one field section to be sent on `stream_id`.
+    pub fn encode(&mut self, stream_id: u64, fields: &[Field]) -> Encoded {
+        let encoded = if self.sections == 0 || (self.state.is_none() && self.capacity() == 0) {
+            // The first section never uses the dynamic table (module docs), and without a
+            // table no section does: neither needs the state.
+            Encoded {
+                field_section: encode_static(&self.config, fields),
+                encoder_stream: Bytes::new(),
+            }
+        } else {
+            self.state_mut().encode(stream_id, fields)
+        };
+        self.sections = self.sections.saturating_add(1);
+        encoded
+    }
+
+    /// Processes a chunk of the peer's decoder stream (RFC 9204 §4.4).
+    pub fn handle_decoder_stream(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.state_mut().handle_decoder_stream(data)
+    }
+
+    fn state_mut(&mut self) -> &mut State {
+        self.state.get_or_insert_with(|| {
+            let mut state = Box::new(State::new(self.config));
+            // No decoder instruction came before (it would have created the state), so every
+            // section encoded so far came after the last one.
+            state.since_ack = self.sections;
+            if let Some((max_table_capacity, max_blocked_streams)) = self.peer {
+                state.apply_peer_settings(max_table_capacity, max_blocked_streams);
+            }
+            state
+        })
+    }
+}
+
+/// A field section that uses only the static table and literals.
+fn encode_static(config: &EncoderConfig, fields: &[Field]) -> Bytes {
+    let mut out = Vec::with_capacity(fields.len() * 4 + 2);
+    // RFC 9204 §4.5.1: Required Insert Count 0, Delta Base 0.
+    out.extend_from_slice(&[0, 0]);
+    for (i, field) in fields.iter().enumerate() {
+        let never = config.is_sensitive(field);
+        let stat = static_table::find(&field.name, &field.value);
+        let repr = match stat {
+            Match::Full(index) if !never => Repr::Static(index),
+            _ => static_literal(i, stat, never).unwrap_or(Repr::Literal { field: i, never }),
+        };
+        put_repr(&mut out, repr, fields, 0, config.huffman);
+    }
+    Bytes::from(out)
+}
+
+/// A literal that names a static table entry, if one has the name.
+fn static_literal(field: usize, stat: Match, never: bool) -> Option<Repr> {
+    match stat {
+        Match::Full(index) | Match::Name(index) => Some(Repr::StaticName {
+            index,
+            field,
+            never,
+        }),
+        Match::None => None,
+    }
+}
+
+/// Writes one field line of a section whose Base is `base`.
+fn put_repr(out: &mut Vec<u8>, repr: Repr, fields: &[Field], base: u64, huffman: bool) {
+    match repr {
+        Repr::Static(index) => put_int(out, 6, 0xc0, index.into()),
+        Repr::Dynamic(abs) => put_int(out, 6, 0x80, base - 1 - abs),
+        Repr::StaticName {
+            index,
+            field,
+            never,
+        } => {
+            put_int(out, 4, 0x50 | if never { 0x20 } else { 0 }, index.into());
+            put_string(out, 8, 0, &fields[field].value, huffman);
+        }
+        Repr::DynamicName { abs, field, never } => {
+            put_int(out, 4, 0x40 | if never { 0x20 } else { 0 }, base - 1 - abs);
+            put_string(out, 8, 0, &fields[field].value, huffman);
+        }
+        Repr::Literal { field, never } => {
+            put_string(
+                out,
+                4,
+                0x20 | if never { 0x10 } else { 0 },
+                &fields[field].name,
+                huffman,
+            );
+            put_string(out, 8, 0, &fields[field].value, huffman);
+        }
+    }
+}
+
+impl State {
+    fn new(config: EncoderConfig) -> Self {
+        Self {
+            config,
             max_blocked: 0,
             max_entries: 0,
             capacity: 0,
@@ -250,11 +425,7 @@ impl Encoder {
         }
     }
 
-    /// Applies the peer's `SETTINGS_QPACK_MAX_TABLE_CAPACITY` and
-    /// `SETTINGS_QPACK_BLOCKED_STREAMS` (RFC 9204 §5). Call it once, when the peer's SETTINGS
-    /// arrive; the Set Dynamic Table Capacity instruction it causes goes out with the next
-    /// [`encode`](Self::encode).
-    pub fn apply_peer_settings(&mut self, max_table_capacity: u64, max_blocked_streams: u64) {
+    fn apply_peer_settings(&mut self, max_table_capacity: u64, max_blocked_streams: u64) {
         self.max_blocked = max_blocked_streams;
         self.history.window = if max_blocked_streams > 0 {
             HISTORY
@@ -280,23 +451,11 @@ impl Encoder {
         &mut self.encoder_stream
     }
 
-    /// The dynamic table capacity in use.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
-    }
-
-    /// Number of entries inserted so far.
-    pub fn insert_count(&self) -> u64 {
+    fn insert_count(&self) -> u64 {
         self.dropped + self.entries.len() as u64
     }
 
-    /// The Known Received Count: inserts the peer's decoder has acknowledged.
-    pub fn known_received_count(&self) -> u64 {
-        self.known_received
-    }
-
-    /// Encodes one field section to be sent on `stream_id`.
-    pub fn encode(&mut self, stream_id: u64, fields: &[Field]) -> Encoded {
+    fn encode(&mut self, stream_id: u64, fields: &[Field]) -> Encoded {
         let mut reprs = std::mem::take(&mut self.scratch);
         reprs.clear();
         let mut refs: Vec<u64> = Vec::new();
@@ -335,45 +494,8 @@ impl Encoder {
         };
         put_int(&mut out, 8, 0, encoded_ric);
         out.push(0);
-        let base = required;
-        let huffman = self.config.huffman;
-        for repr in &reprs {
-            match *repr {
-                Repr::Static(index) => put_int(&mut out, 6, 0xc0, index.into()),
-                Repr::Dynamic(abs) => put_int(&mut out, 6, 0x80, base - 1 - abs),
-                Repr::StaticName {
-                    index,
-                    field,
-                    never,
-                } => {
-                    put_int(
-                        &mut out,
-                        4,
-                        0x50 | if never { 0x20 } else { 0 },
-                        index.into(),
-                    );
-                    put_string(&mut out, 8, 0, &fields[field].value, huffman);
-                }
-                Repr::DynamicName { abs, field, never } => {
-                    put_int(
-                        &mut out,
-                        4,
-                        0x40 | if never { 0x20 } else { 0 },
-                        base - 1 - abs,
-                    );
-                    put_string(&mut out, 8, 0, &fields[field].value, huffman);
-                }
-                Repr::Literal { field, never } => {
-                    put_string(
-                        &mut out,
-                        4,
-                        0x20 | if never { 0x10 } else { 0 },
-                        &fields[field].name,
-                        huffman,
-                    );
-                    put_string(&mut out, 8, 0, &fields[field].value, huffman);
-                }
-            }
+        for &repr in &reprs {
+            put_repr(&mut out, repr, fields, required, self.config.huffman);
         }
         if !refs.is_empty() {
             self.unacked_sections += 1;
@@ -389,8 +511,7 @@ impl Encoder {
         }
     }
 
-    /// Processes a chunk of the peer's decoder stream (RFC 9204 §4.4).
-    pub fn handle_decoder_stream(&mut self, data: &[u8]) -> Result<(), Error> {
+    fn handle_decoder_stream(&mut self, data: &[u8]) -> Result<(), Error> {
         let mut buf = std::mem::take(&mut self.partial);
         buf.extend_from_slice(data);
         let mut r = Reader::new(&buf);
@@ -514,7 +635,7 @@ impl Encoder {
     fn blocking_gain(&self, fields: &[Field]) -> u64 {
         let mut gain = 0;
         for field in fields {
-            if self.is_sensitive(field) {
+            if self.config.is_sensitive(field) {
                 continue;
             }
             let stat = static_table::find(&field.name, &field.value);
@@ -596,20 +717,8 @@ impl Encoder {
         self.dynamic && abs >= self.dropped && (abs < self.known_received || can_block)
     }
 
-    fn is_sensitive(&self, field: &Field) -> bool {
-        if field.never_index {
-            return true;
-        }
-        match &field.name[..] {
-            b"authorization" | b"proxy-authorization" => true,
-            b"set-cookie" => true,
-            b"cookie" => !self.config.danger_index_cookies,
-            _ => false,
-        }
-    }
-
     fn choose(&mut self, i: usize, field: &Field, can_block: bool, drain_below: u64) -> Repr {
-        let never = self.is_sensitive(field);
+        let never = self.config.is_sensitive(field);
         let stat = static_table::find(&field.name, &field.value);
         if let Match::Full(index) = stat
             && !never
@@ -678,12 +787,8 @@ impl Encoder {
         can_block: bool,
         never: bool,
     ) -> Repr {
-        if let Match::Full(index) | Match::Name(index) = stat {
-            return Repr::StaticName {
-                index,
-                field: i,
-                never,
-            };
+        if let Some(repr) = static_literal(i, stat, never) {
+            return repr;
         }
         if let Some(&abs) = self.by_name.get(&name_hash)
             && self.referenceable(abs, can_block)
@@ -1022,11 +1127,20 @@ mod tests {
         let stat = static_table::find(&field.name, &field.value);
         let nh = hash(&field.name);
         let fh = hash_field(nh, &field.value);
-        enc.insert(&field, stat, nh, fh, field.size()).unwrap()
+        enc.state_mut()
+            .insert(&field, stat, nh, fh, field.size())
+            .unwrap()
     }
 
     fn take_stream(enc: &mut Encoder) -> Vec<u8> {
-        std::mem::take(&mut enc.encoder_stream)
+        std::mem::take(&mut enc.state_mut().encoder_stream)
+    }
+
+    /// Encodes a static-only section, so that the next one may insert (module docs: the first
+    /// section never does). It references nothing, so the decoder never hears of it.
+    fn skip_first_section(enc: &mut Encoder) {
+        let out = enc.encode(0, &[f(":method", "GET")]);
+        assert!(out.encoder_stream.is_empty());
     }
 
     // RFC 9204 Appendix B, encoder side: every encoder instruction is byte for byte the RFC's,
@@ -1070,10 +1184,10 @@ mod tests {
             dec.decode_section(4, out.field_section),
             Ok(Decoded::Fields(fields.to_vec()))
         );
-        assert_eq!(enc.entry(0).unwrap().refs, 1);
+        assert_eq!(enc.state_mut().entry(0).unwrap().refs, 1);
         enc.handle_decoder_stream(&hex("84")).unwrap();
         assert_eq!(enc.known_received_count(), 2);
-        assert_eq!(enc.entry(0).unwrap().refs, 0);
+        assert_eq!(enc.state_mut().entry(0).unwrap().refs, 0);
         // B.3
         assert_eq!(insert(&mut enc, "custom-key", "custom-value"), 2);
         assert_eq!(
@@ -1083,7 +1197,7 @@ mod tests {
         enc.handle_decoder_stream(&hex("01")).unwrap();
         assert_eq!(enc.known_received_count(), 3);
         // B.4
-        assert_eq!(enc.duplicate(0, true), Some(3));
+        assert_eq!(enc.state_mut().duplicate(0, true), Some(3));
         assert_eq!(take_stream(&mut enc), hex("02"));
         let out = enc.encode(
             8,
@@ -1095,16 +1209,16 @@ mod tests {
         );
         assert_eq!(&out.field_section[..], hex("0500 80 c1 81"));
         assert!(out.encoder_stream.is_empty());
-        assert_eq!(enc.size, 217);
+        assert_eq!(enc.state_mut().size, 217);
         enc.handle_decoder_stream(&hex("48")).unwrap();
-        assert!(enc.unacked.is_empty());
+        assert!(enc.state_mut().unacked.is_empty());
         // B.5: evicts entry 0, names entry 2 by relative index 1.
         assert_eq!(insert(&mut enc, "custom-key", "custom-value2"), 4);
         assert_eq!(
             take_stream(&mut enc),
             hex("810d 6375 7374 6f6d 2d76 616c 7565 32")
         );
-        assert_eq!((enc.dropped, enc.size), (1, 215));
+        assert_eq!((enc.state_mut().dropped, enc.state_mut().size), (1, 215));
     }
 
     fn decoder_stream_error(enc: &mut Encoder, bytes: &str) -> Option<Reason> {
@@ -1133,6 +1247,73 @@ mod tests {
         );
         assert_eq!(insert(&mut enc, "custom-key", "other"), 1);
         assert_eq!(take_stream(&mut enc), hex("80 056f 7468 6572"));
+    }
+
+    // Module docs: the first section inserts nothing, so a connection that sends one request
+    // never needs its encoder stream (RFC 9204 §4.2); fields seen again are inserted then.
+    #[test]
+    fn the_first_section_inserts_nothing() {
+        let mut enc = Encoder::new(EncoderConfig::default().huffman(false));
+        enc.apply_peer_settings(4096, 100);
+        let mut dec = Decoder::new(DecoderConfig::default());
+        // A WebTransport CONNECT: `:protocol` is not in the static table at all.
+        let fields = [
+            f(":method", "CONNECT"),
+            f(":protocol", "webtransport"),
+            f(":scheme", "https"),
+            f(":authority", "example.com"),
+            f(":path", "/chat"),
+        ];
+        let out = enc.encode(0, &fields);
+        // Static index 15; literal name; static index 23; static name 0 and 1 with values.
+        assert_eq!(
+            &out.field_section[..],
+            hex(
+                "0000 cf 2702 3a70 726f 746f 636f 6c0c 7765 6274 7261 6e73 706f 7274 d7 500b 6578 616d 706c 652e 636f 6d 5105 2f63 6861 74"
+            )
+        );
+        assert!(out.encoder_stream.is_empty());
+        assert_eq!(enc.insert_count(), 0);
+        assert!(enc.state.is_none(), "nothing is kept for the first section");
+        assert_eq!(
+            dec.decode_section(0, out.field_section),
+            Ok(Decoded::Fields(fields.to_vec()))
+        );
+        assert_eq!(dec.poll_decoder_stream(), None);
+
+        // The second time, `:protocol` and `:authority` go in (`:path` values rarely repeat).
+        let out = enc.encode(4, &fields);
+        assert_eq!(
+            &out.encoder_stream[..],
+            hex(
+                "3fe11f 493a 7072 6f74 6f63 6f6c 0c77 6562 7472 616e 7370 6f72 74 c00b 6578 616d 706c 652e 636f 6d"
+            )
+        );
+        // Required Insert Count 2; then relative indices 1 and 0 for the new entries.
+        assert_eq!(
+            &out.field_section[..],
+            hex("0300 cf 81 d7 80 5105 2f63 6861 74")
+        );
+        dec.handle_encoder_stream(&out.encoder_stream).unwrap();
+        assert_eq!(
+            dec.decode_section(4, out.field_section),
+            Ok(Decoded::Fields(fields.to_vec()))
+        );
+    }
+
+    // Module docs: without a dynamic table nothing is allocated for it, and an encoder that
+    // does not use it is small (it lives in every connection).
+    #[test]
+    fn no_table_state_without_a_table() {
+        println!("Encoder: {} bytes", size_of::<Encoder>());
+        assert!(size_of::<Encoder>() <= 64);
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(0, 100);
+        for id in [0, 4, 8] {
+            let out = enc.encode(id, &[f("x-custom", "value")]);
+            assert!(out.encoder_stream.is_empty());
+        }
+        assert!(enc.state.is_none());
     }
 
     // RFC 9204 §4.4: each invalid decoder instruction is a QPACK_DECODER_STREAM_ERROR.
@@ -1189,7 +1370,7 @@ mod tests {
             assert!(got.iter().all(|f| f.never_index));
         }
         assert!(
-            enc.entries.iter().all(|e| e.value.is_empty()),
+            enc.state_mut().entries.iter().all(|e| e.value.is_empty()),
             "only names may be inserted"
         );
     }
@@ -1199,6 +1380,7 @@ mod tests {
     fn no_blocking_references_without_blocked_streams() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(4096, 0);
+        skip_first_section(&mut enc);
         let fields = [f("x-custom", "value"), f(":authority", "example.com")];
         let out = enc.encode(0, &fields);
         assert_eq!(out.field_section[0], 0, "Required Insert Count must be 0");
@@ -1217,6 +1399,7 @@ mod tests {
     fn blocked_stream_slots_are_rationed_without_acknowledgements() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(4096, 4);
+        skip_first_section(&mut enc);
         let mut dec = Decoder::new(
             DecoderConfig::default()
                 .max_table_capacity(4096)
@@ -1253,6 +1436,7 @@ mod tests {
     fn referenced_entries_are_not_evicted() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(128, 100);
+        skip_first_section(&mut enc);
         let out = enc.encode(
             0,
             &[f("x-a", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")],
@@ -1272,7 +1456,7 @@ mod tests {
             8,
             &[f("x-b", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")],
         );
-        assert_eq!((enc.insert_count(), enc.dropped), (2, 1));
+        assert_eq!((enc.insert_count(), enc.state_mut().dropped), (2, 1));
     }
 
     #[test]
@@ -1291,11 +1475,13 @@ mod tests {
     fn hash_collisions_never_pick_the_wrong_entry() {
         let mut enc = Encoder::new(EncoderConfig::default());
         enc.apply_peer_settings(4096, 100);
+        skip_first_section(&mut enc);
         let first = enc.encode(0, &[f("x-a", "1")]);
+        assert_eq!(enc.insert_count(), 1);
         // Pretend "x-b" and its field collide with the entry of "x-a".
         let nh = hash(b"x-b");
-        enc.by_name.insert(nh, 0);
-        enc.by_field.insert(hash_field(nh, b"1"), 0);
+        enc.state_mut().by_name.insert(nh, 0);
+        enc.state_mut().by_field.insert(hash_field(nh, b"1"), 0);
         let out = enc.encode(4, &[f("x-b", "1")]);
         let mut dec = Decoder::new(DecoderConfig::default());
         dec.handle_encoder_stream(&first.encoder_stream).unwrap();
@@ -1314,7 +1500,7 @@ mod tests {
         for id in 0..2000u64 {
             enc.encode(id * 4, &[f("x-a", "1")]);
         }
-        assert_eq!(enc.unacked_sections, MAX_UNACKED_SECTIONS);
+        assert_eq!(enc.state_mut().unacked_sections, MAX_UNACKED_SECTIONS);
         let out = enc.encode(8000, &[f("x-a", "1")]);
         assert_eq!(
             out.field_section[0], 0,
