@@ -12,7 +12,7 @@
 //! [`crate::client`]'s.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::ops::Deref;
 use std::pin::pin;
@@ -662,7 +662,8 @@ pub(crate) struct SessionState {
 
 #[derive(Debug, Default)]
 struct StateInner {
-    reason: Option<SessionError>,
+    /// Boxed: set once, at the end.
+    reason: Option<Box<SessionError>>,
     /// Routed streams waiting for `accept_bi` / `accept_uni`. Empty queues allocate nothing,
     /// which is what most idle sessions have.
     bi: VecDeque<ExtensionStream>,
@@ -715,7 +716,7 @@ impl SessionState {
         if !self.is_gone() {
             return None;
         }
-        self.lock().reason.clone()
+        self.lock().reason.as_deref().cloned()
     }
 
     /// Records the end of the session and refuses the streams that wait to be accepted;
@@ -726,7 +727,7 @@ impl SessionState {
             if inner.reason.is_some() {
                 return false;
             }
-            inner.reason = Some(reason);
+            inner.reason = Some(Box::new(reason));
             let [bi_wakers, uni_wakers] = &mut inner.accept_wakers;
             for waker in bi_wakers.drain(..).chain(uni_wakers.drain(..)) {
                 waker.wake();
@@ -864,7 +865,7 @@ impl SessionState {
         }
         self.wait_for(|inner| {
             if let Some(reason) = &inner.reason {
-                return Some(Err(reason.clone()));
+                return Some(Err(SessionError::clone(reason)));
             }
             let flow = inner.flow.as_mut()?;
             match flow.open(direction) {
@@ -967,7 +968,7 @@ impl SessionState {
     ) -> Poll<Result<ExtensionStream, SessionError>> {
         let mut inner = self.lock();
         if let Some(reason) = &inner.reason {
-            return Poll::Ready(Err(reason.clone()));
+            return Poll::Ready(Err(SessionError::clone(reason)));
         }
         let queue = match direction {
             Direction::Bidi => &mut inner.bi,
@@ -1015,7 +1016,8 @@ impl SessionState {
     }
 
     async fn ended(&self) -> SessionError {
-        self.wait_for(|inner| inner.reason.clone()).await
+        self.wait_for(|inner| inner.reason.as_deref().cloned())
+            .await
     }
 
     /// Ready once the session has ended; for the CONNECT stream's reader (one waker).
@@ -1064,7 +1066,11 @@ pub(crate) struct Routes {
 
 #[derive(Debug, Default)]
 struct RoutesInner {
-    slots: HashMap<u64, Slot>,
+    /// Sessions requested, open, or with streams waiting for their CONNECT: few at a time, so
+    /// a short list (with room for exactly one at first: most connections carry one session).
+    slots: Vec<(u64, Slot)>,
+    /// Sessions that ended or were refused, sorted: their streams get WT_SESSION_GONE.
+    gone: Vec<u64>,
     /// Streams waiting in [`Slot::Waiting`] slots, all sessions together.
     buffered: usize,
     /// Sessions requested or open.
@@ -1082,8 +1088,42 @@ enum Slot {
         requested: bool,
     },
     Open(Arc<SessionState>),
-    /// Closed or refused: streams for it get WT_SESSION_GONE.
-    Gone,
+}
+
+impl RoutesInner {
+    fn is_gone(&self, id: u64) -> bool {
+        self.gone.binary_search(&id).is_ok()
+    }
+
+    /// The slot of session `id`, made a waiting one if there is none. Not for gone sessions.
+    fn slot(&mut self, id: u64) -> &mut Slot {
+        let i = match self.slots.iter().position(|(slot_id, _)| *slot_id == id) {
+            Some(i) => i,
+            None => {
+                if self.slots.is_empty() {
+                    self.slots.reserve_exact(1);
+                }
+                self.slots.push((
+                    id,
+                    Slot::Waiting {
+                        streams: Vec::new(),
+                        requested: false,
+                    },
+                ));
+                self.slots.len() - 1
+            }
+        };
+        &mut self.slots[i].1
+    }
+
+    fn take_slot(&mut self, id: u64) -> Option<Slot> {
+        let i = self.slots.iter().position(|(slot_id, _)| *slot_id == id)?;
+        let (_, slot) = self.slots.swap_remove(i);
+        if self.slots.is_empty() {
+            self.slots = Vec::new();
+        }
+        Some(slot)
+    }
 }
 
 impl Routes {
@@ -1126,17 +1166,16 @@ impl Routes {
             drop(inner);
             return stream.refuse(WT_SESSION_GONE);
         }
+        if inner.is_gone(id) {
+            drop(inner);
+            return stream.refuse(WT_SESSION_GONE);
+        }
         let buffered = inner.buffered;
-        let slot = inner.slots.entry(id).or_insert(Slot::Waiting {
-            streams: Vec::new(),
-            requested: false,
-        });
-        let refused = match slot {
+        let refused = match inner.slot(id) {
             Slot::Open(session) => session
                 .push(stream)
                 .err()
                 .map(|stream| (stream, WT_SESSION_GONE)),
-            Slot::Gone => Some((stream, WT_SESSION_GONE)),
             Slot::Waiting { streams, .. } if buffered < self.max_buffered => {
                 streams.push(stream);
                 inner.buffered += 1;
@@ -1154,14 +1193,10 @@ impl Routes {
     /// changes, when `limit` sessions are requested or open already.
     pub(crate) fn request(&self, id: u64, limit: usize) -> bool {
         let mut inner = self.lock();
-        if inner.sessions >= limit {
+        if inner.sessions >= limit || inner.is_gone(id) {
             return false;
         }
-        let slot = inner.slots.entry(id).or_insert(Slot::Waiting {
-            streams: Vec::new(),
-            requested: false,
-        });
-        match slot {
+        match inner.slot(id) {
             Slot::Waiting { requested, .. } if !*requested => {
                 *requested = true;
                 inner.sessions += 1;
@@ -1175,23 +1210,26 @@ impl Routes {
     /// `session`'s queues.
     fn open(&self, id: u64, session: &Arc<SessionState>) {
         let mut inner = self.lock();
-        let waiting = match inner.slots.remove(&id) {
-            Some(Slot::Waiting { streams, .. }) => streams,
-            _ => Vec::new(),
+        let slot = inner.slot(id);
+        let waiting = match std::mem::replace(slot, Slot::Open(session.clone())) {
+            Slot::Waiting { streams, .. } => streams,
+            Slot::Open(_) => Vec::new(),
         };
         inner.buffered -= waiting.len();
         for arrival in waiting {
             // The session has not ended: it is being set up.
             let _ = session.push(arrival);
         }
-        inner.slots.insert(id, Slot::Open(session.clone()));
     }
 
     /// The session `id` ended or was refused: streams waiting for it, and later ones, get
     /// WT_SESSION_GONE. Idempotent.
     pub(crate) fn close(&self, id: u64) {
         let mut inner = self.lock();
-        let refused = match inner.slots.insert(id, Slot::Gone) {
+        if let Err(i) = inner.gone.binary_search(&id) {
+            inner.gone.insert(i, id);
+        }
+        let refused = match inner.take_slot(id) {
             Some(Slot::Waiting { streams, requested }) => {
                 inner.buffered -= streams.len();
                 if requested {
@@ -1203,7 +1241,7 @@ impl Routes {
                 inner.sessions -= 1;
                 Vec::new()
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         drop(inner);
         for arrival in refused {
@@ -1218,7 +1256,7 @@ impl Routes {
         let slots = std::mem::take(&mut inner.slots);
         inner.buffered = 0;
         drop(inner);
-        for slot in slots.into_values() {
+        for (_, slot) in slots {
             if let Slot::Waiting { streams, .. } = slot {
                 for arrival in streams {
                     arrival.refuse(WT_SESSION_GONE);
