@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     extensions: VecDeque<ExtensionStream>,
     /// Who takes extension streams: the connection handle, an [`ExtensionStreams`], or nobody.
     extension_taker: Taker,
+    /// The [`ExtensionStreams`] waiting in [`Shared::poll_extension_stream`] (the handle's
+    /// waiters wait on [`Shared::changed`]).
+    extension_waker: Option<Waker>,
 }
 
 /// Who receives the extension streams of a connection.
@@ -246,6 +249,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
             } else {
                 Taker::Nobody
             },
+            extension_waker: None,
         }),
         changed: Notify::new(),
         flush: Notify::new(),
@@ -566,14 +570,21 @@ impl Shared {
         Routed::Elsewhere
     }
 
-    /// The connection is gone: every datagram receiver sees the end once its queue is empty.
+    /// The connection is gone: every datagram receiver sees the end once its queue is empty,
+    /// and so does an [`ExtensionStreams`].
     fn end_datagrams(&self) {
-        let routes = {
+        let (routes, extension_waker) = {
             let mut inner = self.lock();
             inner.routes_ended = true;
             inner.early_datagrams = VecDeque::new();
-            std::mem::take(&mut inner.routes)
+            (
+                std::mem::take(&mut inner.routes),
+                inner.extension_waker.take(),
+            )
         };
+        if let Some(waker) = extension_waker {
+            waker.wake();
+        }
         for waker in routes
             .0
             .into_iter()
@@ -600,6 +611,37 @@ impl Shared {
         .await
         .ok()
         .flatten()
+    }
+
+    /// The next extension stream for an [`ExtensionStreams`]; `None` once they were given up
+    /// or the connection is gone. One task at a time waits.
+    pub(crate) fn poll_extension_stream(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<ExtensionStream>> {
+        let mut inner = self.lock();
+        if inner.extension_taker != Taker::Taken {
+            return Poll::Ready(None);
+        }
+        if let Some(stream) = inner.extensions.pop_front() {
+            if inner.extensions.is_empty() {
+                // Keep no buffer while idle.
+                inner.extensions = VecDeque::new();
+            }
+            return Poll::Ready(Some(stream));
+        }
+        // `routes_ended` is set, and this waker woken, when the connection's task ends.
+        if inner.routes_ended || inner.error.is_some() || self.conn.close_reason().is_some() {
+            return Poll::Ready(None);
+        }
+        if !inner
+            .extension_waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            inner.extension_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Moves the extension streams from the handle to an [`ExtensionStreams`]; false when none
@@ -1247,7 +1289,11 @@ pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {
         let mut inner = shared.lock();
         if inner.extension_taker != Taker::Nobody {
             inner.extensions.push_back(stream);
+            let waker = inner.extension_waker.take();
             drop(inner);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
             shared.changed.notify_waiters();
             return;
         }

@@ -15,6 +15,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::proto::Codec;
 use bytes::{Bytes, BytesMut};
@@ -23,7 +24,7 @@ use quay_qpack::Field;
 use quay_transport::{RecvStream, SendStream, VarInt};
 
 use crate::connection::{HeaderBlock, ProtocolError, Side};
-use crate::driver::{Shared, Taker};
+use crate::driver::Shared;
 use crate::error::Code;
 use crate::proto::capsule::{Capsule, CapsuleError, CapsuleReader};
 use crate::proto::datagram::Datagram;
@@ -820,7 +821,13 @@ impl ExtensionStreams {
 
     /// The next stream; `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<ExtensionStream> {
-        self.shared.next_extension_stream(Taker::Taken).await
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next stream, or the waker registered to be woken when one arrives; `None` once the
+    /// connection is gone. A task that waits for these all connection long keeps no future.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<ExtensionStream>> {
+        self.shared.poll_extension_stream(cx)
     }
 }
 

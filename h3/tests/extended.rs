@@ -291,6 +291,37 @@ async fn extension_streams_are_handed_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taken_extension_streams_arrive_then_end_with_the_connection() {
+    let mut config = Config::default();
+    config
+        .extension_uni_stream_types
+        .push(StreamType::WEBTRANSPORT);
+    let fixture = server(config);
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let mut streams = connection.take_extension_streams().unwrap();
+        assert!(connection.take_extension_streams().is_none());
+        let first = t(streams.next()).await;
+        // The end is seen as soon as the connection goes, not at some later wake-up.
+        let waiting = std::time::Instant::now();
+        let end = t(streams.next()).await;
+        let prompt = waiting.elapsed() < Duration::from_secs(2);
+        tx.send((first.is_some(), end.is_none() && prompt)).unwrap();
+        drop(connection);
+    });
+    let client = client(target, Config::default()).await;
+    let mut uni = t(client.connection().open_uni()).await.unwrap();
+    // Type 0x54 (two-byte varint 0x40 0x54), session ID 4.
+    t(uni.write_all(&[0x40, 0x54, 0x04])).await.unwrap();
+    uni.finish().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.close(quay_h3::Code::H3_NO_ERROR, b"");
+    assert_eq!(t(rx).await.unwrap(), (true, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_receives_extension_streams() {
     let mut config = Config::default();
     config
