@@ -219,40 +219,46 @@ fn answer(mut stream: RequestStream, status: StatusCode) {
 
 /// The task of one connection: reads request heads, sorts requests from sessions, routes
 /// WebTransport streams.
-async fn serve(
+///
+/// It lives as long as the connection, so it is kept small (tokio's task sizes go in steps of
+/// 128 bytes): a function returning an `async move` block, because rustc keeps an async fn's
+/// arguments twice, and no wait future of its own for the extension streams.
+#[allow(clippy::manual_async_fn)] // On purpose: see above.
+fn serve(
     h3: Arc<quay_h3::server::Connection>,
     config: Arc<Config>,
     tx: mpsc::Sender<Incoming>,
-) {
-    let conn = h3.connection().clone();
-    let routes = Routes::new(config.max_buffered_streams);
-    let mut streams = h3.take_extension_streams();
-    // Request heads being read; dropped while there are none (most connections send one
-    // request, a session's CONNECT), since an empty set still holds an allocation.
-    let mut heads = None;
-    // Bounded by the connection: each turn accepts a stream, finishes reading a head, or routes
-    // a WebTransport stream.
-    loop {
-        tokio::select! {
-            incoming = h3.accept_stream() => match incoming {
-                // Boxed: FuturesUnordered keeps one empty slot of its future type for good.
-                Ok(Some(stream)) => heads
-                    .get_or_insert_with(FuturesUnordered::new)
-                    .push(Box::pin(stream.resolve())),
-                _ => break,
-            },
-            Some(head) = next_head(&mut heads), if heads.is_some() => {
-                if heads.as_ref().is_some_and(FuturesUnordered::is_empty) {
-                    heads = None;
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let routes = Routes::new(config.max_buffered_streams);
+        let mut streams = h3.take_extension_streams();
+        // Request heads being read; dropped while there are none (most connections send one
+        // request, a session's CONNECT), since an empty set still holds an allocation.
+        let mut heads = None;
+        // Bounded by the connection: each turn accepts a stream, finishes reading a head, or routes
+        // a WebTransport stream.
+        loop {
+            tokio::select! {
+                incoming = h3.accept_stream() => match incoming {
+                    // Boxed: FuturesUnordered keeps one empty slot of its future type for good.
+                    Ok(Some(stream)) => heads
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(Box::pin(stream.resolve())),
+                    _ => break,
+                },
+                Some(head) = next_head(&mut heads), if heads.is_some() => {
+                    if heads.as_ref().is_some_and(FuturesUnordered::is_empty) {
+                        heads = None;
+                    }
+                    if let Ok(Some((request, stream))) = head {
+                        sort(request, stream, &h3, &routes, &config, &tx);
+                    }
                 }
-                if let Ok(Some((request, stream))) = head {
-                    sort(request, stream, &h3, &routes, &config, &tx);
-                }
+                Some(stream) = next_extension_stream(&mut streams) => routes.route(stream, h3.connection()),
             }
-            Some(stream) = next_extension_stream(&mut streams) => routes.route(stream, &conn),
         }
+        routes.connection_closed();
     }
-    routes.connection_closed();
 }
 
 /// The next request head read from `heads`.
