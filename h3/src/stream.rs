@@ -11,10 +11,12 @@
 //! It does not own the message rules ([`crate::proto::headers`], [`crate::proto::message`]) or
 //! the connection state ([`crate::connection`]).
 
-use std::future::poll_fn;
+use std::fmt;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use crate::proto::Codec;
 use bytes::{Bytes, BytesMut};
@@ -429,6 +431,25 @@ fn len_varint(len: usize) -> VarInt {
     VarInt::try_from(len).unwrap_or(VarInt::MAX)
 }
 
+/// The trailer section of a message that [`RecvHalf`] reads: being decoded, then received.
+enum Trailers {
+    /// QPACK decoding, which may wait for the peer's encoder stream. Kept in the [`RecvHalf`]
+    /// rather than in a caller's future so that reading by polling can resume it, and dropping
+    /// the caller's future does not lose the section.
+    Decoding(Pin<Box<dyn Future<Output = Result<HeaderBlock, StreamError>> + Send + Sync>>),
+    /// Decoded and parsed, until [`RecvHalf::recv_trailers`] takes it.
+    Received(HeaderMap),
+}
+
+impl fmt::Debug for Trailers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Decoding(_) => f.write_str("Decoding"),
+            Self::Received(trailers) => f.debug_tuple("Received").field(trailers).finish(),
+        }
+    }
+}
+
 /// The receiving half of a request stream: a message head (read by the owner), DATA, optional
 /// trailers, then the end.
 #[derive(Debug)]
@@ -443,7 +464,7 @@ pub struct RecvHalf {
     part: MessagePart,
     ended: bool,
     /// Boxed: rare, and a request stream or session lives long.
-    trailers: Option<Box<HeaderMap>>,
+    trailers: Option<Box<Trailers>>,
     body_done: bool,
     capsules: Option<CapsuleReader>,
     /// Datagrams for this stream are routed to this half (until taken).
@@ -501,33 +522,41 @@ impl RecvHalf {
         }
     }
 
-    /// The next frame event, reading the stream as needed; `None` at the clean end.
-    async fn next_event(&mut self) -> Result<Option<FrameEvent>, StreamError> {
+    /// The next frame event, reading the stream as needed; `None` at the clean end. `Pending`
+    /// leaves the waker with quinn's stream: a read future is made, polled once and dropped, so
+    /// nothing is kept between polls but the reader's own state.
+    fn poll_next_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<FrameEvent>, StreamError>> {
+        // Bounded by the stream: each turn consumes a chunk, ends, or returns.
         loop {
             match self.reader.poll_event() {
-                Ok(Some(event)) => return Ok(Some(event)),
+                Ok(Some(event)) => return Poll::Ready(Ok(Some(event))),
                 Ok(None) => {}
                 // RFC 9114 §7.1: frame errors are connection errors, wherever they happen.
-                Err(error) => return Err(self.fail(error.into())),
+                Err(error) => return Poll::Ready(Err(self.fail(error.into()))),
             }
             if self.ended {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
-            match self.stream.read_chunk(usize::MAX, true).await {
+            let read = pin!(self.stream.read_chunk(usize::MAX, true)).poll(cx);
+            match ready!(read) {
                 Ok(Some(chunk)) => self.reader.handle_data(chunk.bytes),
                 Ok(None) => {
                     self.ended = true;
                     if let Err(error) = self.reader.handle_end() {
-                        return Err(self.fail(error.into()));
+                        return Poll::Ready(Err(self.fail(error.into())));
                     }
                 }
                 Err(quay_transport::ReadError::Reset(code)) => {
-                    return Err(StreamError::Reset(Code::from_varint(code)));
+                    return Poll::Ready(Err(StreamError::Reset(Code::from_varint(code))));
                 }
                 Err(quay_transport::ReadError::ConnectionLost(e)) => {
-                    return Err(StreamError::ConnectionLost(self.shared.connection_error(e)));
+                    let error = self.shared.connection_error(e);
+                    return Poll::Ready(Err(StreamError::ConnectionLost(error)));
                 }
-                Err(_) => return Err(StreamError::Invalid("stream already closed")),
+                Err(_) => return Poll::Ready(Err(StreamError::Invalid("stream already closed"))),
             }
         }
     }
@@ -561,11 +590,12 @@ impl RecvHalf {
     /// Reads the next header section (the message head); `None` if the stream ended first.
     pub(crate) async fn recv_head(&mut self) -> Result<Option<Vec<Field>>, StreamError> {
         loop {
-            match self.next_event().await? {
+            match poll_fn(|cx| self.poll_next_event(cx)).await? {
                 None => return Ok(None),
                 Some(FrameEvent::Header(header)) => self.on_header(header)?,
                 Some(FrameEvent::Frame(Frame::Headers(section))) => {
-                    return self.decode(section).await.map(Some);
+                    let block = self.shared.decode(self.id, section).await;
+                    return self.fields(block).map(Some);
                 }
                 Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
                     // RFC 9114 §7.2.5: we never sent MAX_PUSH_ID.
@@ -576,8 +606,12 @@ impl RecvHalf {
         }
     }
 
-    async fn decode(&mut self, section: Bytes) -> Result<Vec<Field>, StreamError> {
-        match self.shared.decode(self.id, section).await? {
+    /// The fields of a decoded header section.
+    fn fields(
+        &mut self,
+        block: Result<HeaderBlock, StreamError>,
+    ) -> Result<Vec<Field>, StreamError> {
+        match block? {
             HeaderBlock::Fields(fields) => Ok(fields),
             HeaderBlock::TooLarge | HeaderBlock::Blocked => {
                 // RFC 9114 §4.2.2: over our limit.
@@ -594,77 +628,134 @@ impl RecvHalf {
     }
 
     /// The next piece of the body, `None` at its end (then [`RecvHalf::recv_trailers`] has the
-    /// trailers, if any).
-    pub async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
-        if self.body_done {
-            return Ok(None);
-        }
+    /// trailers, if any). See [`RecvHalf::poll_recv_data`].
+    ///
+    /// Cancel-safe: dropping the future loses nothing; the next call goes on where it stopped.
+    pub fn recv_data(&mut self) -> impl Future<Output = Result<Option<Bytes>, StreamError>> + '_ {
+        poll_fn(|cx| self.poll_recv_data(cx))
+    }
+
+    /// Polls for the next piece of the body: `Ready(Ok(Some(_)))` with a piece (never empty),
+    /// `Ready(Ok(None))` at the body's end (the trailers, if any, are then kept for
+    /// [`RecvHalf::recv_trailers`]), or an error, as [`RecvHalf::recv_data`].
+    ///
+    /// On `Pending`, `cx`'s waker is woken when more of the stream arrives or it ends, or, while
+    /// a trailer section waits for the peer's QPACK encoder stream (RFC 9204 §2.2.1), when that
+    /// wait may be over. Only the waker of the latest poll is kept.
+    pub fn poll_recv_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, StreamError>> {
+        // Bounded by the stream: each turn consumes a frame event, or returns.
         loop {
-            match self.next_event().await? {
+            if let Some(Trailers::Decoding(decode)) = self.trailers.as_deref_mut() {
+                let block = ready!(decode.as_mut().poll(cx));
+                self.trailers = None;
+                return Poll::Ready(self.on_trailers(block));
+            }
+            if self.body_done {
+                return Poll::Ready(Ok(None));
+            }
+            match ready!(self.poll_next_event(cx))? {
                 None => {
                     self.body_done = true;
                     if let Err(error) = self.body.on_end() {
-                        return Err(self.message_error(error));
+                        return Poll::Ready(Err(self.message_error(error)));
                     }
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
                 Some(FrameEvent::Header(header)) => self.on_header(header)?,
                 Some(FrameEvent::Data(chunk)) => {
                     if let Err(error) = self.body.on_data(chunk.len() as u64) {
-                        return Err(self.message_error(error));
+                        return Poll::Ready(Err(self.message_error(error)));
                     }
-                    return Ok(Some(chunk));
+                    return Poll::Ready(Ok(Some(chunk)));
                 }
                 Some(FrameEvent::Frame(Frame::Headers(section))) => {
-                    // Boxed: trailers are rare, and a body reader (a session's CONNECT stream
-                    // reader lives as long as the session) should not keep room for decoding
-                    // them at every await.
-                    let fields = Box::pin(self.decode(section)).await?;
-                    if self.part != MessagePart::Trailers {
-                        return Err(StreamError::Invalid("a second message head"));
-                    }
-                    self.body_done = true;
-                    let trailers = match headers::parse_trailers(&fields) {
-                        Ok(trailers) => trailers,
-                        Err(error) => return Err(self.message_error(error)),
-                    };
-                    if let Err(error) = self.body.on_end() {
-                        return Err(self.message_error(error));
-                    }
-                    self.trailers = Some(Box::new(trailers));
-                    return Ok(None);
+                    // Boxed, and kept here rather than in the caller's future: trailers are
+                    // rare, decoding them may wait for the encoder stream, and a body reader (a
+                    // session's CONNECT stream reader lives as long as the session) should not
+                    // keep room for that. Polled at the top of the loop.
+                    let (shared, id) = (self.shared.clone(), self.id);
+                    let decode = async move { shared.decode(id, section).await };
+                    self.trailers = Some(Box::new(Trailers::Decoding(Box::pin(decode))));
                 }
                 Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
-                    return Err(self.fail(ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID")));
+                    let error = ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID");
+                    return Poll::Ready(Err(self.fail(error)));
                 }
                 Some(_) => {}
             }
         }
     }
 
+    /// Takes in a decoded trailer section: the end of the body.
+    fn on_trailers(
+        &mut self,
+        block: Result<HeaderBlock, StreamError>,
+    ) -> Result<Option<Bytes>, StreamError> {
+        let fields = self.fields(block)?;
+        if self.part != MessagePart::Trailers {
+            return Err(StreamError::Invalid("a second message head"));
+        }
+        self.body_done = true;
+        let trailers = match headers::parse_trailers(&fields) {
+            Ok(trailers) => trailers,
+            Err(error) => return Err(self.message_error(error)),
+        };
+        if let Err(error) = self.body.on_end() {
+            return Err(self.message_error(error));
+        }
+        self.trailers = Some(Box::new(Trailers::Received(trailers)));
+        Ok(None)
+    }
+
     /// The trailers, after the body. Reads and drops what is left of the body first.
     pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
         // Bounded by the stream: each turn consumes input or ends.
         while self.recv_data().await?.is_some() {}
-        Ok(self.trailers.take().map(|trailers| *trailers))
+        match self.trailers.take().map(|trailers| *trailers) {
+            Some(Trailers::Received(trailers)) => Ok(Some(trailers)),
+            // The body has ended, so no decoding is pending.
+            _ => Ok(None),
+        }
     }
 
     /// The next capsule (RFC 9297 §3.2) from the body of an Extended CONNECT stream, `None` at
     /// the end. DATAGRAM capsules and unknown types are returned as they are; use
-    /// [`RecvHalf::accept_capsule`] to have other known types returned too.
-    pub async fn recv_capsule(&mut self) -> Result<Option<Capsule>, StreamError> {
+    /// [`RecvHalf::accept_capsule`] to have other known types returned too. See
+    /// [`RecvHalf::poll_recv_capsule`].
+    ///
+    /// Cancel-safe: dropping the future loses nothing; the next call goes on where it stopped.
+    pub fn recv_capsule(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Capsule>, StreamError>> + '_ {
+        poll_fn(|cx| self.poll_recv_capsule(cx))
+    }
+
+    /// Polls for the next capsule: `Ready(Ok(Some(_)))` with a capsule, `Ready(Ok(None))` at the
+    /// body's end, or an error (a malformed capsule stops the stream with its code), as
+    /// [`RecvHalf::recv_capsule`].
+    ///
+    /// On `Pending`, `cx`'s waker is woken as for [`RecvHalf::poll_recv_data`]: a capsule cut
+    /// across chunks or DATA frames is kept here until its last byte arrives.
+    pub fn poll_recv_capsule(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Capsule>, StreamError>> {
         let max = self.shared.config.max_capsule_size;
+        // Bounded by the stream: each turn consumes a piece of the body, or returns.
         loop {
             let reader = self.capsules.get_or_insert_with(|| CapsuleReader::new(max));
             match reader.poll_capsule() {
-                Ok(Some(capsule)) => return Ok(Some(capsule)),
+                Ok(Some(capsule)) => return Poll::Ready(Ok(Some(capsule))),
                 Ok(None) => {}
                 Err(error) => {
                     self.malformed(Code::from(error));
-                    return Err(error.into());
+                    return Poll::Ready(Err(error.into()));
                 }
             }
-            match self.recv_data().await? {
+            match ready!(self.poll_recv_data(cx))? {
                 Some(chunk) => {
                     if let Some(reader) = &mut self.capsules {
                         reader.handle_data(chunk);
@@ -675,9 +766,9 @@ impl RecvHalf {
                         && let Err(error) = reader.handle_end()
                     {
                         self.malformed(Code::from(error));
-                        return Err(error.into());
+                        return Poll::Ready(Err(error.into()));
                     }
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
             }
         }
