@@ -233,28 +233,33 @@ enum SendState {
 /// trailers, then the end.
 #[derive(Debug)]
 pub struct SendHalf {
-    shared: Arc<Shared>,
     stream: SendStream,
-    id: u64,
     state: SendState,
-    _live: Arc<Live>,
+    /// Also the way to the connection: one pointer for both.
+    live: Arc<Live>,
 }
 
 impl SendHalf {
-    pub(crate) fn new(shared: Arc<Shared>, stream: SendStream, live: Arc<Live>) -> Self {
-        let id = stream.id().into();
+    pub(crate) fn new(stream: SendStream, live: Arc<Live>) -> Self {
         Self {
-            shared,
             stream,
-            id,
             state: SendState::Head,
-            _live: live,
+            live,
         }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.live.0
     }
 
     /// The QUIC stream ID.
     pub fn id(&self) -> VarInt {
-        VarInt::from_u64(self.id).unwrap_or(VarInt::MAX)
+        self.stream.id().into()
+    }
+
+    /// The QUIC stream ID, read from the stream rather than kept a second time.
+    fn stream_id(&self) -> u64 {
+        self.stream.id().into()
     }
 
     /// Sends a header section (request, response or interim response): QPACK-encodes it and
@@ -277,7 +282,7 @@ impl SendHalf {
     async fn send_section(&mut self, fields: &[Field]) -> Result<(), StreamError> {
         // RFC 9114 §4.2.2: do not send more than the peer's SETTINGS_MAX_FIELD_SECTION_SIZE.
         let limit = self
-            .shared
+            .shared()
             .lock()
             .proto
             .peer_settings()
@@ -287,10 +292,10 @@ impl SendHalf {
         {
             return Err(StreamError::HeadersTooLarge);
         }
-        let section = self.shared.encode(self.id, fields).await?;
+        let section = self.shared().encode(self.stream_id(), fields).await?;
         let mut header = BytesMut::with_capacity(16);
-        if self.shared.take_grease_frame() {
-            Frame::grease(self.id % 1000, Bytes::from_static(b"quay")).encode(&mut header);
+        if self.shared().take_grease_frame() {
+            Frame::grease(self.stream_id() % 1000, Bytes::from_static(b"quay")).encode(&mut header);
         }
         FrameHeader {
             ty: FrameType::HEADERS,
@@ -337,7 +342,7 @@ impl SendHalf {
     /// Sends an HTTP datagram (RFC 9297 §2.1) for this request stream. Fails if either side did
     /// not enable datagrams; a datagram too large for the path is dropped with an error.
     pub fn send_datagram(&self, payload: Bytes) -> Result<(), StreamError> {
-        send_datagram(&self.shared, self.id, payload)
+        send_datagram(self.shared(), self.stream_id(), payload)
     }
 
     /// Ends the stream cleanly (FIN). Idempotent.
@@ -362,9 +367,9 @@ impl SendHalf {
     pub async fn stopped(&self) -> Result<Option<Code>, StreamError> {
         match self.stream.stopped().await {
             Ok(code) => Ok(code.map(Code::from_varint)),
-            Err(quay_transport::StoppedError::ConnectionLost(e)) => {
-                Err(StreamError::ConnectionLost(self.shared.connection_error(e)))
-            }
+            Err(quay_transport::StoppedError::ConnectionLost(e)) => Err(
+                StreamError::ConnectionLost(self.shared().connection_error(e)),
+            ),
             Err(_) => Err(StreamError::Invalid("0-RTT rejected")),
         }
     }
@@ -373,7 +378,7 @@ impl SendHalf {
         self.stream
             .write_all_chunks(chunks)
             .await
-            .map_err(|e| write_error(&self.shared, e))
+            .map_err(|e| write_error(self.shared(), e))
     }
 }
 
@@ -454,9 +459,7 @@ impl fmt::Debug for Trailers {
 /// trailers, then the end.
 #[derive(Debug)]
 pub struct RecvHalf {
-    shared: Arc<Shared>,
     stream: RecvStream,
-    id: u64,
     reader: FrameReader,
     frames: MessageFrames,
     body: BodyLength,
@@ -470,24 +473,21 @@ pub struct RecvHalf {
     /// Datagrams for this stream are routed to this half (until taken).
     datagrams: bool,
     datagrams_taken: bool,
-    _live: Arc<Live>,
+    /// Also the way to the connection: one pointer for both.
+    live: Arc<Live>,
 }
 
 impl RecvHalf {
     pub(crate) fn new(
-        shared: Arc<Shared>,
         stream: RecvStream,
         frames: MessageFrames,
         buffered: Bytes,
         live: Arc<Live>,
     ) -> Self {
-        let id = stream.id().into();
-        let mut reader = FrameReader::new(shared.config.max_frame_payload);
+        let mut reader = FrameReader::new(live.0.config.max_frame_payload);
         reader.handle_data(buffered);
         Self {
-            shared,
             stream,
-            id,
             reader,
             frames,
             body: BodyLength::new(None),
@@ -498,13 +498,22 @@ impl RecvHalf {
             capsules: None,
             datagrams: false,
             datagrams_taken: false,
-            _live: live,
+            live,
         }
     }
 
     /// The QUIC stream ID.
     pub fn id(&self) -> VarInt {
-        VarInt::from_u64(self.id).unwrap_or(VarInt::MAX)
+        self.stream.id().into()
+    }
+
+    /// The QUIC stream ID, read from the stream rather than kept a second time.
+    fn stream_id(&self) -> u64 {
+        self.stream.id().into()
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.live.0
     }
 
     pub(crate) fn set_body_length(&mut self, length: Option<u64>) {
@@ -517,7 +526,7 @@ impl RecvHalf {
 
     pub(crate) fn listen_datagrams(&mut self) {
         if !self.datagrams && !self.datagrams_taken {
-            self.shared.register_datagrams(self.id);
+            self.shared().register_datagrams(self.stream_id());
             self.datagrams = true;
         }
     }
@@ -553,7 +562,7 @@ impl RecvHalf {
                     return Poll::Ready(Err(StreamError::Reset(Code::from_varint(code))));
                 }
                 Err(quay_transport::ReadError::ConnectionLost(e)) => {
-                    let error = self.shared.connection_error(e);
+                    let error = self.shared().connection_error(e);
                     return Poll::Ready(Err(StreamError::ConnectionLost(error)));
                 }
                 Err(_) => return Poll::Ready(Err(StreamError::Invalid("stream already closed"))),
@@ -562,9 +571,9 @@ impl RecvHalf {
     }
 
     fn fail(&self, error: ProtocolError) -> StreamError {
-        self.shared.fail(error);
+        self.shared().fail(error);
         StreamError::ConnectionLost(
-            self.shared
+            self.shared()
                 .error()
                 .unwrap_or(ConnectionError::LocallyClosed),
         )
@@ -594,7 +603,7 @@ impl RecvHalf {
                 None => return Ok(None),
                 Some(FrameEvent::Header(header)) => self.on_header(header)?,
                 Some(FrameEvent::Frame(Frame::Headers(section))) => {
-                    let block = self.shared.decode(self.id, section).await;
+                    let block = self.shared().decode(self.stream_id(), section).await;
                     return self.fields(block).map(Some);
                 }
                 Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
@@ -676,7 +685,7 @@ impl RecvHalf {
                     // rare, decoding them may wait for the encoder stream, and a body reader (a
                     // session's CONNECT stream reader lives as long as the session) should not
                     // keep room for that. Polled at the top of the loop.
-                    let (shared, id) = (self.shared.clone(), self.id);
+                    let (shared, id) = (self.shared().clone(), self.stream_id());
                     let decode = async move { shared.decode(id, section).await };
                     self.trailers = Some(Box::new(Trailers::Decoding(Box::pin(decode))));
                 }
@@ -743,7 +752,7 @@ impl RecvHalf {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Capsule>, StreamError>> {
-        let max = self.shared.config.max_capsule_size;
+        let max = self.shared().config.max_capsule_size;
         // Bounded by the stream: each turn consumes a piece of the body, or returns.
         loop {
             let reader = self.capsules.get_or_insert_with(|| CapsuleReader::new(max));
@@ -777,7 +786,7 @@ impl RecvHalf {
     /// Makes [`RecvHalf::recv_capsule`] return capsules of type `ty` (DATAGRAM is always
     /// returned; other unknown types are skipped, RFC 9297 §3.2).
     pub fn accept_capsule(&mut self, ty: crate::proto::capsule::CapsuleType) {
-        let max = self.shared.config.max_capsule_size;
+        let max = self.shared().config.max_capsule_size;
         self.capsules
             .get_or_insert_with(|| CapsuleReader::new(max))
             .accept(ty);
@@ -786,14 +795,14 @@ impl RecvHalf {
     /// The next HTTP datagram for this stream (RFC 9297 §2.1); `None` when the connection is
     /// gone. Datagrams are routed from the first call on (from the start for CONNECT requests).
     pub async fn recv_datagram(&mut self) -> Result<Option<Bytes>, StreamError> {
-        if !self.shared.config.enable_datagrams {
+        if !self.shared().config.enable_datagrams {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
         self.listen_datagrams();
         if !self.datagrams {
             return Ok(None);
         }
-        let (shared, id) = (&self.shared, self.id);
+        let (shared, id) = (self.shared(), self.stream_id());
         let mut read = pin!(shared.conn.read_datagram());
         tokio::select! {
             datagram = poll_fn(|cx| shared.poll_datagram(id, cx, read.as_mut())) => Ok(datagram),
@@ -805,7 +814,7 @@ impl RecvHalf {
     /// stream (an extension reading capsules, say). [`RecvHalf::recv_datagram`] returns `None`
     /// afterwards.
     pub fn take_datagrams(&mut self) -> Result<Datagrams, StreamError> {
-        if !self.shared.config.enable_datagrams {
+        if !self.shared().config.enable_datagrams {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
         self.listen_datagrams();
@@ -814,8 +823,8 @@ impl RecvHalf {
         }
         self.datagrams_taken = true;
         Ok(Datagrams {
-            shared: self.shared.clone(),
-            id: self.id,
+            shared: self.shared().clone(),
+            id: self.stream_id(),
         })
     }
 
@@ -829,25 +838,25 @@ impl RecvHalf {
 impl Drop for RecvHalf {
     fn drop(&mut self) {
         if self.datagrams {
-            self.shared.unregister_datagrams(self.id);
+            self.shared().unregister_datagrams(self.stream_id());
         }
         if !self.ended && !self.frames.has_head() {
             // RFC 9204 §2.2.2.2: the peer's encoder may hold table entries for a header section
             // we will never read; tell it to let them go.
             let flush = {
-                let mut inner = self.shared.lock();
-                inner.proto.cancel_stream(self.id);
+                let mut inner = self.shared().lock();
+                inner.proto.cancel_stream(self.stream_id());
                 inner.proto.has_output()
             };
             if flush {
-                self.shared.flush();
+                self.shared().flush();
             }
         }
         if !self.ended {
             // RFC 9114 §4.1: a server that has answered may stop reading the request with
             // H3_NO_ERROR; a client that drops a response cancels the request. (quinn would
             // send code 0, which is not an HTTP/3 code.)
-            let code = match self.shared.side {
+            let code = match self.shared().side {
                 Side::Server => Code::H3_NO_ERROR,
                 Side::Client => Code::H3_REQUEST_CANCELLED,
             };
