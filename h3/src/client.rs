@@ -234,18 +234,12 @@ impl Client {
             .await
             .map_err(|e| StreamError::ConnectionLost(shared.connection_error(e)))?;
         let live = Live::new(shared.clone());
-        let mut send = SendHalf::new(shared.clone(), send, live.clone());
+        let mut send = SendHalf::new(send, live.clone());
         if let Err(error) = self.check_goaway(Some(send.id())) {
             send.reset(Code::H3_REQUEST_CANCELLED);
             return Err(error);
         }
-        let mut recv = RecvHalf::new(
-            shared.clone(),
-            recv,
-            MessageFrames::response(),
-            Bytes::new(),
-            live,
-        );
+        let mut recv = RecvHalf::new(recv, MessageFrames::response(), Bytes::new(), live);
         let connect = request.method() == Method::CONNECT;
         if connect && shared.config.enable_datagrams {
             recv.listen_datagrams();

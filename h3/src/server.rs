@@ -312,14 +312,8 @@ impl IncomingRequest {
             Err(_) => return Err(StreamError::Invalid("stream already closed")),
         };
         let live = Live::new(shared.clone());
-        let mut recv = RecvHalf::new(
-            shared.clone(),
-            recv,
-            MessageFrames::request(),
-            buffered,
-            live.clone(),
-        );
-        let mut send = SendHalf::new(shared.clone(), send, live);
+        let mut recv = RecvHalf::new(recv, MessageFrames::request(), buffered, live.clone());
+        let mut send = SendHalf::new(send, live);
         let fields = match recv.recv_head().await {
             Ok(Some(fields)) => fields,
             Ok(None) => {

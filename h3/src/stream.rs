@@ -11,11 +11,12 @@
 //! It does not own the message rules ([`crate::proto::headers`], [`crate::proto::message`]) or
 //! the connection state ([`crate::connection`]).
 
-use std::future::poll_fn;
+use std::fmt;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use crate::proto::Codec;
 use bytes::{Bytes, BytesMut};
@@ -232,28 +233,33 @@ enum SendState {
 /// trailers, then the end.
 #[derive(Debug)]
 pub struct SendHalf {
-    shared: Arc<Shared>,
     stream: SendStream,
-    id: u64,
     state: SendState,
-    _live: Arc<Live>,
+    /// Also the way to the connection: one pointer for both.
+    live: Arc<Live>,
 }
 
 impl SendHalf {
-    pub(crate) fn new(shared: Arc<Shared>, stream: SendStream, live: Arc<Live>) -> Self {
-        let id = stream.id().into();
+    pub(crate) fn new(stream: SendStream, live: Arc<Live>) -> Self {
         Self {
-            shared,
             stream,
-            id,
             state: SendState::Head,
-            _live: live,
+            live,
         }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.live.0
     }
 
     /// The QUIC stream ID.
     pub fn id(&self) -> VarInt {
-        VarInt::from_u64(self.id).unwrap_or(VarInt::MAX)
+        self.stream.id().into()
+    }
+
+    /// The QUIC stream ID, read from the stream rather than kept a second time.
+    fn stream_id(&self) -> u64 {
+        self.stream.id().into()
     }
 
     /// Sends a header section (request, response or interim response): QPACK-encodes it and
@@ -276,7 +282,7 @@ impl SendHalf {
     async fn send_section(&mut self, fields: &[Field]) -> Result<(), StreamError> {
         // RFC 9114 §4.2.2: do not send more than the peer's SETTINGS_MAX_FIELD_SECTION_SIZE.
         let limit = self
-            .shared
+            .shared()
             .lock()
             .proto
             .peer_settings()
@@ -286,10 +292,10 @@ impl SendHalf {
         {
             return Err(StreamError::HeadersTooLarge);
         }
-        let section = self.shared.encode(self.id, fields).await?;
+        let section = self.shared().encode(self.stream_id(), fields).await?;
         let mut header = BytesMut::with_capacity(16);
-        if self.shared.take_grease_frame() {
-            Frame::grease(self.id % 1000, Bytes::from_static(b"quay")).encode(&mut header);
+        if self.shared().take_grease_frame() {
+            Frame::grease(self.stream_id() % 1000, Bytes::from_static(b"quay")).encode(&mut header);
         }
         FrameHeader {
             ty: FrameType::HEADERS,
@@ -336,7 +342,7 @@ impl SendHalf {
     /// Sends an HTTP datagram (RFC 9297 §2.1) for this request stream. Fails if either side did
     /// not enable datagrams; a datagram too large for the path is dropped with an error.
     pub fn send_datagram(&self, payload: Bytes) -> Result<(), StreamError> {
-        send_datagram(&self.shared, self.id, payload)
+        send_datagram(self.shared(), self.stream_id(), payload)
     }
 
     /// Ends the stream cleanly (FIN). Idempotent.
@@ -361,9 +367,9 @@ impl SendHalf {
     pub async fn stopped(&self) -> Result<Option<Code>, StreamError> {
         match self.stream.stopped().await {
             Ok(code) => Ok(code.map(Code::from_varint)),
-            Err(quay_transport::StoppedError::ConnectionLost(e)) => {
-                Err(StreamError::ConnectionLost(self.shared.connection_error(e)))
-            }
+            Err(quay_transport::StoppedError::ConnectionLost(e)) => Err(
+                StreamError::ConnectionLost(self.shared().connection_error(e)),
+            ),
             Err(_) => Err(StreamError::Invalid("0-RTT rejected")),
         }
     }
@@ -372,7 +378,7 @@ impl SendHalf {
         self.stream
             .write_all_chunks(chunks)
             .await
-            .map_err(|e| write_error(&self.shared, e))
+            .map_err(|e| write_error(self.shared(), e))
     }
 }
 
@@ -430,13 +436,30 @@ fn len_varint(len: usize) -> VarInt {
     VarInt::try_from(len).unwrap_or(VarInt::MAX)
 }
 
+/// The trailer section of a message that [`RecvHalf`] reads: being decoded, then received.
+enum Trailers {
+    /// QPACK decoding, which may wait for the peer's encoder stream. Kept in the [`RecvHalf`]
+    /// rather than in a caller's future so that reading by polling can resume it, and dropping
+    /// the caller's future does not lose the section.
+    Decoding(Pin<Box<dyn Future<Output = Result<HeaderBlock, StreamError>> + Send + Sync>>),
+    /// Decoded and parsed, until [`RecvHalf::recv_trailers`] takes it.
+    Received(HeaderMap),
+}
+
+impl fmt::Debug for Trailers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Decoding(_) => f.write_str("Decoding"),
+            Self::Received(trailers) => f.debug_tuple("Received").field(trailers).finish(),
+        }
+    }
+}
+
 /// The receiving half of a request stream: a message head (read by the owner), DATA, optional
 /// trailers, then the end.
 #[derive(Debug)]
 pub struct RecvHalf {
-    shared: Arc<Shared>,
     stream: RecvStream,
-    id: u64,
     reader: FrameReader,
     frames: MessageFrames,
     body: BodyLength,
@@ -444,30 +467,27 @@ pub struct RecvHalf {
     part: MessagePart,
     ended: bool,
     /// Boxed: rare, and a request stream or session lives long.
-    trailers: Option<Box<HeaderMap>>,
+    trailers: Option<Box<Trailers>>,
     body_done: bool,
     capsules: Option<CapsuleReader>,
     /// Datagrams for this stream are routed to this half (until taken).
     datagrams: bool,
     datagrams_taken: bool,
-    _live: Arc<Live>,
+    /// Also the way to the connection: one pointer for both.
+    live: Arc<Live>,
 }
 
 impl RecvHalf {
     pub(crate) fn new(
-        shared: Arc<Shared>,
         stream: RecvStream,
         frames: MessageFrames,
         buffered: Bytes,
         live: Arc<Live>,
     ) -> Self {
-        let id = stream.id().into();
-        let mut reader = FrameReader::new(shared.config.max_frame_payload);
+        let mut reader = FrameReader::new(live.0.config.max_frame_payload);
         reader.handle_data(buffered);
         Self {
-            shared,
             stream,
-            id,
             reader,
             frames,
             body: BodyLength::new(None),
@@ -478,13 +498,22 @@ impl RecvHalf {
             capsules: None,
             datagrams: false,
             datagrams_taken: false,
-            _live: live,
+            live,
         }
     }
 
     /// The QUIC stream ID.
     pub fn id(&self) -> VarInt {
-        VarInt::from_u64(self.id).unwrap_or(VarInt::MAX)
+        self.stream.id().into()
+    }
+
+    /// The QUIC stream ID, read from the stream rather than kept a second time.
+    fn stream_id(&self) -> u64 {
+        self.stream.id().into()
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.live.0
     }
 
     pub(crate) fn set_body_length(&mut self, length: Option<u64>) {
@@ -497,46 +526,54 @@ impl RecvHalf {
 
     pub(crate) fn listen_datagrams(&mut self) {
         if !self.datagrams && !self.datagrams_taken {
-            self.shared.register_datagrams(self.id);
+            self.shared().register_datagrams(self.stream_id());
             self.datagrams = true;
         }
     }
 
-    /// The next frame event, reading the stream as needed; `None` at the clean end.
-    async fn next_event(&mut self) -> Result<Option<FrameEvent>, StreamError> {
+    /// The next frame event, reading the stream as needed; `None` at the clean end. `Pending`
+    /// leaves the waker with quinn's stream: a read future is made, polled once and dropped, so
+    /// nothing is kept between polls but the reader's own state.
+    fn poll_next_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<FrameEvent>, StreamError>> {
+        // Bounded by the stream: each turn consumes a chunk, ends, or returns.
         loop {
             match self.reader.poll_event() {
-                Ok(Some(event)) => return Ok(Some(event)),
+                Ok(Some(event)) => return Poll::Ready(Ok(Some(event))),
                 Ok(None) => {}
                 // RFC 9114 §7.1: frame errors are connection errors, wherever they happen.
-                Err(error) => return Err(self.fail(error.into())),
+                Err(error) => return Poll::Ready(Err(self.fail(error.into()))),
             }
             if self.ended {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
-            match self.stream.read_chunk(usize::MAX, true).await {
+            let read = pin!(self.stream.read_chunk(usize::MAX, true)).poll(cx);
+            match ready!(read) {
                 Ok(Some(chunk)) => self.reader.handle_data(chunk.bytes),
                 Ok(None) => {
                     self.ended = true;
                     if let Err(error) = self.reader.handle_end() {
-                        return Err(self.fail(error.into()));
+                        return Poll::Ready(Err(self.fail(error.into())));
                     }
                 }
                 Err(quay_transport::ReadError::Reset(code)) => {
-                    return Err(StreamError::Reset(Code::from_varint(code)));
+                    return Poll::Ready(Err(StreamError::Reset(Code::from_varint(code))));
                 }
                 Err(quay_transport::ReadError::ConnectionLost(e)) => {
-                    return Err(StreamError::ConnectionLost(self.shared.connection_error(e)));
+                    let error = self.shared().connection_error(e);
+                    return Poll::Ready(Err(StreamError::ConnectionLost(error)));
                 }
-                Err(_) => return Err(StreamError::Invalid("stream already closed")),
+                Err(_) => return Poll::Ready(Err(StreamError::Invalid("stream already closed"))),
             }
         }
     }
 
     fn fail(&self, error: ProtocolError) -> StreamError {
-        self.shared.fail(error);
+        self.shared().fail(error);
         StreamError::ConnectionLost(
-            self.shared
+            self.shared()
                 .error()
                 .unwrap_or(ConnectionError::LocallyClosed),
         )
@@ -562,11 +599,12 @@ impl RecvHalf {
     /// Reads the next header section (the message head); `None` if the stream ended first.
     pub(crate) async fn recv_head(&mut self) -> Result<Option<Vec<Field>>, StreamError> {
         loop {
-            match self.next_event().await? {
+            match poll_fn(|cx| self.poll_next_event(cx)).await? {
                 None => return Ok(None),
                 Some(FrameEvent::Header(header)) => self.on_header(header)?,
                 Some(FrameEvent::Frame(Frame::Headers(section))) => {
-                    return self.decode(section).await.map(Some);
+                    let block = self.shared().decode(self.stream_id(), section).await;
+                    return self.fields(block).map(Some);
                 }
                 Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
                     // RFC 9114 §7.2.5: we never sent MAX_PUSH_ID.
@@ -577,8 +615,12 @@ impl RecvHalf {
         }
     }
 
-    async fn decode(&mut self, section: Bytes) -> Result<Vec<Field>, StreamError> {
-        match self.shared.decode(self.id, section).await? {
+    /// The fields of a decoded header section.
+    fn fields(
+        &mut self,
+        block: Result<HeaderBlock, StreamError>,
+    ) -> Result<Vec<Field>, StreamError> {
+        match block? {
             HeaderBlock::Fields(fields) => Ok(fields),
             HeaderBlock::TooLarge | HeaderBlock::Blocked => {
                 // RFC 9114 §4.2.2: over our limit.
@@ -595,77 +637,134 @@ impl RecvHalf {
     }
 
     /// The next piece of the body, `None` at its end (then [`RecvHalf::recv_trailers`] has the
-    /// trailers, if any).
-    pub async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
-        if self.body_done {
-            return Ok(None);
-        }
+    /// trailers, if any). See [`RecvHalf::poll_recv_data`].
+    ///
+    /// Cancel-safe: dropping the future loses nothing; the next call goes on where it stopped.
+    pub fn recv_data(&mut self) -> impl Future<Output = Result<Option<Bytes>, StreamError>> + '_ {
+        poll_fn(|cx| self.poll_recv_data(cx))
+    }
+
+    /// Polls for the next piece of the body: `Ready(Ok(Some(_)))` with a piece (never empty),
+    /// `Ready(Ok(None))` at the body's end (the trailers, if any, are then kept for
+    /// [`RecvHalf::recv_trailers`]), or an error, as [`RecvHalf::recv_data`].
+    ///
+    /// On `Pending`, `cx`'s waker is woken when more of the stream arrives or it ends, or, while
+    /// a trailer section waits for the peer's QPACK encoder stream (RFC 9204 §2.2.1), when that
+    /// wait may be over. Only the waker of the latest poll is kept.
+    pub fn poll_recv_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, StreamError>> {
+        // Bounded by the stream: each turn consumes a frame event, or returns.
         loop {
-            match self.next_event().await? {
+            if let Some(Trailers::Decoding(decode)) = self.trailers.as_deref_mut() {
+                let block = ready!(decode.as_mut().poll(cx));
+                self.trailers = None;
+                return Poll::Ready(self.on_trailers(block));
+            }
+            if self.body_done {
+                return Poll::Ready(Ok(None));
+            }
+            match ready!(self.poll_next_event(cx))? {
                 None => {
                     self.body_done = true;
                     if let Err(error) = self.body.on_end() {
-                        return Err(self.message_error(error));
+                        return Poll::Ready(Err(self.message_error(error)));
                     }
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
                 Some(FrameEvent::Header(header)) => self.on_header(header)?,
                 Some(FrameEvent::Data(chunk)) => {
                     if let Err(error) = self.body.on_data(chunk.len() as u64) {
-                        return Err(self.message_error(error));
+                        return Poll::Ready(Err(self.message_error(error)));
                     }
-                    return Ok(Some(chunk));
+                    return Poll::Ready(Ok(Some(chunk)));
                 }
                 Some(FrameEvent::Frame(Frame::Headers(section))) => {
-                    // Boxed: trailers are rare, and a body reader (a session's CONNECT stream
-                    // reader lives as long as the session) should not keep room for decoding
-                    // them at every await.
-                    let fields = Box::pin(self.decode(section)).await?;
-                    if self.part != MessagePart::Trailers {
-                        return Err(StreamError::Invalid("a second message head"));
-                    }
-                    self.body_done = true;
-                    let trailers = match headers::parse_trailers(&fields) {
-                        Ok(trailers) => trailers,
-                        Err(error) => return Err(self.message_error(error)),
-                    };
-                    if let Err(error) = self.body.on_end() {
-                        return Err(self.message_error(error));
-                    }
-                    self.trailers = Some(Box::new(trailers));
-                    return Ok(None);
+                    // Boxed, and kept here rather than in the caller's future: trailers are
+                    // rare, decoding them may wait for the encoder stream, and a body reader (a
+                    // session's CONNECT stream reader lives as long as the session) should not
+                    // keep room for that. Polled at the top of the loop.
+                    let (shared, id) = (self.shared().clone(), self.stream_id());
+                    let decode = async move { shared.decode(id, section).await };
+                    self.trailers = Some(Box::new(Trailers::Decoding(Box::pin(decode))));
                 }
                 Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
-                    return Err(self.fail(ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID")));
+                    let error = ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID");
+                    return Poll::Ready(Err(self.fail(error)));
                 }
                 Some(_) => {}
             }
         }
     }
 
+    /// Takes in a decoded trailer section: the end of the body.
+    fn on_trailers(
+        &mut self,
+        block: Result<HeaderBlock, StreamError>,
+    ) -> Result<Option<Bytes>, StreamError> {
+        let fields = self.fields(block)?;
+        if self.part != MessagePart::Trailers {
+            return Err(StreamError::Invalid("a second message head"));
+        }
+        self.body_done = true;
+        let trailers = match headers::parse_trailers(&fields) {
+            Ok(trailers) => trailers,
+            Err(error) => return Err(self.message_error(error)),
+        };
+        if let Err(error) = self.body.on_end() {
+            return Err(self.message_error(error));
+        }
+        self.trailers = Some(Box::new(Trailers::Received(trailers)));
+        Ok(None)
+    }
+
     /// The trailers, after the body. Reads and drops what is left of the body first.
     pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
         // Bounded by the stream: each turn consumes input or ends.
         while self.recv_data().await?.is_some() {}
-        Ok(self.trailers.take().map(|trailers| *trailers))
+        match self.trailers.take().map(|trailers| *trailers) {
+            Some(Trailers::Received(trailers)) => Ok(Some(trailers)),
+            // The body has ended, so no decoding is pending.
+            _ => Ok(None),
+        }
     }
 
     /// The next capsule (RFC 9297 §3.2) from the body of an Extended CONNECT stream, `None` at
     /// the end. DATAGRAM capsules and unknown types are returned as they are; use
-    /// [`RecvHalf::accept_capsule`] to have other known types returned too.
-    pub async fn recv_capsule(&mut self) -> Result<Option<Capsule>, StreamError> {
-        let max = self.shared.config.max_capsule_size;
+    /// [`RecvHalf::accept_capsule`] to have other known types returned too. See
+    /// [`RecvHalf::poll_recv_capsule`].
+    ///
+    /// Cancel-safe: dropping the future loses nothing; the next call goes on where it stopped.
+    pub fn recv_capsule(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Capsule>, StreamError>> + '_ {
+        poll_fn(|cx| self.poll_recv_capsule(cx))
+    }
+
+    /// Polls for the next capsule: `Ready(Ok(Some(_)))` with a capsule, `Ready(Ok(None))` at the
+    /// body's end, or an error (a malformed capsule stops the stream with its code), as
+    /// [`RecvHalf::recv_capsule`].
+    ///
+    /// On `Pending`, `cx`'s waker is woken as for [`RecvHalf::poll_recv_data`]: a capsule cut
+    /// across chunks or DATA frames is kept here until its last byte arrives.
+    pub fn poll_recv_capsule(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Capsule>, StreamError>> {
+        let max = self.shared().config.max_capsule_size;
+        // Bounded by the stream: each turn consumes a piece of the body, or returns.
         loop {
             let reader = self.capsules.get_or_insert_with(|| CapsuleReader::new(max));
             match reader.poll_capsule() {
-                Ok(Some(capsule)) => return Ok(Some(capsule)),
+                Ok(Some(capsule)) => return Poll::Ready(Ok(Some(capsule))),
                 Ok(None) => {}
                 Err(error) => {
                     self.malformed(Code::from(error));
-                    return Err(error.into());
+                    return Poll::Ready(Err(error.into()));
                 }
             }
-            match self.recv_data().await? {
+            match ready!(self.poll_recv_data(cx))? {
                 Some(chunk) => {
                     if let Some(reader) = &mut self.capsules {
                         reader.handle_data(chunk);
@@ -676,9 +775,9 @@ impl RecvHalf {
                         && let Err(error) = reader.handle_end()
                     {
                         self.malformed(Code::from(error));
-                        return Err(error.into());
+                        return Poll::Ready(Err(error.into()));
                     }
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
             }
         }
@@ -687,7 +786,7 @@ impl RecvHalf {
     /// Makes [`RecvHalf::recv_capsule`] return capsules of type `ty` (DATAGRAM is always
     /// returned; other unknown types are skipped, RFC 9297 §3.2).
     pub fn accept_capsule(&mut self, ty: crate::proto::capsule::CapsuleType) {
-        let max = self.shared.config.max_capsule_size;
+        let max = self.shared().config.max_capsule_size;
         self.capsules
             .get_or_insert_with(|| CapsuleReader::new(max))
             .accept(ty);
@@ -696,14 +795,14 @@ impl RecvHalf {
     /// The next HTTP datagram for this stream (RFC 9297 §2.1); `None` when the connection is
     /// gone. Datagrams are routed from the first call on (from the start for CONNECT requests).
     pub async fn recv_datagram(&mut self) -> Result<Option<Bytes>, StreamError> {
-        if !self.shared.config.enable_datagrams {
+        if !self.shared().config.enable_datagrams {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
         self.listen_datagrams();
         if !self.datagrams {
             return Ok(None);
         }
-        let (shared, id) = (&self.shared, self.id);
+        let (shared, id) = (self.shared(), self.stream_id());
         let mut read = pin!(shared.conn.read_datagram());
         tokio::select! {
             datagram = poll_fn(|cx| shared.poll_datagram(id, cx, read.as_mut())) => Ok(datagram),
@@ -715,7 +814,7 @@ impl RecvHalf {
     /// stream (an extension reading capsules, say). [`RecvHalf::recv_datagram`] returns `None`
     /// afterwards.
     pub fn take_datagrams(&mut self) -> Result<Datagrams, StreamError> {
-        if !self.shared.config.enable_datagrams {
+        if !self.shared().config.enable_datagrams {
             return Err(StreamError::NotNegotiated("HTTP datagrams"));
         }
         self.listen_datagrams();
@@ -724,8 +823,8 @@ impl RecvHalf {
         }
         self.datagrams_taken = true;
         Ok(Datagrams {
-            shared: self.shared.clone(),
-            id: self.id,
+            shared: self.shared().clone(),
+            id: self.stream_id(),
         })
     }
 
@@ -739,25 +838,25 @@ impl RecvHalf {
 impl Drop for RecvHalf {
     fn drop(&mut self) {
         if self.datagrams {
-            self.shared.unregister_datagrams(self.id);
+            self.shared().unregister_datagrams(self.stream_id());
         }
         if !self.ended && !self.frames.has_head() {
             // RFC 9204 §2.2.2.2: the peer's encoder may hold table entries for a header section
             // we will never read; tell it to let them go.
             let flush = {
-                let mut inner = self.shared.lock();
-                inner.proto.cancel_stream(self.id);
+                let mut inner = self.shared().lock();
+                inner.proto.cancel_stream(self.stream_id());
                 inner.proto.has_output()
             };
             if flush {
-                self.shared.flush();
+                self.shared().flush();
             }
         }
         if !self.ended {
             // RFC 9114 §4.1: a server that has answered may stop reading the request with
             // H3_NO_ERROR; a client that drops a response cancels the request. (quinn would
             // send code 0, which is not an HTTP/3 code.)
-            let code = match self.shared.side {
+            let code = match self.shared().side {
                 Side::Server => Code::H3_NO_ERROR,
                 Side::Client => Code::H3_REQUEST_CANCELLED,
             };
