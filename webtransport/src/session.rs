@@ -15,10 +15,9 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::ops::Deref;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -525,11 +524,12 @@ enum ConnectWrite {
 /// [`CLOSE_LINGER`] for the peer's answer. Then answers a peer's close with FIN and retires the
 /// session's routes.
 ///
-/// The task lives as long as the session, so it is kept small: the two phases are two awaits,
-/// not one `select!` in a loop, so it keeps room for the larger of them rather than for both;
-/// the first waits for the session's end through a waker in the session's state rather than a
-/// `Notify` future; the second, with its timer, is boxed. For the same reason it returns an `async move` block rather than being an `async fn`, whose arguments rustc stores
-/// twice (once as passed, once as bound).
+/// The task lives as long as the session, so it is kept small (tokio's task sizes go in steps
+/// of 128 bytes; this one is in the 512-byte step): the capsules are read by polling
+/// ([`poll_capsules`]) and the session's end is waited for through a waker in its state, so
+/// the long wait keeps no future; the end ([`end_session`]), with its timer and locks, is
+/// boxed; and it returns an `async move` block rather than being an `async fn`, whose
+/// arguments rustc stores twice (once as passed, once as bound).
 #[allow(clippy::manual_async_fn)] // On purpose: see above.
 fn read_connect_stream(
     mut recv: RecvHalf,
@@ -541,42 +541,52 @@ fn read_connect_stream(
         for ty in CAPSULE_TYPES {
             recv.accept_capsule(ty);
         }
-        let outcome = {
-            let mut read = pin!(read_capsules(&mut recv, &state));
-            poll_fn(|cx| match read.as_mut().poll(cx) {
-                Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
-                Poll::Pending => state.poll_ended(cx).map(|()| None),
-            })
-            .await
-        };
-        let outcome = match outcome {
-            Some(outcome) => outcome,
-            None => {
-                // Boxed: a session lingers once, at its end, and the task should not keep
-                // room for the timer all session long.
-                let linger = Box::pin(tokio::time::timeout(
-                    CLOSE_LINGER,
-                    read_capsules(&mut recv, &state),
-                ));
-                match linger.await {
-                    Ok(outcome) => outcome,
-                    Err(_) => {
-                        recv.stop(WT_SESSION_GONE);
-                        routes.close(id);
-                        return;
-                    }
+        let outcome = poll_fn(|cx| match poll_capsules(&mut recv, &state, cx) {
+            Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+            Poll::Pending => state.poll_ended(cx).map(|()| None),
+        })
+        .await;
+        // Boxed: it runs once, at the end, and the task should not keep room for its timer
+        // and locks all session long.
+        Box::pin(end_session(recv, state, routes, id, outcome)).await;
+    }
+}
+
+/// The end of [`read_connect_stream`]: after a local close (`outcome` is `None`), reads on
+/// for [`CLOSE_LINGER`]; resets or finishes the CONNECT stream as the outcome asks; retires the
+/// session's routes.
+async fn end_session(
+    mut recv: RecvHalf,
+    state: Arc<SessionState>,
+    routes: Arc<Routes>,
+    id: u64,
+    outcome: Option<ConnectEnd>,
+) {
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => {
+            let linger = tokio::time::timeout(
+                CLOSE_LINGER,
+                poll_fn(|cx| poll_capsules(&mut recv, &state, cx)),
+            );
+            match linger.await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    recv.stop(WT_SESSION_GONE);
+                    routes.close(id);
+                    return;
                 }
             }
-        };
-        if let Some(code) = outcome.reset {
-            state.connect.lock().await.reset(code);
         }
-        if state.end(outcome.reason) {
-            // The peer ended the session: end our side too (draft-16 §6).
-            let _ = state.connect.lock().await.finish();
-        }
-        routes.close(id);
+    };
+    if let Some(code) = outcome.reset {
+        state.connect.lock().await.reset(code);
     }
+    if state.end(outcome.reason) {
+        // The peer ended the session: end our side too (draft-16 §6).
+        let _ = state.connect.lock().await.finish();
+    }
+    routes.close(id);
 }
 
 /// How the CONNECT stream ended.
@@ -586,16 +596,25 @@ struct ConnectEnd {
     reset: Option<Code>,
 }
 
+/// How many capsules one poll of [`poll_capsules`] handles before letting other tasks run.
+const CAPSULE_BUDGET: usize = 32;
+
 /// Reads capsules until the CONNECT stream says the session is over (noting WT_DRAIN_SESSION
-/// on the way).
-async fn read_capsules(recv: &mut RecvHalf, state: &Arc<SessionState>) -> ConnectEnd {
-    let end = |reason| ConnectEnd {
-        reason,
-        reset: None,
+/// on the way). Polled by hand, so the task that waits here all session long keeps no future
+/// for it.
+fn poll_capsules(
+    recv: &mut RecvHalf,
+    state: &Arc<SessionState>,
+    cx: &mut Context<'_>,
+) -> Poll<ConnectEnd> {
+    let end = |reason| {
+        Poll::Ready(ConnectEnd {
+            reason,
+            reset: None,
+        })
     };
-    // Bounded by the stream: each turn reads a capsule, or ends.
-    loop {
-        match recv.recv_capsule().await {
+    for _ in 0..CAPSULE_BUDGET {
+        match ready!(recv.poll_recv_capsule(cx)) {
             Ok(Some(capsule)) => match WtCapsule::decode(&capsule) {
                 Ok(Some(WtCapsule::CloseSession { code, reason })) => {
                     // draft-16 §6: no more data may follow; we stop reading.
@@ -607,20 +626,20 @@ async fn read_capsules(recv: &mut RecvHalf, state: &Arc<SessionState>) -> Connec
                 Ok(Some(capsule)) => {
                     if state.on_flow_capsule(&capsule).is_err() {
                         recv.stop(WT_FLOW_CONTROL_ERROR);
-                        return ConnectEnd {
+                        return Poll::Ready(ConnectEnd {
                             reason: SessionError::Protocol(FLOW_CONTROL_BROKEN),
                             reset: Some(WT_FLOW_CONTROL_ERROR),
-                        };
+                        });
                     }
                 }
                 Ok(None) => {}
                 Err(error) => {
                     let code = Code::from(error);
                     recv.stop(code);
-                    return ConnectEnd {
+                    return Poll::Ready(ConnectEnd {
                         reason: SessionError::Protocol("malformed WebTransport capsule"),
                         reset: Some(code),
-                    };
+                    });
                 }
             },
             Ok(None) => {
@@ -640,6 +659,9 @@ async fn read_capsules(recv: &mut RecvHalf, state: &Arc<SessionState>) -> Connec
             Err(_) => return end(SessionError::Protocol("malformed CONNECT stream")),
         }
     }
+    // More capsules than one turn takes: go on after other tasks.
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 /// What one HTTP/3 session's handles, its streams and its CONNECT-stream task share: the
