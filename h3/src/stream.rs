@@ -792,6 +792,15 @@ impl RecvHalf {
             .accept(ty);
     }
 
+    /// Makes [`RecvHalf::recv_capsule`] return capsules of the types in `types` too, a list
+    /// that lives as long as the program: nothing is allocated for it.
+    pub fn accept_capsules(&mut self, types: &'static [crate::proto::capsule::CapsuleType]) {
+        let max = self.shared().config.max_capsule_size;
+        self.capsules
+            .get_or_insert_with(|| CapsuleReader::new(max))
+            .accept_all(types);
+    }
+
     /// The next HTTP datagram for this stream (RFC 9297 §2.1); `None` when the connection is
     /// gone. Datagrams are routed from the first call on (from the start for CONNECT requests).
     pub async fn recv_datagram(&mut self) -> Result<Option<Bytes>, StreamError> {

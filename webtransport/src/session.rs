@@ -538,9 +538,7 @@ fn read_connect_stream(
     id: u64,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        for ty in CAPSULE_TYPES {
-            recv.accept_capsule(ty);
-        }
+        recv.accept_capsules(&CAPSULE_TYPES);
         let outcome = poll_fn(|cx| match poll_capsules(&mut recv, &state, cx) {
             Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
             Poll::Pending => state.poll_ended(cx).map(|()| None),
@@ -1000,6 +998,11 @@ impl SessionState {
             // Registered under the lock that `push` takes, so no stream is missed.
             let wakers = &mut inner.accept_wakers[index(direction)];
             if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                // Usually one task accepts: room for exactly one (a Vec's first allocation
+                // would hold four), kept while the session lives.
+                if wakers.capacity() == 0 {
+                    wakers.reserve_exact(1);
+                }
                 wakers.push(cx.waker().clone());
             }
             return Poll::Pending;

@@ -14,6 +14,8 @@
 //! H3_EXCESSIVE_LOAD, by the same reasoning as oversized frames (see
 //! [`crate::proto::frame`]).
 
+use std::borrow::Cow;
+
 use crate::proto::Codec;
 use crate::proto::VarInt;
 use bytes::{Buf, BufMut, Bytes};
@@ -179,9 +181,10 @@ fn accepts(accepted: &[CapsuleType], ty: CapsuleType) -> bool {
 pub struct CapsuleReader {
     tlv: TlvReader,
     max_payload: u64,
-    /// Types returned besides DATAGRAM, in a buffer of exactly their number: a reader lives as
-    /// long as its stream (a WebTransport session's CONNECT stream, say).
-    accepted: Vec<CapsuleType>,
+    /// Types returned besides DATAGRAM: a static list ([`CapsuleReader::accept_all`]) or a
+    /// buffer of exactly their number, since a reader lives as long as its stream (a
+    /// WebTransport session's CONNECT stream, say).
+    accepted: Cow<'static, [CapsuleType]>,
 }
 
 impl CapsuleReader {
@@ -190,15 +193,29 @@ impl CapsuleReader {
         Self {
             tlv: TlvReader::new(),
             max_payload,
-            accepted: Vec::new(),
+            accepted: Cow::Borrowed(&[]),
         }
     }
 
     /// Also return capsules of type `ty` (bounded like the others) instead of skipping them.
     pub fn accept(&mut self, ty: CapsuleType) -> &mut Self {
         if !accepts(&self.accepted, ty) {
-            self.accepted.reserve_exact(1);
-            self.accepted.push(ty);
+            let accepted = self.accepted.to_mut();
+            accepted.reserve_exact(1);
+            accepted.push(ty);
+        }
+        self
+    }
+
+    /// Also return capsules of the types in `types`, a list that lives as long as the program
+    /// (a protocol's constant list): nothing is allocated for it.
+    pub fn accept_all(&mut self, types: &'static [CapsuleType]) -> &mut Self {
+        if self.accepted.is_empty() {
+            self.accepted = Cow::Borrowed(types);
+        } else {
+            for &ty in types {
+                self.accept(ty);
+            }
         }
         self
     }
@@ -211,7 +228,7 @@ impl CapsuleReader {
     /// The next accepted capsule, `Ok(None)` when more bytes are needed.
     pub fn poll_capsule(&mut self) -> Result<Option<Capsule>, CapsuleError> {
         let max = self.max_payload;
-        let accepted = &self.accepted;
+        let accepted = &*self.accepted;
         loop {
             let event = self.tlv.poll(|ty, len| -> Result<Policy, CapsuleError> {
                 let ty = CapsuleType::from_varint(ty);
@@ -277,6 +294,47 @@ mod tests {
         }
         reader.handle_end().unwrap();
         assert_eq!(got, [capsule]);
+    }
+
+    #[test]
+    fn a_reader_returns_datagram_and_the_types_it_accepts_and_skips_the_rest() {
+        static TYPES: [CapsuleType; 2] = [CapsuleType::from_u32(0x41), CapsuleType::from_u32(0x42)];
+        let capsules: Vec<Capsule> = [0x41, 0x43, 0x00, 0x42, 0x44]
+            .into_iter()
+            .map(|ty| Capsule {
+                ty: CapsuleType::from_u32(ty),
+                payload: Bytes::from_static(b"x"),
+            })
+            .collect();
+        let read = |reader: &mut CapsuleReader| {
+            for capsule in &capsules {
+                let mut buf = Vec::new();
+                capsule.encode(&mut buf);
+                reader.handle_data(buf.into());
+            }
+            let mut types = Vec::new();
+            while let Some(capsule) = reader.poll_capsule().unwrap() {
+                types.push(capsule.ty.into_inner());
+            }
+            types
+        };
+        // A static list: nothing allocated.
+        let mut reader = CapsuleReader::new(16);
+        reader.accept_all(&TYPES);
+        assert!(matches!(reader.accepted, Cow::Borrowed(_)));
+        assert_eq!(read(&mut reader), [0x41, 0x00, 0x42]);
+        // One more on top of it, or the list on top of one.
+        let mut reader = CapsuleReader::new(16);
+        reader
+            .accept_all(&TYPES)
+            .accept(CapsuleType::from_u32(0x44));
+        assert_eq!(read(&mut reader), [0x41, 0x00, 0x42, 0x44]);
+        let mut reader = CapsuleReader::new(16);
+        reader
+            .accept(CapsuleType::from_u32(0x43))
+            .accept_all(&TYPES);
+        assert_eq!(read(&mut reader), [0x41, 0x43, 0x00, 0x42]);
+        assert_eq!(reader.accepted.len(), 3);
     }
 
     #[test]
