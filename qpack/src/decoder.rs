@@ -53,6 +53,11 @@ impl DecoderConfig {
         self.max_field_section_size = value;
         self
     }
+
+    /// floor(max_table_capacity / 32), used to decode the Required Insert Count.
+    fn max_entries(&self) -> u64 {
+        self.max_table_capacity / ENTRY_OVERHEAD
+    }
 }
 
 /// The outcome of [`Decoder::decode_section`].
@@ -93,12 +98,23 @@ pub struct Unblocked {
 ///
 /// Every error is a connection error carrying its RFC 9204 §6 code, except
 /// [`Error::FieldSectionTooLarge`], which concerns one stream only.
+///
+/// Until the peer's encoder uses the dynamic table, the decoder holds no more than its
+/// settings: the table, the blocked sections and the decoder-stream output are allocated with
+/// the first encoder-stream byte, the first section that references the table, or the first
+/// Stream Cancellation, whichever comes first.
 #[derive(Debug)]
 pub struct Decoder {
     config: DecoderConfig,
+    /// Created on first use (see above).
+    state: Option<Box<State>>,
+}
+
+/// The dynamic table and everything that only exists because of it.
+#[derive(Debug)]
+struct State {
+    config: DecoderConfig,
     table: Table,
-    /// floor(max_table_capacity / 32), used to decode the Required Insert Count.
-    max_entries: u64,
     /// The start of an encoder instruction whose end has not arrived yet.
     partial: Vec<u8>,
     blocked: Vec<BlockedSection>,
@@ -108,13 +124,19 @@ pub struct Decoder {
     acknowledged: u64,
 }
 
+/// An encoded field section prefix (RFC 9204 §4.5.1), decoded.
+#[derive(Debug, Clone, Copy)]
+struct Prefix {
+    required: u64,
+    base: u64,
+    /// Where the field lines start in the section.
+    start: usize,
+}
+
 #[derive(Debug)]
 struct BlockedSection {
     stream_id: u64,
-    required: u64,
-    base: u64,
-    /// Where the field lines start in `data`.
-    start: usize,
+    prefix: Prefix,
     data: Bytes,
 }
 
@@ -123,12 +145,7 @@ impl Decoder {
     pub fn new(config: DecoderConfig) -> Self {
         Self {
             config,
-            table: Table::default(),
-            max_entries: config.max_table_capacity / ENTRY_OVERHEAD,
-            partial: Vec::new(),
-            blocked: Vec::new(),
-            out: Vec::new(),
-            acknowledged: 0,
+            state: None,
         }
     }
 
@@ -139,15 +156,12 @@ impl Decoder {
 
     /// Number of entries inserted into the dynamic table so far (the Insert Count).
     pub fn insert_count(&self) -> u64 {
-        self.table.insert_count()
+        self.state.as_ref().map_or(0, |s| s.table.insert_count())
     }
 
     /// Number of streams with a blocked field section.
     pub fn blocked_streams(&self) -> usize {
-        let mut streams: Vec<u64> = self.blocked.iter().map(|b| b.stream_id).collect();
-        streams.sort_unstable();
-        streams.dedup();
-        streams.len()
+        self.state.as_ref().map_or(0, |s| s.blocked_streams())
     }
 
     /// Decodes one encoded field section (a HEADERS frame payload) received on `stream_id`.
@@ -156,13 +170,70 @@ impl Decoder {
     /// HTTP/3 layer, RFC 9204 §2.2.1) until the inserts it needs arrive or the stream is
     /// cancelled; at most `max_blocked_streams` streams can be blocked at once.
     pub fn decode_section(&mut self, stream_id: u64, section: Bytes) -> Result<Decoded, Error> {
+        let prefix = Prefix::parse(&section, self.insert_count(), self.config.max_entries())?;
+        match &mut self.state {
+            Some(state) => state.decode_section(stream_id, prefix, section),
+            // Nothing is blocked, so a section that needs no entry decodes at once, and it is
+            // not acknowledged: the state is not needed.
+            None if prefix.required == 0 => {
+                field_lines(&self.config, None, prefix, &section).map(Decoded::Fields)
+            }
+            None => self.state_mut().decode_section(stream_id, prefix, section),
+        }
+    }
+
+    /// Processes a chunk of the peer's encoder stream and returns the field sections that the
+    /// new entries unblocked, in the order they were received.
+    ///
+    /// An instruction cut at the end of `data` is kept until the rest arrives; its size is
+    /// bounded by the table capacity, so a peer cannot make this buffer grow without limit.
+    pub fn handle_encoder_stream(&mut self, data: &[u8]) -> Result<Vec<Unblocked>, Error> {
+        if data.is_empty() {
+            // No instruction, so no insert and nothing unblocked.
+            return Ok(Vec::new());
+        }
+        self.state_mut().handle_encoder_stream(data)
+    }
+
+    /// Abandons `stream_id` (it was reset, or we stopped reading it): drops its blocked field
+    /// section, if any, and tells the peer's encoder with a Stream Cancellation
+    /// (RFC 9204 §4.4.2) so that it can release the entries the stream referenced.
+    pub fn cancel_stream(&mut self, stream_id: u64) {
+        if let Some(state) = &mut self.state {
+            state.blocked.retain(|b| b.stream_id != stream_id);
+        }
+        // RFC 9204 §2.2.2.2: with no dynamic table there is nothing to release. With one, the
+        // stream may have referenced entries whose inserts we have not read yet, so the
+        // cancellation goes out even if nothing was inserted.
+        if self.config.max_table_capacity > 0 {
+            put_int(&mut self.state_mut().out, 6, 0x40, stream_id);
+        }
+    }
+
+    /// Bytes to send on our decoder stream, if any.
+    ///
+    /// Insert Count Increments are computed here, so that entries already covered by a Section
+    /// Acknowledgment are not acknowledged twice (RFC 9204 §2.2.2.3).
+    pub fn poll_decoder_stream(&mut self) -> Option<Bytes> {
+        self.state.as_mut()?.poll_decoder_stream()
+    }
+
+    fn state_mut(&mut self) -> &mut State {
+        self.state
+            .get_or_insert_with(|| Box::new(State::new(self.config)))
+    }
+}
+
+impl Prefix {
+    /// Reads the prefix of `section`, given the Insert Count.
+    fn parse(section: &Bytes, insert_count: u64, max_entries: u64) -> Result<Self, Error> {
         let fail = |e: WireError| match e {
             WireError::Incomplete => Error::DecompressionFailed(Reason::Truncated),
             WireError::Invalid(r) => Error::DecompressionFailed(r),
         };
-        let mut r = Reader::new(&section);
+        let mut r = Reader::new(section);
         let encoded = r.int(8).map_err(fail)?;
-        let required = self.required_insert_count(encoded)?;
+        let required = required_insert_count(encoded, insert_count, max_entries)?;
         let negative = r.peek().map_err(fail)? & 0x80 != 0;
         let delta = r.int(7).map_err(fail)?;
         // RFC 9204 §4.5.1.2: the Base is Required Insert Count plus or minus (delta + 1); it
@@ -174,34 +245,119 @@ impl Decoder {
         } else {
             required + delta
         };
-        let start = r.position();
+        Ok(Self {
+            required,
+            base,
+            start: r.position(),
+        })
+    }
+}
+
+/// RFC 9204 §4.5.1.1: rebuilds the Required Insert Count from its encoding.
+fn required_insert_count(encoded: u64, insert_count: u64, max_entries: u64) -> Result<u64, Error> {
+    if encoded == 0 {
+        return Ok(0);
+    }
+    let invalid = Error::DecompressionFailed(Reason::InvalidRequiredInsertCount);
+    let full_range = 2 * max_entries;
+    if encoded > full_range {
+        return Err(invalid);
+    }
+    let max_value = insert_count + max_entries;
+    let max_wrapped = max_value / full_range * full_range;
+    let mut required = max_wrapped + encoded - 1;
+    if required > max_value {
+        if required <= full_range {
+            return Err(invalid);
+        }
+        required -= full_range;
+    }
+    if required == 0 {
+        return Err(invalid);
+    }
+    Ok(required)
+}
+
+/// Decodes the field lines of a section whose Required Insert Count is satisfied, against
+/// `table` (`None`: the dynamic table is empty).
+fn field_lines(
+    config: &DecoderConfig,
+    table: Option<&Table>,
+    prefix: Prefix,
+    data: &Bytes,
+) -> Result<Vec<Field>, Error> {
+    let limit = config.max_field_section_size;
+    let too_large = Error::FieldSectionTooLarge { limit };
+    let mut r = Reader::at(data, prefix.start);
+    let lines = FieldLines {
+        table,
+        required: prefix.required,
+        base: prefix.base,
+        data,
+    };
+    let mut fields = Vec::new();
+    let mut size = 0u64;
+    while !r.is_empty() {
+        let budget = limit.saturating_sub(size);
+        let field = lines.next(&mut r, budget).map_err(|e| match e {
+            LineError::TooLarge => too_large.clone(),
+            LineError::Wire(WireError::Incomplete) => Error::DecompressionFailed(Reason::Truncated),
+            LineError::Wire(WireError::Invalid(r)) => Error::DecompressionFailed(r),
+        })?;
+        size += field.size();
+        if size > limit {
+            return Err(too_large);
+        }
+        fields.push(field);
+    }
+    Ok(fields)
+}
+
+impl State {
+    fn new(config: DecoderConfig) -> Self {
+        Self {
+            config,
+            table: Table::default(),
+            partial: Vec::new(),
+            blocked: Vec::new(),
+            out: Vec::new(),
+            acknowledged: 0,
+        }
+    }
+
+    fn blocked_streams(&self) -> usize {
+        let mut streams: Vec<u64> = self.blocked.iter().map(|b| b.stream_id).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        streams.len()
+    }
+
+    fn decode_section(
+        &mut self,
+        stream_id: u64,
+        prefix: Prefix,
+        section: Bytes,
+    ) -> Result<Decoded, Error> {
         // A later section (trailers) on a stream whose earlier section is still blocked waits
         // behind it, so that sections come out in order.
         let queued = self.blocked.iter().any(|b| b.stream_id == stream_id);
-        if queued || required > self.table.insert_count() {
+        if queued || prefix.required > self.table.insert_count() {
             // RFC 9204 §2.2.1: wait for the inserts, within our blocked-streams promise.
             if !queued && self.blocked_streams() as u64 >= self.config.max_blocked_streams {
                 return Err(Error::DecompressionFailed(Reason::TooManyBlockedStreams));
             }
             self.blocked.push(BlockedSection {
                 stream_id,
-                required,
-                base,
-                start,
+                prefix,
                 data: section,
             });
             return Ok(Decoded::Blocked);
         }
-        self.finish_section(stream_id, required, base, start, &section)
+        self.finish_section(stream_id, prefix, &section)
             .map(Decoded::Fields)
     }
 
-    /// Processes a chunk of the peer's encoder stream and returns the field sections that the
-    /// new entries unblocked, in the order they were received.
-    ///
-    /// An instruction cut at the end of `data` is kept until the rest arrives; its size is
-    /// bounded by the table capacity, so a peer cannot make this buffer grow without limit.
-    pub fn handle_encoder_stream(&mut self, data: &[u8]) -> Result<Vec<Unblocked>, Error> {
+    fn handle_encoder_stream(&mut self, data: &[u8]) -> Result<Vec<Unblocked>, Error> {
         let before = self.table.insert_count();
         if self.partial.is_empty() {
             let used = self.apply_instructions(data)?;
@@ -223,18 +379,17 @@ impl Decoder {
         let mut i = 0;
         while i < self.blocked.len() {
             let stream_id = self.blocked[i].stream_id;
-            if self.blocked[i].required > count || waiting.contains(&stream_id) {
+            if self.blocked[i].prefix.required > count || waiting.contains(&stream_id) {
                 waiting.push(stream_id);
                 i += 1;
                 continue;
             }
             let b = self.blocked.remove(i);
-            let result =
-                match self.finish_section(b.stream_id, b.required, b.base, b.start, &b.data) {
-                    Err(e @ Error::FieldSectionTooLarge { .. }) => Err(e),
-                    Err(e) => return Err(e),
-                    Ok(fields) => Ok(fields),
-                };
+            let result = match self.finish_section(b.stream_id, b.prefix, &b.data) {
+                Err(e @ Error::FieldSectionTooLarge { .. }) => Err(e),
+                Err(e) => return Err(e),
+                Ok(fields) => Ok(fields),
+            };
             unblocked.push(Unblocked {
                 stream_id: b.stream_id,
                 result,
@@ -243,22 +398,7 @@ impl Decoder {
         Ok(unblocked)
     }
 
-    /// Abandons `stream_id` (it was reset, or we stopped reading it): drops its blocked field
-    /// section, if any, and tells the peer's encoder with a Stream Cancellation
-    /// (RFC 9204 §4.4.2) so that it can release the entries the stream referenced.
-    pub fn cancel_stream(&mut self, stream_id: u64) {
-        self.blocked.retain(|b| b.stream_id != stream_id);
-        // RFC 9204 §2.2.2.2: with no dynamic table there is nothing to release.
-        if self.config.max_table_capacity > 0 {
-            put_int(&mut self.out, 6, 0x40, stream_id);
-        }
-    }
-
-    /// Bytes to send on our decoder stream, if any.
-    ///
-    /// Insert Count Increments are computed here, so that entries already covered by a Section
-    /// Acknowledgment are not acknowledged twice (RFC 9204 §2.2.2.3).
-    pub fn poll_decoder_stream(&mut self) -> Option<Bytes> {
+    fn poll_decoder_stream(&mut self) -> Option<Bytes> {
         let count = self.table.insert_count();
         if count > self.acknowledged {
             put_int(&mut self.out, 6, 0x00, count - self.acknowledged);
@@ -271,87 +411,24 @@ impl Decoder {
         }
     }
 
-    /// RFC 9204 §4.5.1.1: rebuilds the Required Insert Count from its encoding.
-    fn required_insert_count(&self, encoded: u64) -> Result<u64, Error> {
-        if encoded == 0 {
-            return Ok(0);
-        }
-        let invalid = Error::DecompressionFailed(Reason::InvalidRequiredInsertCount);
-        let full_range = 2 * self.max_entries;
-        if encoded > full_range {
-            return Err(invalid);
-        }
-        let max_value = self.table.insert_count() + self.max_entries;
-        let max_wrapped = max_value / full_range * full_range;
-        let mut required = max_wrapped + encoded - 1;
-        if required > max_value {
-            if required <= full_range {
-                return Err(invalid);
-            }
-            required -= full_range;
-        }
-        if required == 0 {
-            return Err(invalid);
-        }
-        Ok(required)
-    }
-
     /// Decodes the field lines of a section whose Required Insert Count is satisfied, then
     /// acknowledges it if it used the dynamic table.
     fn finish_section(
         &mut self,
         stream_id: u64,
-        required: u64,
-        base: u64,
-        start: usize,
+        prefix: Prefix,
         data: &Bytes,
     ) -> Result<Vec<Field>, Error> {
-        let result = self.field_lines(required, base, start, data);
+        let result = field_lines(&self.config, Some(&self.table), prefix, data);
         // RFC 9204 §4.4.1: acknowledge every section with a non-zero Required Insert Count.
         // A section that is merely too large was still fully understood, so it is acknowledged
         // too and the peer's encoder can release its references.
         let understood = matches!(result, Ok(_) | Err(Error::FieldSectionTooLarge { .. }));
-        if required > 0 && understood {
+        if prefix.required > 0 && understood {
             put_int(&mut self.out, 7, 0x80, stream_id);
-            self.acknowledged = self.acknowledged.max(required);
+            self.acknowledged = self.acknowledged.max(prefix.required);
         }
         result
-    }
-
-    fn field_lines(
-        &self,
-        required: u64,
-        base: u64,
-        start: usize,
-        data: &Bytes,
-    ) -> Result<Vec<Field>, Error> {
-        let limit = self.config.max_field_section_size;
-        let too_large = Error::FieldSectionTooLarge { limit };
-        let mut r = Reader::at(data, start);
-        let lines = FieldLines {
-            table: &self.table,
-            required,
-            base,
-            data,
-        };
-        let mut fields = Vec::new();
-        let mut size = 0u64;
-        while !r.is_empty() {
-            let budget = limit.saturating_sub(size);
-            let field = lines.next(&mut r, budget).map_err(|e| match e {
-                LineError::TooLarge => too_large.clone(),
-                LineError::Wire(WireError::Incomplete) => {
-                    Error::DecompressionFailed(Reason::Truncated)
-                }
-                LineError::Wire(WireError::Invalid(r)) => Error::DecompressionFailed(r),
-            })?;
-            size += field.size();
-            if size > limit {
-                return Err(too_large);
-            }
-            fields.push(field);
-        }
-        Ok(fields)
     }
 
     /// Applies every complete encoder instruction at the start of `buf`; returns the number of
@@ -458,7 +535,8 @@ impl From<Reason> for LineError {
 
 /// Reads field line representations (RFC 9204 §4.5.2 to §4.5.6) against one table state.
 struct FieldLines<'a> {
-    table: &'a Table,
+    /// `None` when no entry was ever inserted.
+    table: Option<&'a Table>,
     required: u64,
     base: u64,
     data: &'a Bytes,
@@ -555,7 +633,7 @@ impl FieldLines<'_> {
             return Err(Reason::InvalidDynamicIndex);
         }
         self.table
-            .get(abs)
+            .and_then(|t| t.get(abs))
             .cloned()
             .ok_or(Reason::InvalidDynamicIndex)
     }
@@ -655,6 +733,10 @@ mod tests {
         d.decode_section(stream, Bytes::from(hex(bytes)))
     }
 
+    fn table(d: &Decoder) -> &Table {
+        &d.state.as_ref().expect("the table was used").table
+    }
+
     fn appendix_b_decoder() -> Decoder {
         Decoder::new(
             DecoderConfig::default()
@@ -704,10 +786,10 @@ mod tests {
         let enc = hex("810d 6375 7374 6f6d 2d76 616c 7565 32");
         assert_eq!(d.handle_encoder_stream(&enc), Ok(vec![]));
         assert_eq!(d.insert_count(), 5);
-        assert_eq!(d.table.size, 215);
-        assert_eq!(d.table.dropped, 1);
+        assert_eq!(table(&d).size, 215);
+        assert_eq!(table(&d).dropped, 1);
         assert_eq!(
-            d.table.get(4),
+            table(&d).get(4),
             Some(&(Bytes::from("custom-key"), Bytes::from("custom-value2")))
         );
     }
@@ -947,5 +1029,55 @@ mod tests {
             section(&mut d, 0, "0000 c1c1c1"),
             Err(Error::FieldSectionTooLarge { .. })
         ));
+    }
+
+    // Decoder docs: a peer whose encoder keeps to the static table and literals never makes
+    // the decoder allocate its table state, even when a section is refused.
+    #[test]
+    fn static_only_sections_allocate_no_state() {
+        assert!(size_of::<Decoder>() <= 32);
+        let mut d = appendix_b_decoder();
+        assert_eq!(
+            section(&mut d, 0, "0000 510b 2f69 6e64 6578 2e68 746d 6c"),
+            Ok(Decoded::Fields(vec![f(":path", "/index.html")]))
+        );
+        assert_eq!(
+            section(&mut d, 4, "0000 d1 5f1d 0a74 6578 742f 706c 6169 6e"),
+            Ok(Decoded::Fields(vec![
+                f(":method", "GET"),
+                f("content-type", "text/plain")
+            ]))
+        );
+        assert_eq!(d.handle_encoder_stream(&[]), Ok(vec![]));
+        assert_eq!(d.poll_decoder_stream(), None);
+        assert_eq!(d.insert_count(), 0);
+        assert_eq!(d.blocked_streams(), 0);
+        // §2.2.3: a dynamic reference with Required Insert Count 0 is still an error.
+        assert_eq!(
+            decompression(&mut d, "0000 80"),
+            Some(Reason::InvalidDynamicIndex)
+        );
+        assert!(d.state.is_none());
+        // Without a dynamic table, a cancellation is not sent and allocates nothing either.
+        let mut none = Decoder::new(DecoderConfig::default().max_table_capacity(0));
+        none.cancel_stream(4);
+        assert_eq!(none.poll_decoder_stream(), None);
+        assert!(none.state.is_none());
+    }
+
+    // RFC 9204 §4.3.1: the first encoder instruction (here Set Dynamic Table Capacity) creates
+    // the state; a section that needs an entry creates it too, to wait in.
+    #[test]
+    fn state_appears_with_the_encoder_stream() {
+        let mut d = appendix_b_decoder();
+        assert_eq!(d.handle_encoder_stream(&hex("3fbd01")), Ok(vec![]));
+        assert_eq!(table(&d).capacity, 220);
+        assert!(table(&d).entries.is_empty());
+        // No insert, so nothing to acknowledge.
+        assert_eq!(d.poll_decoder_stream(), None);
+        let mut d = appendix_b_decoder();
+        assert_eq!(section(&mut d, 4, "0381 10 11"), Ok(Decoded::Blocked));
+        assert_eq!(table(&d).capacity, 0);
+        assert_eq!(d.blocked_streams(), 1);
     }
 }
