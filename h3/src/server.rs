@@ -30,8 +30,11 @@
 //! # }
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -151,8 +154,13 @@ impl Connection {
         }
     }
 
-    /// Waits for the next request stream without reading it; [`IncomingRequest::resolve`] reads
-    /// the head. `Ok(None)` when the connection closed normally.
+    /// Waits for the next request stream; [`IncomingRequest::resolve`] reads the head.
+    /// `Ok(None)` when the connection closed normally.
+    ///
+    /// When extension signals are configured, the stream's first bytes are looked at if they
+    /// have arrived: a stream that opens with a whole signal is handed to the extension at
+    /// once (see [`Self::take_extension_streams`]) and not returned, and one that ended or was
+    /// reset before any byte is dropped here.
     ///
     /// Requests at or above our GOAWAY ID are refused here with H3_REQUEST_REJECTED.
     pub async fn accept_stream(&self) -> Result<Option<IncomingRequest>, ConnectionError> {
@@ -187,10 +195,49 @@ impl Connection {
                 }
                 inner.max_request_id = Some(inner.max_request_id.map_or(id, |m| m.max(id)));
             }
+            // An extension's stream usually brings its signal in its first packet: hand it out
+            // now, without a task's detour through `resolve`.
+            let mut initial = Bytes::new();
+            if !shared.config.extension_bidi_signals.is_empty() {
+                let read = pin!(recv.read_chunk(usize::MAX, true))
+                    .poll(&mut Context::from_waker(Waker::noop()));
+                match read {
+                    Poll::Ready(Ok(Some(chunk))) => {
+                        let mut cur = &chunk.bytes[..];
+                        let signals = &shared.config.extension_bidi_signals;
+                        if let Some(Some((signal, session_id))) =
+                            decode_bidi_signal(signals, &mut cur)
+                        {
+                            let used = chunk.bytes.len() - cur.len();
+                            driver::hand_out(
+                                shared,
+                                ExtensionStream::Bidi {
+                                    signal,
+                                    session_id,
+                                    send,
+                                    recv,
+                                    buffered: chunk.bytes.slice(used..),
+                                },
+                            );
+                            continue;
+                        }
+                        initial = chunk.bytes;
+                    }
+                    // RFC 9114 §4.1.2: the stream ended before a request.
+                    Poll::Ready(Ok(None)) => {
+                        let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
+                        continue;
+                    }
+                    // Reset before its head, or the connection is gone (the next accept says).
+                    Poll::Ready(Err(_)) => continue,
+                    Poll::Pending => {}
+                }
+            }
             return Ok(Some(IncomingRequest {
                 shared: shared.clone(),
                 send,
                 recv,
+                initial,
             }));
         }
     }
@@ -259,6 +306,8 @@ pub struct IncomingRequest {
     shared: Arc<Shared>,
     send: quay_transport::SendStream,
     recv: quay_transport::RecvStream,
+    /// Bytes read from the stream already (while looking for an extension's signal).
+    initial: Bytes,
 }
 
 impl IncomingRequest {
@@ -277,12 +326,10 @@ impl IncomingRequest {
             shared,
             mut send,
             mut recv,
+            initial,
         } = self;
         let signals = &shared.config.extension_bidi_signals;
-        let prefix = read_prefix(&mut recv, Bytes::new(), |cur| {
-            decode_bidi_signal(signals, cur)
-        })
-        .await;
+        let prefix = read_prefix(&mut recv, initial, |cur| decode_bidi_signal(signals, cur)).await;
         let buffered = match prefix {
             Ok(Some((Some((signal, session_id)), buffered))) => {
                 driver::hand_out(

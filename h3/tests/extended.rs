@@ -218,6 +218,67 @@ async fn extended_connect_needs_both_sides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_signals_whole_or_split_and_requests_share_a_connection() {
+    // The server hands out a stream whose signal came whole in its first packet at once, one
+    // whose signal is split across packets once the rest arrives, and still answers requests.
+    let mut config = Config::default();
+    config
+        .extension_bidi_signals
+        .push(FrameType::WEBTRANSPORT_STREAM);
+    let fixture = server(config.clone());
+    let target = fixture.target();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let connection = Arc::new(accept(&fixture).await);
+        {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                // Bounded by the client closing the connection.
+                while let Ok(Some((_, mut stream))) = connection.accept().await {
+                    t(stream.send_response(Response::new(()))).await.unwrap();
+                    stream.finish().unwrap();
+                }
+            });
+        }
+        for _ in 0..2 {
+            let Some(ExtensionStream::Bidi {
+                session_id,
+                mut recv,
+                buffered,
+                ..
+            }) = t(connection.accept_extension_stream()).await
+            else {
+                panic!("expected a bidirectional extension stream");
+            };
+            let mut data = buffered.to_vec();
+            data.extend(t(recv.read_to_end(1024)).await.unwrap());
+            tx.send((session_id.into_inner(), data)).await.unwrap();
+        }
+    });
+    let client = client(target, config).await;
+    let connection = client.connection();
+    let (mut whole, _keep) = t(connection.open_bi()).await.unwrap();
+    // Signal 0x41 (0x40 0x41), session ID 4, payload.
+    t(whole.write_all(&[0x40, 0x41, 0x04, b'a', b'b']))
+        .await
+        .unwrap();
+    whole.finish().unwrap();
+    assert_eq!(t(rx.recv()).await.unwrap(), (4, b"ab".to_vec()));
+    let (mut split, _keep) = t(connection.open_bi()).await.unwrap();
+    t(split.write_all(&[0x40])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    t(split.write_all(&[0x41, 0x08, b'c'])).await.unwrap();
+    split.finish().unwrap();
+    assert_eq!(t(rx.recv()).await.unwrap(), (8, b"c".to_vec()));
+    let request = Request::get("https://localhost/").body(()).unwrap();
+    let mut stream = t(client.send_request(request)).await.unwrap();
+    assert_eq!(
+        t(stream.recv_response()).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_streams_are_handed_out() {
     let mut config = Config::default();
     config
