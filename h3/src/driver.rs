@@ -490,7 +490,7 @@ impl Shared {
     /// `self.conn.read_datagram()` that the caller keeps between polls): one for this stream
     /// is returned at once, others are queued for their streams. So a datagram reaches its
     /// reader without a detour through the connection's task, and the task is not woken for
-    /// datagrams at all. One task at a time waits per stream.
+    /// datagrams at all. Several tasks may wait per stream (see [`Route`]).
     pub(crate) fn poll_datagram<'a>(
         &'a self,
         stream_id: u64,

@@ -884,10 +884,8 @@ pub struct Datagrams {
 
 impl Datagrams {
     /// The next datagram's payload; `None` once the connection is gone (or failed on a
-    /// malformed datagram).
-    ///
-    /// One task at a time should wait: a second one may not be woken for a datagram that
-    /// another stream's reader routed here, until the next datagram arrives.
+    /// malformed datagram) or routing stopped. Several tasks may wait; each datagram goes to
+    /// one of them.
     pub async fn recv(&self) -> Option<Bytes> {
         let mut read = pin!(self.shared.conn.read_datagram());
         poll_fn(|cx| self.shared.poll_datagram(self.id, cx, read.as_mut())).await
