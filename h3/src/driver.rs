@@ -985,16 +985,9 @@ impl<'a> Driver<'a> {
                 (Some((header, session_id)), _, _) => {
                     self.route_uni(shared, header, session_id, recv, rest)?;
                 }
-                (None, Some((signal, session_id)), Some(send)) => hand_out(
-                    shared,
-                    ExtensionStream::Bidi {
-                        signal,
-                        session_id,
-                        send,
-                        recv,
-                        buffered: rest,
-                    },
-                ),
+                (None, Some(signal), Some(send)) => {
+                    hand_out_bidi(shared, signal, send, recv, rest);
+                }
                 _ => {
                     shared.fail(ProtocolError::StreamCreation(
                         "server-initiated bidirectional stream without an extension signal",
@@ -1314,6 +1307,25 @@ pub(crate) async fn read_prefix<T>(
             None => return Ok(None),
         }
     }
+}
+
+/// Hands out a bidirectional stream that opened with an extension's `(signal, session ID)`;
+/// `buffered` is what followed the signal.
+pub(crate) fn hand_out_bidi(
+    shared: &Shared,
+    (signal, session_id): (FrameType, VarInt),
+    send: SendStream,
+    recv: RecvStream,
+    buffered: Bytes,
+) {
+    let stream = ExtensionStream::Bidi {
+        signal,
+        session_id,
+        send,
+        recv,
+        buffered,
+    };
+    hand_out(shared, stream);
 }
 
 pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {

@@ -205,20 +205,9 @@ impl Connection {
                     Poll::Ready(Ok(Some(chunk))) => {
                         let mut cur = &chunk.bytes[..];
                         let signals = &shared.config.extension_bidi_signals;
-                        if let Some(Some((signal, session_id))) =
-                            decode_bidi_signal(signals, &mut cur)
-                        {
-                            let used = chunk.bytes.len() - cur.len();
-                            driver::hand_out(
-                                shared,
-                                ExtensionStream::Bidi {
-                                    signal,
-                                    session_id,
-                                    send,
-                                    recv,
-                                    buffered: chunk.bytes.slice(used..),
-                                },
-                            );
+                        if let Some(Some(signal)) = decode_bidi_signal(signals, &mut cur) {
+                            let rest = chunk.bytes.slice(chunk.bytes.len() - cur.len()..);
+                            driver::hand_out_bidi(shared, signal, send, recv, rest);
                             continue;
                         }
                         initial = chunk.bytes;
@@ -331,17 +320,8 @@ impl IncomingRequest {
         let signals = &shared.config.extension_bidi_signals;
         let prefix = read_prefix(&mut recv, initial, |cur| decode_bidi_signal(signals, cur)).await;
         let buffered = match prefix {
-            Ok(Some((Some((signal, session_id)), buffered))) => {
-                driver::hand_out(
-                    &shared,
-                    ExtensionStream::Bidi {
-                        signal,
-                        session_id,
-                        send,
-                        recv,
-                        buffered,
-                    },
-                );
+            Ok(Some((Some(signal), buffered))) => {
+                driver::hand_out_bidi(&shared, signal, send, recv, buffered);
                 return Ok(None);
             }
             Ok(Some((None, buffered))) => buffered,
