@@ -958,20 +958,19 @@ impl<'a> Driver<'a> {
     fn read_incoming(&mut self, cx: &mut Context<'_>, shared: &Shared) -> ControlFlow<()> {
         let mut i = 0;
         while i < self.incoming.len() {
-            let incoming = &mut self.incoming[i];
-            let bidi = incoming.send.is_some();
-            let ready = if bidi {
+            let Incoming { recv, send, buf } = &mut self.incoming[i];
+            let ready = if send.is_some() {
                 let signals = &shared.config.extension_bidi_signals;
-                poll_prefix(cx, incoming, |cur| {
+                poll_prefix(cx, recv, buf, |cur| {
                     decode_bidi_signal(signals, cur).map(|signal| (None, signal))
                 })
             } else {
                 let types = &shared.config.extension_uni_stream_types;
-                poll_prefix(cx, incoming, |cur| {
+                poll_prefix(cx, recv, buf, |cur| {
                     decode_uni_prefix(types, cur).map(|header| (Some(header), None))
                 })
             };
-            let Poll::Ready(prefix) = ready else {
+            let Poll::Ready(prefix) = ready.map(|read| read.ok().flatten()) else {
                 i += 1;
                 continue;
             };
@@ -1206,25 +1205,26 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// Reads from `incoming` until `decode` finds its prefix: `Some` with the prefix and the bytes
-/// after it, or `None` if the stream ended or failed first.
-fn poll_prefix<T>(
+/// Reads from `recv` into `buf` until `decode` finds the prefix the stream starts with: `Some`
+/// with the prefix and the bytes after it, or `None` if the stream ended first. While more
+/// bytes are needed they wait in `buf`, so the caller can stop polling and go on later.
+pub(crate) fn poll_prefix<T>(
     cx: &mut Context<'_>,
-    incoming: &mut Incoming,
+    recv: &mut RecvStream,
+    buf: &mut BytesMut,
     decode: impl Fn(&mut &[u8]) -> Option<T>,
-) -> Poll<Option<(T, Bytes)>> {
+) -> Poll<Result<Option<(T, Bytes)>, quay_transport::ReadError>> {
     // Bounded: a prefix is a few varints, and each turn consumes a chunk.
     loop {
-        let chunk = match ready!(pin!(incoming.recv.read_chunk(usize::MAX, true)).poll(cx)) {
-            Ok(Some(chunk)) => chunk.bytes,
-            Ok(None) | Err(_) => return Poll::Ready(None),
-        };
-        incoming.buf.extend_from_slice(&chunk);
-        let mut cur = &incoming.buf[..];
+        let mut cur = &buf[..];
         if let Some(value) = decode(&mut cur) {
-            let used = incoming.buf.len() - cur.len();
-            incoming.buf.advance(used);
-            return Poll::Ready(Some((value, std::mem::take(&mut incoming.buf).freeze())));
+            let used = buf.len() - cur.len();
+            buf.advance(used);
+            return Poll::Ready(Ok(Some((value, std::mem::take(buf).freeze()))));
+        }
+        match ready!(pin!(recv.read_chunk(usize::MAX, true)).poll(cx))? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => return Poll::Ready(Ok(None)),
         }
     }
 }
@@ -1286,27 +1286,6 @@ pub(crate) fn decode_bidi_signal(
     let session_id = VarInt::decode(&mut look).ok()?;
     *cur = look;
     Some(Some((ty, session_id)))
-}
-
-/// Reads a varint-prefixed header from the start of a stream; returns it and the bytes after it.
-pub(crate) async fn read_prefix<T>(
-    recv: &mut RecvStream,
-    initial: Bytes,
-    decode: impl Fn(&mut &[u8]) -> Option<T>,
-) -> Result<Option<(T, Bytes)>, quay_transport::ReadError> {
-    let mut buf = BytesMut::from(initial);
-    loop {
-        let mut cur = &buf[..];
-        if let Some(value) = decode(&mut cur) {
-            let used = buf.len() - cur.len();
-            buf.advance(used);
-            return Ok(Some((value, buf.freeze())));
-        }
-        match recv.read_chunk(usize::MAX, true).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
-            None => return Ok(None),
-        }
-    }
 }
 
 /// Hands out a bidirectional stream that opened with an extension's `(signal, session ID)`;

@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use bytes::Bytes;
+//! use bytes::{Bytes, BytesMut};
 //! use quay_h3::Config;
 //! use quay_h3::server::Server;
 //! use quay_transport::Identity;
@@ -30,14 +30,13 @@
 //! # }
 //! ```
 
-use std::future::Future;
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use quay_qpack::Field;
 use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder, VarInt};
@@ -45,7 +44,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::connection::Side;
-use crate::driver::{self, Shared, Taker, decode_bidi_signal, read_prefix};
+use crate::driver::{self, Shared, Taker, decode_bidi_signal};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers;
@@ -198,20 +197,22 @@ impl Connection {
             // An extension's stream usually brings its signal in its first packet: hand it out
             // now, without a task's detour through `resolve`.
             let mut initial = Bytes::new();
-            if !shared.config.extension_bidi_signals.is_empty() {
-                let read = pin!(recv.read_chunk(usize::MAX, true))
-                    .poll(&mut Context::from_waker(Waker::noop()));
-                match read {
-                    Poll::Ready(Ok(Some(chunk))) => {
-                        let mut cur = &chunk.bytes[..];
-                        let signals = &shared.config.extension_bidi_signals;
-                        if let Some(Some(signal)) = decode_bidi_signal(signals, &mut cur) {
-                            let rest = chunk.bytes.slice(chunk.bytes.len() - cur.len()..);
-                            driver::hand_out_bidi(shared, signal, send, recv, rest);
-                            continue;
-                        }
-                        initial = chunk.bytes;
+            let signals = &shared.config.extension_bidi_signals;
+            if !signals.is_empty() {
+                let mut read = BytesMut::new();
+                let prefix = driver::poll_prefix(
+                    &mut Context::from_waker(Waker::noop()),
+                    &mut recv,
+                    &mut read,
+                    |cur| decode_bidi_signal(signals, cur),
+                );
+                match prefix {
+                    Poll::Ready(Ok(Some((Some(signal), rest)))) => {
+                        driver::hand_out_bidi(shared, signal, send, recv, rest);
+                        continue;
                     }
+                    // Not an extension's: `resolve` reads the request from here on.
+                    Poll::Ready(Ok(Some((None, rest)))) => initial = rest,
                     // RFC 9114 §4.1.2: the stream ended before a request.
                     Poll::Ready(Ok(None)) => {
                         let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
@@ -219,7 +220,8 @@ impl Connection {
                     }
                     // Reset before its head, or the connection is gone (the next accept says).
                     Poll::Ready(Err(_)) => continue,
-                    Poll::Pending => {}
+                    // What arrived so far goes to `resolve`.
+                    Poll::Pending => initial = read.freeze(),
                 }
             }
             return Ok(Some(IncomingRequest {
@@ -318,7 +320,13 @@ impl IncomingRequest {
             initial,
         } = self;
         let signals = &shared.config.extension_bidi_signals;
-        let prefix = read_prefix(&mut recv, initial, |cur| decode_bidi_signal(signals, cur)).await;
+        let mut read = BytesMut::from(initial);
+        let prefix = poll_fn(|cx| {
+            driver::poll_prefix(cx, &mut recv, &mut read, |cur| {
+                decode_bidi_signal(signals, cur)
+            })
+        })
+        .await;
         let buffered = match prefix {
             Ok(Some((Some(signal), buffered))) => {
                 driver::hand_out_bidi(&shared, signal, send, recv, buffered);
