@@ -116,6 +116,18 @@ pub(crate) struct Inner {
     extension_waker: Option<Waker>,
 }
 
+impl Inner {
+    /// The oldest extension stream waiting to be taken.
+    fn next_extension(&mut self) -> Option<ExtensionStream> {
+        let stream = self.extensions.pop_front()?;
+        if self.extensions.is_empty() {
+            // Keep no buffer while idle.
+            self.extensions = VecDeque::new();
+        }
+        Some(stream)
+    }
+}
+
 /// Who receives the extension streams of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Taker {
@@ -205,6 +217,14 @@ impl Route {
     fn take_wakers(&mut self) -> impl Iterator<Item = Waker> + use<> {
         let more = std::mem::take(&mut self.more_wakers);
         self.waker.take().into_iter().chain(more)
+    }
+}
+
+/// Keeps `waker` in `slot` to be woken later, unless the one there already wakes the same task.
+fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(kept) => kept.clone_from(waker),
+        None => *slot = Some(waker.clone()),
     }
 }
 
@@ -341,14 +361,7 @@ impl Shared {
     /// Registers the connection's task for [`Shared::flush`]. It does so before it looks for
     /// output, so bytes queued after that look wake it.
     fn set_driver_waker(&self, cx: &Context<'_>) {
-        let mut inner = self.lock();
-        if !inner
-            .driver_waker
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            inner.driver_waker = Some(cx.waker().clone());
-        }
+        keep_waker(&mut self.lock().driver_waker, cx.waker());
     }
 
     /// QPACK-encodes a field section for `stream_id`.
@@ -619,12 +632,7 @@ impl Shared {
             if inner.extension_taker != taker {
                 return Some(None);
             }
-            let stream = inner.extensions.pop_front()?;
-            if inner.extensions.is_empty() {
-                // Keep no buffer while idle.
-                inner.extensions = VecDeque::new();
-            }
-            Some(Some(stream))
+            Some(Some(inner.next_extension()?))
         })
         .await
         .ok()
@@ -641,24 +649,14 @@ impl Shared {
         if inner.extension_taker != Taker::Taken {
             return Poll::Ready(None);
         }
-        if let Some(stream) = inner.extensions.pop_front() {
-            if inner.extensions.is_empty() {
-                // Keep no buffer while idle.
-                inner.extensions = VecDeque::new();
-            }
+        if let Some(stream) = inner.next_extension() {
             return Poll::Ready(Some(stream));
         }
         // `routes_ended` is set, and this waker woken, when the connection's task ends.
         if inner.routes_ended || inner.error.is_some() || self.conn.close_reason().is_some() {
             return Poll::Ready(None);
         }
-        if !inner
-            .extension_waker
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            inner.extension_waker = Some(cx.waker().clone());
-        }
+        keep_waker(&mut inner.extension_waker, cx.waker());
         Poll::Pending
     }
 
