@@ -752,11 +752,9 @@ impl RecvHalf {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Capsule>, StreamError>> {
-        let max = self.shared().config.max_capsule_size;
         // Bounded by the stream: each turn consumes a piece of the body, or returns.
         loop {
-            let reader = self.capsules.get_or_insert_with(|| CapsuleReader::new(max));
-            match reader.poll_capsule() {
+            match self.capsule_reader().poll_capsule() {
                 Ok(Some(capsule)) => return Poll::Ready(Ok(Some(capsule))),
                 Ok(None) => {}
                 Err(error) => {
@@ -765,15 +763,9 @@ impl RecvHalf {
                 }
             }
             match ready!(self.poll_recv_data(cx))? {
-                Some(chunk) => {
-                    if let Some(reader) = &mut self.capsules {
-                        reader.handle_data(chunk);
-                    }
-                }
+                Some(chunk) => self.capsule_reader().handle_data(chunk),
                 None => {
-                    if let Some(reader) = &mut self.capsules
-                        && let Err(error) = reader.handle_end()
-                    {
+                    if let Err(error) = self.capsule_reader().handle_end() {
                         self.malformed(Code::from(error));
                         return Poll::Ready(Err(error.into()));
                     }
@@ -786,19 +778,19 @@ impl RecvHalf {
     /// Makes [`RecvHalf::recv_capsule`] return capsules of type `ty` (DATAGRAM is always
     /// returned; other unknown types are skipped, RFC 9297 §3.2).
     pub fn accept_capsule(&mut self, ty: crate::proto::capsule::CapsuleType) {
-        let max = self.shared().config.max_capsule_size;
-        self.capsules
-            .get_or_insert_with(|| CapsuleReader::new(max))
-            .accept(ty);
+        self.capsule_reader().accept(ty);
     }
 
     /// Makes [`RecvHalf::recv_capsule`] return capsules of the types in `types` too, a list
     /// that lives as long as the program: nothing is allocated for it.
     pub fn accept_capsules(&mut self, types: &'static [crate::proto::capsule::CapsuleType]) {
+        self.capsule_reader().accept_all(types);
+    }
+
+    /// The stream's capsule reader, made on first use with the connection's size bound.
+    fn capsule_reader(&mut self) -> &mut CapsuleReader {
         let max = self.shared().config.max_capsule_size;
-        self.capsules
-            .get_or_insert_with(|| CapsuleReader::new(max))
-            .accept_all(types);
+        self.capsules.get_or_insert_with(|| CapsuleReader::new(max))
     }
 
     /// The next HTTP datagram for this stream (RFC 9297 §2.1); `None` when the connection is
