@@ -114,9 +114,14 @@ impl SendStream {
     /// Up to `want` bytes of the session's data credit: all of them unless flow control is on,
     /// then as many as the peer allows, waiting while it allows none.
     async fn credit(&self, want: usize) -> Result<usize, StreamError> {
+        std::future::poll_fn(|cx| self.poll_credit(cx, want)).await
+    }
+
+    /// [`SendStream::credit`], polled.
+    fn poll_credit(&self, cx: &mut Context<'_>, want: usize) -> Poll<Result<usize, StreamError>> {
         match self.mapping.flow() {
-            Some(state) => std::future::poll_fn(|cx| state.poll_data_credit(cx, want)).await,
-            None => Ok(want),
+            Some(state) => state.poll_data_credit(cx, want),
+            None => Poll::Ready(Ok(want)),
         }
     }
 
@@ -238,10 +243,7 @@ impl tokio::io::AsyncWrite for SendStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.check_session()?;
-        let credit = match this.mapping.flow() {
-            Some(state) => ready!(state.poll_data_credit(cx, buf.len()))?,
-            None => buf.len(),
-        };
+        let credit = ready!(this.poll_credit(cx, buf.len()))?;
         let result = Pin::new(&mut this.inner).poll_write(cx, &buf[..credit]);
         let written = match &result {
             Poll::Ready(Ok(written)) => *written,
