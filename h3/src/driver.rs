@@ -6,14 +6,15 @@
 //! routes and the count of live request streams. [`start`] spawns the connection's one task,
 //! `drive`, a hand-written poll loop (no task per stream, no `select!`) that:
 //!
-//! - opens our control stream and writes what the state machine queues for it whenever
-//!   [`Shared::flush`] wakes it, and opens our QPACK encoder and decoder streams only when they
-//!   first have an instruction to carry (RFC 9204 §4.2); a header section that may reference
-//!   new dynamic table entries waits in [`Shared::encode`] until the encoder stream is open;
+//! - opens our control stream and writes what the state machine queues for it (whoever queues
+//!   bytes wakes it, see [`Inner::flush_waker`]), and opens our QPACK encoder and decoder
+//!   streams only when they first have an instruction to carry (RFC 9204 §4.2); a header
+//!   section that may reference new dynamic table entries waits in [`Shared::encode`] until
+//!   the encoder stream is open;
 //! - accepts the peer's unidirectional streams and reads their types, then reads the control
 //!   and QPACK streams into the state machine, hands extension streams out and stops the rest;
 //! - on a client, reads the extension signal of the server's bidirectional streams and hands
-//!   them out;
+//!   them out.
 //!
 //! HTTP datagrams do not pass through the task: whoever waits for one reads quinn's datagrams
 //! and routes them by their quarter stream ID ([`Shared::poll_datagram`]).
@@ -63,7 +64,7 @@ const EARLY_DATAGRAMS: usize = 16;
 /// §2.1 asks for "on the order of a round trip".
 const EARLY_DATAGRAM_AGE: Duration = Duration::from_millis(50);
 
-/// The state request streams and handles share with the driver tasks.
+/// The state request streams and handles share with the connection's task.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) conn: Connection,
@@ -107,9 +108,9 @@ pub(crate) struct Inner {
     extensions: VecDeque<ExtensionStream>,
     /// Who takes extension streams: the connection handle, an [`ExtensionStreams`], or nobody.
     extension_taker: Taker,
-    /// The connection's task, woken by [`Shared::flush`] when our control or QPACK streams
-    /// have bytes (a waker rather than a `Notify`, so the long-lived task keeps no future for
-    /// it).
+    /// The connection's task, woken (see [`Inner::flush_waker`]) when our control or QPACK
+    /// streams have bytes: a waker rather than a `Notify`, so the long-lived task keeps no
+    /// future for it.
     driver_waker: Option<Waker>,
     /// The [`ExtensionStreams`] waiting in [`Shared::poll_extension_stream`] (the handle's
     /// waiters wait on [`Shared::changed`]).
@@ -117,6 +118,16 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The connection's task, to wake once the lock is released, if the state machine has bytes
+    /// for our control or QPACK streams.
+    pub(crate) fn flush_waker(&self) -> Option<Waker> {
+        if self.proto.has_output() {
+            self.driver_waker.clone()
+        } else {
+            None
+        }
+    }
+
     /// The oldest extension stream waiting to be taken.
     fn next_extension(&mut self) -> Option<ExtensionStream> {
         let stream = self.extensions.pop_front()?;
@@ -350,16 +361,9 @@ impl Shared {
             && self.grease_frame.swap(false, Ordering::Relaxed)
     }
 
-    /// Tells the writer that our control or QPACK streams have bytes.
-    pub(crate) fn flush(&self) {
-        let waker = self.lock().driver_waker.clone();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// Registers the connection's task for [`Shared::flush`]. It does so before it looks for
-    /// output, so bytes queued after that look wake it.
+    /// Registers the connection's task to be woken when bytes are queued for our streams (see
+    /// [`Inner::flush_waker`]). It does so before it looks for output, so bytes queued after
+    /// that look wake it.
     fn set_driver_waker(&self, cx: &Context<'_>) {
         keep_waker(&mut self.lock().driver_waker, cx.waker());
     }
@@ -378,10 +382,10 @@ impl Shared {
             let mut inner = self.lock();
             let section = inner.proto.encode_headers(stream_id, fields);
             let wait = inner.proto.encoder_stream_started() && !inner.encoder_stream_open;
-            (section, inner.proto.has_output(), wait)
+            (section, inner.flush_waker(), wait)
         };
-        if flush {
-            self.flush();
+        if let Some(driver) = flush {
+            driver.wake();
         }
         if wait {
             self.wait_for(|inner| inner.encoder_stream_open.then_some(()))
@@ -425,10 +429,10 @@ impl Shared {
         let result = {
             let mut inner = self.lock();
             let result = inner.proto.decode_headers(stream_id, section);
-            let flush = inner.proto.has_output();
+            let flush = inner.flush_waker();
             drop(inner);
-            if flush {
-                self.flush();
+            if let Some(driver) = flush {
+                driver.wake();
             }
             result
         };
@@ -739,14 +743,17 @@ impl Shared {
 
     /// Server: sends GOAWAY naming the first request stream not accepted (RFC 9114 §5.2).
     pub(crate) fn begin_goaway(&self) {
-        {
+        let flush = {
             let mut inner = self.lock();
             let next = inner.max_request_id.map_or(0, |id| id + 4);
             inner
                 .proto
                 .send_goaway(VarInt::from_u64(next).unwrap_or(VarInt::MAX));
+            inner.flush_waker()
+        };
+        if let Some(driver) = flush {
+            driver.wake();
         }
-        self.flush();
     }
 
     /// Client: closes the connection with H3_NO_ERROR when nothing can use it any more: the
@@ -778,10 +785,10 @@ impl Drop for CancelOnDrop<'_> {
             let flush = {
                 let mut inner = self.shared.lock();
                 inner.proto.cancel_stream(self.stream_id);
-                inner.proto.has_output()
+                inner.flush_waker()
             };
-            if flush {
-                self.shared.flush();
+            if let Some(driver) = flush {
+                driver.wake();
             }
         }
     }
@@ -1357,10 +1364,10 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
             }
             other => other,
         };
-        (result, inner.proto.has_output(), changed)
+        (result, inner.flush_waker(), changed)
     };
-    if flush {
-        shared.flush();
+    if let Some(driver) = flush {
+        driver.wake();
     }
     if let Err(error) = result {
         shared.fail(error);

@@ -847,10 +847,10 @@ impl Drop for RecvHalf {
             let flush = {
                 let mut inner = self.shared().lock();
                 inner.proto.cancel_stream(self.stream_id());
-                inner.proto.has_output()
+                inner.flush_waker()
             };
-            if flush {
-                self.shared().flush();
+            if let Some(driver) = flush {
+                driver.wake();
             }
         }
         if !self.ended {
