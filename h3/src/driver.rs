@@ -1054,11 +1054,8 @@ impl<'a> Driver<'a> {
     fn read_critical(&mut self, cx: &mut Context<'_>, shared: &Shared) -> ControlFlow<(), bool> {
         let mut busy = false;
         for kind in OURS {
-            let slot = match (kind, &mut self.qpack) {
-                (UniStream::Control, _) => &mut self.peer_control,
-                (UniStream::Encoder, Some(qpack)) => &mut qpack.peer_encoder,
-                (_, Some(qpack)) => &mut qpack.peer_decoder,
-                (_, None) => continue,
+            let Some(slot) = self.peer(kind) else {
+                continue;
             };
             let Some(recv) = slot else {
                 continue;
@@ -1186,6 +1183,17 @@ impl<'a> Driver<'a> {
             (UniStream::Control, _) => Some(&mut self.control),
             (UniStream::Encoder, Some(qpack)) => Some(&mut qpack.encoder),
             (_, Some(qpack)) => Some(&mut qpack.decoder),
+            (_, None) => None,
+        }
+    }
+
+    /// Where the peer's critical stream of `kind` is kept, if the QPACK streams have been
+    /// needed (the control stream's place always exists).
+    fn peer(&mut self, kind: UniStream) -> Option<&mut Option<RecvStream>> {
+        match (kind, &mut self.qpack) {
+            (UniStream::Control, _) => Some(&mut self.peer_control),
+            (UniStream::Encoder, Some(qpack)) => Some(&mut qpack.peer_encoder),
+            (_, Some(qpack)) => Some(&mut qpack.peer_decoder),
             (_, None) => None,
         }
     }
