@@ -807,7 +807,9 @@ impl RecvHalf {
         let mut read = pin!(shared.conn.read_datagram());
         tokio::select! {
             datagram = poll_fn(|cx| shared.poll_datagram(id, cx, read.as_mut())) => Ok(datagram),
-            error = shared.conn.closed() => Err(StreamError::ConnectionLost(shared.connection_error(error))),
+            error = shared.conn.closed() => {
+                Err(StreamError::ConnectionLost(shared.connection_error(error)))
+            }
         }
     }
 

@@ -254,7 +254,9 @@ fn serve(
                         sort(request, stream, &h3, &routes, &config, &tx);
                     }
                 }
-                Some(stream) = next_extension_stream(&mut streams) => routes.route(stream, h3.connection()),
+                Some(stream) = next_extension_stream(&mut streams) => {
+                    routes.route(stream, h3.connection());
+                }
             }
         }
         routes.connection_closed();
