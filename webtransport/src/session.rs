@@ -178,12 +178,16 @@ impl Session {
         }
     }
 
-    fn lost(&self, error: quay_transport::ConnectionError) -> SessionError {
+    /// Why the session ended, once a QUIC call has failed with the connection's `error`.
+    ///
+    /// On HTTP/3 the CONNECT stream's reader decides, not the task that noticed first: it reads
+    /// what the peer sent before the connection ended (quinn hands out received bytes before
+    /// the connection's error), so a WT_CLOSE_SESSION that arrived is reported as the peer's
+    /// close even when CONNECTION_CLOSE came in the very next packet (draft-16 §6; Firefox
+    /// does this). The reader ends the session as soon as it reads the connection's error.
+    async fn lost(&self, error: quay_transport::ConnectionError) -> SessionError {
         match &self.inner.h3 {
-            Some(h3) => {
-                h3.state.end(SessionError::ConnectionLost(error.into()));
-                h3.state.reason().unwrap_or(SessionError::LocallyClosed)
-            }
+            Some(h3) => h3.state.ended().await,
             None => raw_end(error),
         }
     }
@@ -208,7 +212,10 @@ impl Session {
         if let Some(h3) = &self.inner.h3 {
             h3.state.stream_credit(Direction::Bidi).await?;
         }
-        let (mut send, recv) = self.inner.conn.open_bi().await.map_err(|e| self.lost(e))?;
+        let (mut send, recv) = match self.inner.conn.open_bi().await {
+            Ok(stream) => stream,
+            Err(error) => return Err(self.lost(error).await),
+        };
         if let Some(h3) = &self.inner.h3 {
             self.write_header(&mut send, h3.bidi_header).await?;
         }
@@ -226,7 +233,10 @@ impl Session {
         if let Some(h3) = &self.inner.h3 {
             h3.state.stream_credit(Direction::Uni).await?;
         }
-        let mut send = self.inner.conn.open_uni().await.map_err(|e| self.lost(e))?;
+        let mut send = match self.inner.conn.open_uni().await {
+            Ok(send) => send,
+            Err(error) => return Err(self.lost(error).await),
+        };
         if let Some(h3) = &self.inner.h3 {
             self.write_header(&mut send, h3.uni_header).await?;
         }
@@ -245,7 +255,7 @@ impl Session {
             .await
         {
             Ok(()) => Ok(()),
-            Err(quay_transport::WriteError::ConnectionLost(e)) => Err(self.lost(e)),
+            Err(quay_transport::WriteError::ConnectionLost(e)) => Err(self.lost(e).await),
             // Stopped before a byte was read: the session is gone at the peer.
             Err(_) => Err(self
                 .check_open()
@@ -308,7 +318,13 @@ impl Session {
             .send_datagram(datagram)
             .map_err(|error| match error {
                 SendDatagramError::TooLarge => DatagramError::TooLarge,
-                SendDatagramError::ConnectionLost(e) => DatagramError::Session(self.lost(e)),
+                // Not waited for here: the CONNECT stream's reader records why the session
+                // ended (see `lost`); until it has, the connection's error is the answer.
+                SendDatagramError::ConnectionLost(e) => DatagramError::Session(
+                    self.check_open()
+                        .err()
+                        .unwrap_or_else(|| SessionError::ConnectionLost(e.into())),
+                ),
                 _ => DatagramError::Unsupported,
             })
     }
@@ -326,15 +342,9 @@ impl Session {
         if let Some(datagram) = h3.state.datagrams.recv().await {
             return Ok(datagram);
         }
-        if let Some(reason) = h3.state.reason() {
-            return Err(reason);
-        }
-        match self.inner.conn.close_reason() {
-            Some(error) => Err(self.lost(error)),
-            // Not expected: datagrams end with the session or the connection. Boxed, so that
-            // the wait above is not made larger by it.
-            None => Err(Box::pin(self.closed()).await),
-        }
+        // Datagrams end with the session or the connection; the CONNECT stream's reader says
+        // which (see `lost`). Boxed, so that the wait above is not made larger by it.
+        Err(Box::pin(h3.state.ended()).await)
     }
 
     /// The largest datagram payload that fits in one QUIC packet now, less this session's
