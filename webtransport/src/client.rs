@@ -154,12 +154,13 @@ impl Client {
         let flow = self
             .flow_control
             .zip(FlowControlLimits::from_settings(&settings));
-        // draft-16 §5.1: with flow control on, sessions share the connection; the server
-        // refuses those beyond its own limit.
-        let limit = if flow.is_some() {
-            limit.max(self.max_sessions)
-        } else {
-            limit
+        // A count the server announced binds (draft-07..14). Without one, draft-16 §5.1: with
+        // flow control on, sessions share the connection and the server refuses those beyond
+        // its own limit; without flow control, one session.
+        let limit = match limit {
+            Some(count) => count,
+            None if flow.is_some() => self.max_sessions,
+            None => 1,
         };
         let mut request = http::Request::new(());
         *request.method_mut() = Method::CONNECT;
@@ -226,9 +227,9 @@ impl Client {
     }
 }
 
-/// The draft a server speaks and how many sessions it takes on one connection, or why it takes
-/// none.
-fn check_settings(settings: &Settings) -> Result<(Draft, usize), ConnectError> {
+/// The draft a server speaks and how many sessions it announced it takes on one connection, or
+/// why it takes none.
+fn check_settings(settings: &Settings) -> Result<(Draft, Option<usize>), ConnectError> {
     if !settings.enable_connect_protocol() {
         return Err(ConnectError::NotSupported("no Extended CONNECT"));
     }
@@ -238,8 +239,8 @@ fn check_settings(settings: &Settings) -> Result<(Draft, usize), ConnectError> {
     let Some(draft) = Draft::from_settings(settings) else {
         return Err(ConnectError::NotSupported("no WebTransport setting"));
     };
-    // The largest announced limit; a server that only enables WebTransport takes one session
-    // (unless flow control is on, which the caller checks).
-    let limit = announced_session_count(settings).unwrap_or(1);
-    Ok((draft, usize::try_from(limit).unwrap_or(usize::MAX)))
+    // The largest announced limit, if any: the caller decides what none means.
+    let limit =
+        announced_session_count(settings).map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((draft, limit))
 }

@@ -39,9 +39,14 @@ pub struct Config {
     /// send as many bytes as it read plus `max_data` (credit goes out as WT_MAX_STREAMS and
     /// WT_MAX_DATA capsules); our own streams and writes wait for the peer's credit. A peer
     /// past a limit ends the session with WT_FLOW_CONTROL_ERROR. A limit of 0 makes the first
-    /// session capsule announce a default window (100 streams, 16 MiB). Default `None`: off,
-    /// and the peer's flow-control capsules are ignored (Chromium, and drafts before -13, do
-    /// not know them).
+    /// session capsule announce a default window (100 streams, 16 MiB). `None`: nothing is
+    /// announced, and the peer's flow-control capsules are ignored.
+    ///
+    /// Default [`Config::DEFAULT_FLOW_CONTROL`]: offered to every peer, and on only with a peer
+    /// that announces limits of its own (draft-16 §5.1). Chromium, Firefox and the drafts before
+    /// -13 announce none, so with them it stays off; Safari is reported to refuse a server that
+    /// allows several sessions without these settings, and to send no stream data before it has
+    /// WT_MAX_DATA credit, so a server must offer them to work with it.
     pub flow_control: Option<FlowControlLimits>,
     /// The HTTP/3 layer underneath; [`Config::h3_config`] adds what WebTransport needs.
     /// Default: `quay_h3::Config::default()`.
@@ -54,13 +59,22 @@ impl Default for Config {
             max_sessions: 16,
             max_buffered_streams: 32,
             accept_queue: 64,
-            flow_control: None,
+            flow_control: Some(Self::DEFAULT_FLOW_CONTROL),
             h3: quay_h3::Config::default(),
         }
     }
 }
 
 impl Config {
+    /// The flow-control limits offered by default (draft-16 §5.5): 16 MiB of stream data and 100
+    /// streams of each kind per session, as windows that move as the application reads and
+    /// accepts.
+    pub const DEFAULT_FLOW_CONTROL: FlowControlLimits = FlowControlLimits {
+        max_data: 16 * 1024 * 1024,
+        max_streams_uni: 100,
+        max_streams_bidi: 100,
+    };
+
     /// The HTTP/3 configuration of a connection that carries WebTransport: [`Config::h3`] with
     /// Extended CONNECT and HTTP datagrams on, the WebTransport SETTINGS of every draft added
     /// (see DESIGN.md), and WebTransport streams handed to this crate.

@@ -11,8 +11,9 @@
 //! - [`proto`] holds the pure parts: error-code mapping, WebTransport capsules, the settings of
 //!   each draft, and CONNECT negotiation.
 //!
-//! Draft-16 flow control ([`Config::flow_control`]) is off by default: Chromium and the older
-//! drafts do not know it. Not done: RESET_STREAM_AT is not sent (quinn lacks it).
+//! Draft-16 flow control ([`Config::flow_control`]) is offered by default and on with every peer
+//! that offers it too; Chromium, Firefox and the older drafts do not, and run without it. Not
+//! done: RESET_STREAM_AT is not sent (quinn lacks it).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
