@@ -6,6 +6,7 @@
 //   QUAY.hashes      serverCertificateHashes: [{algorithm: "sha-256", value: Uint8Array}]
 //   QUAY.paths       the session paths, one per kind of session (see browser.rs)
 //   QUAY.pageClose   {closeCode, reason} the page closes its session with
+//   QUAY.pageCloseSessions  how many sessions the page opens and closes on paths.pageCloseMany
 //   QUAY.serverClose {closeCode, reason} the server closes its session with
 //   QUAY.checkTimeoutMs  how long one check may take
 //
@@ -201,6 +202,24 @@ check("page_close", async () => {
   wt.close(QUAY.pageClose);
   const info = await wt.closed;
   return `closed locally with ${JSON.stringify(QUAY.pageClose)}; closed resolved ${JSON.stringify(info)}`;
+});
+
+// The page opens sessions one after another and closes each with a code and reason; the server
+// counts what it saw. Firefox sends CONNECTION_CLOSE in the packet right after its close capsule,
+// and the server must still report the capsule's code and reason every time.
+check("page_close_many", async () => {
+  const start = performance.now();
+  for (let i = 0; i < QUAY.pageCloseSessions; i++) {
+    const wt = open(QUAY.paths.pageCloseMany);
+    try {
+      await wt.ready;
+    } catch (e) {
+      throw new Error(`session ${i}: ready rejected: ${e}`);
+    }
+    wt.close(QUAY.pageClose);
+    await wt.closed;
+  }
+  return `${QUAY.pageCloseSessions} sessions opened and closed with ${JSON.stringify(QUAY.pageClose)} in ${(performance.now() - start).toFixed(0)} ms`;
 });
 
 // The page asks the server to close (a unidirectional stream saying "close"), then expects the

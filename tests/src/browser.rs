@@ -1,16 +1,17 @@
-//! A real browser in the test suite: Debian's headless Chromium loads a page from a tiny HTTP
-//! server on 127.0.0.1, and the page's script reports its checks back by POSTing JSON to it.
+//! Real browsers in the test suite: Debian's headless Chromium and Firefox ESR load a page from
+//! a tiny HTTP server on 127.0.0.1, and the page's script reports its checks back by POSTing
+//! JSON to it. Both browsers run the same page, so a check added once runs in both.
 //!
-//! Nothing is fetched from the network and no DevTools protocol is needed:
-//! - [`Chromium`] starts `/usr/bin/chromium` (or `$CHROMIUM`) headless, with a fresh profile in a
-//!   temporary directory and its stderr in a log file whose tail goes into failure messages; it
-//!   is killed when dropped;
+//! Nothing is fetched from the network and no DevTools protocol or WebDriver is needed:
+//! - [`Browser`] starts a [`BrowserKind`] (`/usr/bin/chromium` or `/usr/bin/firefox-esr`, or
+//!   `$CHROMIUM` / `$FIREFOX`) headless, with a fresh profile in a temporary directory and its
+//!   output in a log file whose tail goes into failure messages; it is killed when dropped;
 //! - [`PageServer`] serves one HTML page on `http://127.0.0.1:PORT/` (a secure context, so the
 //!   page may use WebTransport) with hyper, and collects the lines POSTed to `/result`, each
 //!   `{"check": name, "ok": bool, "detail": string}` ([`CheckResult`]);
-//! - [`run`] puts the two together: it serves a [`Page`], points Chromium at it and waits,
+//! - [`run`] puts the two together: it serves a [`Page`], points the browser at it and waits,
 //!   bounded, for the check named [`DONE`], failing loudly (with the checks seen so far and the
-//!   tail of Chromium's log) when it does not come or when Chromium exits.
+//!   tail of the browser's log) when it does not come or when the browser exits.
 //!
 //! # The WebTransport page
 //!
@@ -24,6 +25,7 @@
 //! | [`paths::ECHO`] | echoes each bidi stream (read to FIN, write back, FIN); answers each uni stream with a uni stream of the same bytes; echoes datagrams | `bidi_echo_1k`, `bidi_echo_1m`, `bidi_100_concurrent`, `uni_both_ways`, `datagram_echo` |
 //! | [`paths::SERVER_BIDI`] | opens a bidi stream, writes [`SERVER_BIDI_GREETING`] and FIN, reads the page's answer ([`SERVER_BIDI_REPLY`]) | `server_initiated_bidi` |
 //! | [`paths::PAGE_CLOSE`] | waits for the session to end: the page closes it with [`PAGE_CLOSE_CODE`] and [`PAGE_CLOSE_REASON`] | `page_close` |
+//! | [`paths::PAGE_CLOSE_MANY`] | the same, for each of [`PAGE_CLOSE_SESSIONS`] sessions the page opens and closes one after another | `page_close_many` |
 //! | [`paths::SERVER_CLOSE`] | on the page's first uni stream closes the session with [`SERVER_CLOSE_CODE`] and [`SERVER_CLOSE_REASON`] | `server_close` |
 //! | [`paths::REJECT`] | rejects the CONNECT with 403 | `rejected_403` |
 //!
@@ -51,12 +53,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// The environment variable that names the Chromium binary, overriding [`DEFAULT_CHROMIUM`].
-pub const CHROMIUM_ENV: &str = "CHROMIUM";
-
-/// Where Debian's `chromium` package puts the browser.
-pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
-
 /// The script of the WebTransport page (`tests/browser/webtransport.js`).
 pub const WEBTRANSPORT_JS: &str = include_str!("../browser/webtransport.js");
 
@@ -69,7 +65,9 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(8);
 /// The close code the page's `close()` sends on [`paths::PAGE_CLOSE`].
 pub const PAGE_CLOSE_CODE: u32 = 42;
 /// The reason the page's `close()` sends on [`paths::PAGE_CLOSE`].
-pub const PAGE_CLOSE_REASON: &str = "bye from the page";
+pub const PAGE_CLOSE_REASON: &str = "bye";
+/// How many sessions the page opens and closes on [`paths::PAGE_CLOSE_MANY`].
+pub const PAGE_CLOSE_SESSIONS: usize = 50;
 /// The close code the server sends on [`paths::SERVER_CLOSE`].
 pub const SERVER_CLOSE_CODE: u32 = 7;
 /// The reason the server sends on [`paths::SERVER_CLOSE`].
@@ -87,6 +85,8 @@ pub mod paths {
     pub const SERVER_BIDI: &str = "/server-bidi";
     /// The page closes the session.
     pub const PAGE_CLOSE: &str = "/page-close";
+    /// The page opens and closes [`PAGE_CLOSE_SESSIONS`](super::PAGE_CLOSE_SESSIONS) sessions.
+    pub const PAGE_CLOSE_MANY: &str = "/page-close-many";
     /// The server closes the session when asked.
     pub const SERVER_CLOSE: &str = "/server-close";
     /// The server rejects the session with 403.
@@ -102,71 +102,172 @@ pub const WEBTRANSPORT_CHECKS: &[&str] = &[
     "datagram_echo",
     "server_initiated_bidi",
     "page_close",
+    "page_close_many",
     "server_close",
     "rejected_403",
 ];
 
-/// A headless Chromium, killed (and its profile directory removed) when dropped.
+/// A browser the tests can run: Debian's package of it, where the package puts it, and the
+/// environment variable that names another binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrowserKind {
+    /// Debian's `chromium`: `/usr/bin/chromium`, or `$CHROMIUM`.
+    Chromium,
+    /// Debian's `firefox-esr`: `/usr/bin/firefox-esr`, or `$FIREFOX`.
+    Firefox,
+}
+
+impl BrowserKind {
+    /// Every browser the tests run, in the order they run.
+    pub const ALL: [Self; 2] = [Self::Chromium, Self::Firefox];
+
+    /// The browser's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chromium => "Chromium",
+            Self::Firefox => "Firefox",
+        }
+    }
+
+    /// The Debian package that installs the browser.
+    pub fn package(self) -> &'static str {
+        match self {
+            Self::Chromium => "chromium",
+            Self::Firefox => "firefox-esr",
+        }
+    }
+
+    /// The environment variable that names the browser's binary, overriding
+    /// [`BrowserKind::default_path`].
+    pub fn env(self) -> &'static str {
+        match self {
+            Self::Chromium => "CHROMIUM",
+            Self::Firefox => "FIREFOX",
+        }
+    }
+
+    /// Where the Debian package puts the browser.
+    pub fn default_path(self) -> &'static str {
+        match self {
+            Self::Chromium => "/usr/bin/chromium",
+            Self::Firefox => "/usr/bin/firefox-esr",
+        }
+    }
+
+    /// The browser to run: the variable's binary if set, else the package's. Fails, naming the
+    /// Debian package to install, when it does not exist.
+    pub fn binary(self) -> anyhow::Result<PathBuf> {
+        let path = std::env::var_os(self.env())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(self.default_path()));
+        if !path.is_file() {
+            bail!(
+                "no {} at {}: install it with `apt-get install {}` (scripts/test does), or set ${} \
+                 to the browser",
+                self.name(),
+                path.display(),
+                self.package(),
+                self.env(),
+            );
+        }
+        Ok(path)
+    }
+}
+
+/// Firefox preferences for a test profile: no first-run pages, no update, telemetry or other
+/// background traffic (the network is closed, and none of it is under test).
+const FIREFOX_PREFS: &str = r#"user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("browser.startup.homepage_override.mstone", "ignore");
+user_pref("startup.homepage_welcome_url", "about:blank");
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);
+user_pref("app.update.auto", false);
+user_pref("app.update.enabled", false);
+user_pref("app.normandy.enabled", false);
+user_pref("extensions.update.enabled", false);
+user_pref("browser.safebrowsing.malware.enabled", false);
+user_pref("browser.safebrowsing.phishing.enabled", false);
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+"#;
+
+/// A headless browser, killed (and its profile directory removed) when dropped.
 #[derive(Debug)]
-pub struct Chromium {
+pub struct Browser {
+    kind: BrowserKind,
     child: Child,
     log: PathBuf,
     // Holds the profile and the log; removed on drop, after the browser is killed.
     dir: tempfile::TempDir,
 }
 
-impl Chromium {
-    /// The browser to run: `$CHROMIUM` if set, else [`DEFAULT_CHROMIUM`]. Fails, naming the
-    /// Debian package to install, when it does not exist.
-    pub fn binary() -> anyhow::Result<PathBuf> {
-        let path = std::env::var_os(CHROMIUM_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CHROMIUM));
-        if !path.is_file() {
-            bail!(
-                "no Chromium at {}: install it with `apt-get install chromium` (scripts/test does), \
-                 or set ${CHROMIUM_ENV} to the browser",
-                path.display()
-            );
-        }
-        Ok(path)
-    }
-
-    /// Starts the browser headless on `url`, with a fresh profile, no GPU, no sandbox (tests
-    /// run as root), no background networking, and its stderr in a log file.
-    pub fn launch(url: &str) -> anyhow::Result<Self> {
-        let binary = Self::binary()?;
+impl Browser {
+    /// Starts the browser headless on `url`, with a fresh profile in a temporary directory and
+    /// its output in a log file.
+    ///
+    /// Chromium runs with no GPU, no sandbox (tests run as root) and no background networking.
+    /// Firefox runs as `firefox-esr --headless --no-remote --profile DIR URL`, with a profile
+    /// whose preferences turn off first-run pages and background traffic ([`FIREFOX_PREFS`]);
+    /// WebTransport with `serverCertificateHashes` needs no preference.
+    pub fn launch(kind: BrowserKind, url: &str) -> anyhow::Result<Self> {
+        let binary = kind.binary()?;
         let dir = tempfile::Builder::new()
-            .prefix("quay-chromium-")
+            .prefix(&format!("quay-{}-", kind.package()))
             .tempdir()
-            .context("creating Chromium's profile directory")?;
-        let log = dir.path().join("chromium.log");
-        let stderr = File::create(&log).context("creating Chromium's log")?;
-        let child = Command::new(&binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--enable-logging=stderr",
-                "--v=0",
-            ])
-            .arg(format!(
-                "--user-data-dir={}",
-                dir.path().join("profile").display()
-            ))
+            .with_context(|| format!("creating {}'s profile directory", kind.name()))?;
+        let profile = dir.path().join("profile");
+        std::fs::create_dir(&profile).context("creating the profile")?;
+        let log = dir.path().join("browser.log");
+        let output = File::create(&log).context("creating the browser's log")?;
+        let mut command = Command::new(&binary);
+        match kind {
+            BrowserKind::Chromium => {
+                command
+                    .args([
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--no-first-run",
+                        "--no-default-browser-check",
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        "--disable-extensions",
+                        "--enable-logging=stderr",
+                        "--v=0",
+                    ])
+                    .arg(format!("--user-data-dir={}", profile.display()));
+            }
+            BrowserKind::Firefox => {
+                std::fs::write(profile.join("user.js"), FIREFOX_PREFS)
+                    .context("writing Firefox's preferences")?;
+                command
+                    .args(["--headless", "--no-remote", "--profile"])
+                    .arg(&profile)
+                    // Firefox refuses to start as root under a user's X session; headless, it
+                    // needs none.
+                    .env_remove("DISPLAY")
+                    .env_remove("XAUTHORITY");
+            }
+        }
+        let child = command
             .arg(url)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
+            .stdout(output.try_clone().context("sharing the browser's log")?)
+            .stderr(output)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self { child, log, dir })
+        Ok(Self {
+            kind,
+            child,
+            log,
+            dir,
+        })
+    }
+
+    /// Which browser this is.
+    pub fn kind(&self) -> BrowserKind {
+        self.kind
     }
 
     /// The browser's exit status if it has exited.
@@ -174,7 +275,7 @@ impl Chromium {
         self.child.try_wait().ok().flatten()
     }
 
-    /// The last `lines` lines of the browser's log (its stderr).
+    /// The last `lines` lines of the browser's log (its stdout and stderr).
     pub fn log_tail(&self, lines: usize) -> String {
         let Ok(mut file) = File::open(&self.log) else {
             return format!("(no log at {})", self.log.display());
@@ -195,7 +296,7 @@ impl Chromium {
     }
 }
 
-impl Drop for Chromium {
+impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -257,17 +358,19 @@ impl Page {
         };
         let config = format!(
             "const QUAY = {{\n  base: {base},\n  hashes: [{{ algorithm: \"sha-256\", value: new Uint8Array({hash}) }}],\n  \
-             paths: {{ echo: {echo}, serverBidi: {server_bidi}, pageClose: {page_close}, serverClose: {server_close}, reject: {reject} }},\n  \
-             pageClose: {page_close_info},\n  serverClose: {server_close_info},\n  \
+             paths: {{ echo: {echo}, serverBidi: {server_bidi}, pageClose: {page_close}, pageCloseMany: {page_close_many}, serverClose: {server_close}, reject: {reject} }},\n  \
+             pageClose: {page_close_info},\n  pageCloseSessions: {page_close_sessions},\n  serverClose: {server_close_info},\n  \
              serverBidiGreeting: {greeting},\n  serverBidiReply: {reply},\n  checkTimeoutMs: {timeout},\n}};",
             base = string(base),
             hash = hash.to_js_array(),
             echo = string(paths::ECHO),
             server_bidi = string(paths::SERVER_BIDI),
             page_close = string(paths::PAGE_CLOSE),
+            page_close_many = string(paths::PAGE_CLOSE_MANY),
             server_close = string(paths::SERVER_CLOSE),
             reject = string(paths::REJECT),
             page_close_info = close(PAGE_CLOSE_CODE, PAGE_CLOSE_REASON),
+            page_close_sessions = PAGE_CLOSE_SESSIONS,
             server_close_info = close(SERVER_CLOSE_CODE, SERVER_CLOSE_REASON),
             greeting = string(SERVER_BIDI_GREETING),
             reply = string(SERVER_BIDI_REPLY),
@@ -402,11 +505,13 @@ async fn handle(
 /// What a page reported.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The browser that ran the page.
+    pub browser: BrowserKind,
     /// The results in the order they arrived, [`DONE`] excluded.
     pub results: Vec<CheckResult>,
-    /// From starting Chromium to [`DONE`].
+    /// From starting the browser to [`DONE`].
     pub elapsed: Duration,
-    /// The tail of Chromium's log, for failure messages.
+    /// The tail of the browser's log, for failure messages.
     pub log_tail: String,
 }
 
@@ -417,17 +522,19 @@ impl Report {
     }
 
     /// Fails unless the page reported `check` as passed; the error holds the page's detail (or
-    /// the checks it did report) and the tail of Chromium's log. Returns the detail.
+    /// the checks it did report) and the tail of the browser's log. Returns the detail.
     pub fn passed(&self, check: &str) -> anyhow::Result<&str> {
+        let browser = self.browser.name();
         match self.get(check) {
             Some(result) if result.ok => Ok(&result.detail),
             Some(result) => bail!(
-                "browser check {check} failed: {}\n--- Chromium log (tail) ---\n{}",
+                "{browser} check {check} failed: {}\n--- {browser} log (tail) ---\n{}",
                 result.detail,
                 self.log_tail
             ),
             None => bail!(
-                "the page never reported {check}; it reported {:?}\n--- Chromium log (tail) ---\n{}",
+                "the page never reported {check} in {browser}; it reported {:?}\n\
+                 --- {browser} log (tail) ---\n{}",
                 self.results,
                 self.log_tail
             ),
@@ -435,15 +542,16 @@ impl Report {
     }
 }
 
-/// Serves `page`, runs Chromium on it and collects its results until [`DONE`], at most for
-/// `timeout`. Fails, with the results so far and the tail of Chromium's log, when the time is up
-/// or Chromium exits first. Chromium is killed before this returns.
-pub async fn run(page: Page, timeout: Duration) -> anyhow::Result<Report> {
+/// Serves `page`, runs `browser` on it and collects its results until [`DONE`], at most for
+/// `timeout`. Fails, with the results so far and the tail of the browser's log, when the time
+/// is up or the browser exits first. The browser is killed before this returns.
+pub async fn run(browser: BrowserKind, page: Page, timeout: Duration) -> anyhow::Result<Report> {
     // Fail before serving anything when there is no browser.
-    Chromium::binary()?;
+    browser.binary()?;
+    let name = browser.name();
     let mut server = PageServer::start(page).await?;
     let start = Instant::now();
-    let mut chromium = Chromium::launch(&server.url())?;
+    let mut running = Browser::launch(browser, &server.url())?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut results = Vec::new();
     loop {
@@ -457,24 +565,25 @@ pub async fn run(page: Page, timeout: Duration) -> anyhow::Result<Report> {
             Ok(Some(result)) => results.push(result),
             Ok(None) => bail!("the page server stopped"),
             Err(_) => {
-                let why = if let Some(status) = chromium.exited() {
-                    format!("Chromium exited ({status}) before the page was done")
+                let why = if let Some(status) = running.exited() {
+                    format!("{name} exited ({status}) before the page was done")
                 } else if tokio::time::Instant::now() >= deadline {
-                    format!("the page was not done after {timeout:?}")
+                    format!("the page was not done in {name} after {timeout:?}")
                 } else {
                     continue;
                 };
                 bail!(
-                    "{why}; it reported {results:?}\n--- Chromium log (tail) ---\n{}",
-                    chromium.log_tail(40)
+                    "{why}; it reported {results:?}\n--- {name} log (tail) ---\n{}",
+                    running.log_tail(40)
                 );
             }
         }
     }
     let elapsed = start.elapsed();
-    let log_tail = chromium.log_tail(40);
-    drop(chromium);
+    let log_tail = running.log_tail(40);
+    drop(running);
     Ok(Report {
+        browser,
         results,
         elapsed,
         log_tail,

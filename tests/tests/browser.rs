@@ -1,28 +1,30 @@
-//! Debian's headless Chromium runs the WebTransport page (`tests/browser/webtransport.js`, see
-//! `quay_tests::browser`) against quay's own WebTransport server (`quay_webtransport::Server`)
-//! with a self-signed certificate that the page pins by hash.
+//! Debian's headless Chromium and Firefox ESR run the WebTransport page
+//! (`tests/browser/webtransport.js`, see `quay_tests::browser`) against quay's own WebTransport
+//! server (`quay_webtransport::Server`) with a self-signed certificate that the page pins by hash.
 //!
-//! Chromium negotiates draft-02 here: this is the proof that quay's SETTINGS, CONNECT handling,
-//! stream headers, datagram prefix and close capsules work with a real browser.
+//! Both browsers negotiate draft-02 here: this is the proof that quay's SETTINGS, CONNECT
+//! handling, stream headers, datagram prefix and close capsules work with real browsers, with
+//! the server's default configuration.
 //!
-//! The page runs once per test binary ([`outcome`]); each test asserts one check, on the page's
-//! side and, where only the server can see it, on the server's side. Needs Chromium
-//! (`apt-get install chromium`, which `scripts/test` does): without it every test fails and
-//! says so.
+//! The page runs once per browser per test binary ([`outcome`]), one browser at a time; each test
+//! asserts one check, on the page's side and, where only the server can see it, on the server's
+//! side. The same tests run in both browsers ([`browser_checks!`]). Needs Chromium and Firefox
+//! ESR (`apt-get install chromium firefox-esr`, which `scripts/test` does): without one, its
+//! tests fail and say so.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use quay_tests::browser::{self, CheckResult, Page, Report, paths};
+use quay_tests::browser::{self, BrowserKind, CheckResult, Page, Report, paths};
 use quay_tests::setup::loopback_any_port;
 use quay_transport::{Identity, ServerBuilder};
 use quay_webtransport::server::Request;
 use quay_webtransport::{Config, Server, SessionError};
 use tokio::sync::mpsc;
 
-/// The whole browser run, from Chromium's start to the page's last report.
-const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The whole browser run, from the browser's start to the page's last report.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the server side of one session may take.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait, after the page is done, for the server side's last observations.
@@ -35,6 +37,7 @@ const SERVER_CHECKS: &[&str] = &[
     "uni_both_ways",
     "server_initiated_bidi",
     "page_close",
+    "page_close_many",
     "server_close",
     "rejected_403",
 ];
@@ -45,11 +48,23 @@ struct Outcome {
     server: Vec<CheckResult>,
 }
 
-/// Runs the page once, on a runtime of its own, the first time a test asks.
-fn outcome() -> &'static Result<Outcome, String> {
-    static OUTCOME: OnceLock<Result<Outcome, String>> = OnceLock::new();
-    OUTCOME.get_or_init(|| {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
+/// Runs the page once per browser, on a runtime of its own, the first time a test asks; one
+/// browser at a time, so that two never share this machine's cores.
+fn outcome(browser: BrowserKind) -> &'static Result<Outcome, String> {
+    static OUTCOMES: [OnceLock<Result<Outcome, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let cell = match browser {
+        BrowserKind::Chromium => &OUTCOMES[0],
+        BrowserKind::Firefox => &OUTCOMES[1],
+    };
+    cell.get_or_init(|| {
+        let _running = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        // Several threads, as servers run: the order in which woken tasks run is then the one
+        // a deployed server sees (tokio runs the task woken last first on a worker).
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
         {
@@ -57,10 +72,11 @@ fn outcome() -> &'static Result<Outcome, String> {
             Err(e) => return Err(format!("building a runtime: {e}")),
         };
         let start = Instant::now();
-        let outcome = runtime.block_on(run()).map_err(|e| format!("{e:#}"));
+        let outcome = runtime.block_on(run(browser)).map_err(|e| format!("{e:#}"));
         if let Ok(outcome) = &outcome {
             eprintln!(
-                "browser run: page done in {:?}, all in {:?}",
+                "{} run: page done in {:?}, all in {:?}",
+                browser.name(),
                 outcome.page.elapsed,
                 start.elapsed()
             );
@@ -81,7 +97,7 @@ fn outcome() -> &'static Result<Outcome, String> {
     })
 }
 
-async fn run() -> anyhow::Result<Outcome> {
+async fn run(browser: BrowserKind) -> anyhow::Result<Outcome> {
     let identity = Identity::self_signed(["localhost", "127.0.0.1"])?;
     let hash = identity.certificate_hash();
     let endpoint = ServerBuilder::new(identity).bind(loopback_any_port())?;
@@ -91,7 +107,7 @@ async fn run() -> anyhow::Result<Outcome> {
     let server = tokio::spawn(serve(server, events));
 
     let page = Page::webtransport(&format!("https://127.0.0.1:{port}"), &hash);
-    let report = browser::run(page, RUN_TIMEOUT).await;
+    let report = browser::run(browser, page, RUN_TIMEOUT).await;
 
     // The server may see the last closes a little after the page reports them.
     let mut server_seen = Vec::new();
@@ -121,8 +137,10 @@ async fn run() -> anyhow::Result<Outcome> {
 /// Accepts sessions and serves each by path, reporting what only the server sees to `events`.
 async fn serve(server: Server, events: mpsc::UnboundedSender<CheckResult>) {
     let mut sessions = tokio::task::JoinSet::new();
+    let many_closes = Arc::new(Mutex::new(ManyCloses::default()));
     while let Some(request) = server.accept().await {
         let events = events.clone();
+        let many_closes = many_closes.clone();
         sessions.spawn(async move {
             let path = request.path().to_owned();
             let (check, result) =
@@ -134,11 +152,23 @@ async fn serve(server: Server, events: mpsc::UnboundedSender<CheckResult>) {
                 Ok(detail) => (true, detail),
                 Err(e) => (false, format!("{path}: {e:#}")),
             };
-            let _ = events.send(CheckResult {
+            let result = CheckResult {
                 check: check.to_owned(),
                 ok,
                 detail,
-            });
+            };
+            let result = if check == "page_close_many" {
+                let mut many = many_closes
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
+                match many.count(result) {
+                    Some(result) => result,
+                    None => return,
+                }
+            } else {
+                result
+            };
+            let _ = events.send(result);
         });
         while sessions.try_join_next().is_some() {}
     }
@@ -150,6 +180,7 @@ async fn session(request: Request, path: &str) -> (&'static str, anyhow::Result<
         paths::ECHO => ("uni_both_ways", echo(request).await),
         paths::SERVER_BIDI => ("server_initiated_bidi", server_bidi(request).await),
         paths::PAGE_CLOSE => ("page_close", page_close(request).await),
+        paths::PAGE_CLOSE_MANY => ("page_close_many", page_close(request).await),
         paths::SERVER_CLOSE => ("server_close", server_close(request).await),
         paths::REJECT => ("rejected_403", reject(request).await),
         _ => {
@@ -162,6 +193,11 @@ async fn session(request: Request, path: &str) -> (&'static str, anyhow::Result<
 /// Echoes bidi streams (each on its own task), answers each uni stream with a uni stream of the
 /// same bytes and echoes datagrams, until the session ends; then reports the uni answers.
 async fn echo(request: Request) -> anyhow::Result<String> {
+    let negotiated = format!(
+        "{:?}, :protocol {:?}",
+        request.draft(),
+        request.upgrade_token()
+    );
     let session = request.ok().await?;
     let mut tasks = tokio::task::JoinSet::new();
     let datagrams = session.clone();
@@ -199,7 +235,8 @@ async fn echo(request: Request) -> anyhow::Result<String> {
     let answers = uni_task.await?;
     match answers.as_slice() {
         [Ok(len)] => Ok(format!(
-            "answered a {len} byte uni stream with a uni stream; {streams} bidi streams echoed"
+            "answered a {len} byte uni stream with a uni stream; {streams} bidi streams echoed; \
+             the browser speaks {negotiated}"
         )),
         _ => bail!("want one uni stream answered, got {answers:?}"),
     }
@@ -226,22 +263,58 @@ async fn server_bidi(request: Request) -> anyhow::Result<String> {
     ))
 }
 
-/// Waits for the page to close the session and checks its code and reason.
+/// Waits for the page to close the session and checks its code and reason, as seen by
+/// `closed` and by a task that waits for a datagram meanwhile (the one that notices the
+/// connection's end first when the browser closes it right after the session).
 async fn page_close(request: Request) -> anyhow::Result<String> {
     let session = request.ok().await?;
-    match session.closed().await {
-        SessionError::PeerClosed { code, reason }
-            if code == browser::PAGE_CLOSE_CODE && reason == browser::PAGE_CLOSE_REASON =>
-        {
-            Ok(format!(
-                "the page closed with code {code}, reason {reason:?}"
-            ))
+    let reader = session.clone();
+    let datagram = tokio::spawn(async move { reader.read_datagram().await });
+    let closed = session.closed().await;
+    let read = datagram.await?;
+    for (what, ended) in [("closed", Some(closed)), ("read_datagram", read.err())] {
+        match ended {
+            Some(SessionError::PeerClosed { code, reason })
+                if code == browser::PAGE_CLOSE_CODE && reason == browser::PAGE_CLOSE_REASON => {}
+            other => bail!(
+                "{what}: the session ended with {other:?}, want code {} reason {:?}",
+                browser::PAGE_CLOSE_CODE,
+                browser::PAGE_CLOSE_REASON
+            ),
         }
-        other => bail!(
-            "the session ended with {other}, want code {} reason {:?}",
-            browser::PAGE_CLOSE_CODE,
-            browser::PAGE_CLOSE_REASON
-        ),
+    }
+    Ok(format!(
+        "the page closed with code {}, reason {:?}",
+        browser::PAGE_CLOSE_CODE,
+        browser::PAGE_CLOSE_REASON
+    ))
+}
+
+/// The server's tally of the page's sessions on [`paths::PAGE_CLOSE_MANY`].
+#[derive(Default)]
+struct ManyCloses {
+    seen: usize,
+    wrong: Vec<String>,
+}
+
+impl ManyCloses {
+    /// Counts one session; the check's result once all have been seen.
+    fn count(&mut self, session: CheckResult) -> Option<CheckResult> {
+        self.seen += 1;
+        if !session.ok {
+            self.wrong.push(session.detail);
+        }
+        (self.seen == browser::PAGE_CLOSE_SESSIONS).then(|| CheckResult {
+            check: session.check,
+            ok: self.wrong.is_empty(),
+            detail: format!(
+                "{} of {} sessions ended with the page's code and reason; the first wrong ones: \
+                 {:?}",
+                self.seen - self.wrong.len(),
+                self.seen,
+                &self.wrong[..self.wrong.len().min(3)]
+            ),
+        })
     }
 }
 
@@ -266,86 +339,116 @@ async fn reject(request: Request) -> anyhow::Result<String> {
     Ok("rejected with 403".to_owned())
 }
 
-/// The page's detail for `check`; panics with the reason when the check did not pass.
-fn page(check: &str) -> String {
-    let outcome = outcome().as_ref().unwrap_or_else(|e| panic!("{e}"));
+/// The page's detail for `check` in `browser`; panics with the reason when the check did not
+/// pass.
+fn page(browser: BrowserKind, check: &str) -> String {
+    let outcome = outcome(browser).as_ref().unwrap_or_else(|e| panic!("{e}"));
     match outcome.page.passed(check) {
         Ok(detail) => detail.to_owned(),
         Err(e) => panic!("{e:#}"),
     }
 }
 
-/// The server's detail for `check`; panics when the server did not see it pass.
-fn server(check: &str) -> String {
-    let outcome = outcome().as_ref().unwrap_or_else(|e| panic!("{e}"));
+/// The server's detail for `check` in `browser`'s run; panics when the server did not see it
+/// pass.
+fn server(browser: BrowserKind, check: &str) -> String {
+    let outcome = outcome(browser).as_ref().unwrap_or_else(|e| panic!("{e}"));
     match outcome.server.iter().find(|result| result.check == check) {
         Some(result) if result.ok => result.detail.clone(),
-        Some(result) => panic!("server side of {check} failed: {}", result.detail),
+        Some(result) => panic!(
+            "server side of {check} failed in {}: {}",
+            browser.name(),
+            result.detail
+        ),
         None => panic!(
-            "the server side never reported {check}; it reported {:?}",
+            "the server side never reported {check} in {}; it reported {:?}",
+            browser.name(),
             outcome.server
         ),
     }
 }
 
-#[test]
-fn bidi_echo_1k() {
-    println!("{}", page("bidi_echo_1k"));
+/// The tests of one browser, in a module of their own: every check of the page, and the
+/// server's side of those only the server sees.
+macro_rules! browser_checks {
+    ($module:ident, $browser:expr) => {
+        mod $module {
+            use super::*;
+
+            const BROWSER: BrowserKind = $browser;
+
+            #[test]
+            fn bidi_echo_1k() {
+                println!("{}", page(BROWSER, "bidi_echo_1k"));
+            }
+
+            #[test]
+            fn bidi_echo_1m() {
+                println!("{}", page(BROWSER, "bidi_echo_1m"));
+            }
+
+            #[test]
+            fn bidi_100_concurrent_streams() {
+                println!("{}", page(BROWSER, "bidi_100_concurrent"));
+            }
+
+            #[test]
+            fn uni_streams_both_ways() {
+                println!("page: {}", page(BROWSER, "uni_both_ways"));
+                println!("server: {}", server(BROWSER, "uni_both_ways"));
+            }
+
+            #[test]
+            fn datagram_echo() {
+                println!("{}", page(BROWSER, "datagram_echo"));
+            }
+
+            #[test]
+            fn server_initiated_bidi_stream() {
+                println!("page: {}", page(BROWSER, "server_initiated_bidi"));
+                println!("server: {}", server(BROWSER, "server_initiated_bidi"));
+            }
+
+            #[test]
+            fn page_close_code_and_reason_reach_the_server() {
+                println!("page: {}", page(BROWSER, "page_close"));
+                println!("server: {}", server(BROWSER, "page_close"));
+            }
+
+            // draft-16 §6: the close capsule decides the end, even when the browser closes the
+            // connection in the next packet (Firefox does).
+            #[test]
+            fn fifty_page_closes_each_reach_the_server_with_code_and_reason() {
+                println!("page: {}", page(BROWSER, "page_close_many"));
+                println!("server: {}", server(BROWSER, "page_close_many"));
+            }
+
+            #[test]
+            fn server_close_code_and_reason_reach_the_page() {
+                println!("page: {}", page(BROWSER, "server_close"));
+                println!("server: {}", server(BROWSER, "server_close"));
+            }
+
+            #[test]
+            fn rejected_session_fails_in_the_page() {
+                println!("page: {}", page(BROWSER, "rejected_403"));
+                println!("server: {}", server(BROWSER, "rejected_403"));
+            }
+
+            #[test]
+            fn the_page_reports_exactly_the_known_checks() {
+                let outcome = outcome(BROWSER).as_ref().unwrap_or_else(|e| panic!("{e}"));
+                let reported: Vec<&str> = outcome
+                    .page
+                    .results
+                    .iter()
+                    .map(|result| result.check.as_str())
+                    .collect();
+                assert_eq!(reported, browser::WEBTRANSPORT_CHECKS);
+            }
+        }
+    };
 }
 
-#[test]
-fn bidi_echo_1m() {
-    println!("{}", page("bidi_echo_1m"));
-}
-
-#[test]
-fn bidi_100_concurrent_streams() {
-    println!("{}", page("bidi_100_concurrent"));
-}
-
-#[test]
-fn uni_streams_both_ways() {
-    println!("page: {}", page("uni_both_ways"));
-    println!("server: {}", server("uni_both_ways"));
-}
-
-#[test]
-fn datagram_echo() {
-    println!("{}", page("datagram_echo"));
-}
-
-#[test]
-fn server_initiated_bidi_stream() {
-    println!("page: {}", page("server_initiated_bidi"));
-    println!("server: {}", server("server_initiated_bidi"));
-}
-
-#[test]
-fn page_close_code_and_reason_reach_the_server() {
-    println!("page: {}", page("page_close"));
-    println!("server: {}", server("page_close"));
-}
-
-#[test]
-fn server_close_code_and_reason_reach_the_page() {
-    println!("page: {}", page("server_close"));
-    println!("server: {}", server("server_close"));
-}
-
-#[test]
-fn rejected_session_fails_in_the_page() {
-    println!("page: {}", page("rejected_403"));
-    println!("server: {}", server("rejected_403"));
-}
-
-#[test]
-fn the_page_reports_exactly_the_known_checks() {
-    let outcome = outcome().as_ref().unwrap_or_else(|e| panic!("{e}"));
-    let reported: Vec<&str> = outcome
-        .page
-        .results
-        .iter()
-        .map(|result| result.check.as_str())
-        .collect();
-    assert_eq!(reported, browser::WEBTRANSPORT_CHECKS);
-}
+browser_checks!(chromium, BrowserKind::Chromium);
+browser_checks!(firefox, BrowserKind::Firefox);
