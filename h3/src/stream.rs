@@ -775,6 +775,23 @@ impl RecvHalf {
         }
     }
 
+    /// Polls for the clean end of an Extended CONNECT stream after its last capsule, when
+    /// nothing more may come (a WebTransport session after WT_CLOSE_SESSION, draft-16 §6):
+    /// `Ready(Ok(true))` when the stream ends with nothing past the capsules read so far,
+    /// `Ready(Ok(false))` as soon as any byte of body is there past them (left unread), or the
+    /// stream's error (a reset, the connection's loss).
+    pub fn poll_clean_end(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, StreamError>> {
+        if self
+            .capsules
+            .as_ref()
+            .is_some_and(|reader| !reader.is_idle())
+        {
+            return Poll::Ready(Ok(false));
+        }
+        // A piece of body is never empty.
+        Poll::Ready(ready!(self.poll_recv_data(cx)).map(|piece| piece.is_none()))
+    }
+
     /// Makes [`RecvHalf::recv_capsule`] return capsules of type `ty` (DATAGRAM is always
     /// returned; other unknown types are skipped, RFC 9297 §3.2).
     pub fn accept_capsule(&mut self, ty: crate::proto::capsule::CapsuleType) {

@@ -587,6 +587,13 @@ async fn end_session(
             }
         }
     };
+    if outcome.close_capsule {
+        // The application learns of the peer's close now, before the check below.
+        let answer = state.end(outcome.reason);
+        after_close_capsule(&mut recv, &state, answer).await;
+        routes.close(id);
+        return;
+    }
     if let Some(code) = outcome.reset {
         state.connect.lock().await.reset(code);
     }
@@ -597,11 +604,36 @@ async fn end_session(
     routes.close(id);
 }
 
+/// After the peer's WT_CLOSE_SESSION (draft-16 §6): reads on, for at most [`CLOSE_LINGER`],
+/// until the CONNECT stream ends. Anything but FIN is an error: the stream is reset, both ways,
+/// with H3_MESSAGE_ERROR. A clean end is answered with our FIN when `answer` (the session had
+/// not ended on our side); a peer that does not end the stream in time is stopped with
+/// WT_SESSION_GONE.
+async fn after_close_capsule(recv: &mut RecvHalf, state: &SessionState, answer: bool) {
+    let rest = tokio::time::timeout(CLOSE_LINGER, poll_fn(|cx| recv.poll_clean_end(cx))).await;
+    let mut connect = state.connect.lock().await;
+    match rest {
+        Ok(Ok(false)) => {
+            recv.stop(Code::H3_MESSAGE_ERROR);
+            connect.reset(Code::H3_MESSAGE_ERROR);
+            return;
+        }
+        // FIN, or the stream or connection is gone: nothing more to check.
+        Ok(Ok(true) | Err(_)) => {}
+        Err(_) => recv.stop(WT_SESSION_GONE),
+    }
+    if answer {
+        let _ = connect.finish();
+    }
+}
+
 /// How the CONNECT stream ended.
 struct ConnectEnd {
     reason: SessionError,
     /// The peer broke the protocol: the stream is to be reset with this code.
     reset: Option<Code>,
+    /// The peer sent WT_CLOSE_SESSION: nothing but FIN may follow (draft-16 §6).
+    close_capsule: bool,
 }
 
 /// How many capsules one poll of [`poll_capsules`] handles before letting other tasks run.
@@ -619,15 +651,19 @@ fn poll_capsules(
         Poll::Ready(ConnectEnd {
             reason,
             reset: None,
+            close_capsule: false,
         })
     };
     for _ in 0..CAPSULE_BUDGET {
         match ready!(recv.poll_recv_capsule(cx)) {
             Ok(Some(capsule)) => match WtCapsule::decode(&capsule) {
                 Ok(Some(WtCapsule::CloseSession { code, reason })) => {
-                    // draft-16 §6: no more data may follow; we stop reading.
-                    recv.stop(WT_SESSION_GONE);
-                    return end(SessionError::PeerClosed { code, reason });
+                    // draft-16 §6: only FIN may follow, which `end_session` checks.
+                    return Poll::Ready(ConnectEnd {
+                        reason: SessionError::PeerClosed { code, reason },
+                        reset: None,
+                        close_capsule: true,
+                    });
                 }
                 Ok(Some(WtCapsule::DrainSession)) => state.set_drained(),
                 // Ignored unless flow control is on (draft-16 §5.1).
@@ -637,6 +673,7 @@ fn poll_capsules(
                         return Poll::Ready(ConnectEnd {
                             reason: SessionError::Protocol(FLOW_CONTROL_BROKEN),
                             reset: Some(WT_FLOW_CONTROL_ERROR),
+                            close_capsule: false,
                         });
                     }
                 }
@@ -647,6 +684,7 @@ fn poll_capsules(
                     return Poll::Ready(ConnectEnd {
                         reason: SessionError::Protocol("malformed WebTransport capsule"),
                         reset: Some(code),
+                        close_capsule: false,
                     });
                 }
             },
@@ -658,6 +696,16 @@ fn poll_capsules(
                         code: 0,
                         reason: String::new(),
                     }
+                });
+            }
+            // RFC 9297 §3.3: a capsule cut short by FIN (or over our size bound) is a malformed
+            // message; the reader stopped the stream with its code, and the stream is reset
+            // with it too.
+            Err(quay_h3::StreamError::Capsule(error)) => {
+                return Poll::Ready(ConnectEnd {
+                    reason: SessionError::Protocol("malformed capsule on the CONNECT stream"),
+                    reset: Some(Code::from(error)),
+                    close_capsule: false,
                 });
             }
             Err(quay_h3::StreamError::Reset(code)) => return end(SessionError::Reset(code)),

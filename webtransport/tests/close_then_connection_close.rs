@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::{Method, Request};
 use quay_h3::Code;
-use quay_h3::proto::headers::Protocol;
 use quay_transport::{ClientBuilder, Identity, Trust};
 use quay_webtransport::proto::capsule::WtCapsule;
 use quay_webtransport::{Config, Server, SessionError};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
+
+mod common;
 
 /// How many sessions are closed this way.
 const ROUNDS: usize = 1000;
@@ -92,16 +92,7 @@ impl Relay {
 async fn close_then_connection_close(server: SocketAddr, builder: &ClientBuilder) {
     let relay = Relay::start(server).await;
     let url = format!("https://localhost:{}/close", relay.addr.port());
-    let client = quay_h3::Client::connect(&url, builder, Config::default().h3_config())
-        .await
-        .expect("connecting");
-    let mut request = Request::new(());
-    *request.method_mut() = Method::CONNECT;
-    *request.uri_mut() = url.parse().unwrap();
-    request.extensions_mut().insert(Protocol::WEBTRANSPORT_H3);
-    let mut stream = client.send_request(request).await.expect("CONNECT");
-    let response = stream.recv_response().await.expect("the response");
-    assert!(response.status().is_success(), "{response:?}");
+    let (client, mut stream) = common::open_raw_session(&url, builder).await;
     relay.hold.store(true, Ordering::Relaxed);
     stream
         .send_capsule(&WtCapsule::close(CODE, REASON).to_capsule())

@@ -254,6 +254,12 @@ impl CapsuleReader {
         }
     }
 
+    /// Whether the reader sits between two capsules with no byte of a next one: nothing has
+    /// arrived past the last capsule returned or skipped.
+    pub fn is_idle(&self) -> bool {
+        self.tlv.is_idle()
+    }
+
     /// Call at the clean end of the stream, after draining [`CapsuleReader::poll_capsule`].
     /// Fails with [`CapsuleError::Truncated`] if the stream stopped inside a capsule
     /// (RFC 9297 §3.3).

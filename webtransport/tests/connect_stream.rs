@@ -1,0 +1,141 @@
+//! What a server does with a CONNECT stream whose peer breaks the rules of how a session ends
+//! (draft-16 §6, RFC 9297 §3.3), on loopback with a hand-written client: the peer must learn
+//! why on the wire, as a reset of the CONNECT stream with H3_MESSAGE_ERROR.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quay_h3::Code;
+use quay_h3::client::RequestStream;
+use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_webtransport::proto::capsule::WtCapsule;
+use quay_webtransport::{Config, Server, SessionError};
+use tokio::sync::mpsc;
+
+mod common;
+
+async fn bounded<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("timed out")
+}
+
+/// A server that accepts every session and reports how each ended; the URL and a client
+/// builder that trusts it.
+fn server() -> (String, ClientBuilder, mpsc::UnboundedReceiver<SessionError>) {
+    let identity = Identity::self_signed(["localhost"]).unwrap();
+    let builder =
+        ClientBuilder::new().trust(Trust::CertificateHashes(vec![identity.certificate_hash()]));
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity, Config::default()).unwrap();
+    let url = format!(
+        "https://localhost:{}/s",
+        server.local_addr().unwrap().port()
+    );
+    let (ended, endings) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = server.accept().await {
+            let ended = ended.clone();
+            tokio::spawn(async move {
+                let session = request.ok().await.expect("accepting");
+                let _ = ended.send(session.closed().await);
+            });
+        }
+    });
+    (url, builder, endings)
+}
+
+/// What the server answers on the CONNECT stream after the client's last bytes: `Ok(None)` for
+/// FIN (capsules in between are skipped), or the error (a reset).
+async fn answer(stream: &mut RequestStream) -> Result<Option<()>, quay_h3::StreamError> {
+    loop {
+        match bounded(stream.recv_capsule()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn close_capsule() -> quay_h3::proto::capsule::Capsule {
+    WtCapsule::close(42, "bye").to_capsule()
+}
+
+// draft-16 §6: after WT_CLOSE_SESSION the sender sends FIN, and the receiver answers.
+#[tokio::test]
+async fn a_close_then_fin_is_answered_with_fin() {
+    let (url, builder, mut endings) = server();
+    let (_client, mut stream) = common::open_raw_session(&url, &builder).await;
+    stream.send_capsule(&close_capsule()).await.unwrap();
+    stream.finish().unwrap();
+    assert!(matches!(answer(&mut stream).await, Ok(None)));
+    assert!(matches!(
+        bounded(endings.recv()).await,
+        Some(SessionError::PeerClosed { code: 42, ref reason }) if reason == "bye"
+    ));
+}
+
+// draft-16 §6: stream data after WT_CLOSE_SESSION resets the CONNECT stream with
+// H3_MESSAGE_ERROR; the session still ended with the peer's close, which came first.
+#[tokio::test]
+async fn bytes_after_a_close_capsule_reset_the_connect_stream_with_h3_message_error() {
+    let (url, builder, mut endings) = server();
+    let after: [(&str, Bytes); 3] = [
+        ("a second capsule", {
+            let mut bytes = Vec::new();
+            WtCapsule::DrainSession.to_capsule().encode(&mut bytes);
+            bytes.into()
+        }),
+        (
+            "an unknown capsule",
+            Bytes::from_static(&[0x17, 0x02, 0xaa, 0xbb]),
+        ),
+        ("a lone byte", Bytes::from_static(&[0x40])),
+    ];
+    for (what, bytes) in after {
+        let (_client, mut stream) = common::open_raw_session(&url, &builder).await;
+        stream.send_capsule(&close_capsule()).await.unwrap();
+        stream.send_data(bytes).await.unwrap();
+        stream.finish().unwrap();
+        match answer(&mut stream).await {
+            Err(quay_h3::StreamError::Reset(Code::H3_MESSAGE_ERROR)) => {}
+            other => panic!("{what} after the close: the server answered {other:?}"),
+        }
+        match bounded(endings.recv()).await {
+            Some(SessionError::PeerClosed { code: 42, reason }) if reason == "bye" => {}
+            other => panic!("{what} after the close: the session ended with {other:?}"),
+        }
+    }
+}
+
+// RFC 9297 §3.3: a capsule cut short by FIN, in its type, its length or its payload, is a
+// malformed message: the CONNECT stream is reset with H3_MESSAGE_ERROR (RFC 9114 §4.1.2).
+#[tokio::test]
+async fn a_capsule_cut_short_by_fin_resets_the_connect_stream_with_h3_message_error() {
+    let (url, builder, mut endings) = server();
+    let mut whole = Vec::new();
+    close_capsule().encode(&mut whole);
+    // WT_CLOSE_SESSION's type is the two-byte varint 0x68 0x43, its length one byte.
+    assert_eq!(&whole[..2], [0x68, 0x43]);
+    let cuts: [(&str, &[u8]); 3] = [
+        ("in the type", &whole[..1]),
+        ("in the length", &[0x68, 0x43, 0x40]),
+        ("in the payload", &whole[..whole.len() - 1]),
+    ];
+    for (where_, bytes) in cuts {
+        let (_client, mut stream) = common::open_raw_session(&url, &builder).await;
+        stream
+            .send_data(Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap();
+        stream.finish().unwrap();
+        match answer(&mut stream).await {
+            Err(quay_h3::StreamError::Reset(Code::H3_MESSAGE_ERROR)) => {}
+            other => panic!("a capsule cut {where_}: the server answered {other:?}"),
+        }
+        match bounded(endings.recv()).await {
+            Some(SessionError::Protocol(_)) => {}
+            other => panic!("a capsule cut {where_}: the session ended with {other:?}"),
+        }
+    }
+}
