@@ -6,6 +6,8 @@
 //! [`Connection::accept_extension_stream`](crate::server::Connection::accept_extension_stream)).
 //! It opens nothing and knows no WebTransport rule.
 
+use std::time::Duration;
+
 use crate::proto::VarInt;
 
 use crate::proto::frame::FrameType;
@@ -55,6 +57,12 @@ pub struct Config {
     /// that carries a session ID varint and is handed out whole (WebTransport: 0x41). Default
     /// empty.
     pub extension_bidi_signals: Vec<FrameType>,
+    /// Servers: how long a request stream may take, from its opening, to deliver a complete
+    /// request head (or an extension's signal and session ID). A stream still without one is
+    /// reset with H3_REQUEST_INCOMPLETE (RFC 9114 §4.1.2), so a peer cannot hold its streams
+    /// open with a few bytes each for ever. Extensions that also wait for the client's SETTINGS
+    /// before a request (WebTransport's drafts) keep to the same bound. Default 10 s.
+    pub request_head_timeout: Duration,
     /// Send reserved (GREASE) settings and frames, so peers that choke on unknown values are found
     /// early (RFC 9114 §7.2.4.1, §7.2.8), and on one connection in eight a stream of a reserved
     /// type (§6.2.3). Default on.
@@ -75,6 +83,7 @@ impl Default for Config {
             extra_settings: Vec::new(),
             extension_uni_stream_types: Vec::new(),
             extension_bidi_signals: Vec::new(),
+            request_head_timeout: Duration::from_secs(10),
             grease: true,
         }
     }
@@ -137,6 +146,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) extension_uni_stream_types: Box<[StreamType]>,
     /// [`Config::extension_bidi_signals`].
     pub(crate) extension_bidi_signals: Box<[FrameType]>,
+    /// [`Config::request_head_timeout`].
+    pub(crate) request_head_timeout: Duration,
 }
 
 impl From<Config> for ConnectionConfig {
@@ -148,6 +159,7 @@ impl From<Config> for ConnectionConfig {
             enable_datagrams: config.enable_datagrams,
             extension_uni_stream_types: config.extension_uni_stream_types.into(),
             extension_bidi_signals: config.extension_bidi_signals.into(),
+            request_head_timeout: config.request_head_timeout,
         }
     }
 }

@@ -126,7 +126,14 @@ impl Connection {
 
     /// The client's SETTINGS, once received.
     pub fn peer_settings(&self) -> Option<Settings> {
-        self.shared.lock().proto.peer_settings().cloned()
+        self.shared.peer_settings()
+    }
+
+    /// Waits for the client's SETTINGS; fails if the connection ends first. A request can
+    /// arrive before them (its stream may overtake the control stream): an extension whose
+    /// rules depend on the client's SETTINGS (WebTransport's drafts) waits for them here.
+    pub async fn settings(&self) -> Result<Settings, ConnectionError> {
+        self.shared.settings().await
     }
 
     /// Waits for the next request. `Ok(None)` when the connection closed normally (or after
@@ -310,8 +317,11 @@ impl IncomingRequest {
     /// Reads and checks the request head.
     ///
     /// `Ok(None)` when the stream was not a request: it started with an extension signal (and
-    /// went to [`Connection::accept_extension_stream`]), or it was malformed or ended early (and
-    /// was reset with H3_MESSAGE_ERROR or H3_REQUEST_INCOMPLETE, RFC 9114 §4.1.2).
+    /// went to [`Connection::accept_extension_stream`]), or it was malformed, ended early, or
+    /// did not deliver its head within [`Config::request_head_timeout`] (and was reset with
+    /// H3_MESSAGE_ERROR or H3_REQUEST_INCOMPLETE, RFC 9114 §4.1.2).
+    ///
+    /// [`Config::request_head_timeout`]: crate::Config::request_head_timeout
     pub async fn resolve(self) -> Result<Option<(Request<()>, RequestStream)>, StreamError> {
         let Self {
             shared,
@@ -319,14 +329,21 @@ impl IncomingRequest {
             mut recv,
             initial,
         } = self;
+        let deadline = Instant::now() + shared.config.request_head_timeout;
         let signals = &shared.config.extension_bidi_signals;
         let mut read = BytesMut::from(initial);
         let prefix = poll_fn(|cx| {
             driver::poll_prefix(cx, &mut recv, &mut read, |cur| {
                 decode_bidi_signal(signals, cur)
             })
-        })
-        .await;
+        });
+        let Ok(prefix) = tokio::time::timeout_at(deadline, prefix).await else {
+            // RFC 9114 §4.1.2: no complete request in time.
+            let code = Code::H3_REQUEST_INCOMPLETE.to_varint();
+            let _ = recv.stop(code);
+            let _ = send.reset(code);
+            return Ok(None);
+        };
         let buffered = match prefix {
             Ok(Some((Some(signal), buffered))) => {
                 driver::hand_out_bidi(&shared, signal, send, recv, buffered);
@@ -349,7 +366,13 @@ impl IncomingRequest {
         let live = Live::new(shared.clone());
         let mut recv = RecvHalf::new(recv, MessageFrames::request(), buffered, live.clone());
         let mut send = SendHalf::new(send, live);
-        let fields = match recv.recv_head().await {
+        let Ok(head) = tokio::time::timeout_at(deadline, recv.recv_head()).await else {
+            // RFC 9114 §4.1.2: no complete request in time.
+            recv.stop(Code::H3_REQUEST_INCOMPLETE);
+            send.reset(Code::H3_REQUEST_INCOMPLETE);
+            return Ok(None);
+        };
+        let fields = match head {
             Ok(Some(fields)) => fields,
             Ok(None) => {
                 send.reset(Code::H3_REQUEST_INCOMPLETE);

@@ -9,7 +9,12 @@ use quay_transport::{Connection, ConnectionError, VarInt};
 
 /// Starts our server on a fresh fixture, serving until the connection dies.
 fn our_server() -> Target {
-    let fixture = server(Config::default());
+    our_server_with(Config::default())
+}
+
+/// [`our_server`] with `config`.
+fn our_server_with(config: Config) -> Target {
+    let fixture = server(config);
     let target = fixture.target();
     tokio::spawn(async move {
         let connection = accept(&fixture).await;
@@ -210,6 +215,30 @@ async fn malformed_request_is_a_stream_error() {
             assert_eq!(Code::from_varint(code), Code::H3_MESSAGE_ERROR);
         }
         other => panic!("expected a reset, got {other:?}"),
+    }
+    assert!(connection.close_reason().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_not_complete_in_time_is_reset_with_h3_request_incomplete() {
+    // RFC 9114 §4.1.2 and Config::request_head_timeout: a stream that holds a partial head (the
+    // start of a HEADERS frame, 0x01) past the bound is reset and stopped with
+    // H3_REQUEST_INCOMPLETE; the connection stays up.
+    let mut config = Config::default();
+    config.request_head_timeout = std::time::Duration::from_millis(200);
+    let connection = raw_connection(our_server_with(config)).await;
+    let (mut send, mut recv) = t(connection.open_bi()).await.unwrap();
+    t(send.write_all(&[0x01])).await.unwrap();
+    let mut buf = [0u8; 16];
+    match t(recv.read(&mut buf)).await {
+        Err(quay_transport::ReadError::Reset(code)) => {
+            assert_eq!(Code::from_varint(code), Code::H3_REQUEST_INCOMPLETE);
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    match t(send.stopped()).await {
+        Ok(Some(code)) => assert_eq!(Code::from_varint(code), Code::H3_REQUEST_INCOMPLETE),
+        other => panic!("expected STOP_SENDING, got {other:?}"),
     }
     assert!(connection.close_reason().is_none());
 }
