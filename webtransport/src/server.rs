@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::proto::connect;
-use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count};
+use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count, client_draft};
 use crate::session::{Established, Routes, Session};
 
 /// What a connection's peer asked for, from [`Connection::accept`].
@@ -243,7 +243,7 @@ fn serve(
                     // Boxed: FuturesUnordered keeps one empty slot of its future type for good.
                     Ok(Some(stream)) => heads
                         .get_or_insert_with(FuturesUnordered::new)
-                        .push(Box::pin(stream.resolve())),
+                        .push(Box::pin(read_head(stream, h3.clone(), config.h3.request_head_timeout))),
                     _ => break,
                 },
                 Some(head) = next_head(&mut heads), if heads.is_some() => {
@@ -261,6 +261,39 @@ fn serve(
         }
         routes.connection_closed();
     }
+}
+
+/// Reads a request's head; for a WebTransport CONNECT, also waits for the client's SETTINGS,
+/// which say whether and how the session may be served (draft-16 §3.1: a server processes no
+/// WebTransport request before them), within the bound a head has. A client whose SETTINGS do
+/// not come in that time has the CONNECT refused with H3_REQUEST_REJECTED (it was not
+/// processed, and may be retried).
+async fn read_head(
+    stream: quay_h3::server::IncomingRequest,
+    h3: Arc<quay_h3::server::Connection>,
+    timeout: std::time::Duration,
+) -> Result<Option<(http::Request<()>, RequestStream)>, quay_h3::StreamError> {
+    let Some((request, mut stream)) = stream.resolve().await? else {
+        return Ok(None);
+    };
+    if is_webtransport(&request)
+        && h3.peer_settings().is_none()
+        && tokio::time::timeout(timeout, h3.settings()).await.is_err()
+    {
+        stream.reject(Code::H3_REQUEST_REJECTED);
+        return Ok(None);
+    }
+    Ok(Some((request, stream)))
+}
+
+/// Whether `request` asks for a WebTransport session: Extended CONNECT with either draft's
+/// `:protocol` token.
+fn is_webtransport(request: &http::Request<()>) -> bool {
+    request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<Protocol>()
+            .is_some_and(connect::is_webtransport)
 }
 
 /// The next request head read from `heads`.
@@ -287,12 +320,7 @@ fn sort(
     config: &Config,
     tx: &mpsc::Sender<Incoming>,
 ) {
-    let webtransport = request.method() == Method::CONNECT
-        && request
-            .extensions()
-            .get::<Protocol>()
-            .is_some_and(connect::is_webtransport);
-    if !webtransport {
+    if !is_webtransport(&request) {
         if let Err(error) = tx.try_send(Incoming::Http(Box::new(request), Box::new(stream)))
             && let Incoming::Http(_, stream) = error.into_inner()
         {
@@ -302,7 +330,16 @@ fn sort(
     }
     let id = stream.id().into_inner();
     let peer_settings = h3.peer_settings();
-    let draft = peer_settings.as_ref().and_then(Draft::from_settings);
+    // draft-16 §3.1: a client whose SETTINGS (or transport parameters: QUIC datagrams) lack
+    // what WebTransport requires has every session treated as malformed (RFC 9114 §4.1.2).
+    // Its SETTINGS are in: `read_head` waited for them.
+    let draft = match peer_settings.as_ref().map(client_draft) {
+        Some(Ok(draft)) if h3.connection().max_datagram_size().is_some() => draft,
+        _ => {
+            stream.reject(Code::H3_MESSAGE_ERROR);
+            return;
+        }
+    };
     let flow = config.flow_control.zip(
         peer_settings
             .as_ref()
@@ -351,7 +388,7 @@ pub struct Request {
     stream: Option<Box<RequestStream>>,
     routes: Arc<Routes>,
     conn: quay_transport::Connection,
-    draft: Option<Draft>,
+    draft: Draft,
     id: u64,
     /// Our flow-control limits and the client's, when both sides turned it on.
     flow: Option<(FlowControlLimits, FlowControlLimits)>,
@@ -388,8 +425,10 @@ impl Request {
         connect::offered_protocols(self.head.headers())
     }
 
-    /// The newest WebTransport draft the client's SETTINGS announce (Chromium: draft-02).
-    pub fn draft(&self) -> Option<Draft> {
+    /// The newest WebTransport draft the client's SETTINGS announce (Chromium and Firefox:
+    /// draft-02). A client that announces none has its CONNECT refused before it becomes a
+    /// `Request` (draft-16 §3.1).
+    pub fn draft(&self) -> Draft {
         self.draft
     }
 

@@ -1,6 +1,7 @@
-//! What a server does with a CONNECT stream whose peer breaks the rules of how a session ends
-//! (draft-16 §6, RFC 9297 §3.3), on loopback with a hand-written client: the peer must learn
-//! why on the wire, as a reset of the CONNECT stream with H3_MESSAGE_ERROR.
+//! What a server does with a CONNECT stream whose peer breaks WebTransport's rules: how a session
+//! ends (draft-16 §6, RFC 9297 §3.3) and what a client must announce (draft-16 §3.1), on loopback
+//! with a hand-written client. The peer must learn why on the wire, as a reset of the CONNECT
+//! stream with H3_MESSAGE_ERROR.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,6 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use quay_h3::Code;
 use quay_h3::client::RequestStream;
+use quay_h3::proto::VarInt;
+use quay_h3::proto::headers::Protocol;
+use quay_h3::proto::settings::SettingId;
 use quay_transport::{ClientBuilder, Identity, Trust};
 use quay_webtransport::proto::capsule::WtCapsule;
 use quay_webtransport::{Config, Server, SessionError};
@@ -137,5 +141,69 @@ async fn a_capsule_cut_short_by_fin_resets_the_connect_stream_with_h3_message_er
             Some(SessionError::Protocol(_)) => {}
             other => panic!("a capsule cut {where_}: the session ended with {other:?}"),
         }
+    }
+}
+
+/// Sends a WebTransport CONNECT from a client that announces `settings` (Extended CONNECT is on
+/// for it; HTTP datagrams only when `datagrams`); returns how the server answered.
+async fn connect_with_settings(
+    url: &str,
+    builder: &ClientBuilder,
+    settings: Vec<(SettingId, VarInt)>,
+    datagrams: bool,
+) -> Result<http::StatusCode, quay_h3::StreamError> {
+    let mut config = quay_h3::Config::default();
+    config.enable_extended_connect = true;
+    config.enable_datagrams = datagrams;
+    config.extra_settings = settings;
+    let client = quay_h3::Client::connect(url, builder, config)
+        .await
+        .expect("connecting");
+    let mut request = http::Request::connect(url).body(()).unwrap();
+    request.extensions_mut().insert(Protocol::WEBTRANSPORT_H3);
+    let mut stream = client.send_request(request).await?;
+    bounded(stream.recv_response())
+        .await
+        .map(|response| response.status())
+}
+
+// draft-16 §3.1: a server that receives SETTINGS without every setting WebTransport requires of
+// a client treats the client's sessions as malformed: a stream error H3_MESSAGE_ERROR (RFC 9114
+// §4.1.2), never a 2xx.
+#[tokio::test]
+async fn a_client_without_webtransport_settings_has_its_connect_reset_with_h3_message_error() {
+    let (url, builder, _endings) = server();
+    let one = VarInt::from_u32(1);
+    let cases = [
+        (
+            "no SETTINGS_H3_DATAGRAM",
+            vec![(SettingId::WT_ENABLED, one)],
+            false,
+        ),
+        ("no WebTransport setting", Vec::new(), true),
+    ];
+    for (what, settings, datagrams) in cases {
+        match connect_with_settings(&url, &builder, settings, datagrams).await {
+            Err(quay_h3::StreamError::Reset(Code::H3_MESSAGE_ERROR)) => {}
+            other => panic!("{what}: the server answered {other:?}"),
+        }
+    }
+    // Each draft's own setting with HTTP datagrams is enough (Chromium and Firefox send
+    // draft-02's, with both H3_DATAGRAM identifiers).
+    let drafts = [
+        vec![
+            (SettingId::ENABLE_WEBTRANSPORT, one),
+            (SettingId::H3_DATAGRAM_DRAFT04, one),
+        ],
+        vec![(SettingId::WEBTRANSPORT_MAX_SESSIONS, one)],
+        vec![(SettingId::WT_MAX_SESSIONS, one)],
+        vec![(SettingId::WT_ENABLED, one)],
+    ];
+    for settings in drafts {
+        let status = connect_with_settings(&url, &builder, settings.clone(), true).await;
+        assert!(
+            matches!(status, Ok(status) if status.is_success()),
+            "{settings:?}: {status:?}"
+        );
     }
 }

@@ -400,7 +400,7 @@ async fn request_details_and_subprotocols() {
             assert_eq!(request.upgrade_token(), Some("webtransport-h3"));
             assert_eq!(
                 request.draft(),
-                Some(quay_webtransport::proto::settings::Draft::Draft15)
+                quay_webtransport::proto::settings::Draft::Draft15
             );
             let session = request.ok_with_protocol("moq-01").await.unwrap();
             assert_eq!(session.protocol(), Some("moq-01"));

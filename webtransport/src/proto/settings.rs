@@ -42,6 +42,19 @@ impl Draft {
     }
 }
 
+/// The draft a client speaks, if its SETTINGS hold what WebTransport requires of a client
+/// (draft-16 §3.1): SETTINGS_H3_DATAGRAM = 1 (RFC 9297, or the draft-04 identifier that
+/// Chromium and Firefox send beside it) and a WebTransport setting of some draft (draft-02's
+/// SETTINGS_ENABLE_WEBTRANSPORT, a session count of drafts 07..14, or draft-15/16's
+/// SETTINGS_WT_ENABLED). `Err` names what is missing; a server then treats every session of
+/// that connection as malformed.
+pub fn client_draft(settings: &Settings) -> Result<Draft, &'static str> {
+    if !settings.h3_datagram() {
+        return Err("the client's SETTINGS lack SETTINGS_H3_DATAGRAM = 1");
+    }
+    Draft::from_settings(settings).ok_or("the client's SETTINGS announce no WebTransport draft")
+}
+
 /// Initial flow-control limits of a session (draft-16 §5.5), announced in SETTINGS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -182,6 +195,30 @@ mod tests {
             assert_eq!(all.get(id), Some(VarInt::from_u32(16)), "{id:?}");
         }
         assert_eq!(FlowControlLimits::from_settings(&all), None);
+    }
+
+    // draft-16 §3.1: a client sends SETTINGS_H3_DATAGRAM and its draft's WebTransport setting.
+    #[test]
+    fn what_a_client_must_announce() {
+        let chromium = settings(&[
+            (SettingId::H3_DATAGRAM, 1),
+            (SettingId::H3_DATAGRAM_DRAFT04, 1),
+            (SettingId::ENABLE_WEBTRANSPORT, 1),
+        ]);
+        assert_eq!(client_draft(&chromium), Ok(Draft::Draft02));
+        let old_datagram_id = settings(&[
+            (SettingId::H3_DATAGRAM_DRAFT04, 1),
+            (SettingId::WT_MAX_SESSIONS, 1),
+        ]);
+        assert_eq!(client_draft(&old_datagram_id), Ok(Draft::Draft13));
+        let draft16 = settings(&[(SettingId::H3_DATAGRAM, 1), (SettingId::WT_ENABLED, 1)]);
+        assert_eq!(client_draft(&draft16), Ok(Draft::Draft15));
+        let no_datagrams = settings(&[(SettingId::WT_ENABLED, 1)]);
+        assert!(client_draft(&no_datagrams).is_err());
+        let datagrams_off = settings(&[(SettingId::H3_DATAGRAM, 0), (SettingId::WT_ENABLED, 1)]);
+        assert!(client_draft(&datagrams_off).is_err());
+        let no_webtransport = settings(&[(SettingId::H3_DATAGRAM, 1)]);
+        assert!(client_draft(&no_webtransport).is_err());
     }
 
     #[test]
