@@ -57,6 +57,15 @@ fn handshake_negotiates_the_clients_first_shared_protocol() {
         .protocols("client-only shared-a shared-b")
         .start();
     assert_eq!(client.exit_code(), Some(0));
+    // The runner asks for both sessions on one QUIC connection.
+    let connections: BTreeSet<String> = (0..2)
+        .map(|_| {
+            let session = server.line_after("session /", RUN);
+            let (_, rest) = session.split_once(" on connection ").expect("a connection");
+            rest.split(',').next().expect("an ID").to_owned()
+        })
+        .collect();
+    assert_eq!(connections.len(), 1, "{connections:?}");
     for downloads in [&mounts.client_downloads, &mounts.server_downloads] {
         let protocol = fs::read_to_string(downloads.join("negotiated_protocol.txt"))
             .expect("negotiated_protocol.txt is written");
@@ -271,21 +280,31 @@ struct Process {
 }
 
 impl Process {
+    /// The rest of the next line that starts with `prefix`, waiting at most `within`.
+    fn line_after(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        // Bounded by the deadline: each turn reads one line.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|error| {
+                panic!(
+                    "{}: no line {prefix:?} within {within:?}: {error}",
+                    self.name
+                )
+            });
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+
     /// URLs of `paths` on this server, which is waited for until it prints its address.
     fn urls(&mut self, paths: &[&str]) -> Vec<String> {
-        let deadline = Instant::now() + STARTUP;
-        // Bounded by the deadline: each turn reads one line.
-        while self.port == 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("the server prints its address in time");
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
-                assert!(addr.ip().is_loopback(), "{addr}");
-                self.port = addr.port();
-            }
+        if self.port == 0 {
+            let addr = self.line_after("listening on ", STARTUP);
+            let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+            assert!(addr.ip().is_loopback(), "{addr}");
+            self.port = addr.port();
         }
         paths
             .iter()

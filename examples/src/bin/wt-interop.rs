@@ -772,6 +772,11 @@ async fn run_server(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
                 };
                 let offered = request.protocols();
                 let chosen = offered.iter().find(|p| setup.protocols.contains(p)).cloned();
+                // Before the answer, so that the line is out before the client has its session.
+                say!(
+                    "session /{name} on connection {}, protocol {chosen:?}",
+                    request.connection().stable_id()
+                );
                 if setup.testcase == TestCase::Handshake {
                     setup.write_protocol(chosen.as_deref()).await?;
                 }
@@ -786,7 +791,6 @@ async fn run_server(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
                         continue;
                     }
                 };
-                say!("session /{name} (protocol {chosen:?})");
                 let (exchange, pushes) = Exchange::start(session.clone(), &name, &setup);
                 sessions.push(session);
                 if let (Some(kind), Some(files)) = (kind, plan.endpoints.remove(&name)) {
@@ -837,9 +841,7 @@ async fn run_client(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
 
     // One session per endpoint, all opened at once on this one connection.
     let mut options = SessionOptions::default();
-    for protocol in &setup.protocols {
-        options = options.protocol(protocol.clone());
-    }
+    options.protocols = setup.protocols.clone();
     let mut opening = JoinSet::new();
     for (name, files) in plan.endpoints {
         let (client, options) = (client.clone(), options.clone());
