@@ -14,7 +14,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use quay_transport::Identity;
+use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_webtransport::Session;
 use tempfile::TempDir;
 
 const PROGRAM: &str = env!("CARGO_BIN_EXE_wt-interop");
@@ -125,6 +126,57 @@ fn a_path_out_of_the_directory_is_refused() {
     let escape = "https://127.0.0.1:1/webtransport1/../../etc/passwd".to_owned();
     let client = Side::client(&mounts, "transfer-bidirectional-receive", &[escape]);
     assert_eq!(client.start().exit_code(), Some(1));
+}
+
+#[test]
+fn a_peer_gets_nothing_outside_www_and_no_answer_to_an_endless_line() {
+    let mounts = Mounts::new();
+    write_files(&mounts.server_www, &[("webtransport1/a.bin", 100)]);
+    fs::write(mounts.server_www.join("secret.bin"), b"secret").expect("a file outside");
+    let mut server = Side::server(&mounts, "transfer", &[]).start();
+    let url = server.urls(&["webtransport1"]).remove(0);
+    let trust = Trust::roots_from_pem_file(mounts.certs.join("ca.pem")).expect("ca.pem");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let builder = ClientBuilder::new().trust(trust);
+        let session = tokio::time::timeout(RUN, quay_webtransport::connect(&url, &builder))
+            .await
+            .expect("a session in time")
+            .expect("a session");
+        let served = get_bidi(&session, "GET a.bin".into()).await;
+        assert_eq!(served.expect("a.bin is served"), contents(1, 100));
+        for outside in [
+            "../secret.bin",
+            "/secret.bin",
+            "dir/../../secret.bin",
+            "./a.bin",
+        ] {
+            let refused = get_bidi(&session, format!("GET {outside}")).await;
+            assert!(refused.is_err(), "{outside}: {refused:?}");
+        }
+        // The server reads a request line up to 4 KiB, then gives up on the stream.
+        let endless = format!("GET {}", "a".repeat(64 * KIB));
+        assert!(get_bidi(&session, endless).await.is_err());
+        session.close(0, "done");
+    });
+    server.stop();
+}
+
+/// Sends `request` on a new bidirectional stream of `session` and reads the answer.
+async fn get_bidi(session: &Session, request: String) -> Result<Vec<u8>, String> {
+    let exchange = async {
+        let (mut send, mut recv) = session.open_bi().await.map_err(|e| e.to_string())?;
+        // The server may stop reading an endless request early.
+        let _ = send.write_all(request.as_bytes()).await;
+        let _ = send.finish();
+        recv.read_to_end(MIB).await.map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(RUN, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {RUN:?}")))
 }
 
 /// The runner's `transfer-*-receive`: the client requests `files` over the kind in `testcase`

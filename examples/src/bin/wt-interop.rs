@@ -503,28 +503,29 @@ impl Exchange {
         }
     }
 
-    /// A peer's bidirectional stream: a GET, answered on the same stream.
+    /// A peer's bidirectional stream: a GET, answered on the same stream. A request that cannot
+    /// be answered (too long, not a GET, a bad path, a missing file) gets the stream reset with
+    /// [`NOT_SERVED`], so that it is not mistaken for an empty file.
     async fn on_bi(
         &self,
         mut send: SendStream,
         mut recv: RecvStream,
     ) -> Result<(), Box<dyn Error + Send + Sync>> {
-        let request = recv.read_to_end(MAX_LINE).await?;
-        let Some(file) = parse_get(&request) else {
-            let _ = send.reset(NOT_SERVED);
-            return Err("not a GET".into());
-        };
-        let path = match self.served(file) {
-            Ok(path) => path,
-            Err(error) => {
-                let _ = send.reset(NOT_SERVED);
-                return Err(error.into());
-            }
-        };
-        let sent = send_file(&path, &mut send, Bytes::new()).await;
-        if sent.is_err() {
+        let answered = self.answer_bi(&mut send, &mut recv).await;
+        if answered.is_err() {
             let _ = send.reset(NOT_SERVED);
         }
+        answered
+    }
+
+    async fn answer_bi(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let request = recv.read_to_end(MAX_LINE).await?;
+        let file = parse_get(&request).ok_or("not a GET")?;
+        let sent = send_file(&self.served(file)?, send, Bytes::new()).await;
         report_sent(Kind::Bidi, file, &sent);
         sent
     }
