@@ -72,7 +72,11 @@ fn handshake_negotiates_the_clients_first_shared_protocol() {
             .expect("negotiated_protocol.txt is written");
         assert_eq!(protocol.trim(), "shared-a", "in {}", downloads.display());
     }
-    server.stop();
+    assert_eq!(
+        server.terminate(),
+        Some(0),
+        "a server stopped as the runner does"
+    );
 }
 
 #[test]
@@ -382,6 +386,17 @@ impl Process {
         }
         let status = self.child.wait().expect("the exit status");
         status.code()
+    }
+
+    /// Sends SIGTERM, as `docker compose` does to stop a container; the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill -TERM {pid}"
+        );
+        self.exit_code()
     }
 
     /// Stops a server that runs until told to (the runner stops it too).

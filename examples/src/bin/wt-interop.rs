@@ -69,7 +69,6 @@ use quay_h3::Code;
 use quay_transport::{ClientBuilder, Identity, Trust};
 use quay_webtransport::{Client, Config, RecvStream, SendStream, Server, Session, SessionOptions};
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -758,7 +757,8 @@ async fn run_server(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
     let active = kind.is_some() && !plan.endpoints.is_empty();
     let mut sessions = Vec::new();
     let mut requests = JoinSet::new();
-    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = stop_signal();
+    tokio::pin!(stop);
     // Bounded by the endpoint: each turn accepts a session, joins a requester, or stops.
     loop {
         tokio::select! {
@@ -805,8 +805,10 @@ async fn run_server(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
                     break;
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            stopped = &mut stop => {
+                stopped?;
+                break;
+            }
         }
     }
     for session in &sessions {
@@ -815,6 +817,21 @@ async fn run_server(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
     server.close();
     let _ = timeout(CLOSE_WAIT, server.endpoint().wait_idle()).await;
     Ok(())
+}
+
+/// Waits for SIGTERM (how `docker compose` stops the runner's containers) or SIGINT.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => Ok(()),
+            interrupted = tokio::signal::ctrl_c() => interrupted,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 async fn run_client(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
