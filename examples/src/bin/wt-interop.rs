@@ -67,6 +67,7 @@ use http::Uri;
 use quay_examples::one_line;
 use quay_h3::Code;
 use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_webtransport::server::Request;
 use quay_webtransport::{Client, Config, RecvStream, SendStream, Server, Session, SessionOptions};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -764,34 +765,7 @@ async fn run_server(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
         tokio::select! {
             request = server.accept() => {
                 let Some(request) = request else { break };
-                let Some(name) = relative_path(request.path().trim_matches('/'))
-                    .filter(|path| path.components().count() == 1)
-                    .and_then(|path| Some(path.to_str()?.to_owned()))
-                else {
-                    request.reject(http::StatusCode::NOT_FOUND).await;
-                    continue;
-                };
-                let offered = request.protocols();
-                let chosen = offered.iter().find(|p| setup.protocols.contains(p)).cloned();
-                // Before the answer, so that the line is out before the client has its session.
-                say!(
-                    "session /{name} on connection {}, protocol {chosen:?}",
-                    request.connection().stable_id()
-                );
-                if setup.testcase == TestCase::Handshake {
-                    setup.write_protocol(chosen.as_deref()).await?;
-                }
-                let session = match &chosen {
-                    Some(protocol) => request.ok_with_protocol(protocol).await,
-                    None => request.ok().await,
-                };
-                let session = match session {
-                    Ok(session) => session,
-                    Err(error) => {
-                        eprintln!("session /{name}: {}", one_line(&error));
-                        continue;
-                    }
-                };
+                let Some((name, session)) = accept(request, &setup).await? else { continue };
                 let (exchange, pushes) = Exchange::start(session.clone(), &name, &setup);
                 sessions.push(session);
                 if let (Some(kind), Some(files)) = (kind, plan.endpoints.remove(&name)) {
@@ -817,6 +791,43 @@ async fn run_server(setup: Setup) -> Result<(), Box<dyn Error + Send + Sync>> {
     server.close();
     let _ = timeout(CLOSE_WAIT, server.endpoint().wait_idle()).await;
     Ok(())
+}
+
+/// Accepts a session on a plain endpoint name (refuses any other path with 404) with the
+/// client's first subprotocol that we list too; returns the endpoint and the session, or `None`
+/// when there is none. In `handshake`, writes the protocol first.
+async fn accept(
+    request: Request,
+    setup: &Setup,
+) -> Result<Option<(String, Session)>, Box<dyn Error + Send + Sync>> {
+    let Some(name) = relative_path(request.path().trim_matches('/'))
+        .filter(|path| path.components().count() == 1)
+        .and_then(|path| Some(path.to_str()?.to_owned()))
+    else {
+        request.reject(http::StatusCode::NOT_FOUND).await;
+        return Ok(None);
+    };
+    let offered = request.protocols();
+    let chosen = offered.iter().find(|p| setup.protocols.contains(p));
+    // Before the answer, so that the line is out before the client has its session.
+    say!(
+        "session /{name} on connection {}, protocol {chosen:?}",
+        request.connection().stable_id()
+    );
+    if setup.testcase == TestCase::Handshake {
+        setup.write_protocol(chosen.map(String::as_str)).await?;
+    }
+    let session = match chosen {
+        Some(protocol) => request.ok_with_protocol(protocol).await,
+        None => request.ok().await,
+    };
+    match session {
+        Ok(session) => Ok(Some((name, session))),
+        Err(error) => {
+            eprintln!("session /{name}: {}", one_line(&error));
+            Ok(None)
+        }
+    }
 }
 
 /// Waits for SIGTERM (how `docker compose` stops the runner's containers) or SIGINT.
