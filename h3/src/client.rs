@@ -397,12 +397,14 @@ impl RequestStream {
         if !self.response_received {
             return Err(StreamError::Invalid("body before the response head"));
         }
-        self.recv.recv_data().await
+        let received = self.recv.recv_data().await;
+        self.after_recv(received)
     }
 
     /// The response trailers (reads and drops the rest of the body first).
     pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
-        self.recv.recv_trailers().await
+        let received = self.recv.recv_trailers().await;
+        self.after_recv(received)
     }
 
     /// Sends a capsule on an Extended CONNECT stream (RFC 9297 §3.2).
@@ -412,7 +414,8 @@ impl RequestStream {
 
     /// The next capsule from the server, `None` at the end of the stream.
     pub async fn recv_capsule(&mut self) -> Result<Option<Capsule>, StreamError> {
-        self.recv.recv_capsule().await
+        let received = self.recv.recv_capsule().await;
+        self.after_recv(received)
     }
 
     /// Sends an HTTP datagram for this request (RFC 9297).
@@ -430,6 +433,16 @@ impl RequestStream {
     pub fn cancel(&mut self) {
         self.send.reset(Code::H3_REQUEST_CANCELLED);
         self.recv.stop(Code::H3_REQUEST_CANCELLED);
+    }
+
+    /// Passes on what the receiving half returned; when it found the peer's message malformed,
+    /// our side of the stream is reset with the same code at once (RFC 9114 §4.1.2), since a
+    /// message that already ended has no STOP_SENDING to tell the peer.
+    fn after_recv<T>(&mut self, received: Result<T, StreamError>) -> Result<T, StreamError> {
+        if received.is_err() {
+            let _ = self.send.reset_if_malformed();
+        }
+        received
     }
 
     /// Splits into the sending and receiving halves, for use from two tasks. Receive the

@@ -466,12 +466,14 @@ impl RequestStream {
 
     /// The next piece of the request body, `None` at its end.
     pub async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
-        self.recv.recv_data().await
+        let received = self.recv.recv_data().await;
+        self.after_recv(received)
     }
 
     /// The request trailers (reads and drops the rest of the body first).
     pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
-        self.recv.recv_trailers().await
+        let received = self.recv.recv_trailers().await;
+        self.after_recv(received)
     }
 
     /// Sends a capsule on an Extended CONNECT stream, after a 2xx response (RFC 9297 §3.2).
@@ -481,7 +483,8 @@ impl RequestStream {
 
     /// The next capsule from the client, `None` at the end of the stream.
     pub async fn recv_capsule(&mut self) -> Result<Option<Capsule>, StreamError> {
-        self.recv.recv_capsule().await
+        let received = self.recv.recv_capsule().await;
+        self.after_recv(received)
     }
 
     /// Sends an HTTP datagram for this request (RFC 9297).
@@ -499,6 +502,16 @@ impl RequestStream {
     pub fn reject(&mut self, code: Code) {
         self.send.reset(code);
         self.recv.stop(code);
+    }
+
+    /// Passes on what the receiving half returned; when it found the peer's message malformed,
+    /// our side of the stream is reset with the same code at once (RFC 9114 §4.1.2), since a
+    /// message that already ended has no STOP_SENDING to tell the peer.
+    fn after_recv<T>(&mut self, received: Result<T, StreamError>) -> Result<T, StreamError> {
+        if received.is_err() {
+            let _ = self.send.reset_if_malformed();
+        }
+        received
     }
 
     /// Splits into the sending and receiving halves, for use from two tasks. Send the response

@@ -16,6 +16,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use crate::proto::Codec;
@@ -205,20 +206,40 @@ impl ExtensionStream {
     }
 }
 
-/// Counts a request stream as live until both halves are gone.
+/// What both halves of a request stream share: the connection (the stream counts as live
+/// until both halves are gone), and whether the peer's message was found malformed.
 #[derive(Debug)]
-pub(crate) struct Live(Arc<Shared>);
+pub(crate) struct Live {
+    shared: Arc<Shared>,
+    /// The code the receiving half stopped the stream with when it found the peer's message
+    /// malformed (0: it has not). The sending half resets with it (see
+    /// [`SendHalf::reset_if_malformed`]): a message that ended early has no STOP_SENDING to
+    /// carry the error, so only our RESET_STREAM tells the peer why (RFC 9114 §4.1.2).
+    malformed: AtomicU64,
+}
 
 impl Live {
     pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
         shared.stream_opened();
-        Arc::new(Self(shared))
+        Arc::new(Self {
+            shared,
+            malformed: AtomicU64::new(0),
+        })
+    }
+
+    /// The code the peer's message was found malformed with, if it was.
+    fn malformed(&self) -> Option<Code> {
+        match self.malformed.load(Ordering::Relaxed) {
+            0 => None,
+            // Stored from a code, so it fits a varint.
+            code => VarInt::from_u64(code).ok().map(Code::from_varint),
+        }
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.stream_closed();
+        self.shared.stream_closed();
     }
 }
 
@@ -249,7 +270,7 @@ impl SendHalf {
     }
 
     fn shared(&self) -> &Arc<Shared> {
-        &self.live.0
+        &self.live.shared
     }
 
     /// The QUIC stream ID.
@@ -272,6 +293,7 @@ impl SendHalf {
         if self.state != SendState::Head {
             return Err(StreamError::Invalid("the message head was already sent"));
         }
+        self.reset_if_malformed()?;
         self.send_section(fields).await?;
         if final_head {
             self.state = SendState::Body;
@@ -313,6 +335,7 @@ impl SendHalf {
                 _ => "data after the end of the message",
             }));
         }
+        self.reset_if_malformed()?;
         if data.is_empty() {
             return Ok(());
         }
@@ -326,6 +349,7 @@ impl SendHalf {
         if self.state != SendState::Body {
             return Err(StreamError::Invalid("trailers outside the body"));
         }
+        self.reset_if_malformed()?;
         let fields: Vec<Field> = headers::trailer_fields(&trailers)?;
         self.send_section(&fields).await?;
         self.finish()
@@ -350,10 +374,27 @@ impl SendHalf {
         if self.state == SendState::Done {
             return Ok(());
         }
+        self.reset_if_malformed()?;
         self.state = SendState::Done;
         self.stream
             .finish()
             .map_err(|_| StreamError::Invalid("stream already closed"))
+    }
+
+    /// Resets the stream with the code the receiving half stopped it with, if it found the
+    /// peer's message malformed (and the stream is not done): `Err` then, for the operation
+    /// that was about to send. Called before every send, on drop, and by the request streams
+    /// as soon as their receiving half reports a malformed message.
+    pub(crate) fn reset_if_malformed(&mut self) -> Result<(), StreamError> {
+        match self.live.malformed() {
+            Some(code) if self.state != SendState::Done => {
+                self.reset(code);
+                Err(StreamError::Invalid(
+                    "the stream was reset: the peer's message was malformed",
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Abandons the stream with `code` (RESET_STREAM), e.g. H3_REQUEST_CANCELLED.
@@ -386,8 +427,10 @@ impl Drop for SendHalf {
     fn drop(&mut self) {
         if self.state != SendState::Done {
             // quinn would finish a dropped stream, which would pass a cut message off as
-            // complete; reset it instead (RFC 9114 §4.1.1).
-            let _ = self.stream.reset(Code::H3_REQUEST_CANCELLED.to_varint());
+            // complete; reset it instead (RFC 9114 §4.1.1), with the reason the peer's message
+            // was refused if it was.
+            let code = self.live.malformed().unwrap_or(Code::H3_REQUEST_CANCELLED);
+            let _ = self.stream.reset(code.to_varint());
         }
     }
 }
@@ -484,7 +527,7 @@ impl RecvHalf {
         buffered: Bytes,
         live: Arc<Live>,
     ) -> Self {
-        let mut reader = FrameReader::new(live.0.config.max_frame_payload);
+        let mut reader = FrameReader::new(live.shared.config.max_frame_payload);
         reader.handle_data(buffered);
         Self {
             stream,
@@ -513,7 +556,7 @@ impl RecvHalf {
     }
 
     fn shared(&self) -> &Arc<Shared> {
-        &self.live.0
+        &self.live.shared
     }
 
     pub(crate) fn set_body_length(&mut self, length: Option<u64>) {
@@ -593,6 +636,9 @@ impl RecvHalf {
 
     /// Resets our view of the stream after a malformed message (RFC 9114 §4.1.2).
     fn malformed(&mut self, code: Code) {
+        self.live
+            .malformed
+            .store(code.into_inner(), Ordering::Relaxed);
         let _ = self.stream.stop(code.to_varint());
     }
 

@@ -243,6 +243,63 @@ async fn a_request_head_not_complete_in_time_is_reset_with_h3_request_incomplete
     assert!(connection.close_reason().is_none());
 }
 
+/// A POST whose `content-length: 10` promises more than its body (5 bytes) before FIN: a
+/// HEADERS frame (QPACK, static table only: :method POST 0xd4, :scheme https 0xd7, :path /
+/// 0xc1, :authority "localhost" 0x50, content-length "10" 0x54), then DATA "hello".
+const SHORT_BODY_REQUEST: &[u8] = &[
+    0x01, 0x14, 0x00, 0x00, 0xd4, 0xd7, 0xc1, 0x50, 0x09, b'l', b'o', b'c', b'a', b'l', b'h', b'o',
+    b's', b't', 0x54, 0x02, b'1', b'0', 0x00, 0x05, b'h', b'e', b'l', b'l', b'o',
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_content_length_is_reset_with_h3_message_error() {
+    // RFC 9114 §4.1.2: a body whose length does not match content-length makes the request
+    // malformed, a stream error H3_MESSAGE_ERROR. The request has ended (FIN), so no
+    // STOP_SENDING can carry it: the library resets the response with it, whether the
+    // application then drops the stream or keeps it.
+    for keep in [false, true] {
+        let fixture = server(Config::default());
+        let target = fixture.target();
+        let (read_tx, read_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let connection = accept(&fixture).await;
+            let (_request, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+            let mut body = Ok(Some(bytes::Bytes::new()));
+            // Bounded: the body is 5 bytes.
+            while let Ok(Some(_)) = body {
+                body = t(stream.recv_data()).await;
+            }
+            let _ = read_tx.send(body.map(|_| ()));
+            if keep {
+                // The application holds the stream and does nothing with it.
+                let _ = connection.closed().await;
+                drop(stream);
+            }
+        });
+        let connection = raw_connection(target).await;
+        let (mut send, mut recv) = t(connection.open_bi()).await.unwrap();
+        t(send.write_all(SHORT_BODY_REQUEST)).await.unwrap();
+        send.finish().unwrap();
+        let read = t(read_rx).await.unwrap();
+        assert!(
+            matches!(read, Err(quay_h3::StreamError::Message(_))),
+            "the application read {read:?}"
+        );
+        let mut buf = [0u8; 64];
+        match t(recv.read(&mut buf)).await {
+            Err(quay_transport::ReadError::Reset(code)) => {
+                assert_eq!(
+                    Code::from_varint(code),
+                    Code::H3_MESSAGE_ERROR,
+                    "keep = {keep}"
+                );
+            }
+            other => panic!("keep = {keep}: expected a reset, got {other:?}"),
+        }
+        connection.close(VarInt::from_u32(0x100), b"");
+    }
+}
+
 /// A raw server sends `bytes` on a unidirectional stream to our client; returns the code our
 /// client closes the connection with.
 async fn client_closes_with(bytes: &'static [u8]) -> Code {
