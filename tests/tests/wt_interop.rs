@@ -153,7 +153,7 @@ async fn web_transport_quinn_client_against_our_server() {
                         assert_eq!(answer, b"answer from wtq");
                         let _ = closes.send(session.closed().await);
                     }
-                    "/close" => session.close(13, "bye from quay"),
+                    "/close" => session.close(13, "bye from quay").await,
                     _ => quaywt::serve_session(session).await,
                 }
             });

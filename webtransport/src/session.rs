@@ -13,8 +13,10 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::poll_fn;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
@@ -47,10 +49,22 @@ const FLOW_CONTROL_BROKEN: &str = "the peer broke WebTransport flow control";
 /// One WebTransport session. Cheap to clone; the session ends (as a close with code 0) when every
 /// clone is dropped.
 ///
-/// It derefs to the QUIC [`Connection`] for what sessions share (addresses, RTT, statistics),
-/// and has its own `open_bi`, `open_uni`, `accept_bi`, `accept_uni`, `send_datagram`,
-/// `read_datagram`, `max_datagram_size`, `close` and `closed`: those of this session only,
-/// with WebTransport's stream headers, datagram prefix and error codes.
+/// It derefs to the QUIC [`Connection`] for what the sessions of a connection share, and has
+/// its own version of every connection method whose meaning changes inside a session:
+///
+/// | `Session` method | what it does instead of the connection's |
+/// | --- | --- |
+/// | [`open_bi`](Session::open_bi), [`open_uni`](Session::open_uni) | write the session's stream header first, and wait for the session's stream credit (draft-16 flow control) |
+/// | [`accept_bi`](Session::accept_bi), [`accept_uni`](Session::accept_uni) | this session's streams only, header read |
+/// | [`send_datagram`](Session::send_datagram), [`send_datagram_wait`](Session::send_datagram_wait), [`read_datagram`](Session::read_datagram) | with the session's datagram prefix; this session's datagrams only |
+/// | [`max_datagram_size`](Session::max_datagram_size), [`datagram_send_buffer_space`](Session::datagram_send_buffer_space) | less the prefix |
+/// | [`close`](Session::close), [`closed`](Session::closed), [`close_reason`](Session::close_reason) | the session's end (WT_CLOSE_SESSION, `u32` codes), not the connection's |
+///
+/// Everything else goes to the connection as it is and is about the connection, shared by its
+/// sessions: addresses (`remote_address`, `local_ip`), `rtt`, `stats`, `stable_id`,
+/// `congestion_state`, `handshake_data`, `peer_identity`, `export_keying_material`,
+/// `force_key_update`, and the connection-wide limits (`set_max_concurrent_bi_streams`,
+/// `set_max_concurrent_uni_streams`, `set_send_window`, `set_receive_window`).
 #[derive(Clone, Debug)]
 pub struct Session {
     inner: Arc<Inner>,
@@ -306,27 +320,64 @@ impl Session {
         }
     }
 
-    /// Sends an unreliable datagram of this session.
+    /// Sends an unreliable datagram of this session. When the connection's datagram send
+    /// buffer is full, the oldest datagrams in it (of any session) are dropped to make room;
+    /// [`Session::send_datagram_wait`] waits instead.
     pub fn send_datagram(&self, payload: Bytes) -> Result<(), DatagramError> {
         self.check_open()?;
-        let datagram = match &self.inner.h3 {
-            Some(h3) => prefixed(h3.datagram_prefix.as_slice(), &payload),
-            None => payload,
-        };
+        let datagram = self.datagram(payload);
         self.inner
             .conn
             .send_datagram(datagram)
-            .map_err(|error| match error {
-                SendDatagramError::TooLarge => DatagramError::TooLarge,
-                // Not waited for here: the CONNECT stream's reader records why the session
-                // ended (see `lost`); until it has, the connection's error is the answer.
-                SendDatagramError::ConnectionLost(e) => DatagramError::Session(
-                    self.check_open()
-                        .err()
-                        .unwrap_or_else(|| SessionError::ConnectionLost(e.into())),
-                ),
-                _ => DatagramError::Unsupported,
-            })
+            .map_err(|error| self.datagram_error(error))
+    }
+
+    /// Sends an unreliable datagram of this session, waiting while the connection's datagram
+    /// send buffer has no room for it (nothing already queued is dropped). The datagram may
+    /// still be lost on the way.
+    pub async fn send_datagram_wait(&self, payload: Bytes) -> Result<(), DatagramError> {
+        self.check_open()?;
+        let datagram = self.datagram(payload);
+        let sent = self.inner.conn.send_datagram_wait(datagram).await;
+        sent.map_err(|error| self.datagram_error(error))
+    }
+
+    /// Payload bytes of one datagram of this session that the connection's datagram send
+    /// buffer has room for now. The buffer is the connection's, shared by its sessions; each
+    /// datagram also takes the session's prefix.
+    pub fn datagram_send_buffer_space(&self) -> usize {
+        let space = self.inner.conn.datagram_send_buffer_space();
+        space.saturating_sub(self.datagram_prefix_len())
+    }
+
+    /// `payload` as this session's datagram: after the prefix that names the session.
+    fn datagram(&self, payload: Bytes) -> Bytes {
+        match &self.inner.h3 {
+            Some(h3) => prefixed(h3.datagram_prefix.as_slice(), &payload),
+            None => payload,
+        }
+    }
+
+    /// The length of this session's datagram prefix (0 on a raw session).
+    fn datagram_prefix_len(&self) -> usize {
+        self.inner
+            .h3
+            .as_ref()
+            .map_or(0, |h3| h3.datagram_prefix.as_slice().len())
+    }
+
+    fn datagram_error(&self, error: SendDatagramError) -> DatagramError {
+        match error {
+            SendDatagramError::TooLarge => DatagramError::TooLarge,
+            // Not waited for here: the CONNECT stream's reader records why the session ended
+            // (see `lost`); until it has, the connection's error is the answer.
+            SendDatagramError::ConnectionLost(e) => DatagramError::Session(
+                self.check_open()
+                    .err()
+                    .unwrap_or_else(|| SessionError::ConnectionLost(e.into())),
+            ),
+            _ => DatagramError::Unsupported,
+        }
     }
 
     /// Waits for the next datagram of this session.
@@ -351,23 +402,24 @@ impl Session {
     /// prefix; `None` when the peer does not accept datagrams.
     pub fn max_datagram_size(&self) -> Option<usize> {
         let max = self.inner.conn.max_datagram_size()?;
-        let prefix = self
-            .inner
-            .h3
-            .as_ref()
-            .map_or(0, |h3| h3.datagram_prefix.as_slice().len());
-        Some(max.saturating_sub(prefix))
+        Some(max.saturating_sub(self.datagram_prefix_len()))
     }
 
     /// Closes the session with application code `code` and `reason` (cut to 1024 bytes at a
     /// UTF-8 boundary): sends WT_CLOSE_SESSION, then FIN on the CONNECT stream. Other sessions
     /// on the connection go on. A raw session closes its QUIC connection with `code`.
-    pub fn close(&self, code: u32, reason: &str) {
+    ///
+    /// The close starts at once; the [`Closing`] it returns may be awaited, to wait until the
+    /// peer has answered (its FIN or its own close on the CONNECT stream, draft-16 §6), or a
+    /// few seconds have passed, or the connection is gone: for instance before closing the
+    /// connection, so that the peer gets the code and reason first. Dropping it changes
+    /// nothing.
+    pub fn close(&self, code: u32, reason: &str) -> Closing {
         let Some(h3) = &self.inner.h3 else {
             self.inner
                 .conn
                 .close(VarInt::from_u32(code), reason.as_bytes());
-            return;
+            return Closing { state: None };
         };
         if h3.state.end(SessionError::LocallyClosed) {
             h3.routes.close(h3.id.into_inner());
@@ -376,6 +428,9 @@ impl Session {
                 capsule: Some(capsule),
                 finish: true,
             });
+        }
+        Closing {
+            state: Some(ClosingState::Started(h3.state.clone())),
         }
     }
 
@@ -412,6 +467,49 @@ impl Session {
     /// Why the session ended, if it has.
     pub fn close_reason(&self) -> Option<SessionError> {
         self.check_open().err()
+    }
+}
+
+/// A session's close, started by [`Session::close`]; await it to wait until the CONNECT
+/// stream is done: the peer answered with its FIN or its own close, or the few seconds a closed
+/// session waits for that passed, or the connection is gone. Ready at once on a raw session.
+pub struct Closing {
+    state: Option<ClosingState>,
+}
+
+enum ClosingState {
+    Started(Arc<SessionState>),
+    /// Boxed: built on the first poll; a close is rare.
+    Waiting(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+impl fmt::Debug for Closing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Closing")
+            .field("done", &self.state.is_none())
+            .finish()
+    }
+}
+
+impl Future for Closing {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let waiting = match self.state.take() {
+            None => return Poll::Ready(()),
+            Some(ClosingState::Started(state)) => {
+                Box::pin(async move { state.connect_done().await }) as Pin<Box<_>>
+            }
+            Some(ClosingState::Waiting(waiting)) => waiting,
+        };
+        let mut waiting = waiting;
+        match waiting.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                self.state = Some(ClosingState::Waiting(waiting));
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -556,7 +654,8 @@ fn read_connect_stream(
         .await;
         // Boxed: it runs once, at the end, and the task should not keep room for its timer
         // and locks all session long.
-        Box::pin(end_session(recv, state, routes, id, outcome)).await;
+        Box::pin(end_session(recv, state.clone(), routes, id, outcome)).await;
+        state.set_connect_done();
     }
 }
 
@@ -727,6 +826,9 @@ fn poll_capsules(
 pub(crate) struct SessionState {
     gone: AtomicBool,
     drained: AtomicBool,
+    /// The CONNECT stream's reader is done: the session ended and the peer answered, or the
+    /// wait for its answer is over.
+    connect_done: AtomicBool,
     /// Whether draft-16 flow control is on (fixed at the start).
     flow_on: bool,
     inner: Mutex<StateInner>,
@@ -765,6 +867,7 @@ impl SessionState {
         Self {
             gone: AtomicBool::new(false),
             drained: AtomicBool::new(false),
+            connect_done: AtomicBool::new(false),
             flow_on: flow.is_some(),
             inner: Mutex::new(StateInner {
                 flow: flow.map(Box::new),
@@ -1096,6 +1199,16 @@ impl SessionState {
     fn set_drained(&self) {
         self.drained.store(true, Ordering::Release);
         self.changed.notify_waiters();
+    }
+
+    fn set_connect_done(&self) {
+        self.connect_done.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    async fn connect_done(&self) {
+        self.wait_for(|_| self.connect_done.load(Ordering::Acquire).then_some(()))
+            .await;
     }
 
     async fn ended(&self) -> SessionError {
