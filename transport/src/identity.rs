@@ -137,6 +137,19 @@ impl Identity {
         CertificateHash::of(&self.chain[0])
     }
 
+    /// The SHA-256 of the leaf certificate's SubjectPublicKeyInfo, in base64: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes to accept this certificate for HTTP/3
+    /// (a page's `serverCertificateHashes` pins [`Identity::certificate_hash`] instead). `None`
+    /// if the leaf is not a certificate that can be parsed.
+    pub fn spki_sha256_base64(&self) -> Option<String> {
+        use base64::Engine as _;
+
+        let (_, certificate) = x509_parser::parse_x509_certificate(&self.chain[0]).ok()?;
+        let spki = certificate.tbs_certificate.subject_pki.raw;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki);
+        Some(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+    }
+
     /// The certificate chain in PEM, leaf first.
     pub fn certificate_pem(&self) -> String {
         let blocks: Vec<pem::Pem> = self

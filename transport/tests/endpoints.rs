@@ -238,6 +238,37 @@ async fn pem_files_with_sec1_and_pkcs1_keys_serve_tls() {
     }
 }
 
+#[test]
+fn spki_hashes_match_openssl() {
+    // From the fixtures with OpenSSL: `openssl x509 -in F -pubkey -noout | openssl pkey -pubin
+    // -outform der | openssl dgst -sha256 -binary | base64`.
+    for (certificate, key, spki) in [
+        (
+            "ec.crt",
+            "ec-sec1.key",
+            "RBEZY+HgaAYEWrGr0DrD/ZeWIPDcabt6ksz8Kvf+Zhg=",
+        ),
+        (
+            "rsa.crt",
+            "rsa-pkcs1.key",
+            "AvDHKAQpIuTcs1rJA1eQ+yGKpOtJHzjfcWCvgTgT+Fc=",
+        ),
+    ] {
+        let identity = Identity::from_pem_files(data(certificate), data(key)).unwrap();
+        assert_eq!(
+            identity.spki_sha256_base64().as_deref(),
+            Some(spki),
+            "{certificate}"
+        );
+    }
+    assert!(
+        Identity::self_signed(["localhost"])
+            .unwrap()
+            .spki_sha256_base64()
+            .is_some_and(|spki| spki.len() == 44)
+    );
+}
+
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
