@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quay_h3::Code;
-use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_transport::ClientBuilder;
+use quay_webtransport::SessionError;
 use quay_webtransport::proto::capsule::WtCapsule;
-use quay_webtransport::{Config, Server, SessionError};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
@@ -115,10 +115,7 @@ fn peer_close(error: &SessionError) -> Option<(u32, &str)> {
 // the tasks that the connection's end wakes run before the CONNECT stream's reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peers_close_wins_over_the_connection_close_that_follows_it() {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let builder =
-        ClientBuilder::new().trust(Trust::CertificateHashes(vec![identity.certificate_hash()]));
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity, Config::default()).unwrap();
+    let (server, builder) = common::default_server();
     let addr = server.local_addr().unwrap();
 
     let serving = tokio::spawn(async move {

@@ -12,9 +12,9 @@ use quay_h3::client::RequestStream;
 use quay_h3::proto::VarInt;
 use quay_h3::proto::headers::Protocol;
 use quay_h3::proto::settings::SettingId;
-use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_transport::ClientBuilder;
+use quay_webtransport::SessionError;
 use quay_webtransport::proto::capsule::WtCapsule;
-use quay_webtransport::{Config, Server, SessionError};
 use tokio::sync::mpsc;
 
 mod common;
@@ -28,10 +28,7 @@ async fn bounded<F: Future>(future: F) -> F::Output {
 /// A server that accepts every session and reports how each ended; the URL and a client
 /// builder that trusts it.
 fn server() -> (String, ClientBuilder, mpsc::UnboundedReceiver<SessionError>) {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let builder =
-        ClientBuilder::new().trust(Trust::CertificateHashes(vec![identity.certificate_hash()]));
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity, Config::default()).unwrap();
+    let (server, builder) = common::default_server();
     let url = format!(
         "https://localhost:{}/s",
         server.local_addr().unwrap().port()

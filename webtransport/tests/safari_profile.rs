@@ -28,10 +28,12 @@ use quay_h3::proto::settings::{SettingId, Settings};
 use quay_h3::proto::stream::StreamType;
 use quay_h3::proto::{Codec, VarInt};
 use quay_h3::stream::ExtensionStream;
-use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_transport::ClientBuilder;
 use quay_webtransport::proto::capsule::{CAPSULE_TYPES, WtCapsule};
-use quay_webtransport::{Config, Server, Session, SessionError};
+use quay_webtransport::{Server, Session, SessionError};
 use tokio::sync::{mpsc, watch};
+
+mod common;
 
 const CLIENT_CLOSE: (u32, &str) = (42, "bye");
 const SERVER_CLOSE: (u32, &str) = (7, "bye from the server");
@@ -323,10 +325,7 @@ fn fixture() -> (
     ClientBuilder,
     mpsc::UnboundedReceiver<SessionError>,
 ) {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let builder =
-        ClientBuilder::new().trust(Trust::CertificateHashes(vec![identity.certificate_hash()]));
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity, Config::default()).unwrap();
+    let (server, builder) = common::default_server();
     let addr = server.local_addr().unwrap();
     (addr, builder, serve(server))
 }

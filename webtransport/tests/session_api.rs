@@ -11,9 +11,8 @@ use quay_h3::proto::frame::FrameType;
 use quay_h3::proto::stream::StreamType;
 use quay_h3::proto::{Codec, VarInt};
 use quay_h3::stream::ExtensionStream;
-use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_webtransport::SessionError;
 use quay_webtransport::proto::capsule::{CAPSULE_TYPES, WtCapsule};
-use quay_webtransport::{Config, Server, SessionError};
 
 mod common;
 
@@ -34,10 +33,7 @@ fn header(ty: VarInt, session_id: VarInt, payload: &[u8]) -> Bytes {
 
 #[tokio::test]
 async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let builder =
-        ClientBuilder::new().trust(Trust::CertificateHashes(vec![identity.certificate_hash()]));
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity, Config::default()).unwrap();
+    let (server, builder) = common::default_server();
     let url = format!(
         "https://localhost:{}/api",
         server.local_addr().unwrap().port()

@@ -1,11 +1,26 @@
-//! What several test files share: a session opened by hand on a bare HTTP/3 client, so a test
-//! can write exactly the bytes it wants on the CONNECT stream.
+//! What several test files share: a server with its default configuration on loopback, and a
+//! session opened by hand on a bare HTTP/3 client, so a test can write exactly the bytes it
+//! wants on the CONNECT stream.
+
+// Each test file that includes this module uses part of it.
+#![allow(dead_code)]
 
 use http::{Method, Request};
 use quay_h3::client::RequestStream;
 use quay_h3::proto::headers::Protocol;
-use quay_transport::ClientBuilder;
-use quay_webtransport::Config;
+use quay_transport::{ClientBuilder, Identity, Trust};
+use quay_webtransport::{Config, Server};
+
+/// quay's server with its default configuration on 127.0.0.1 (a self-signed certificate for
+/// "localhost"), and a client builder that trusts it.
+pub(crate) fn default_server() -> (Server, ClientBuilder) {
+    let identity = Identity::self_signed(["localhost"]).expect("a certificate");
+    let builder =
+        ClientBuilder::new().trust(Trust::CertificateHashes(vec![identity.certificate_hash()]));
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity, Config::default())
+        .expect("binding the server");
+    (server, builder)
+}
 
 /// Connects a `quay_h3` client with WebTransport's settings to `url` and sends an Extended
 /// CONNECT for it (`:protocol webtransport-h3`); returns the client and the CONNECT stream
