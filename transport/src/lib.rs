@@ -40,7 +40,9 @@ use rustls::crypto::CryptoProvider;
 
 pub mod client;
 pub mod identity;
+pub mod keys;
 pub mod options;
+pub mod quic_lb;
 pub mod server;
 pub mod trust;
 
