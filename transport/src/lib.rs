@@ -31,7 +31,8 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+// One module, `reuseport`, needs `unsafe` for a socket option; it allows it for itself.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::sync::{Arc, OnceLock};
@@ -43,8 +44,12 @@ pub mod identity;
 pub mod keys;
 pub mod options;
 pub mod quic_lb;
+#[cfg(target_os = "linux")]
+mod reuseport;
 pub mod server;
 pub mod trust;
+#[cfg(target_os = "linux")]
+pub mod workers;
 
 pub use client::ClientBuilder;
 pub use identity::{CertificateError, CertificateHash, Identity};
@@ -112,6 +117,9 @@ pub enum EndpointError {
     /// The TLS configuration has no cipher suite QUIC can use.
     #[error("TLS configuration unusable for QUIC: {0}")]
     Quic(String),
+    /// A worker group has 1 to 32 workers ([`ServerBuilder::bind_workers`]).
+    #[error("a worker group has 1 to 32 workers, not {0}")]
+    WorkerCount(usize),
 }
 
 #[cfg(test)]

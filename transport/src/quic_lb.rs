@@ -417,7 +417,8 @@ impl QuicLbDecoder {
 ///
 /// Set it with [`quinn::EndpointConfig::cid_generator`], one generator per endpoint (each
 /// starts its nonce counter afresh), or let [`crate::ServerBuilder::quic_lb`] do it. The first
-/// octet's low bits self-describe the length (§3.3).
+/// octet's low bits self-describe the length (§3.3), unless the endpoint is one worker of a
+/// [`crate::workers::WorkerGroup`], where they carry the worker (see there).
 ///
 /// ```
 /// use quay_transport::quic_lb::{ConfigId, QuicLbConfig, QuicLbGenerator, ServerId};
@@ -552,7 +553,6 @@ pub(crate) struct WorkerField {
     count: u8,
 }
 
-#[allow(dead_code)] // Worker groups, which come next, make them.
 impl WorkerField {
     /// The most workers the five free bits of the first octet can tell apart.
     pub(crate) const MAX: usize = 32;

@@ -3,7 +3,8 @@
 //!
 //! Servers that share an address with others can share their keys
 //! ([`ServerBuilder::service_keys`]), issue connection IDs a QUIC-LB load balancer routes
-//! ([`ServerBuilder::quic_lb`]).
+//! ([`ServerBuilder::quic_lb`]), and run one endpoint per core on one port
+//! ([`ServerBuilder::bind_workers`], Linux).
 //!
 //! This module does not speak HTTP/3; it only sets up QUIC and TLS.
 
@@ -106,7 +107,7 @@ impl ServerBuilder {
                     Box::new(QuicLbGenerator::unchecked(lb.clone(), server_id, worker))
                 });
             }
-            (None, Some(_)) => unreachable!("no worker groups yet"),
+            (None, Some(worker)) => crate::workers::worker_cids(&mut config, worker),
             (None, None) => {
                 if let Some(keys) = &self.keys {
                     let key = keys.connection_id_key();
