@@ -48,7 +48,6 @@ pub mod quic_lb;
 mod reuseport;
 pub mod server;
 pub mod trust;
-#[cfg(target_os = "linux")]
 pub mod workers;
 
 pub use client::ClientBuilder;
@@ -117,9 +116,15 @@ pub enum EndpointError {
     /// The TLS configuration has no cipher suite QUIC can use.
     #[error("TLS configuration unusable for QUIC: {0}")]
     Quic(String),
-    /// A worker group has 1 to 32 workers ([`ServerBuilder::bind_workers`]).
-    #[error("a worker group has 1 to 32 workers, not {0}")]
-    WorkerCount(usize),
+    /// A worker group has 1 to [`workers::MAX_WORKERS`] workers
+    /// ([`ServerBuilder::bind_workers`]).
+    #[error("a worker group has 1 to {max} workers here, not {workers}")]
+    WorkerCount {
+        /// The number asked for.
+        workers: usize,
+        /// [`workers::MAX_WORKERS`].
+        max: usize,
+    },
 }
 
 #[cfg(test)]

@@ -554,12 +554,9 @@ pub(crate) struct WorkerField {
 }
 
 impl WorkerField {
-    /// The most workers the five free bits of the first octet can tell apart.
-    pub(crate) const MAX: usize = 32;
-
     /// Worker `index` of `count`; `None` unless `index < count <= 32`.
     pub(crate) fn new(index: usize, count: usize) -> Option<Self> {
-        (index < count && count <= Self::MAX).then_some(Self {
+        (index < count && count <= 32).then_some(Self {
             index: index as u8,
             count: count as u8,
         })

@@ -4,7 +4,7 @@
 //! Servers that share an address with others can share their keys
 //! ([`ServerBuilder::service_keys`]), issue connection IDs a QUIC-LB load balancer routes
 //! ([`ServerBuilder::quic_lb`]), and run one endpoint per core on one port
-//! ([`ServerBuilder::bind_workers`], Linux).
+//! ([`ServerBuilder::bind_workers`]; more than one needs Linux).
 //!
 //! This module does not speak HTTP/3; it only sets up QUIC and TLS.
 

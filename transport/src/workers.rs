@@ -25,8 +25,9 @@
 //! produce the same ciphertext. Without a QUIC-LB configuration the IDs are 8 random octets
 //! apart from the worker bits.
 //!
-//! Limits: Linux only; at most 32 workers (five bits); the sockets must be the only ones bound
-//! to the port (another process's socket joining the group would shift the kernel's numbering).
+//! Limits: at most 32 workers (five bits), and [`MAX_WORKERS`] in all: 32 on Linux, 1 elsewhere
+//! (the steering program is Linux's); the sockets must be the only ones bound to the port
+//! (another process's socket joining the group would shift the kernel's numbering).
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
@@ -41,8 +42,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::EndpointError;
 use crate::options::set_buffer_sizes;
 use crate::quic_lb::{WorkerField, random};
+#[cfg(target_os = "linux")]
 use crate::reuseport::attach_steering;
 use crate::server::ServerBuilder;
+
+/// The most workers a group can have on this system: 32 on Linux, whose kernel steers packets
+/// (five bits of the connection ID name the worker); 1 elsewhere.
+pub const MAX_WORKERS: usize = if cfg!(target_os = "linux") { 32 } else { 1 };
 
 /// One worker of a [`WorkerGroup`], handed to the group's serve function on the worker's own
 /// thread.
@@ -93,7 +99,7 @@ impl WorkerGroup {
 }
 
 impl ServerBuilder {
-    /// Binds `workers` endpoints (1 to 32) to `addr` and runs `serve` once for each, on its own
+    /// Binds `workers` endpoints (1 to [`MAX_WORKERS`]) to `addr` and runs `serve` once for each, on its own
     /// thread with its own single-threaded tokio runtime. The kernel steers every packet of a
     /// connection to the worker that accepted it (see [the module](crate::workers)).
     ///
@@ -130,8 +136,11 @@ impl ServerBuilder {
         F: Fn(Worker) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        if !(1..=WorkerField::MAX).contains(&workers) {
-            return Err(EndpointError::WorkerCount(workers));
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(EndpointError::WorkerCount {
+                workers,
+                max: MAX_WORKERS,
+            });
         }
         let server_config = self.server_config()?;
         let sockets = reuseport_group(addr, workers, self.options.socket_buffer_size)?;
@@ -189,7 +198,7 @@ impl ServerBuilder {
 }
 
 /// `workers` UDP sockets bound to `addr` with SO_REUSEPORT, in the order the kernel numbers
-/// them, with the steering program attached to the group.
+/// them, with the steering program attached to the group (Linux; elsewhere one plain socket).
 fn reuseport_group(
     addr: SocketAddr,
     workers: usize,
@@ -202,6 +211,7 @@ fn reuseport_group(
         let bind_error = |source| EndpointError::Bind { addr: at, source };
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(bind_error)?;
+        #[cfg(target_os = "linux")]
         socket.set_reuse_port(true).map_err(bind_error)?;
         socket.bind(&bound.into()).map_err(bind_error)?;
         let socket = UdpSocket::from(socket);

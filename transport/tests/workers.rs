@@ -321,7 +321,7 @@ fn a_group_has_1_to_32_workers() {
             .unwrap_err();
         assert_eq!(
             error.to_string(),
-            format!("a worker group has 1 to 32 workers, not {workers}")
+            format!("a worker group has 1 to 32 workers here, not {workers}")
         );
     }
 }
