@@ -9,9 +9,12 @@
 //!   octet (the bits QUIC-LB leaves to the server, draft-ietf-quic-load-balancers-21 §3.3): the
 //!   worker's index plus a random multiple of the group size, so the bits modulo the group size
 //!   are the index;
-//! - a classic BPF program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`) reads those bits
-//!   in each packet's destination connection ID and hands the packet to that worker's socket
-//!   (the program is described in the `reuseport` module's source).
+//! - a classic BPF program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`) returns, for each
+//!   datagram, `(first octet of the destination connection ID & 0x1f) % n`, and the kernel hands
+//!   the datagram to the socket at that index, the worker's. The ID starts at octet 1 of a short
+//!   header and at octet 6 of a long header (RFC 9000 §17); a long header with an empty ID gets
+//!   an index past the group, and the kernel falls back to its own hash of the 4-tuple. A
+//!   datagram too short to read goes to worker 0, which drops it as quinn would.
 //!
 //! A client's first Initial packets carry a connection ID the client chose; its bits pick a
 //! worker at random, and that worker's IDs lead every later packet back to it.
