@@ -9,7 +9,10 @@
 //! - client trust ([`Trust`]): system roots, explicit roots, certificate-hash pinning with the
 //!   browsers' rules, and an insecure mode named `Danger…`;
 //! - `SSLKEYLOGFILE`: when the variable names a file, TLS secrets are appended to it so Wireshark
-//!   can decrypt captures.
+//!   can decrypt captures;
+//! - scale-out: endpoints that share a port, one per core ([`workers`]), connection IDs a QUIC-LB
+//!   load balancer can route ([`quic_lb`]), and keys shared by every endpoint of a service
+//!   ([`keys`]).
 //!
 //! It does not speak HTTP/3 (see `quay-h3`) and never reads from streams itself. Endpoints need a
 //! tokio runtime. The crypto provider is aws-lc-rs, for the whole workspace ([`crypto_provider`]).
