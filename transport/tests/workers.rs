@@ -111,6 +111,18 @@ async fn stop(group: WorkerGroup) {
 /// steering.
 const CLIENTS: usize = 20;
 
+/// [`CLIENTS`] client endpoints on loopback.
+fn clients(trust: &Trust) -> Vec<Endpoint> {
+    (0..CLIENTS)
+        .map(|_| {
+            ClientBuilder::new()
+                .trust(trust.clone())
+                .bind("127.0.0.1:0".parse().unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
 /// Runs `connections` connections to `server`, spread over [`CLIENTS`] client endpoints: each
 /// echoes once; then, if `rebind`, every client moves to a new local port; then each echoes
 /// again. Returns, per connection, the workers of its two echoes or the error that ended it.
@@ -120,14 +132,7 @@ async fn run_clients(
     connections: u64,
     rebind: bool,
 ) -> Vec<Result<(usize, usize), String>> {
-    let clients: Vec<Endpoint> = (0..CLIENTS)
-        .map(|_| {
-            ClientBuilder::new()
-                .trust(trust.clone())
-                .bind("127.0.0.1:0".parse().unwrap())
-                .unwrap()
-        })
-        .collect();
+    let clients = clients(&trust);
     let mut first_round = JoinSet::new();
     for number in 0..connections {
         let client = clients[number as usize % CLIENTS].clone();
@@ -324,4 +329,129 @@ fn a_group_has_1_to_32_workers() {
             format!("a worker group has 1 to 32 workers here, not {workers}")
         );
     }
+}
+
+/// Server CPU time per handshake, per request and per GiB with 1 and 2 workers, from the worker
+/// threads' own CPU clocks (`/proc/self/task/*/schedstat`), so the client's share of the machine
+/// does not count. A measurement, not a check: run it with
+/// `cargo test -p quay-transport --test workers -- --ignored --nocapture` (with `--release`
+/// for numbers to quote; the dev profile optimises dependencies but not quay).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; prints a table"]
+async fn measure_server_cpu() {
+    const HANDSHAKES: usize = 400;
+    const REQUESTS: usize = 4000;
+    const BULK: usize = 256 * 1024 * 1024;
+    println!("workers | CPU per handshake | CPU per request | CPU per GiB");
+    for workers in [1, 2] {
+        let (identity, trust) = identity_and_trust();
+        let group = ServerBuilder::new(identity)
+            .bind_workers("127.0.0.1:0".parse().unwrap(), workers, sink)
+            .unwrap();
+        let server = group.local_addr();
+        let clients = clients(&trust);
+
+        let before = worker_cpu();
+        let mut tasks = JoinSet::new();
+        for number in 0..HANDSHAKES {
+            let client = clients[number % CLIENTS].clone();
+            tasks.spawn(async move {
+                let connection = bounded(client.connect(server, "localhost").unwrap())
+                    .await
+                    .unwrap();
+                connection.close(0u32.into(), b"done");
+            });
+        }
+        tasks.join_all().await;
+        let handshake = (worker_cpu() - before) / HANDSHAKES as u32;
+
+        let mut connections = Vec::new();
+        for client in &clients {
+            let connecting = client.connect(server, "localhost").unwrap();
+            connections.push(bounded(connecting).await.unwrap());
+        }
+        let before = worker_cpu();
+        let mut tasks = JoinSet::new();
+        for number in 0..REQUESTS {
+            let connection = connections[number % CLIENTS].clone();
+            tasks.spawn(async move { send(&connection, 100).await });
+        }
+        tasks.join_all().await;
+        let request = (worker_cpu() - before) / REQUESTS as u32;
+
+        let before = worker_cpu();
+        let mut tasks = JoinSet::new();
+        for connection in connections.iter().take(4) {
+            let connection = connection.clone();
+            tasks.spawn(async move { send(&connection, BULK / 4).await });
+        }
+        tasks.join_all().await;
+        let per_gib = (worker_cpu() - before) * (1 << 30) / BULK as u32;
+
+        println!("{workers} | {handshake:?} | {request:?} | {per_gib:?}");
+        for connection in connections {
+            connection.close(0u32.into(), b"done");
+        }
+        stop(group).await;
+    }
+}
+
+/// A worker for [`measure_server_cpu`]: reads every stream to its end and answers with the
+/// number of bytes read.
+async fn sink(worker: Worker) {
+    while let Some(incoming) = worker.endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else {
+                return;
+            };
+            while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                tokio::spawn(async move {
+                    let mut total = 0u64;
+                    while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+                        total += chunk.bytes.len() as u64;
+                    }
+                    let _ = send.write_all(&total.to_be_bytes()).await;
+                    let _ = send.finish();
+                });
+            }
+        });
+    }
+}
+
+/// Sends `len` bytes on a new stream and checks the server's count.
+async fn send(connection: &Connection, len: usize) {
+    const CHUNK: usize = 64 * 1024;
+    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
+    let chunk = vec![0x5a; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let take = left.min(CHUNK);
+        bounded(send.write_all(&chunk[..take])).await.unwrap();
+        left -= take;
+    }
+    send.finish().unwrap();
+    let count = bounded(recv.read_to_end(8)).await.unwrap();
+    assert_eq!(count, (len as u64).to_be_bytes());
+}
+
+/// CPU time of this process's worker threads so far (`quay-worker-*`).
+fn worker_cpu() -> Duration {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.starts_with("quay-worker-") {
+            continue;
+        }
+        // schedstat: nanoseconds on a CPU, nanoseconds waiting, timeslices.
+        let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap();
+        let nanos: u64 = schedstat
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        total += Duration::from_nanos(nanos);
+    }
+    total
 }
