@@ -2,22 +2,15 @@
 //! balancer, reads the destination connection ID of every client packet and decodes it with
 //! `QuicLbDecoder`, as draft-ietf-quic-load-balancers-21 §5.5 describes.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use quay_transport::quic_lb::{ConfigId, QuicLbConfig, QuicLbDecoder, ServerId};
-use quay_transport::{ClientBuilder, Connection, Endpoint, Identity, ServerBuilder, Trust};
+use quay_transport::{ClientBuilder, Connection, Endpoint, ServerBuilder, Trust};
 use tokio::net::UdpSocket;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(TIMEOUT, future)
-        .await
-        .expect("timed out")
-}
+mod common;
+use common::{bounded, check_echo, echo_one_stream, identity_and_trust};
 
 /// The destination connection IDs of the client's datagrams (of the first packet in each), as
 /// a load balancer finds them: after a long header's length octet (RFC 9000 §17.2), or
@@ -82,24 +75,14 @@ async fn echo_through(relay_addr: SocketAddr, server: &Endpoint, trust: Trust) -
         let server = server.clone();
         tokio::spawn(async move {
             let connection = bounded(server.accept()).await.unwrap().await.unwrap();
-            let (mut send, mut recv) = bounded(connection.accept_bi()).await.unwrap();
-            let data = bounded(recv.read_to_end(64)).await.unwrap();
-            send.write_all(&data).await.unwrap();
-            send.finish().unwrap();
-            bounded(connection.closed()).await;
+            echo_one_stream(connection).await;
         })
     };
     let client = ClientBuilder::new().trust(trust).build().unwrap();
     let connection = bounded(client.connect(relay_addr, "localhost").unwrap())
         .await
         .unwrap();
-    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
-    send.write_all(b"through the balancer").await.unwrap();
-    send.finish().unwrap();
-    assert_eq!(
-        bounded(recv.read_to_end(64)).await.unwrap(),
-        b"through the balancer"
-    );
+    check_echo(&connection, b"through the balancer").await;
     drop(accept);
     connection
 }
@@ -107,8 +90,7 @@ async fn echo_through(relay_addr: SocketAddr, server: &Endpoint, trust: Trust) -
 /// Every ID the client sends once it has heard from the server is one of the server's, and
 /// decodes to `server_id`; only the client's first Initials carry its own random ID.
 async fn check_ids_on_the_wire(config: QuicLbConfig) {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let trust = Trust::CertificateHashes(vec![identity.certificate_hash()]);
+    let (identity, trust) = identity_and_trust();
     let server_id = ServerId::new(&[0x5e, 0x4f, 0x07][..config.server_id_len()]).unwrap();
     let server = ServerBuilder::new(identity)
         .quic_lb(config.clone(), server_id)

@@ -2,23 +2,16 @@
 //! accept each other's address-validation tokens and reset each other's lost connections; with
 //! different keys they do neither.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use quay_transport::keys::ServiceKeys;
 use quay_transport::{
-    ClientBuilder, Connection, ConnectionError, Endpoint, Identity, ServerBuilder,
-    TransportOptions, Trust,
+    ClientBuilder, Connection, ConnectionError, Endpoint, ServerBuilder, TransportOptions,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(TIMEOUT, future)
-        .await
-        .expect("timed out")
-}
+mod common;
+use common::{TIMEOUT, bounded, check_echo, echo_one_stream, identity_and_trust};
 
 fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -47,17 +40,8 @@ async fn connect(client: &Endpoint, server: &Endpoint) -> (Connection, bool) {
     let (server_side, validated) = bounded(accept).await.unwrap();
     // A stream round trip, so the server's NEW_TOKEN frames (sent once the handshake is
     // confirmed) reach the client before anything is closed.
-    let echo = tokio::spawn(async move {
-        let (mut send, mut recv) = bounded(server_side.accept_bi()).await.unwrap();
-        let data = bounded(recv.read_to_end(64)).await.unwrap();
-        send.write_all(&data).await.unwrap();
-        send.finish().unwrap();
-        bounded(server_side.closed()).await;
-    });
-    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
-    send.write_all(b"ping").await.unwrap();
-    send.finish().unwrap();
-    assert_eq!(bounded(recv.read_to_end(64)).await.unwrap(), b"ping");
+    let echo = tokio::spawn(echo_one_stream(server_side));
+    check_echo(&connection, b"ping").await;
     drop(echo);
     (connection, validated)
 }
@@ -66,8 +50,7 @@ async fn connect(client: &Endpoint, server: &Endpoint) -> (Connection, bool) {
 // endpoint holding the same token key.
 #[tokio::test]
 async fn a_token_from_one_endpoint_validates_the_client_at_another() {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let trust = Trust::CertificateHashes(vec![identity.certificate_hash()]);
+    let (identity, trust) = identity_and_trust();
     let keys = ServiceKeys::from_secret(&[0x11; 32]).unwrap();
     let builder = ServerBuilder::new(identity);
     let first = builder
@@ -139,8 +122,7 @@ async fn connect_then_crash(builder: ServerBuilder, client: &Endpoint) -> (Socke
 /// How the client's connection ends once a server with `restarted_keys` took over the crashed
 /// server's port and the client sent it a packet.
 async fn end_after_restart(keys: ServiceKeys, restarted_keys: ServiceKeys) -> ConnectionError {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let trust = Trust::CertificateHashes(vec![identity.certificate_hash()]);
+    let (identity, trust) = identity_and_trust();
     let builder = ServerBuilder::new(identity);
     let mut options = TransportOptions::default();
     // Short enough that the case without a reset ends quickly.

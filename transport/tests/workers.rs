@@ -4,7 +4,6 @@
 #![cfg(target_os = "linux")]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,18 +12,11 @@ use quay_transport::keys::ServiceKeys;
 use quay_transport::quic_lb::{ConfigId, QuicLbConfig, ServerId};
 use quay_transport::quinn::TokioRuntime;
 use quay_transport::workers::{Worker, WorkerGroup};
-use quay_transport::{
-    ClientBuilder, Connection, Endpoint, Identity, Incoming, ServerBuilder, Trust,
-};
+use quay_transport::{ClientBuilder, Connection, Endpoint, Incoming, ServerBuilder, Trust};
 use tokio::task::JoinSet;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(TIMEOUT, future)
-        .await
-        .expect("timed out")
-}
+mod common;
+use common::{bounded, identity_and_trust};
 
 /// What the workers saw: for each connection (numbered by the client), the workers that served
 /// one of its streams, and how many connections each worker accepted.
@@ -79,12 +71,6 @@ async fn echo(connection: &Connection, number: u64) -> Result<usize, String> {
         Some((&worker, echoed)) if echoed == payload => Ok(usize::from(worker)),
         _ => Err(format!("connection {number}: wrong echo")),
     }
-}
-
-fn identity_and_trust() -> (Identity, Trust) {
-    let identity = Identity::self_signed(["localhost"]).unwrap();
-    let trust = Trust::CertificateHashes(vec![identity.certificate_hash()]);
-    (identity, trust)
 }
 
 fn start(builder: &ServerBuilder, workers: usize, seen: &Arc<Seen>) -> WorkerGroup {
