@@ -21,6 +21,13 @@ use quinn::crypto::{HandshakeTokenKey, HmacKey};
 /// Keys shared by every endpoint of one service, derived from one secret with HKDF-SHA256
 /// (RFC 5869).
 ///
+/// Share them only among endpoints that the network reaches by connection ID (a QUIC-LB load
+/// balancer, a [`crate::workers::WorkerGroup`]) or that take over one another's address, as a
+/// restarted server does. RFC 9000 §21.9: if an attacker can send a connection's ID to another
+/// endpoint with the same keys (past a balancer that routes by address, say), that endpoint
+/// answers with a valid stateless reset and ends the connection. With QUIC-LB each endpoint
+/// also resets only IDs of its own server ID, and its reset key is derived per configuration.
+///
 /// ```
 /// use quay_transport::keys::ServiceKeys;
 ///
@@ -86,6 +93,16 @@ impl ServiceKeys {
         Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &self.reset))
     }
 
+    /// The reset key of endpoints issuing IDs of one QUIC-LB configuration, told apart by its
+    /// `fingerprint`: when a codepoint gets a new configuration, its IDs may repeat older ones,
+    /// and a fresh reset key keeps their tokens from repeating too
+    /// (draft-ietf-quic-load-balancers-21 §9.5).
+    pub(crate) fn reset_key_for(&self, fingerprint: &[u8]) -> Arc<dyn HmacKey> {
+        let parent = hmac::Key::new(hmac::HMAC_SHA256, &self.reset);
+        let derived = hmac::sign(&parent, fingerprint);
+        Arc::new(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+    }
+
     /// The key that seals Retry and NEW_TOKEN tokens (RFC 9000 §8.1.3).
     pub(crate) fn token_key(&self) -> Arc<dyn HandshakeTokenKey> {
         Arc::new(hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&self.token))
@@ -131,5 +148,15 @@ mod tests {
         assert!(b.reset_key().verify(&[0xaa; 8], &token).is_ok());
         assert!(c.reset_key().verify(&[0xaa; 8], &token).is_err());
         assert_eq!(format!("{a:?}"), "ServiceKeys { .. }");
+
+        // One reset key per QUIC-LB configuration, the same on every endpoint that has it.
+        let token_for = |keys: &ServiceKeys, fingerprint: &[u8]| {
+            let mut token = [0; 32];
+            keys.reset_key_for(fingerprint).sign(&[0xaa; 8], &mut token);
+            token
+        };
+        assert_eq!(token_for(&a, &[0x01, 0x02]), token_for(&b, &[0x01, 0x02]));
+        assert_ne!(token_for(&a, &[0x01, 0x02]), token_for(&a, &[0x01, 0x03]));
+        assert_ne!(token_for(&a, &[0x01, 0x02]), token);
     }
 }

@@ -283,6 +283,17 @@ impl QuicLbConfig {
         self.server_id_len() + self.nonce_len()
     }
 
+    /// Octets that differ between any two configurations: codepoint, lengths and key. Keys
+    /// derived for one configuration mix them in (§9.5 asks for a stateless-reset key per
+    /// configuration).
+    pub(crate) fn fingerprint(&self) -> Vec<u8> {
+        let mut fingerprint = vec![self.id.value(), self.server_id_len, self.nonce_len];
+        if let Some(aes) = &self.cipher {
+            fingerprint.extend_from_slice(&aes.key);
+        }
+        fingerprint
+    }
+
     /// The connection ID for `server_id` with this `nonce`, its first octet holding the
     /// codepoint and the ID's length less one (the length self-description, §3.3).
     ///
@@ -670,6 +681,8 @@ pub(crate) fn random(out: &mut [u8]) {
 struct Aes {
     encrypt: EncryptingKey,
     decrypt: DecryptingKey,
+    /// The key itself, for [`QuicLbConfig::fingerprint`].
+    key: [u8; 16],
 }
 
 impl Aes {
@@ -679,6 +692,7 @@ impl Aes {
         Self {
             encrypt: EncryptingKey::ecb(unbound()).expect("AES-128 supports ECB"),
             decrypt: DecryptingKey::ecb(unbound()).expect("AES-128 supports ECB"),
+            key: *key,
         }
     }
 

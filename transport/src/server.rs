@@ -96,9 +96,12 @@ impl ServerBuilder {
 
     /// The endpoint configuration of one worker of a group, or of a lone endpoint.
     pub(crate) fn endpoint_config_for(&self, worker: Option<WorkerField>) -> EndpointConfig {
-        let mut config = match &self.keys {
-            Some(keys) => EndpointConfig::new(keys.reset_key()),
-            None => EndpointConfig::default(),
+        let mut config = match (&self.keys, &self.quic_lb) {
+            (Some(keys), Some((lb, _))) => {
+                EndpointConfig::new(keys.reset_key_for(&lb.fingerprint()))
+            }
+            (Some(keys), None) => EndpointConfig::new(keys.reset_key()),
+            (None, _) => EndpointConfig::default(),
         };
         match (&self.quic_lb, worker) {
             (Some((lb, server_id)), worker) => {

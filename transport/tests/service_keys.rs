@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use quay_transport::keys::ServiceKeys;
+use quay_transport::quic_lb::{ConfigId, QuicLbConfig, ServerId};
 use quay_transport::{
-    ClientBuilder, Connection, ConnectionError, Endpoint, ServerBuilder, TransportOptions,
+    ClientBuilder, Connection, ConnectionError, Endpoint, ServerBuilder, TransportOptions, Trust,
 };
 
 mod common;
@@ -123,7 +124,16 @@ async fn connect_then_crash(builder: ServerBuilder, client: &Endpoint) -> (Socke
 /// server's port and the client sent it a packet.
 async fn end_after_restart(keys: ServiceKeys, restarted_keys: ServiceKeys) -> ConnectionError {
     let (identity, trust) = identity_and_trust();
-    let builder = ServerBuilder::new(identity);
+    end_after_restart_of(ServerBuilder::new(identity), trust, keys, restarted_keys).await
+}
+
+/// [`end_after_restart`] for servers made by `builder`.
+async fn end_after_restart_of(
+    builder: ServerBuilder,
+    trust: Trust,
+    keys: ServiceKeys,
+    restarted_keys: ServiceKeys,
+) -> ConnectionError {
     let mut options = TransportOptions::default();
     // Short enough that the case without a reset ends quickly.
     options.idle_timeout = Duration::from_secs(1);
@@ -146,6 +156,21 @@ async fn end_after_restart(keys: ServiceKeys, restarted_keys: ServiceKeys) -> Co
 async fn an_endpoint_with_the_same_keys_resets_a_lost_connection() {
     let keys = ServiceKeys::from_secret(&[0x33; 32]).unwrap();
     let end = end_after_restart(keys.clone(), keys).await;
+    assert!(matches!(end, ConnectionError::Reset), "{end:?}");
+}
+
+// The same for a server issuing QUIC-LB IDs, whose reset key is derived for its configuration
+// (draft-ietf-quic-load-balancers-21 §9.5): the restarted server, with the same configuration
+// and server ID, derives the same key.
+#[tokio::test]
+async fn a_restarted_quic_lb_server_resets_a_lost_connection() {
+    let (identity, trust) = identity_and_trust();
+    let config = QuicLbConfig::encrypted(ConfigId::new(3).unwrap(), 2, 6, [0x44; 16]).unwrap();
+    let builder = ServerBuilder::new(identity)
+        .quic_lb(config, ServerId::new(&[0x01, 0x02]).unwrap())
+        .unwrap();
+    let keys = ServiceKeys::from_secret(&[0x55; 32]).unwrap();
+    let end = end_after_restart_of(builder, trust, keys.clone(), keys).await;
     assert!(matches!(end, ConnectionError::Reset), "{end:?}");
 }
 
