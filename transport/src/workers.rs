@@ -177,8 +177,11 @@ impl ServerBuilder {
         }
 
         let serve = Arc::new(serve);
-        let endpoints = started.iter().map(|(_, _, e)| e.clone()).collect();
-        let mut threads = Vec::with_capacity(workers);
+        let mut group = WorkerGroup {
+            local_addr,
+            endpoints: started.iter().map(|(_, _, e)| e.clone()).collect(),
+            threads: Vec::with_capacity(workers),
+        };
         for (index, runtime, endpoint) in started {
             let serve = serve.clone();
             let worker = Worker {
@@ -186,17 +189,21 @@ impl ServerBuilder {
                 count: workers,
                 endpoint,
             };
-            let thread = thread::Builder::new()
+            let spawned = thread::Builder::new()
                 .name(format!("quay-worker-{index}"))
-                .spawn(move || runtime.block_on(serve(worker)))
-                .map_err(bind_error)?;
-            threads.push(thread);
+                .spawn(move || runtime.block_on(serve(worker)));
+            match spawned {
+                Ok(thread) => group.threads.push(thread),
+                Err(error) => {
+                    // Stop the workers already running: closed endpoints end their accept loops.
+                    for endpoint in &group.endpoints {
+                        endpoint.close(0u32.into(), b"server failed to start");
+                    }
+                    return Err(bind_error(error));
+                }
+            }
         }
-        Ok(WorkerGroup {
-            local_addr,
-            endpoints,
-            threads,
-        })
+        Ok(group)
     }
 }
 
