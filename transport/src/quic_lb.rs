@@ -528,9 +528,11 @@ impl ConnectionIdGenerator for QuicLbGenerator {
     }
 
     fn validate(&self, cid: &ConnectionId) -> Result<(), InvalidCid> {
-        // An ID of ours carries our codepoint and server ID, or is one of our unroutable IDs.
+        // An ID of ours carries our codepoint and server ID, or is unroutable once we have run
+        // out of nonces. Anything else is not ours to reset: sharing a reset key with other
+        // servers is safe only because their IDs never pass here (RFC 9000 §21.9).
         match ConfigId::of(cid) {
-            Some(id) if id == ConfigId::UNROUTABLE => Ok(()),
+            Some(id) if id == ConfigId::UNROUTABLE && self.nonces.exhausted() => Ok(()),
             Some(id) if id == self.config.id => match self.config.server_id(cid) {
                 Ok(server_id) if server_id == self.server_id => Ok(()),
                 _ => Err(InvalidCid),
@@ -630,6 +632,11 @@ impl Nonces {
             step,
             left,
         }
+    }
+
+    /// Whether the counter has come back round (never for random nonces).
+    fn exhausted(&self) -> bool {
+        matches!(self, Self::Counter { left: Some(0), .. })
     }
 
     /// Writes the next nonce into `out`; false once the counter has come back round.
@@ -1056,6 +1063,11 @@ mod tests {
             step: 1,
             left: Some(1),
         };
+        let unroutable_of_another = ConnectionId::new(&[0xe6, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06]);
+        assert!(
+            generator.validate(&unroutable_of_another).is_err(),
+            "a server with nonces left issued no unroutable ID"
+        );
         let routable = generator.generate_cid();
         assert_eq!(config.server_id(&routable), Ok(server));
         let unroutable = generator.generate_cid();
