@@ -24,7 +24,8 @@
 //! the kernel reads them whether or not the configuration has a key. The cost: the first octet
 //! no longer self-describes the ID's length (§3.3, which load balancers may ignore), and anyone
 //! who knows the group's size can tell which worker an ID belongs to (not which connection or
-//! server). With a key, workers count their nonces in disjoint residue classes, so they never
+//! server): this departs from §3.3's advice that a server not describing lengths keep these
+//! bits unrelated across a connection's IDs. With a key, workers count their nonces in disjoint residue classes, so they never
 //! produce the same ciphertext. Without a QUIC-LB configuration the IDs are 8 random octets
 //! apart from the worker bits.
 //!
