@@ -3,6 +3,16 @@
 
 use std::error::Error;
 
+use quay_transport::workers::MAX_WORKERS;
+
+/// The default of the servers' `--workers`: one endpoint per core, as many as this system's
+/// worker groups allow.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_WORKERS)
+}
+
 /// An error and its chain of sources on one line, for a command-line tool's last words: each
 /// source is appended after `: ` unless the message already contains it, and line breaks become
 /// spaces.

@@ -6,8 +6,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use quinn::Endpoint;
 use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Endpoint, EndpointConfig};
 
 use crate::EndpointError;
 use crate::options::{TransportOptions, bind_endpoint};
@@ -72,7 +72,7 @@ impl ClientBuilder {
     /// this configuration. Must be called inside a tokio runtime.
     pub fn bind(&self, addr: SocketAddr) -> Result<Endpoint, EndpointError> {
         let config = self.client_config()?;
-        let mut endpoint = bind_endpoint(addr, &self.options, None)?;
+        let mut endpoint = bind_endpoint(addr, &self.options, EndpointConfig::default(), None)?;
         endpoint.set_default_client_config(config);
         Ok(endpoint)
     }

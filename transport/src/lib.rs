@@ -9,7 +9,10 @@
 //! - client trust ([`Trust`]): system roots, explicit roots, certificate-hash pinning with the
 //!   browsers' rules, and an insecure mode named `Danger…`;
 //! - `SSLKEYLOGFILE`: when the variable names a file, TLS secrets are appended to it so Wireshark
-//!   can decrypt captures.
+//!   can decrypt captures;
+//! - scale-out: endpoints that share a port, one per core ([`workers`]), connection IDs a QUIC-LB
+//!   load balancer can route ([`quic_lb`]), and keys shared by every endpoint of a service
+//!   ([`keys`]).
 //!
 //! It does not speak HTTP/3 (see `quay-h3`) and never reads from streams itself. Endpoints need a
 //! tokio runtime. The crypto provider is aws-lc-rs, for the whole workspace ([`crypto_provider`]).
@@ -31,7 +34,8 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+// One module, `reuseport`, needs `unsafe` for a socket option; it allows it for itself.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::sync::{Arc, OnceLock};
@@ -40,9 +44,14 @@ use rustls::crypto::CryptoProvider;
 
 pub mod client;
 pub mod identity;
+pub mod keys;
 pub mod options;
+pub mod quic_lb;
+#[cfg(target_os = "linux")]
+mod reuseport;
 pub mod server;
 pub mod trust;
+pub mod workers;
 
 pub use client::ClientBuilder;
 pub use identity::{CertificateError, CertificateHash, Identity};
@@ -110,6 +119,15 @@ pub enum EndpointError {
     /// The TLS configuration has no cipher suite QUIC can use.
     #[error("TLS configuration unusable for QUIC: {0}")]
     Quic(String),
+    /// A worker group has 1 to [`workers::MAX_WORKERS`] workers
+    /// ([`ServerBuilder::bind_workers`]).
+    #[error("a worker group has 1 to {max} workers here, not {workers}")]
+    WorkerCount {
+        /// The number asked for.
+        workers: usize,
+        /// [`workers::MAX_WORKERS`].
+        max: usize,
+    },
 }
 
 #[cfg(test)]

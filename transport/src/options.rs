@@ -123,6 +123,7 @@ impl TransportOptions {
 pub(crate) fn bind_endpoint(
     addr: SocketAddr,
     options: &TransportOptions,
+    config: EndpointConfig,
     server: Option<quinn::ServerConfig>,
 ) -> Result<Endpoint, EndpointError> {
     let bind_error = |source| EndpointError::Bind { addr, source };
@@ -132,19 +133,25 @@ pub(crate) fn bind_endpoint(
             "no async runtime found (call inside tokio)",
         ))
     })?;
-    Endpoint::new(EndpointConfig::default(), server, socket, runtime).map_err(bind_error)
+    Endpoint::new(config, server, socket, runtime).map_err(bind_error)
 }
 
 /// A UDP socket bound at `addr` whose kernel buffers were asked to be `buffer_size` bytes.
 fn udp_socket(addr: SocketAddr, buffer_size: Option<usize>) -> io::Result<UdpSocket> {
     let socket = UdpSocket::bind(addr)?;
-    if let Some(size) = buffer_size {
-        let state = UdpSocketState::new((&socket).into())?;
-        // Best effort: the kernel may grant less, which is not worth failing over.
-        let _ = state.set_recv_buffer_size((&socket).into(), size);
-        let _ = state.set_send_buffer_size((&socket).into(), size);
-    }
+    set_buffer_sizes(&socket, buffer_size)?;
     Ok(socket)
+}
+
+/// Asks the kernel for receive and send buffers of `size` bytes on `socket`.
+pub(crate) fn set_buffer_sizes(socket: &UdpSocket, size: Option<usize>) -> io::Result<()> {
+    if let Some(size) = size {
+        let state = UdpSocketState::new(socket.into())?;
+        // Best effort: the kernel may grant less, which is not worth failing over.
+        let _ = state.set_recv_buffer_size(socket.into(), size);
+        let _ = state.set_send_buffer_size(socket.into(), size);
+    }
+    Ok(())
 }
 
 /// A congestion controller from quinn.

@@ -1,16 +1,24 @@
 //! Server endpoints: an [`Identity`] and [`TransportOptions`] turned into a bound quinn
 //! [`Endpoint`] that accepts QUIC connections for HTTP/3.
 //!
+//! Servers that share an address with others can share their keys
+//! ([`ServerBuilder::service_keys`]), issue connection IDs a QUIC-LB load balancer routes
+//! ([`ServerBuilder::quic_lb`]), and run one endpoint per core on one port
+//! ([`ServerBuilder::bind_workers`]; more than one needs Linux).
+//!
 //! This module does not speak HTTP/3; it only sets up QUIC and TLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use quinn::Endpoint;
 use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Endpoint, EndpointConfig};
+use quinn_proto::HashedConnectionIdGenerator;
 
 use crate::identity::Identity;
+use crate::keys::ServiceKeys;
 use crate::options::{TransportOptions, bind_endpoint};
+use crate::quic_lb::{QuicLbConfig, QuicLbError, QuicLbGenerator, ServerId, WorkerField};
 use crate::{EndpointError, crypto_provider};
 
 /// Builds server endpoints.
@@ -33,7 +41,9 @@ use crate::{EndpointError, crypto_provider};
 #[derive(Clone, Debug)]
 pub struct ServerBuilder {
     identity: Identity,
-    options: TransportOptions,
+    pub(crate) options: TransportOptions,
+    keys: Option<ServiceKeys>,
+    quic_lb: Option<(QuicLbConfig, ServerId)>,
 }
 
 impl ServerBuilder {
@@ -42,6 +52,8 @@ impl ServerBuilder {
         Self {
             identity,
             options: TransportOptions::default(),
+            keys: None,
+            quic_lb: None,
         }
     }
 
@@ -51,10 +63,71 @@ impl ServerBuilder {
         self
     }
 
+    /// Uses `keys` for stateless resets, address-validation tokens and connection-ID checks
+    /// instead of keys drawn at random per endpoint, so that every endpoint built with the same
+    /// keys accepts the others' Retry and NEW_TOKEN tokens, resets connections the others lost,
+    /// and recognises their connection IDs. Give every endpoint of one service the same keys.
+    pub fn service_keys(mut self, keys: ServiceKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Issues QUIC-LB connection IDs of `config` carrying `server_id`, so that a QUIC-LB load
+    /// balancer routes every packet of a connection to this server, whatever the client's
+    /// address (see [`crate::quic_lb`]). Fails if `server_id` does not have the
+    /// configuration's length.
+    pub fn quic_lb(
+        mut self,
+        config: QuicLbConfig,
+        server_id: ServerId,
+    ) -> Result<Self, QuicLbError> {
+        // Checked once here, so every endpoint's generator can be made without failing.
+        QuicLbGenerator::new(config.clone(), server_id)?;
+        self.quic_lb = Some((config, server_id));
+        Ok(self)
+    }
+
+    /// The quinn endpoint configuration, for callers that set up their own endpoint: the
+    /// service's reset key when [`ServerBuilder::service_keys`] was set, and the QUIC-LB
+    /// connection IDs of [`ServerBuilder::quic_lb`].
+    pub fn endpoint_config(&self) -> EndpointConfig {
+        self.endpoint_config_for(None)
+    }
+
+    /// The endpoint configuration of one worker of a group, or of a lone endpoint.
+    pub(crate) fn endpoint_config_for(&self, worker: Option<WorkerField>) -> EndpointConfig {
+        let mut config = match (&self.keys, &self.quic_lb) {
+            (Some(keys), Some((lb, _))) => {
+                EndpointConfig::new(keys.reset_key_for(&lb.fingerprint()))
+            }
+            (Some(keys), None) => EndpointConfig::new(keys.reset_key()),
+            (None, _) => EndpointConfig::default(),
+        };
+        match (&self.quic_lb, worker) {
+            (Some((lb, server_id)), worker) => {
+                let (lb, server_id) = (lb.clone(), *server_id);
+                config.cid_generator(move || {
+                    Box::new(QuicLbGenerator::unchecked(lb.clone(), server_id, worker))
+                });
+            }
+            (None, Some(worker)) => crate::workers::worker_cids(&mut config, worker),
+            (None, None) => {
+                if let Some(keys) = &self.keys {
+                    let key = keys.connection_id_key();
+                    config.cid_generator(move || {
+                        Box::new(HashedConnectionIdGenerator::from_key(key))
+                    });
+                }
+            }
+        }
+        config
+    }
+
     /// The quinn server configuration, for callers that set up their own endpoint.
     ///
     /// TLS 1.3 only (QUIC requires it), no client certificates, the identity's chain and key,
-    /// the ALPN list from the options, and `SSLKEYLOGFILE` honoured when set.
+    /// the ALPN list from the options, `SSLKEYLOGFILE` honoured when set, and the service's
+    /// token key when [`ServerBuilder::service_keys`] was set.
     pub fn server_config(&self) -> Result<quinn::ServerConfig, EndpointError> {
         let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -67,7 +140,10 @@ impl ServerBuilder {
         tls.key_log = Arc::new(rustls::KeyLogFile::new());
         let quic = QuicServerConfig::try_from(tls)
             .map_err(|error| EndpointError::Quic(error.to_string()))?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        let mut config = match &self.keys {
+            Some(keys) => quinn::ServerConfig::new(Arc::new(quic), keys.token_key()),
+            None => quinn::ServerConfig::with_crypto(Arc::new(quic)),
+        };
         config.transport_config(Arc::new(self.options.transport_config()));
         Ok(config)
     }
@@ -77,6 +153,7 @@ impl ServerBuilder {
     /// Must be called inside a tokio runtime. Port 0 picks a free port; read it back with
     /// [`Endpoint::local_addr`].
     pub fn bind(&self, addr: SocketAddr) -> Result<Endpoint, EndpointError> {
-        bind_endpoint(addr, &self.options, Some(self.server_config()?))
+        let server = self.server_config()?;
+        bind_endpoint(addr, &self.options, self.endpoint_config(), Some(server))
     }
 }

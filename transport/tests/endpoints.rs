@@ -1,8 +1,6 @@
 //! Loopback tests of quay-transport: real endpoints on 127.0.0.1, every await under a timeout.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use quay_transport::quinn::crypto::rustls::HandshakeData;
 use quay_transport::{
@@ -10,13 +8,8 @@ use quay_transport::{
     Identity, ServerBuilder, Trust,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn bounded<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(TIMEOUT, future)
-        .await
-        .expect("timed out")
-}
+mod common;
+use common::bounded;
 
 fn server(identity: Identity) -> Endpoint {
     ServerBuilder::new(identity)

@@ -16,6 +16,10 @@
 //! WebTransport URL and `certificate hash: HEX`; the log goes to stderr (`RUST_LOG` filters it).
 //! Ctrl-C closes every connection (the page then shows its sessions as disconnected) and exits.
 //!
+//! `--workers N` (default: one per core) runs N WebTransport endpoints on the UDP port, each on
+//! its own thread; on Linux the kernel steers every connection's packets to the endpoint that
+//! accepted it (see `quay_transport::workers`). The chat room spans all of them.
+//!
 //! ```text
 //! cargo run --release -p quay-examples --bin demo
 //! ```
@@ -35,12 +39,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use quay_examples::one_line;
-use quay_transport::Identity;
+use quay_examples::{default_workers, one_line};
+use quay_transport::workers::Worker;
+use quay_transport::{Identity, ServerBuilder};
 use quay_webtransport::server::Request;
 use quay_webtransport::{Config, RecvStream, SendStream, Server, Session};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The page, with `__WT_URL__` and `__CERT_HASH__` to fill in.
@@ -66,6 +71,10 @@ struct Args {
     /// TCP port of the page.
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
+    /// WebTransport endpoints on the UDP port, each on its own thread (more than one needs
+    /// Linux). Default: one per core.
+    #[arg(long, default_value_t = default_workers())]
+    workers: usize,
 }
 
 #[tokio::main]
@@ -90,15 +99,21 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let identity = Identity::self_signed(["localhost", "127.0.0.1", "::1"])?;
     let hash = identity.certificate_hash();
-    let server = bind_any("UDP", args.wt_port, |addr| {
-        Server::bind(addr, identity.clone(), Config::default())
+    let (room, _) = broadcast::channel(CHAT_BACKLOG);
+    let (shutdown, stop) = watch::channel(false);
+    let builder = ServerBuilder::new(identity);
+    let group = bind_any("UDP", args.wt_port, |addr| {
+        let (room, stop) = (room.clone(), stop.clone());
+        builder.bind_workers(addr, args.workers, move |worker| {
+            serve_worker(worker, room.clone(), stop.clone())
+        })
     })?;
     let listener = bind_any("TCP", args.http_port, std::net::TcpListener::bind)?;
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
 
     let page_url = format!("http://localhost:{}", listener.local_addr()?.port());
-    let wt_url = format!("https://localhost:{}", server.local_addr()?.port());
+    let wt_url = format!("https://localhost:{}", group.local_addr().port());
     let page = PAGE
         .replace("__WT_URL__", &wt_url)
         .replace("__CERT_HASH__", &hash.to_js_array());
@@ -114,33 +129,44 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     );
     let pages = tokio::spawn(serve_page(listener, Bytes::from(page)));
 
-    let (room, _) = broadcast::channel(CHAT_BACKLOG);
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
+    // The workers serve sessions; this task waits for Ctrl-C, then for them to close.
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        warn!(%error, "cannot wait for Ctrl-C; stopping");
+    }
+    info!("shutting down");
+    pages.abort();
+    let _ = shutdown.send(true);
+    tokio::task::spawn_blocking(move || group.join())
+        .await?
+        .map_err(|_| "a worker panicked")?;
+    Ok(())
+}
+
+/// One worker: a WebTransport server on the worker's endpoint until `stop` turns true, then a
+/// close that waits a little for the peers.
+async fn serve_worker(
+    worker: Worker,
+    room: broadcast::Sender<Bytes>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let server = Server::from_endpoint(worker.endpoint, Config::default());
     loop {
         tokio::select! {
             request = server.accept() => {
-                let Some(request) = request else { break };
+                let Some(request) = request else { return };
                 let span = info_span!(
                     "session",
+                    worker = worker.index,
                     peer = %request.connection().remote_address(),
                     path = request.path(),
                 );
                 tokio::spawn(serve_session(request, room.clone()).instrument(span));
             }
-            signal = &mut shutdown => {
-                if let Err(error) = signal {
-                    warn!(%error, "cannot wait for Ctrl-C; stopping");
-                }
-                info!("shutting down");
-                break;
-            }
+            _ = stop.wait_for(|stop| *stop) => break,
         }
     }
-    pages.abort();
     server.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, server.endpoint().wait_idle()).await;
-    Ok(())
 }
 
 /// Binds `bind` on port `port` of every IPv6 and IPv4 address (`[::]`), or of every IPv4

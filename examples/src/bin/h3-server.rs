@@ -18,12 +18,17 @@
 //! `listening on ADDR` and, for a self-signed certificate, `certificate hash: HEX`, so scripts and
 //! tests can read them. Each connection and each request runs in its own task.
 //!
+//! `--workers N` (default: one per core) runs N endpoints on the port, each on its own thread;
+//! on Linux the kernel steers every connection's packets to the endpoint that accepted it (see
+//! `quay_transport::workers`). Elsewhere there is one.
+//!
 //! ```text
 //! cargo run -p quay-examples --bin h3-server -- ./public
 //! cargo run -p quay-examples --bin h3-server -- --listen 127.0.0.1:8443 --cert cert.pem --key key.pem .
 //! ```
 
 use std::error::Error;
+use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
@@ -33,11 +38,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use quay_examples::one_line;
+use quay_examples::{default_workers, one_line};
 use quay_h3::server::{Connection, IncomingRequest, RequestStream, Server};
 use quay_h3::{Config, StreamError};
-use quay_transport::Identity;
+use quay_transport::workers::{Worker, WorkerGroup};
+use quay_transport::{EndpointError, Identity, ServerBuilder};
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 
 /// `println!` that ignores a closed stdout: the log is for the operator, the server keeps serving
 /// without it.
@@ -75,6 +82,10 @@ struct Args {
     /// Names of the self-signed certificate (repeatable).
     #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"], conflicts_with = "cert")]
     names: Vec<String>,
+    /// Endpoints on the port, each on its own thread (more than one needs Linux). Default: one
+    /// per core.
+    #[arg(long, default_value_t = default_workers())]
+    workers: usize,
 }
 
 #[tokio::main]
@@ -103,8 +114,17 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         _ => Identity::self_signed(args.names.iter().map(String::as_str))?,
     };
     let hash = identity.certificate_hash();
-    let server = bind(args.listen, identity)?;
-    let addr = server.local_addr()?;
+    let shown = root.display().to_string();
+    let root = Arc::new(root);
+    let (shutdown, stop) = watch::channel(false);
+    let serve = move |worker: Worker| serve_worker(worker, root.clone(), stop.clone());
+    let group = bind(
+        args.listen,
+        &ServerBuilder::new(identity),
+        args.workers,
+        serve,
+    )?;
+    let addr = group.local_addr();
     say!("listening on {addr}");
     if self_signed {
         say!("certificate hash: {}", hash.to_hex());
@@ -114,9 +134,22 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             addr.port()
         );
     }
-    say!("serving {}", root.display());
+    say!("serving {shown} with {} workers", args.workers);
 
-    let root = Arc::new(root);
+    // The workers serve; this thread waits for Ctrl-C, then for them to close.
+    let _ = tokio::signal::ctrl_c().await;
+    say!("shutting down");
+    let _ = shutdown.send(true);
+    tokio::task::spawn_blocking(move || group.join())
+        .await?
+        .map_err(|_| "a worker panicked")?;
+    Ok(())
+}
+
+/// One worker: an HTTP/3 server on the worker's endpoint until `stop` turns true, then a close
+/// that waits for the peers.
+async fn serve_worker(worker: Worker, root: Arc<PathBuf>, mut stop: watch::Receiver<bool>) {
+    let server = Server::from_endpoint(worker.endpoint, Config::default());
     loop {
         tokio::select! {
             accepted = server.accept() => match accepted {
@@ -125,30 +158,39 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 }
                 // A failed handshake concerns that client only.
                 Some(Err(error)) => eprintln!("handshake failed: {error}"),
-                None => return Ok(()),
+                None => return,
             },
-            _ = tokio::signal::ctrl_c() => {
-                say!("shutting down");
+            _ = stop.wait_for(|stop| *stop) => {
                 server.endpoint().close(0u32.into(), b"server shutting down");
                 server.endpoint().wait_idle().await;
-                return Ok(());
+                return;
             }
         }
     }
 }
 
-/// Binds `listen`, or the default `[::]:4433` with a fallback to IPv4 only.
-fn bind(listen: Option<SocketAddr>, identity: Identity) -> Result<Server, Box<dyn Error>> {
+/// Binds `workers` endpoints on `listen`, or on the default `[::]:4433` with a fallback to IPv4
+/// only, and runs `serve` on each.
+fn bind<F, Fut>(
+    listen: Option<SocketAddr>,
+    builder: &ServerBuilder,
+    workers: usize,
+    serve: F,
+) -> Result<WorkerGroup, EndpointError>
+where
+    F: Fn(Worker) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     if let Some(addr) = listen {
-        return Ok(Server::bind(addr, identity, Config::default())?);
+        return builder.bind_workers(addr, workers, serve);
     }
     let any6 = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), DEFAULT_PORT);
-    match Server::bind(any6, identity.clone(), Config::default()) {
-        Ok(server) => Ok(server),
+    match builder.bind_workers(any6, workers, serve.clone()) {
+        Ok(group) => Ok(group),
         Err(error) => {
             eprintln!("cannot listen on {any6} ({error}); trying IPv4 only");
             let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), DEFAULT_PORT);
-            Ok(Server::bind(any4, identity, Config::default())?)
+            builder.bind_workers(any4, workers, serve)
         }
     }
 }
