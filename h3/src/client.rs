@@ -67,6 +67,32 @@ pub enum ConnectError {
     Connection(#[from] quay_transport::ConnectionError),
 }
 
+/// The host of `url` (for TLS) and its addresses at the URL's port (443 when absent).
+async fn resolve(url: &str) -> Result<(String, Vec<SocketAddr>), ConnectError> {
+    let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| ConnectError::Url("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|source| ConnectError::Resolve {
+            host: host.clone(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ConnectError::Resolve {
+            host,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        });
+    }
+    Ok((host, addrs))
+}
+
 /// Connects to the first IPv6 and the first IPv4 address of `addrs` at once and keeps whichever
 /// handshake completes first ("localhost" often resolves to ::1 before 127.0.0.1, and a server may
 /// listen on one family only).
@@ -122,7 +148,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Handle {
     shared: Arc<Shared>,
-    _endpoint: Option<Endpoint>,
+    endpoint: Option<Endpoint>,
 }
 
 impl Drop for Handle {
@@ -139,30 +165,34 @@ impl Client {
         builder: &ClientBuilder,
         config: Config,
     ) -> Result<Self, ConnectError> {
-        let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| ConnectError::Url("no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = url.port().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|source| ConnectError::Resolve {
-                host: host.clone(),
-                source,
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(ConnectError::Resolve {
-                host,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-            });
-        }
+        let (host, addrs) = resolve(url).await?;
         let endpoint = builder.build()?;
         let connection = connect_any(&endpoint, &addrs, &host).await?;
         Ok(Self::start(connection, config, Some(endpoint)))
+    }
+
+    /// Connects to the host and port of `url` (port 443 when absent) on `endpoint`, which may
+    /// carry any number of connections (one UDP socket for all of a program's clients; build it
+    /// with `ClientBuilder::build`). Wait for the endpoint's `wait_idle` before the program
+    /// exits, so that closes have left.
+    pub async fn connect_on(
+        endpoint: &Endpoint,
+        url: &str,
+        config: Config,
+    ) -> Result<Self, ConnectError> {
+        let (host, addrs) = resolve(url).await?;
+        let connection = connect_any(endpoint, &addrs, &host).await?;
+        Ok(Self::start(connection, config, None))
+    }
+
+    /// Waits until the connections of the endpoint this client made for itself
+    /// ([`Client::connect`]) are closed and their closes have been sent: call it after
+    /// [`Client::close`] (or dropping every request) before a program exits, or the peer may
+    /// never learn of the close. Returns at once for a client on an endpoint it was given.
+    pub async fn wait_idle(&self) {
+        if let Some(endpoint) = &self.inner.endpoint {
+            endpoint.wait_idle().await;
+        }
     }
 
     /// Speaks HTTP/3 on an established QUIC connection (ALPN `h3`). Must be called inside a tokio
@@ -174,10 +204,7 @@ impl Client {
     fn start(connection: Connection, config: Config, endpoint: Option<Endpoint>) -> Self {
         let shared = driver::start(connection, config, Side::Client);
         Self {
-            inner: Arc::new(Handle {
-                shared,
-                _endpoint: endpoint,
-            }),
+            inner: Arc::new(Handle { shared, endpoint }),
         }
     }
 

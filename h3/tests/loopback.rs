@@ -713,3 +713,96 @@ async fn qpack_streams_are_opened_only_when_used() {
     );
     std::mem::forget(control);
 }
+
+/// Accepts `count` connections and answers each one's requests with 200; reports each
+/// connection's peer address and how it ended.
+fn serve_connections(
+    fixture: common::Fixture,
+    count: usize,
+) -> tokio::task::JoinHandle<Vec<(std::net::SocketAddr, quay_h3::ConnectionError)>> {
+    tokio::spawn(async move {
+        let mut ends = Vec::new();
+        for _ in 0..count {
+            let connection = accept(&fixture).await;
+            ends.push(tokio::spawn(async move {
+                // Bounded by the client, which closes the connection.
+                while let Ok(Some((_request, mut stream))) = connection.accept().await {
+                    stream.send_response(ok()).await.unwrap();
+                    stream.finish().unwrap();
+                }
+                (
+                    connection.connection().remote_address(),
+                    connection.closed().await,
+                )
+            }));
+        }
+        let mut out = Vec::new();
+        for end in ends {
+            out.push(end.await.unwrap());
+        }
+        out
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_share_one_endpoint_and_wait_until_their_closes_have_left() {
+    let fixture = server(Config::default());
+    let url = format!("https://localhost:{}/", fixture.addr.port());
+    let endpoint = common::client_builder(&fixture.hash)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let served = serve_connections(fixture, 2);
+    let clients = [
+        t(quay_h3::Client::connect_on(
+            &endpoint,
+            &url,
+            Config::default(),
+        ))
+        .await
+        .unwrap(),
+        t(quay_h3::Client::connect_on(
+            &endpoint,
+            &url,
+            Config::default(),
+        ))
+        .await
+        .unwrap(),
+    ];
+    for client in &clients {
+        let request = Request::get(url.as_str()).body(Bytes::new()).unwrap();
+        let response = t(client.request(request)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        client.close(quay_h3::Code::H3_NO_ERROR, b"done");
+    }
+    t(endpoint.wait_idle()).await;
+    let ends = t(served).await.unwrap();
+    let local = endpoint.local_addr().unwrap();
+    for (peer, end) in ends {
+        // Both connections came from the one endpoint, and each close reached the server.
+        assert_eq!(peer, local);
+        assert!(
+            matches!(end, quay_h3::ConnectionError::PeerClosed { code, .. } if code == quay_h3::Code::H3_NO_ERROR),
+            "{end:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_its_own_endpoint_waits_until_its_close_has_left() {
+    let fixture = server(Config::default());
+    let url = format!("https://localhost:{}/", fixture.addr.port());
+    let builder = common::client_builder(&fixture.hash);
+    let served = serve_connections(fixture, 1);
+    let client = t(quay_h3::Client::connect(&url, &builder, Config::default()))
+        .await
+        .unwrap();
+    client.close(quay_h3::Code::H3_NO_ERROR, b"done");
+    t(client.wait_idle()).await;
+    drop(client);
+    let ends = t(served).await.unwrap();
+    assert!(
+        matches!(&ends[0].1, quay_h3::ConnectionError::PeerClosed { code, .. } if *code == quay_h3::Code::H3_NO_ERROR),
+        "{:?}",
+        ends[0].1
+    );
+}

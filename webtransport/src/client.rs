@@ -89,14 +89,31 @@ impl Client {
     ) -> Result<Self, ConnectError> {
         let h3 = quay_h3::Client::connect(url, builder, config.h3_config())
             .await
-            .map_err(|error| match error {
-                quay_h3::client::ConnectError::Url(url) => ConnectError::Url(url),
-                quay_h3::client::ConnectError::Connection(error) => {
-                    ConnectError::from_connection(error)
-                }
-                error => ConnectError::Setup(error.to_string()),
-            })?;
+            .map_err(ConnectError::from_h3_connect)?;
         Ok(Self::start(h3, &config))
+    }
+
+    /// Connects to the host and port of `url` (443 when absent) on `endpoint`, which may carry
+    /// any number of connections (one UDP socket for all of a program's clients; build it with
+    /// `ClientBuilder::build`). Opens no session yet. Wait for the endpoint's `wait_idle`
+    /// before the program exits, so that closes have left.
+    pub async fn connect_on(
+        endpoint: &quay_transport::Endpoint,
+        url: &str,
+        config: Config,
+    ) -> Result<Self, ConnectError> {
+        let h3 = quay_h3::Client::connect_on(endpoint, url, config.h3_config())
+            .await
+            .map_err(ConnectError::from_h3_connect)?;
+        Ok(Self::start(h3, &config))
+    }
+
+    /// Waits until the connection of the endpoint this client made for itself
+    /// ([`Client::connect`]) is closed and its close has been sent: call it after closing the
+    /// sessions (awaiting [`Session::close`]) and the connection, before a program exits.
+    /// Returns at once for a client on an endpoint it was given.
+    pub async fn wait_idle(&self) {
+        self.h3.wait_idle().await;
     }
 
     /// Speaks HTTP/3 and WebTransport on an established QUIC connection (ALPN `h3`, datagrams

@@ -155,6 +155,15 @@ impl ConnectError {
         }
     }
 
+    /// Sorts a failure to connect an HTTP/3 client.
+    pub(crate) fn from_h3_connect(error: quay_h3::client::ConnectError) -> Self {
+        match error {
+            quay_h3::client::ConnectError::Url(url) => Self::Url(url),
+            quay_h3::client::ConnectError::Connection(error) => Self::from_connection(error),
+            error => Self::Setup(error.to_string()),
+        }
+    }
+
     pub(crate) fn from_h3(error: quay_h3::StreamError) -> Self {
         match error {
             quay_h3::StreamError::ConnectionLost(ConnectionError::Transport(error)) => {

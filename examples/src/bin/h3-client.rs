@@ -156,10 +156,10 @@ async fn run(args: Args) -> Result<StatusCode, Box<dyn Error>> {
         eprintln!("* connected to {}", client.connection().remote_address());
     }
     let result = exchange(&args, &client, request, body).await;
-    // H3_NO_ERROR; give the endpoint a moment to send the CONNECTION_CLOSE before the runtime
-    // (and the endpoint with it) goes away, so the server need not wait for its idle timeout.
+    // H3_NO_ERROR; wait until the CONNECTION_CLOSE has left before the runtime (and the
+    // endpoint with it) goes away, so the server need not wait for its idle timeout.
     client.close(Code::H3_NO_ERROR, b"");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    client.wait_idle().await;
     result
 }
 
