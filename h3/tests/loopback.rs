@@ -752,22 +752,11 @@ async fn clients_share_one_endpoint_and_wait_until_their_closes_have_left() {
         .bind("127.0.0.1:0".parse().unwrap())
         .unwrap();
     let served = serve_connections(fixture, 2);
-    let clients = [
-        t(quay_h3::Client::connect_on(
-            &endpoint,
-            &url,
-            Config::default(),
-        ))
-        .await
-        .unwrap(),
-        t(quay_h3::Client::connect_on(
-            &endpoint,
-            &url,
-            Config::default(),
-        ))
-        .await
-        .unwrap(),
-    ];
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let connecting = quay_h3::Client::connect_on(&endpoint, &url, Config::default());
+        clients.push(t(connecting).await.unwrap());
+    }
     for client in &clients {
         let request = Request::get(url.as_str()).body(Bytes::new()).unwrap();
         let response = t(client.request(request)).await.unwrap();
