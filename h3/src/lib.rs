@@ -11,6 +11,49 @@
 //! connection runs one small tokio task for its control and QPACK streams and datagrams;
 //! request bodies are read and written in the caller's task, straight on the QUIC stream.
 //!
+//! # Quick start
+//!
+//! A server that answers every request with its path, and a client that asks it once, on
+//! loopback with a self-signed certificate the client trusts by its hash:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use bytes::Bytes;
+//! use quay_h3::quay_transport::{ClientBuilder, Identity, Trust};
+//! use quay_h3::{Client, Config, Server};
+//!
+//! let identity = Identity::self_signed(["localhost"])?;
+//! let hash = identity.certificate_hash();
+//! let server = Server::bind("127.0.0.1:0".parse()?, identity, Config::default())?;
+//! let port = server.local_addr()?.port();
+//! tokio::spawn(async move {
+//!     while let Some(connection) = server.accept().await {
+//!         let Ok(connection) = connection else { continue };
+//!         tokio::spawn(async move {
+//!             while let Ok(Some((request, mut stream))) = connection.accept().await {
+//!                 let response = http::Response::builder().status(200).body(())?;
+//!                 stream.send_response(response).await?;
+//!                 stream.send_data(Bytes::from(request.uri().path().to_owned())).await?;
+//!                 stream.finish()?;
+//!             }
+//!             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//!         });
+//!     }
+//! });
+//!
+//! let builder = ClientBuilder::new().trust(Trust::CertificateHashes(vec![hash]));
+//! let url = format!("https://localhost:{port}/hello");
+//! let client = Client::connect(&url, &builder, Config::default()).await?;
+//! let response = client.request(http::Request::get(&url).body(Bytes::new())?).await?;
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.body(), "/hello");
+//! client.close(quay_h3::Code::H3_NO_ERROR, b"");
+//! client.wait_idle().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Limitations
 //!
 //! - No server push: a client never sends MAX_PUSH_ID (so push streams are H3_ID_ERROR) and a

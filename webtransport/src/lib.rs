@@ -11,6 +11,49 @@
 //! - [`proto`] holds the pure parts: error-code mapping, WebTransport capsules, the settings of
 //!   each draft, and CONNECT negotiation.
 //!
+//! # Quick start
+//!
+//! A server that echoes every bidirectional stream, and a client that opens a session to it,
+//! on loopback with a self-signed certificate the client trusts by its hash (as a browser's
+//! `serverCertificateHashes` does):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use quay_webtransport::quay_transport::{ClientBuilder, Identity, Trust};
+//! use quay_webtransport::{Config, Server};
+//!
+//! let identity = Identity::self_signed(["localhost"])?;
+//! let hash = identity.certificate_hash();
+//! let server = Server::bind("127.0.0.1:0".parse()?, identity, Config::default())?;
+//! let port = server.local_addr()?.port();
+//! tokio::spawn(async move {
+//!     while let Some(request) = server.accept().await {
+//!         let Ok(session) = request.ok().await else { continue };
+//!         tokio::spawn(async move {
+//!             while let Ok((mut send, mut recv)) = session.accept_bi().await {
+//!                 let data = recv.read_to_end(64 * 1024).await?;
+//!                 send.write_all(&data).await?;
+//!                 send.finish()?;
+//!             }
+//!             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//!         });
+//!     }
+//! });
+//!
+//! let builder = ClientBuilder::new().trust(Trust::CertificateHashes(vec![hash]));
+//! let url = format!("https://localhost:{port}/echo");
+//! let session = quay_webtransport::connect(&url, &builder).await?;
+//! let (mut send, mut recv) = session.open_bi().await?;
+//! send.write_all(b"hello").await?;
+//! send.finish()?;
+//! assert_eq!(recv.read_to_end(1024).await?, b"hello");
+//! // Awaited, the close waits until the server has answered it.
+//! session.close(0, "done").await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Draft-16 flow control ([`Config::flow_control`]) is offered by default and on with every peer
 //! that offers it too; Chromium, Firefox and the older drafts do not, and run without it. Not
 //! done: RESET_STREAM_AT is not sent (quinn lacks it).
@@ -35,3 +78,7 @@ pub use error::{ConnectError, DatagramError, SessionError, StreamError};
 pub use server::Server;
 pub use session::Session;
 pub use stream::{ReadToEndError, RecvStream, SendStream};
+
+pub use http;
+pub use quay_h3;
+pub use quay_transport;
