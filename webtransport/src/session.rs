@@ -1211,7 +1211,7 @@ impl SessionState {
             .await;
     }
 
-    async fn ended(&self) -> SessionError {
+    pub(crate) async fn ended(&self) -> SessionError {
         self.wait_for(|inner| inner.reason.as_deref().cloned())
             .await
     }

@@ -6,6 +6,7 @@
 //! [`Session`](crate::Session) when it opens a stream and read before it hands one out; these
 //! types only carry the payload. They implement tokio's `AsyncRead` / `AsyncWrite`.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,6 +51,25 @@ impl Mapping {
         match self {
             Self::Http3(state) if state.flow_on() => Some(state),
             _ => None,
+        }
+    }
+
+    /// Runs `op` until it completes or the session ends, whichever is first: a read or a write
+    /// that waits must not hold its stream past the session (draft-16 §6), so it ends with
+    /// [`StreamError::SessionGone`] (the caller then resets or stops the stream).
+    async fn until_session_end<T>(
+        &self,
+        op: impl Future<Output = Result<T, StreamError>>,
+    ) -> Result<T, StreamError> {
+        match self {
+            Self::Http3(state) => {
+                tokio::select! {
+                    biased;
+                    result = op => result,
+                    _ = state.ended() => Err(StreamError::SessionGone),
+                }
+            }
+            Self::Raw => op.await,
         }
     }
 
@@ -100,10 +120,24 @@ impl SendStream {
     /// the session has ended (draft-16 §6).
     fn check_session(&mut self) -> Result<(), StreamError> {
         if self.mapping.gone() {
-            let _ = self.inner.reset(WT_SESSION_GONE.to_varint());
-            return Err(StreamError::SessionGone);
+            return Err(self.session_gone());
         }
         Ok(())
+    }
+
+    /// The session has ended: resets the stream with WT_SESSION_GONE (draft-16 §6).
+    fn session_gone(&mut self) -> StreamError {
+        let _ = self.inner.reset(WT_SESSION_GONE.to_varint());
+        StreamError::SessionGone
+    }
+
+    /// Passes on what a write returned; if the session ended while it waited, resets the
+    /// stream.
+    fn after_wait<T>(&mut self, result: Result<T, StreamError>) -> Result<T, StreamError> {
+        if let Err(StreamError::SessionGone) = result {
+            return Err(self.session_gone());
+        }
+        result
     }
 
     /// The QUIC stream ID.
@@ -131,9 +165,19 @@ impl SendStream {
         }
     }
 
-    /// Writes some of `buf`; returns how many bytes were taken.
+    /// Writes some of `buf`; returns how many bytes were taken. Ends with
+    /// [`StreamError::SessionGone`] if the session ends while it waits.
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
         self.check_session()?;
+        let result = self
+            .mapping
+            .clone()
+            .until_session_end(self.write_some(buf))
+            .await;
+        self.after_wait(result)
+    }
+
+    async fn write_some(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
         let credit = self.credit(buf.len()).await?;
         // Given back if this future is dropped while the write waits: nothing was written then.
         let mut unused = Unused {
@@ -150,15 +194,20 @@ impl SendStream {
         }
     }
 
-    /// Writes all of `buf`.
+    /// Writes all of `buf`. Ends with [`StreamError::SessionGone`] if the session ends while
+    /// it waits.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> Result<(), StreamError> {
         self.check_session()?;
         if self.mapping.flow().is_none() {
-            return self
-                .inner
-                .write_all(buf)
-                .await
-                .map_err(|e| write_error(e, &self.mapping));
+            let mapping = self.mapping.clone();
+            let write = async {
+                self.inner
+                    .write_all(buf)
+                    .await
+                    .map_err(|e| write_error(e, &mapping))
+            };
+            let result = mapping.until_session_end(write).await;
+            return self.after_wait(result);
         }
         // Bounded by `buf`: each turn writes at least one byte or fails.
         while !buf.is_empty() {
@@ -172,8 +221,17 @@ impl SendStream {
     ///
     /// With flow control on, dropping this future before it completes keeps the credit it
     /// took: part of the chunk may have gone out, and over-counting is the safe side.
-    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), StreamError> {
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
         self.check_session()?;
+        let result = self
+            .mapping
+            .clone()
+            .until_session_end(self.write_whole_chunk(chunk))
+            .await;
+        self.after_wait(result)
+    }
+
+    async fn write_whole_chunk(&mut self, mut chunk: Bytes) -> Result<(), StreamError> {
         // Bounded by `chunk`: each turn writes at least one byte or fails.
         loop {
             let credit = self.credit(chunk.len()).await?;
@@ -218,6 +276,16 @@ impl SendStream {
         self.inner
             .set_priority(priority)
             .map_err(|_| StreamError::Closed)
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        // quinn finishes a dropped stream; one of a session that has ended is reset instead
+        // (draft-16 §6).
+        if self.mapping.gone() {
+            let _ = self.inner.reset(WT_SESSION_GONE.to_varint());
+        }
     }
 }
 
@@ -287,10 +355,16 @@ impl RecvStream {
 
     fn check_session(&mut self) -> Result<(), StreamError> {
         if self.mapping.gone() {
-            let _ = self.inner.stop(WT_SESSION_GONE.to_varint());
-            return Err(StreamError::SessionGone);
+            return Err(self.session_gone());
         }
         Ok(())
+    }
+
+    /// The session has ended: stops the stream with WT_SESSION_GONE (draft-16 §6).
+    fn session_gone(&mut self) -> StreamError {
+        self.buffered.clear();
+        let _ = self.inner.stop(WT_SESSION_GONE.to_varint());
+        StreamError::SessionGone
     }
 
     /// The QUIC stream ID.
@@ -307,25 +381,40 @@ impl RecvStream {
             self.mapping.on_read(n)?;
             return Ok(Some(n));
         }
-        let read = self
-            .inner
-            .read(buf)
-            .await
-            .map_err(|e| read_error(e, &self.mapping))?;
+        let mapping = &self.mapping;
+        let read = async {
+            self.inner
+                .read(buf)
+                .await
+                .map_err(|e| read_error(e, mapping))
+        };
+        let read = match mapping.until_session_end(read).await {
+            Err(StreamError::SessionGone) => return Err(self.session_gone()),
+            read => read?,
+        };
         self.mapping.on_read(read.unwrap_or(0))?;
         Ok(read)
     }
 
     /// The next chunk of at most `max` bytes, in order, without copying; `Ok(None)` at the end.
+    /// Ends with [`StreamError::SessionGone`] if the session ends while it waits (as do
+    /// [`RecvStream::read`] and [`RecvStream::read_to_end`]).
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         self.check_session()?;
         let chunk = if !self.buffered.is_empty() {
             let n = max.min(self.buffered.len());
             Some(self.buffered.split_to(n))
         } else {
-            match self.inner.read_chunk(max, true).await {
-                Ok(chunk) => chunk.map(|chunk| chunk.bytes),
-                Err(error) => return Err(read_error(error, &self.mapping)),
+            let mapping = &self.mapping;
+            let read = async {
+                match self.inner.read_chunk(max, true).await {
+                    Ok(chunk) => Ok(chunk.map(|chunk| chunk.bytes)),
+                    Err(error) => Err(read_error(error, mapping)),
+                }
+            };
+            match mapping.until_session_end(read).await {
+                Err(StreamError::SessionGone) => return Err(self.session_gone()),
+                read => read?,
             }
         };
         self.mapping.on_read(chunk.as_ref().map_or(0, Bytes::len))?;
@@ -353,6 +442,16 @@ impl RecvStream {
         self.inner
             .stop(self.mapping.to_wire(code))
             .map_err(|_| StreamError::Closed)
+    }
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        // quinn stops a dropped stream with code 0; one of a session that has ended is stopped
+        // with WT_SESSION_GONE (draft-16 §6).
+        if self.mapping.gone() {
+            let _ = self.inner.stop(WT_SESSION_GONE.to_varint());
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use quay_h3::Code;
 use quay_h3::client::RequestStream;
 use quay_h3::proto::VarInt;
+use quay_h3::proto::frame::FrameType;
 use quay_h3::proto::headers::Protocol;
 use quay_h3::proto::settings::SettingId;
 use quay_transport::ClientBuilder;
@@ -203,4 +204,77 @@ async fn a_client_without_webtransport_settings_has_its_connect_reset_with_h3_me
             "{settings:?}: {status:?}"
         );
     }
+}
+
+// draft-16 §6: when a session ends, the endpoint resets the send side and stops the receive side
+// of the session's streams with WT_SESSION_GONE; a task waiting in a read or a write does not
+// hold its stream until the connection dies.
+#[tokio::test]
+async fn a_read_or_write_that_waits_ends_with_the_session_and_its_stream_is_reset_and_stopped() {
+    let (server, builder) = common::default_server();
+    let url = format!(
+        "https://localhost:{}/s",
+        server.local_addr().unwrap().port()
+    );
+    let (parked_tx, mut parked) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let session = server.accept().await.unwrap().ok().await.unwrap();
+        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        // A reader that waits for more, and a writer that waits for room the peer never gives
+        // (the peer reads nothing, and its stream window is 6 MiB).
+        let reader = tokio::spawn(async move { recv.read_to_end(1 << 20).await });
+        let writer = tokio::spawn(async move {
+            let chunk = vec![0; 1 << 20];
+            loop {
+                if let Err(error) = send.write_all(&chunk).await {
+                    return error;
+                }
+            }
+        });
+        let _ = parked_tx.send((reader.await.unwrap().err(), writer.await.unwrap()));
+    });
+    let (client, connect) = common::open_raw_session(&url, &builder).await;
+    let id = connect.id();
+    let (mut send, mut recv) = client.connection().open_bi().await.unwrap();
+    let signal = FrameType::WEBTRANSPORT_STREAM.to_varint();
+    let header = common::stream_header(signal, id, b"some bytes, no FIN");
+    send.write_all(&header).await.unwrap();
+    // Let the writer fill the stream's window, then end the session.
+    let mut first = [0; 1];
+    bounded(recv.read_exact(&mut first)).await.unwrap();
+    let (mut connect_send, _connect_recv) = connect.split();
+    connect_send
+        .send_capsule(&WtCapsule::close(9, "gone").to_capsule())
+        .await
+        .unwrap();
+    connect_send.finish().unwrap();
+
+    let (read, write) = bounded(parked.recv()).await.unwrap();
+    assert!(
+        matches!(
+            read,
+            Some(quay_webtransport::ReadToEndError::Stream(
+                quay_webtransport::StreamError::SessionGone
+            ))
+        ),
+        "the waiting read ended with {read:?}"
+    );
+    assert!(
+        matches!(write, quay_webtransport::StreamError::SessionGone),
+        "the waiting write ended with {write:?}"
+    );
+    let gone = quay_webtransport::proto::error::WT_SESSION_GONE.to_varint();
+    assert_eq!(bounded(send.stopped()).await.unwrap(), Some(gone));
+    // Bounded by the 6 MiB the writer could send before it had to wait.
+    let reset = loop {
+        match bounded(recv.read_chunk(usize::MAX, true)).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended cleanly"),
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(reset, quay_transport::ReadError::Reset(code) if code == gone),
+        "{reset:?}"
+    );
 }

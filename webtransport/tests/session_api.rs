@@ -6,10 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use quay_h3::proto::frame::FrameType;
 use quay_h3::proto::stream::StreamType;
-use quay_h3::proto::{Codec, VarInt};
 use quay_h3::stream::ExtensionStream;
 use quay_webtransport::SessionError;
 use quay_webtransport::proto::capsule::{CAPSULE_TYPES, WtCapsule};
@@ -20,15 +19,6 @@ async fn bounded<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(10), future)
         .await
         .expect("timed out")
-}
-
-/// A WebTransport stream header: the stream's type or signal, then the session ID.
-fn header(ty: VarInt, session_id: VarInt, payload: &[u8]) -> Bytes {
-    let mut bytes = BytesMut::new();
-    ty.encode(&mut bytes);
-    session_id.encode(&mut bytes);
-    bytes.put_slice(payload);
-    bytes.freeze()
 }
 
 #[tokio::test]
@@ -106,7 +96,7 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
 
     // Streams the peer opens with the session's header are the session's.
     let mut send = conn.open_uni().await.unwrap();
-    send.write_all(&header(
+    send.write_all(&common::stream_header(
         StreamType::WEBTRANSPORT.to_varint(),
         id,
         b"peer uni",
@@ -118,7 +108,7 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
     assert_eq!(recv.read_to_end(64).await.unwrap(), b"peer uni");
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     let signal = FrameType::WEBTRANSPORT_STREAM.to_varint();
-    send.write_all(&header(signal, id, b"peer bidi"))
+    send.write_all(&common::stream_header(signal, id, b"peer bidi"))
         .await
         .unwrap();
     send.finish().unwrap();

@@ -5,9 +5,11 @@
 // Each test file that includes this module uses part of it.
 #![allow(dead_code)]
 
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{Method, Request};
 use quay_h3::client::RequestStream;
 use quay_h3::proto::headers::Protocol;
+use quay_h3::proto::{Codec, VarInt};
 use quay_transport::{ClientBuilder, Identity, Trust};
 use quay_webtransport::{Config, Server};
 
@@ -40,4 +42,14 @@ pub(crate) async fn open_raw_session(
     let response = stream.recv_response().await.expect("the response");
     assert!(response.status().is_success(), "{response:?}");
     (client, stream)
+}
+
+/// A WebTransport stream's first bytes: its type (uni) or signal (bidi), the session ID, then
+/// `payload` (draft-16 §4.2, §4.3).
+pub(crate) fn stream_header(ty: VarInt, session_id: VarInt, payload: &[u8]) -> Bytes {
+    let mut bytes = BytesMut::new();
+    ty.encode(&mut bytes);
+    session_id.encode(&mut bytes);
+    bytes.put_slice(payload);
+    bytes.freeze()
 }
