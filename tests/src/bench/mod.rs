@@ -404,19 +404,9 @@ impl Child {
         Ok(())
     }
 
-    /// The resident set size of the process, in KiB (VmRSS of `/proc/<pid>/status`).
+    /// The resident set size of the process, in KiB.
     fn rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))?;
-        let line = status
-            .lines()
-            .find(|line| line.starts_with("VmRSS:"))
-            .context("no VmRSS in /proc/<pid>/status")?;
-        let kib = line
-            .split_whitespace()
-            .nth(1)
-            .context("malformed VmRSS line")?
-            .parse()?;
-        Ok(kib)
+        rss_kib(self.process.id())
     }
 }
 
@@ -635,4 +625,19 @@ impl Table {
         out.push_str("rates: higher is better; memory per idle connection: lower is better\n");
         out
     }
+}
+
+/// The resident set size of process `pid`, in KiB (VmRSS of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .context("no VmRSS in /proc/<pid>/status")?;
+    let kib = line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS line")?
+        .parse()?;
+    Ok(kib)
 }
