@@ -207,8 +207,9 @@ impl Browser {
     ///
     /// Chromium runs with no GPU, no sandbox (tests run as root) and no background networking.
     /// Firefox runs as `firefox-esr --headless --no-remote --profile DIR URL`, with a profile
-    /// whose preferences turn off first-run pages and background traffic ([`FIREFOX_PREFS`]);
-    /// WebTransport with `serverCertificateHashes` needs no preference.
+    /// whose preferences turn off first-run pages and background traffic (`FIREFOX_PREFS`, a
+    /// private constant of this module); WebTransport with `serverCertificateHashes` needs no
+    /// preference.
     pub fn launch(kind: BrowserKind, url: &str) -> anyhow::Result<Self> {
         let binary = kind.binary()?;
         let dir = tempfile::Builder::new()
