@@ -188,27 +188,12 @@ impl Client {
 
     /// The server's SETTINGS, once received.
     pub fn peer_settings(&self) -> Option<Settings> {
-        self.inner.shared.lock().proto.peer_settings().cloned()
+        self.inner.shared.peer_settings()
     }
 
     /// Waits for the server's SETTINGS (needed before Extended CONNECT, RFC 9220 §3).
     pub async fn settings(&self) -> Result<Settings, ConnectionError> {
-        let shared = &self.inner.shared;
-        loop {
-            let notified = shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(settings) = self.peer_settings() {
-                return Ok(settings);
-            }
-            if let Some(error) = shared.error() {
-                return Err(error);
-            }
-            tokio::select! {
-                () = notified => {}
-                error = shared.conn.closed() => return Err(shared.connection_error(error)),
-            }
-        }
+        self.inner.shared.settings().await
     }
 
     /// Sends a request head and returns the stream for its body and response. Waits while the

@@ -47,7 +47,7 @@ use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniSt
 use crate::error::Code;
 use crate::proto::datagram::Datagram;
 use crate::proto::frame::{FrameError, FrameType};
-use crate::proto::settings::{SettingId, SettingsError};
+use crate::proto::settings::{SettingId, Settings, SettingsError};
 use crate::proto::stream::{StreamType, UniStreamHeader};
 use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 
@@ -344,6 +344,30 @@ impl Shared {
             return ours.clone();
         }
         ConnectionError::from(error)
+    }
+
+    /// The peer's SETTINGS, once received.
+    pub(crate) fn peer_settings(&self) -> Option<Settings> {
+        self.lock().proto.peer_settings().cloned()
+    }
+
+    /// Waits for the peer's SETTINGS; fails if the connection ends first.
+    pub(crate) async fn settings(&self) -> Result<Settings, ConnectionError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(settings) = self.peer_settings() {
+                return Ok(settings);
+            }
+            if let Some(error) = self.error() {
+                return Err(error);
+            }
+            tokio::select! {
+                () = notified => {}
+                error = self.conn.closed() => return Err(self.connection_error(error)),
+            }
+        }
     }
 
     /// The connection error, if the connection is closed or closing.

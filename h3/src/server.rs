@@ -126,7 +126,14 @@ impl Connection {
 
     /// The client's SETTINGS, once received.
     pub fn peer_settings(&self) -> Option<Settings> {
-        self.shared.lock().proto.peer_settings().cloned()
+        self.shared.peer_settings()
+    }
+
+    /// Waits for the client's SETTINGS. A request may arrive before them (a lost or late packet
+    /// is enough); an extension whose handling of a request depends on them waits here (the
+    /// WebTransport drafts require it, draft-ietf-webtrans-http3-16 §3.1).
+    pub async fn settings(&self) -> Result<Settings, ConnectionError> {
+        self.shared.settings().await
     }
 
     /// Waits for the next request. `Ok(None)` when the connection closed normally (or after

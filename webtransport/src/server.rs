@@ -4,10 +4,10 @@
 //!
 //! Each connection has one task that takes the peer's request streams, reads their heads
 //! (several at once, so a slow client delays no one), and sorts them: a WebTransport CONNECT
-//! becomes a [`Request`], anything else an HTTP/3 request for the application
-//! ([`Incoming::Http`]); WebTransport streams go to their session. A [`Request`] is looked at
-//! (URL, `origin`, headers, offered subprotocols, the client's draft) and then accepted with
-//! [`Request::ok`] or refused with [`Request::reject`].
+//! becomes a [`Request`] once the client's SETTINGS are in, anything else an HTTP/3 request for
+//! the application ([`Incoming::Http`]); WebTransport streams go to their session. A
+//! [`Request`] is looked at (URL, `origin`, headers, offered subprotocols, the client's draft)
+//! and then accepted with [`Request::ok`] or refused with [`Request::reject`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,7 +44,7 @@ use futures_util::stream::FuturesUnordered;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use quay_h3::Code;
 use quay_h3::proto::headers::Protocol;
-use quay_h3::server::RequestStream;
+use quay_h3::server::{IncomingRequest, RequestStream};
 use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder};
 use tokio::sync::mpsc;
 
@@ -243,7 +243,7 @@ fn serve(
                     // Boxed: FuturesUnordered keeps one empty slot of its future type for good.
                     Ok(Some(stream)) => heads
                         .get_or_insert_with(FuturesUnordered::new)
-                        .push(Box::pin(stream.resolve())),
+                        .push(Box::pin(resolve(stream, h3.clone()))),
                     _ => break,
                 },
                 Some(head) = next_head(&mut heads), if heads.is_some() => {
@@ -261,6 +261,35 @@ fn serve(
         }
         routes.connection_closed();
     }
+}
+
+/// Reads the head of the request on `stream`. A WebTransport request also waits for the
+/// client's SETTINGS, which say which draft it speaks and whether flow control is on: a request
+/// can overtake them (one lost packet is enough), and must not be handled before them
+/// (draft-ietf-webtrans-http3-16 §3.1). `Ok(None)` when the stream carried no request, or the
+/// connection ended before the SETTINGS came.
+async fn resolve(
+    stream: IncomingRequest,
+    h3: Arc<quay_h3::server::Connection>,
+) -> Result<Option<(http::Request<()>, RequestStream)>, quay_h3::StreamError> {
+    let head = stream.resolve().await?;
+    if let Some((request, _)) = &head
+        && is_webtransport(request)
+        && h3.settings().await.is_err()
+    {
+        return Ok(None);
+    }
+    Ok(head)
+}
+
+/// Whether `request` opens a WebTransport session (Extended CONNECT with a WebTransport
+/// `:protocol`).
+fn is_webtransport(request: &http::Request<()>) -> bool {
+    request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<Protocol>()
+            .is_some_and(connect::is_webtransport)
 }
 
 /// The next request head read from `heads`.
@@ -287,12 +316,7 @@ fn sort(
     config: &Config,
     tx: &mpsc::Sender<Incoming>,
 ) {
-    let webtransport = request.method() == Method::CONNECT
-        && request
-            .extensions()
-            .get::<Protocol>()
-            .is_some_and(connect::is_webtransport);
-    if !webtransport {
+    if !is_webtransport(&request) {
         if let Err(error) = tx.try_send(Incoming::Http(Box::new(request), Box::new(stream)))
             && let Incoming::Http(_, stream) = error.into_inner()
         {
