@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -423,11 +425,13 @@ async fn goaway_round(seed: u64) -> usize {
     let server = quay_h3::Server::from_endpoint(network.server.clone(), quay_h3::Config::default());
     let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
     let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let later = Arc::new(AtomicUsize::new(0));
+    let counted = later.clone();
     let serving = tokio::spawn(async move {
         let connection = server.accept().await.unwrap().unwrap();
         let (_, mut stream) = connection.accept().await.unwrap().unwrap();
         // The request in flight is answered once the client has seen the GOAWAY.
-        let answer = tokio::spawn(async move {
+        tokio::spawn(async move {
             released.await.unwrap();
             stream.send_response(ok()).await.unwrap();
             stream.send_data(Bytes::from(pattern(CHUNK))).await.unwrap();
@@ -435,15 +439,11 @@ async fn goaway_round(seed: u64) -> usize {
         });
         accepted_tx.send(()).unwrap();
         // `join!` polls the shutdown first, which sends GOAWAY before anything else is accepted.
-        let (_, later) = tokio::join!(connection.shutdown(TIMEOUT), async {
-            let mut later = 0;
+        tokio::join!(connection.shutdown(TIMEOUT), async {
             while let Ok(Some(_)) = connection.accept().await {
-                later += 1;
+                counted.fetch_add(1, Ordering::SeqCst);
             }
-            later
         });
-        answer.await.unwrap();
-        later
     });
     let client = quay_h3::Client::new(network.connect().await, quay_h3::Config::default());
     let request = Request::get(network.url("/in-flight")).body(()).unwrap();
@@ -478,13 +478,17 @@ async fn goaway_round(seed: u64) -> usize {
     }
     assert_same(&body, &pattern(CHUNK));
     drop(in_flight);
-    // Nothing in flight after the GOAWAY: the client closes, and the server's shutdown ends.
+    // Nothing in flight after the GOAWAY: the client closes. (The server's shutdown ends when
+    // that CONNECTION_CLOSE arrives; QUIC sends it once, so when the relay drops it the server
+    // learns only at its idle timeout, and the test does not wait for that.)
     let closed = within("client close", client.closed()).await;
     assert!(
         matches!(closed, quay_h3::ConnectionError::LocallyClosed),
         "{closed}"
     );
-    let later = within("server", serving).await.unwrap();
+    serving.abort();
+    // Every late request was refused before the client saw the GOAWAY: none can come now.
+    let later = later.load(Ordering::SeqCst);
     assert_eq!(later, 0, "the server accepted a request after its GOAWAY");
     refused
 }
