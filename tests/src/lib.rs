@@ -6,6 +6,8 @@
 //! - [`setup`]: loopback endpoints built with quay-transport (self-signed identity, hash pinning,
 //!   default [`TransportOptions`](quay_transport::TransportOptions)), so every implementation under
 //!   test runs with the same TLS, crypto and QUIC settings;
+//! - [`relay`]: an impairing UDP relay (loss, reordering, duplication, delay) between a client
+//!   and a server on loopback, for the bad-network tests;
 //! - [`raw`]: the floor, a tiny request/response protocol on bare quinn streams;
 //! - [`hyperium`]: an HTTP/3 server and client on hyperium `h3` + `h3-quinn` (also meant for the
 //!   interop tests);
@@ -22,5 +24,6 @@ pub mod browser;
 pub mod hyperium;
 pub mod quaywt;
 pub mod raw;
+pub mod relay;
 pub mod setup;
 pub mod wtq;
