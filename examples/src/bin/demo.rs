@@ -123,7 +123,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         "page: {page_url}\n\
          WebTransport: {wt_url} (sessions /echo and /chat)\n\
          certificate hash: {hash}\n\
-         Open {page_url} in Chrome (or Edge) and try the echo and the chat; open it in a second \
+         Open {page_url} in Chrome, Edge or Firefox and try the echo and the chat; open it in a second \
          tab to chat with yourself.\n\
          The certificate is new on every start: reload the page after a restart. Ctrl-C stops.\n"
     );
