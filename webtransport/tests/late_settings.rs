@@ -75,8 +75,8 @@ async fn a_session_request_waits_for_the_clients_settings() {
 
     // Now the request comes, with the client's draft.
     let request = bounded(accept).await.unwrap();
-    assert_eq!(request.draft(), Draft::from_settings(&settings));
-    assert_eq!(request.draft(), Some(Draft::Draft15));
+    assert_eq!(Some(request.draft()), Draft::from_settings(&settings));
+    assert_eq!(request.draft(), Draft::Draft15);
     // The control stream must stay open while the connection lives (RFC 9114 §6.2.1).
     drop(request);
     drop(control_stream);
