@@ -4,6 +4,12 @@
 //! A stack is a type implementing [`WtStack`]; [`column()`] turns it into a table column. The
 //! columns are raw quinn (the floor), web-transport-quinn (the reference) and quay; each one's
 //! streams speak the tiny protocol of [`crate::raw`] and its datagrams are echoed.
+//!
+//! Besides rates and memory, [`SESSION_COST`] (`-- cost`) counts what one session costs over
+//! 2,000 of them, in one run per column: the server process's CPU time and the UDP datagrams
+//! client and server send each other. The datagrams are read from `/proc/net/snmp`, which counts
+//! every UDP socket of the network namespace: run it on a quiet machine or in a namespace of its
+//! own (see [`super`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,8 +19,8 @@ use bytes::Bytes;
 use quinn::Endpoint;
 
 use super::{
-    ClientArgs, Column, Kind, Measurement, bounded, idle_protocol, report_runs, run_concurrently,
-    seconds,
+    ClientArgs, Column, Kind, Measurement, bounded, cost_protocol, idle_protocol, report_runs,
+    run_concurrently, seconds,
 };
 use crate::{quaywt, raw, setup, wtq};
 
@@ -69,6 +75,20 @@ pub const SESSIONS: Measurement = Measurement {
     decimals: 0,
     kind: Kind::Rate,
 };
+/// What a session costs: the server's CPU time and the UDP datagrams both sides send, per
+/// session, over [`COST_SESSIONS`](super::COST_SESSIONS) sessions of QUIC handshake, session
+/// set-up, one 100-byte bidirectional stream echo, session close and connection close,
+/// [`SESSION_CONCURRENCY`] at once; counted until every connection is closed. The datagrams are
+/// counted system-wide (`OutDatagrams` of `/proc/net/snmp`, see [`super`]): run it on a quiet
+/// machine.
+pub const SESSION_COST: Measurement = Measurement {
+    key: "cost",
+    label: "server CPU µs per session (2,000: set-up, echo, close)",
+    decimals: 0,
+    kind: Kind::SessionCost {
+        datagrams_label: "UDP datagrams per session (sent by both; same run)",
+    },
+};
 /// Server memory per idle session (1,000 sessions, one per connection), in KiB.
 pub const IDLE_MEMORY: Measurement = Measurement {
     key: "idle",
@@ -78,8 +98,14 @@ pub const IDLE_MEMORY: Measurement = Measurement {
 };
 
 /// Every measurement, in table order.
-pub const MEASUREMENTS: [Measurement; 5] =
-    [STREAM_THROUGHPUT, STREAMS, DATAGRAMS, SESSIONS, IDLE_MEMORY];
+pub const MEASUREMENTS: [Measurement; 6] = [
+    STREAM_THROUGHPUT,
+    STREAMS,
+    DATAGRAMS,
+    SESSIONS,
+    SESSION_COST,
+    IDLE_MEMORY,
+];
 
 /// A WebTransport implementation (or the raw-quinn floor) as the benchmark drives it.
 ///
@@ -242,6 +268,9 @@ async fn client<S: WtStack>(endpoint: Endpoint, args: ClientArgs) -> anyhow::Res
         "streams" => report_runs(args.runs, || streams::<S>(&endpoint, server)).await?,
         "datagrams" => report_runs(args.runs, || datagrams::<S>(&endpoint, server)).await?,
         "sessions" => report_runs(args.runs, || sessions::<S>(&endpoint, server)).await?,
+        "cost" => {
+            cost_protocol(|count| closed_sessions::<S>(&endpoint, server, count)).await?;
+        }
         "idle" => {
             idle_protocol(|count| {
                 bounded(run_concurrently(count, SESSION_CONCURRENCY, |_| {
@@ -325,13 +354,40 @@ async fn datagrams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyho
 
 async fn sessions<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let done = run_concurrently(SESSION_COUNT, SESSION_CONCURRENCY, |_| async {
-        let session = connect_and_echo::<S>(endpoint, server).await?;
-        S::close(session);
-        Ok(())
+    let done = run_concurrently(SESSION_COUNT, SESSION_CONCURRENCY, |_| {
+        session_and_close::<S>(endpoint, server)
     })
     .await?;
     Ok(done.len() as f64 / seconds(start))
+}
+
+/// Runs `count` sessions ([`session_and_close`]) and waits until all their connections are
+/// closed and drained, so that every packet of theirs has been sent.
+async fn closed_sessions<S: WtStack>(
+    endpoint: &Endpoint,
+    server: SocketAddr,
+    count: usize,
+) -> anyhow::Result<Vec<()>> {
+    let done = bounded(run_concurrently(count, SESSION_CONCURRENCY, |_| {
+        session_and_close::<S>(endpoint, server)
+    }))
+    .await?;
+    bounded(async {
+        endpoint.wait_idle().await;
+        Ok(())
+    })
+    .await?;
+    Ok(done)
+}
+
+/// A session's life in [`SESSIONS`] and [`SESSION_COST`]: connect, one echo, close.
+async fn session_and_close<S: WtStack>(
+    endpoint: &Endpoint,
+    server: SocketAddr,
+) -> anyhow::Result<()> {
+    let session = connect_and_echo::<S>(endpoint, server).await?;
+    S::close(session);
+    Ok(())
 }
 
 async fn connect_and_echo<S: WtStack>(
