@@ -139,6 +139,9 @@ pub trait WtStack {
 
     /// Closes the session and its connection.
     fn close(session: Self::Session);
+
+    /// The QUIC connection under the session.
+    fn connection(session: &Self::Session) -> quinn::Connection;
 }
 
 /// The floor: streams and datagrams straight on a quinn connection ([`raw`]).
@@ -175,6 +178,10 @@ impl WtStack for RawQuinn {
 
     fn close(session: Self::Session) {
         session.close(0u32.into(), b"done");
+    }
+
+    fn connection(session: &Self::Session) -> quinn::Connection {
+        session.clone()
     }
 }
 
@@ -213,6 +220,10 @@ impl WtStack for WebTransportQuinn {
     fn close(session: Self::Session) {
         session.close(0, b"done");
     }
+
+    fn connection(session: &Self::Session) -> quinn::Connection {
+        (**session).clone()
+    }
 }
 
 /// quay's own `quay-webtransport` ([`quaywt`]).
@@ -249,6 +260,10 @@ impl WtStack for Quay {
 
     fn close(session: Self::Session) {
         session.close(0, "done");
+    }
+
+    fn connection(session: &Self::Session) -> quinn::Connection {
+        session.connection().clone()
     }
 }
 
@@ -377,17 +392,77 @@ async fn closed_sessions<S: WtStack>(
         Ok(())
     })
     .await?;
-    Ok(done)
+    if std::env::var_os(FRAME_STATS_VAR).is_some() {
+        print_frame_stats(S::NAME, &done);
+    }
+    Ok(done.iter().map(|_| ()).collect())
 }
 
-/// A session's life in [`SESSIONS`] and [`SESSION_COST`]: connect, one echo, close.
+/// Set this environment variable to have a [`SESSION_COST`] client print, to stderr, the
+/// client side's quinn statistics of its sessions' connections, averaged per session: datagrams
+/// each way and QUIC frames by type each way (what the client received is what the server
+/// sent). It tells which frames make up the datagram count.
+pub const FRAME_STATS_VAR: &str = "QUAY_BENCH_FRAME_STATS";
+
+/// Prints the averages of [`FRAME_STATS_VAR`] for the closed connections `conns`.
+fn print_frame_stats(name: &str, conns: &[quinn::Connection]) {
+    let stats: Vec<quinn::ConnectionStats> = conns.iter().map(|c| c.stats()).collect();
+    let count = stats.len().max(1) as f64;
+    macro_rules! line {
+        ($($label:literal => $field:expr),* $(,)?) => {
+            $(
+                let total: u64 = stats.iter().map($field).sum();
+                eprintln!("{name:<20} {:<28} {:8.3}", $label, total as f64 / count);
+            )*
+        };
+    }
+    line!(
+        "client udp_tx" => |s| s.udp_tx.datagrams,
+        "client udp_rx" => |s| s.udp_rx.datagrams,
+        "client sent_packets" => |s| s.path.sent_packets,
+        "client lost_packets" => |s| s.path.lost_packets,
+        "client mtu probes" => |s| s.path.sent_plpmtud_probes,
+        "tx acks" => |s| s.frame_tx.acks,
+        "tx stream" => |s| s.frame_tx.stream,
+        "tx crypto" => |s| s.frame_tx.crypto,
+        "tx ping" => |s| s.frame_tx.ping,
+        "tx max_stream_data" => |s| s.frame_tx.max_stream_data,
+        "tx max_data" => |s| s.frame_tx.max_data,
+        "tx max_streams_bidi" => |s| s.frame_tx.max_streams_bidi,
+        "tx max_streams_uni" => |s| s.frame_tx.max_streams_uni,
+        "tx new_connection_id" => |s| s.frame_tx.new_connection_id,
+        "tx stop_sending" => |s| s.frame_tx.stop_sending,
+        "tx reset_stream" => |s| s.frame_tx.reset_stream,
+        "tx connection_close" => |s| s.frame_tx.connection_close,
+        "tx datagram" => |s| s.frame_tx.datagram,
+        "rx acks" => |s| s.frame_rx.acks,
+        "rx stream" => |s| s.frame_rx.stream,
+        "rx crypto" => |s| s.frame_rx.crypto,
+        "rx ping" => |s| s.frame_rx.ping,
+        "rx max_stream_data" => |s| s.frame_rx.max_stream_data,
+        "rx max_data" => |s| s.frame_rx.max_data,
+        "rx max_streams_bidi" => |s| s.frame_rx.max_streams_bidi,
+        "rx max_streams_uni" => |s| s.frame_rx.max_streams_uni,
+        "rx new_connection_id" => |s| s.frame_rx.new_connection_id,
+        "rx retire_connection_id" => |s| s.frame_rx.retire_connection_id,
+        "rx new_token" => |s| s.frame_rx.new_token,
+        "rx stop_sending" => |s| s.frame_rx.stop_sending,
+        "rx reset_stream" => |s| s.frame_rx.reset_stream,
+        "rx connection_close" => |s| s.frame_rx.connection_close,
+        "rx handshake_done" => |s| u64::from(s.frame_rx.handshake_done),
+    );
+}
+
+/// A session's life in [`SESSIONS`] and [`SESSION_COST`]: connect, one echo, close. Returns
+/// the session's QUIC connection, whose statistics stay readable after the close.
 async fn session_and_close<S: WtStack>(
     endpoint: &Endpoint,
     server: SocketAddr,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<quinn::Connection> {
     let session = connect_and_echo::<S>(endpoint, server).await?;
+    let connection = S::connection(&session);
     S::close(session);
-    Ok(())
+    Ok(connection)
 }
 
 async fn connect_and_echo<S: WtStack>(
