@@ -19,8 +19,8 @@
 //! HTTP datagrams do not pass through the task: whoever waits for one reads quinn's datagrams
 //! and routes them by their quarter stream ID ([`Shared::poll_datagram`]).
 //!
-//! The task ends with the connection. Only a short-lived helper writes our GREASE stream (on
-//! one connection in eight).
+//! The task ends with the connection. On one connection in eight it also sends a GREASE stream,
+//! right after its SETTINGS.
 //!
 //! Request streams are not read here: the user's task reads and writes them directly and takes
 //! the lock only to QPACK-encode or decode a header section. Any connection error closes the QUIC
@@ -888,6 +888,8 @@ struct Driver<'a> {
     /// Peer streams whose type (unidirectional) or extension signal (bidirectional, clients
     /// only) has not arrived whole yet. Usually empty: the type comes in the first packet.
     incoming: Vec<Incoming>,
+    /// Our GREASE stream is to be sent once our control stream's first bytes are written.
+    grease_due: bool,
 }
 
 /// Our QPACK streams and the peer's.
@@ -1180,6 +1182,7 @@ impl<'a> Driver<'a> {
             }
         }
         let mut to_open = None;
+        let mut control_written = false;
         for kind in OURS {
             let Some(ours) = self.ours(kind) else {
                 continue;
@@ -1216,6 +1219,10 @@ impl<'a> Driver<'a> {
                     Poll::Pending => break,
                 }
             }
+            control_written |= kind == UniStream::Control && ours.pending.is_empty();
+        }
+        if control_written && std::mem::take(&mut self.grease_due) {
+            send_grease_stream(&shared.conn);
         }
         if self.opening.is_none()
             && let Some(kind) = to_open
@@ -1236,9 +1243,7 @@ impl<'a> Driver<'a> {
             }
             UniStream::Control => {
                 let _ = stream.set_priority(1);
-                if shared.grease_stream {
-                    tokio::spawn(grease_stream(shared.conn.clone()));
-                }
+                self.grease_due = shared.grease_stream;
             }
             _ => {}
         }
@@ -1337,17 +1342,21 @@ fn sends_grease_stream(seed: u64) -> bool {
     (seed >> 32).is_multiple_of(GREASE_STREAM_ONE_IN)
 }
 
-/// Opens a unidirectional stream of a reserved type with a few bytes on it, which the peer must
-/// ignore (RFC 9114 §6.2.3).
-async fn grease_stream(conn: Connection) {
-    let Ok(mut stream) = conn.open_uni().await else {
+/// Opens a unidirectional stream of a reserved type with a few bytes and FIN on it, which the
+/// peer must ignore (RFC 9114 §6.2.3). Without waiting: called right after our control stream's
+/// first bytes are written, so that it leaves in the same packet as our SETTINGS rather than in
+/// one of its own. Skipped when quinn cannot open or write it at once (no stream credit yet).
+fn send_grease_stream(conn: &Connection) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(mut stream)) = pin!(conn.open_uni()).poll(&mut cx) else {
         return;
     };
     let n = RandomState::new().hash_one(conn.stable_id()) % 1000;
     let mut bytes = BytesMut::new();
     UniStreamHeader::grease(n).encode(&mut bytes);
     bytes.extend_from_slice(b"quay");
-    if stream.write_chunk(bytes.freeze()).await.is_ok() {
+    let written = Pin::new(&mut stream).poll_write(&mut cx, &bytes);
+    if matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()) {
         let _ = stream.finish();
     }
 }
