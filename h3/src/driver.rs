@@ -19,8 +19,8 @@
 //! HTTP datagrams do not pass through the task: whoever waits for one reads quinn's datagrams
 //! and routes them by their quarter stream ID ([`Shared::poll_datagram`]).
 //!
-//! The task ends with the connection. Only a short-lived helper writes our GREASE stream (on
-//! one connection in eight).
+//! The task ends with the connection. On one connection in eight it also sends a GREASE stream,
+//! right after its SETTINGS.
 //!
 //! Request streams are not read here: the user's task reads and writes them directly and takes
 //! the lock only to QPACK-encode or decode a header section. Any connection error closes the QUIC
@@ -94,6 +94,9 @@ pub(crate) struct Inner {
     early_datagrams: VecDeque<(u64, Instant, Bytes)>,
     /// Live request streams (both halves count as one).
     pub(crate) active: usize,
+    /// How many of the live request streams are settled (`SendHalf::settle`): finished on our
+    /// side, with nothing more wanted from the peer.
+    settled: usize,
     /// The user dropped the client or server connection handle.
     pub(crate) handle_gone: bool,
     /// Server: the highest request stream ID accepted.
@@ -272,6 +275,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
             routes_ended: false,
             early_datagrams: VecDeque::new(),
             active: 0,
+            settled: 0,
             handle_gone: false,
             max_request_id: None,
             lingering: false,
@@ -331,7 +335,11 @@ impl Shared {
                 inner.error = Some(Box::new(ConnectionError::LocallyClosed));
             }
         }
-        self.conn.close(code.to_varint(), reason);
+        // Closed by the peer already: quinn would replace the peer's close with ours in what the
+        // connection reports.
+        if self.conn.close_reason().is_none() {
+            self.conn.close(code.to_varint(), reason);
+        }
         self.changed.notify_waiters();
     }
 
@@ -719,11 +727,21 @@ impl Shared {
         self.lock().active += 1;
     }
 
-    /// A request stream ended (both halves dropped).
-    pub(crate) fn stream_closed(self: &Arc<Self>) {
-        self.lock().active -= 1;
+    /// A request stream ended (both halves dropped); `settled` if it had been settled.
+    pub(crate) fn stream_closed(self: &Arc<Self>, settled: bool) {
+        {
+            let mut inner = self.lock();
+            inner.active -= 1;
+            inner.settled -= usize::from(settled);
+        }
         self.changed.notify_waiters();
         self.release();
+    }
+
+    /// A live request stream was settled.
+    pub(crate) fn stream_settled(&self) {
+        self.lock().settled += 1;
+        self.maybe_close();
     }
 
     /// The user dropped the connection handle.
@@ -732,16 +750,19 @@ impl Shared {
         self.release();
     }
 
-    /// Ends the connection once nothing can use it any more. A client closes at once; a server
-    /// first sends GOAWAY and lingers until the client closes (or [`LINGER`] passes), so that
-    /// the last responses are delivered rather than discarded by the QUIC close.
+    /// Ends the connection once nothing can use it any more. A client closes at once (see
+    /// [`Shared::maybe_close`]); a server whose handle is gone first sends GOAWAY and lingers
+    /// until the client closes (or [`LINGER`] passes), so that the last responses are delivered
+    /// rather than discarded by the QUIC close.
     fn release(self: &Arc<Self>) {
+        self.maybe_close();
         if self.side == Side::Client {
-            return self.maybe_close();
+            return;
         }
         let linger = {
             let mut inner = self.lock();
-            let linger = inner.active == 0 && inner.handle_gone && !inner.lingering;
+            let linger =
+                inner.active == 0 && inner.handle_gone && !inner.lingering && inner.error.is_none();
             inner.lingering |= linger;
             linger
         };
@@ -780,16 +801,39 @@ impl Shared {
         }
     }
 
-    /// Client: closes the connection with H3_NO_ERROR when nothing can use it any more: the
-    /// handle is gone, or the server sent GOAWAY, and no request stream is live.
+    /// Ends the connection when both sides are done with it, checked whenever a request stream
+    /// ends or is settled, the handle goes, or GOAWAY arrives:
+    /// - a client closes it with H3_NO_ERROR when nothing can use it any more (the handle is
+    ///   gone, or the server sent GOAWAY) and no request stream is live;
+    /// - a client whose handle is gone and whose live request streams are all settled wants
+    ///   nothing more from the server: it says so with GOAWAY (RFC 9114 §5.2; push ID 0, as it
+    ///   allows no pushes), once, instead of waiting for the server to end those streams;
+    /// - a server closes it with H3_NO_ERROR when the client sent GOAWAY and every live request
+    ///   stream is settled (RFC 9114 §5.2: once the accepted requests are done; a settled one
+    ///   has nothing left to deliver), so that a client that closed its last WebTransport
+    ///   session sees the connection's close one round trip sooner than if it waited for our
+    ///   FIN to close it itself.
     pub(crate) fn maybe_close(&self) {
-        if self.side != Side::Client {
-            return;
-        }
-        let close = {
-            let inner = self.lock();
-            inner.active == 0 && (inner.handle_gone || inner.proto.goaway_received().is_some())
+        let (close, flush) = {
+            let mut inner = self.lock();
+            let goaway_received = inner.proto.goaway_received().is_some();
+            match self.side {
+                Side::Client if inner.active == 0 => (inner.handle_gone || goaway_received, None),
+                Side::Client
+                    if inner.handle_gone
+                        && inner.active == inner.settled
+                        && inner.proto.goaway_sent().is_none() =>
+                {
+                    inner.proto.send_goaway(VarInt::from_u32(0));
+                    (false, inner.flush_waker())
+                }
+                Side::Client => (false, None),
+                Side::Server => (goaway_received && inner.active == inner.settled, None),
+            }
         };
+        if let Some(driver) = flush {
+            driver.wake();
+        }
         if close {
             self.close(Code::H3_NO_ERROR, b"");
         }
@@ -844,6 +888,8 @@ struct Driver<'a> {
     /// Peer streams whose type (unidirectional) or extension signal (bidirectional, clients
     /// only) has not arrived whole yet. Usually empty: the type comes in the first packet.
     incoming: Vec<Incoming>,
+    /// Our GREASE stream is to be sent once our control stream's first bytes are written.
+    grease_due: bool,
 }
 
 /// Our QPACK streams and the peer's.
@@ -1136,6 +1182,7 @@ impl<'a> Driver<'a> {
             }
         }
         let mut to_open = None;
+        let mut control_written = false;
         for kind in OURS {
             let Some(ours) = self.ours(kind) else {
                 continue;
@@ -1172,6 +1219,10 @@ impl<'a> Driver<'a> {
                     Poll::Pending => break,
                 }
             }
+            control_written |= kind == UniStream::Control && ours.pending.is_empty();
+        }
+        if control_written && std::mem::take(&mut self.grease_due) {
+            send_grease_stream(&shared.conn);
         }
         if self.opening.is_none()
             && let Some(kind) = to_open
@@ -1192,9 +1243,7 @@ impl<'a> Driver<'a> {
             }
             UniStream::Control => {
                 let _ = stream.set_priority(1);
-                if shared.grease_stream {
-                    tokio::spawn(grease_stream(shared.conn.clone()));
-                }
+                self.grease_due = shared.grease_stream;
             }
             _ => {}
         }
@@ -1293,17 +1342,21 @@ fn sends_grease_stream(seed: u64) -> bool {
     (seed >> 32).is_multiple_of(GREASE_STREAM_ONE_IN)
 }
 
-/// Opens a unidirectional stream of a reserved type with a few bytes on it, which the peer must
-/// ignore (RFC 9114 §6.2.3).
-async fn grease_stream(conn: Connection) {
-    let Ok(mut stream) = conn.open_uni().await else {
+/// Opens a unidirectional stream of a reserved type with a few bytes and FIN on it, which the
+/// peer must ignore (RFC 9114 §6.2.3). Without waiting: called right after our control stream's
+/// first bytes are written, so that it leaves in the same packet as our SETTINGS rather than in
+/// one of its own. Skipped when quinn cannot open or write it at once (no stream credit yet).
+fn send_grease_stream(conn: &Connection) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(mut stream)) = pin!(conn.open_uni()).poll(&mut cx) else {
         return;
     };
     let n = RandomState::new().hash_one(conn.stable_id()) % 1000;
     let mut bytes = BytesMut::new();
     UniStreamHeader::grease(n).encode(&mut bytes);
     bytes.extend_from_slice(b"quay");
-    if stream.write_chunk(bytes.freeze()).await.is_ok() {
+    let written = Pin::new(&mut stream).poll_write(&mut cx, &bytes);
+    if matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()) {
         let _ = stream.finish();
     }
 }

@@ -16,7 +16,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use crate::proto::Codec;
@@ -216,6 +216,8 @@ pub(crate) struct Live {
     /// [`SendHalf::reset_if_malformed`]): a message that ended early has no STOP_SENDING to
     /// carry the error, so only our RESET_STREAM tells the peer why (RFC 9114 §4.1.2).
     malformed: AtomicU64,
+    /// Settled ([`SendHalf::settle`]).
+    settled: AtomicBool,
 }
 
 impl Live {
@@ -224,6 +226,7 @@ impl Live {
         Arc::new(Self {
             shared,
             malformed: AtomicU64::new(0),
+            settled: AtomicBool::new(false),
         })
     }
 
@@ -239,7 +242,7 @@ impl Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.shared.stream_closed();
+        self.shared.stream_closed(*self.settled.get_mut());
     }
 }
 
@@ -379,6 +382,18 @@ impl SendHalf {
         self.stream
             .finish()
             .map_err(|_| StreamError::Invalid("stream already closed"))
+    }
+
+    /// Marks the request as settled: we have nothing left to deliver on it but FIN, and want
+    /// nothing more from the peer, though the stream stays live until both halves are dropped
+    /// (a WebTransport session that either side closed). A client whose handle is gone and
+    /// whose live requests are all settled tells the server so with GOAWAY; a server that got
+    /// GOAWAY closes the connection once its live requests are all settled, so the close takes
+    /// no extra round trip for FINs nobody needs. Idempotent.
+    pub fn settle(&self) {
+        if !self.live.settled.swap(true, Ordering::Relaxed) {
+            self.live.shared.stream_settled();
+        }
     }
 
     /// Resets the stream with the code the receiving half stopped it with, if it found the

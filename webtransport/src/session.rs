@@ -687,6 +687,9 @@ async fn end_session(
         }
     };
     if outcome.close_capsule {
+        // The peer ended the session: all we may still send on the CONNECT stream is FIN, which
+        // a connection close makes moot.
+        state.connect.lock().await.settle();
         // The application learns of the peer's close now, before the check below.
         let answer = state.end(outcome.reason);
         after_close_capsule(&mut recv, &state, answer).await;
@@ -983,6 +986,13 @@ impl SessionState {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if let ConnectWrite::Capsule { finish: true, .. } = write
+            && let Ok(send) = self.connect.try_lock()
+        {
+            // See below; said at once when the stream is free, so that a GOAWAY caused by the
+            // handles dropped right after the close is queued before the close's writes.
+            send.settle();
+        }
         let state = self.clone();
         runtime.spawn(async move {
             let mut send = state.connect.lock().await;
@@ -996,6 +1006,12 @@ impl SessionState {
                     return;
                 }
             };
+            if finish {
+                // We end the session (WT_CLOSE_SESSION and FIN, draft-16 §6): nothing the peer
+                // sends on the CONNECT stream matters any more. Said before the writes, so that
+                // a GOAWAY it may cause leaves in the same packet as they do.
+                send.settle();
+            }
             for capsule in capsules {
                 if send.send_capsule(&capsule).await.is_err() {
                     return;

@@ -289,6 +289,37 @@ async fn close_codes_and_reasons_both_ways() {
 }
 
 #[tokio::test]
+async fn the_server_closes_the_connection_once_the_clients_last_session_is_closed() {
+    // RFC 9114 §5.2: a client whose handle is gone and whose one request is a session it closed
+    // says with GOAWAY that it wants nothing more; the server, once done with the session (its
+    // handles gone), closes the connection itself, so the client need not wait for its FIN.
+    let fx = fixture(Config::default());
+    bounded(async {
+        let client = fx.client().await;
+        let (session, server) = fx.pair(&client, "/last").await;
+        let connection = client.connection().clone();
+        drop(client);
+        session.close(7, "last");
+        drop(session);
+        match server.closed().await {
+            SessionError::PeerClosed { code, reason } => {
+                assert_eq!((code, reason.as_str()), (7, "last"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The server's CONNECT stream lives as long as a handle of the session does.
+        drop(server);
+        match connection.closed().await {
+            quay_transport::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(Code::from_varint(close.error_code), Code::H3_NO_ERROR);
+            }
+            other => panic!("expected the server's close, got {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn dropping_every_handle_ends_the_session_with_code_0() {
     let fx = fixture(Config::default());
     bounded(async {

@@ -12,6 +12,17 @@
 //! The numbers are only as good as the machine is quiet: the output shows the load average, and
 //! every run's value next to the median.
 //!
+//! [`Kind::SessionCost`] counts what a number of sessions cost: the server process's CPU time
+//! (user + system, `utime` + `stime` of `/proc/<pid>/stat`) and the UDP datagrams sent
+//! (`OutDatagrams` of the `Udp:` line of `/proc/net/snmp`), read by the parent before and after
+//! the client's sessions. On loopback every datagram that either side sends is counted once in
+//! `OutDatagrams` (and once more in `InDatagrams` when it is received), so the `OutDatagrams`
+//! delta is the number of datagrams client and server sent each other. `/proc/net/snmp` counts
+//! every socket of the network namespace: other UDP traffic on the machine during the run lands
+//! in the figure. Run it when the machine is quiet, or in a network namespace of its own, e.g.
+//! as root `unshare -n sh -c 'ip link set lo up && cargo bench -p quay-tests --bench
+//! webtransport -- cost'` (build first: the namespace has no network).
+//!
 //! Children talk to the parent in lines on stdout that start with `quay-bench`; the parent talks
 //! to a client through its stdin (for the memory measurement). A server exits when its stdin
 //! closes, so none outlives the parent. Every wait has a time limit.
@@ -48,6 +59,10 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections (or sessions) held open by the memory measurement.
 pub const IDLE_CONNECTIONS: usize = 1_000;
+/// Sessions counted by a [`Kind::SessionCost`] measurement.
+pub const COST_SESSIONS: usize = 2_000;
+/// Sessions a [`Kind::SessionCost`] client runs before the counted ones.
+pub const COST_WARMUP: usize = 20;
 /// How long the parent lets the server settle before reading its memory.
 const SETTLE: Duration = Duration::from_millis(500);
 /// A command that server children run under, e.g. `heaptrack` or `valgrind --tool=massif`
@@ -84,6 +99,16 @@ pub enum Kind {
     /// ([`idle_protocol`]); the parent reads the server's resident memory before and after.
     /// Lower is better.
     ServerMemory,
+    /// The client runs a few sessions to warm up ([`cost_protocol`]), then
+    /// [`COST_SESSIONS`] sessions and waits until all their connections are closed; the parent
+    /// reads the server's CPU time and the UDP datagrams sent, before and after (see the
+    /// module docs). Two rows: server CPU µs per session (the measurement's `label` and
+    /// `decimals`), and datagrams per session (`datagrams_label`, one decimal). Lower is
+    /// better.
+    SessionCost {
+        /// The label of the datagram row.
+        datagrams_label: &'static str,
+    },
 }
 
 /// One row of the table.
@@ -97,6 +122,17 @@ pub struct Measurement {
     pub decimals: usize,
     /// How it is taken.
     pub kind: Kind,
+}
+
+impl Measurement {
+    /// The table rows it fills: label and digits after the decimal point.
+    pub fn rows(&self) -> Vec<(&'static str, usize)> {
+        let mut rows = vec![(self.label, self.decimals)];
+        if let Kind::SessionCost { datagrams_label } = self.kind {
+            rows.push((datagrams_label, 1));
+        }
+        rows
+    }
 }
 
 /// What a client child is asked to do.
@@ -148,18 +184,39 @@ pub fn report_result(value: f64) {
 /// The client's side of [`Kind::ServerMemory`]: `open(1)`, report `warm`, wait for the
 /// parent, `open(IDLE_CONNECTIONS)`, report `ready`, wait for the parent, return (the caller
 /// keeps what `open` returned alive until then).
-pub async fn idle_protocol<T, F, Fut>(mut open: F) -> anyhow::Result<()>
+pub async fn idle_protocol<T, F, Fut>(open: F) -> anyhow::Result<()>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<Vec<T>>>,
 {
-    let warm = open(1).await?;
+    two_steps(1, IDLE_CONNECTIONS, open).await
+}
+
+/// The client's side of [`Kind::SessionCost`]: `run(COST_WARMUP)`, report `warm`, wait for
+/// the parent, `run(COST_SESSIONS)`, report `ready`, wait for the parent. `run(n)` must return
+/// only when the n sessions' connections are closed and their closes sent.
+pub async fn cost_protocol<T, F, Fut>(run: F) -> anyhow::Result<()>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<T>>>,
+{
+    two_steps(COST_WARMUP, COST_SESSIONS, run).await
+}
+
+/// `step(first)`, report `warm`, wait for the parent, `step(second)`, report `ready` with how
+/// many it returned, wait for the parent, return (what the steps returned lives until then).
+async fn two_steps<T, F, Fut>(first: usize, second: usize, mut step: F) -> anyhow::Result<()>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<T>>>,
+{
+    let warm = step(first).await?;
     report("warm", warm.len());
     wait_for_parent().await?;
-    let idle = open(IDLE_CONNECTIONS).await?;
-    report("ready", idle.len());
+    let done = step(second).await?;
+    report("ready", done.len());
     wait_for_parent().await?;
-    drop((warm, idle));
+    drop((warm, done));
     Ok(())
 }
 
@@ -410,6 +467,56 @@ impl Child {
     }
 }
 
+impl Child {
+    /// The CPU time the process has used so far, user and system, in seconds (`utime` +
+    /// `stime` of `/proc/<pid>/stat`, every thread included).
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.id()))?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // state is field 3, utime field 14 and stime field 15 (proc(5)).
+        let (_, rest) = stat
+            .rsplit_once(')')
+            .context("malformed /proc/<pid>/stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |field: usize| -> anyhow::Result<u64> {
+            Ok(fields
+                .get(field - 3)
+                .context("short /proc/<pid>/stat")?
+                .parse()?)
+        };
+        Ok((ticks(14)? + ticks(15)?) as f64 / clock_ticks_per_second())
+    }
+}
+
+/// The unit of the CPU times in `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// UDP datagrams sent so far by every socket of this network namespace (`OutDatagrams` of
+/// `/proc/net/snmp`).
+fn udp_out_datagrams() -> anyhow::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    // Two `Udp:` lines: the field names, then the values.
+    let mut lines = snmp.lines().filter(|line| line.starts_with("Udp:"));
+    let (names, values) = lines.next().zip(lines.next()).context("no Udp: lines")?;
+    let column = names
+        .split_whitespace()
+        .position(|name| name == "OutDatagrams")
+        .context("no OutDatagrams in /proc/net/snmp")?;
+    Ok(values
+        .split_whitespace()
+        .nth(column)
+        .context("short Udp: line")?
+        .parse()?)
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         drop(self.stdin.take());
@@ -459,61 +566,70 @@ fn parent(
         }
         // Columns take turns run by run, so that a change in the machine's load over the
         // minutes of a measurement hits every column alike.
-        let rounds = if measurement.kind == Kind::Rate {
-            runs
-        } else {
+        let rounds = if measurement.kind == Kind::ServerMemory {
             1
+        } else {
+            runs
         };
-        let mut samples: Vec<anyhow::Result<Vec<f64>>> =
+        let labels = measurement.rows();
+        let mut samples: Vec<anyhow::Result<Vec<Vec<f64>>>> =
             columns.iter().map(|_| Ok(Vec::new())).collect();
         for _ in 0..rounds {
             for (column, samples) in columns.iter().zip(&mut samples) {
                 if let Ok(list) = samples {
                     match measure(&pinning, column, measurement) {
-                        Ok(value) => list.push(value),
+                        Ok(values) => list.push(values),
                         Err(error) => *samples = Err(error),
                     }
                 }
             }
         }
-        let mut values = Vec::new();
+        let mut rows: Vec<Vec<Option<f64>>> = labels.iter().map(|_| Vec::new()).collect();
         for (column, samples) in columns.iter().zip(samples) {
             match samples {
-                Ok(mut list) => {
-                    let runs: Vec<String> = list
-                        .iter()
-                        .map(|value| format!("{value:.*}", measurement.decimals))
-                        .collect();
-                    let median = median(&mut list);
-                    if measurement.kind == Kind::Rate {
-                        println!(
-                            "  {:<20} {:<46} {median:.*}  (runs: {})",
-                            column.name,
-                            measurement.label,
-                            measurement.decimals,
-                            runs.join(", ")
-                        );
+                Ok(list) => {
+                    for (row, &(label, decimals)) in labels.iter().enumerate() {
+                        let mut values: Vec<f64> = list.iter().map(|run| run[row]).collect();
+                        let runs: Vec<String> = values
+                            .iter()
+                            .map(|value| format!("{value:.decimals$}"))
+                            .collect();
+                        let median = median(&mut values);
+                        if measurement.kind != Kind::ServerMemory {
+                            println!(
+                                "  {:<20} {label:<46} {median:.decimals$}  (runs: {})",
+                                column.name,
+                                runs.join(", ")
+                            );
+                        }
+                        rows[row].push(Some(median));
                     }
-                    values.push(Some(median));
                 }
                 Err(error) => {
                     println!(
                         "  {:<20} {:<46} failed: {error:#}",
                         column.name, measurement.label
                     );
-                    values.push(None);
+                    rows.iter_mut().for_each(|row| row.push(None));
                 }
             }
         }
-        table.rows.push((*measurement, values));
+        for ((label, decimals), values) in labels.into_iter().zip(rows) {
+            table.rows.push((label, decimals, values));
+        }
     }
     println!();
     print!("{}", table.render());
     Ok(())
 }
 
-/// One run of `measurement` for `column`, each with a fresh server process.
-fn measure(pinning: &Pinning, column: &Column, measurement: &Measurement) -> anyhow::Result<f64> {
+/// One run of `measurement` for `column`, each with a fresh server process: one value per row
+/// ([`Measurement::rows`]).
+fn measure(
+    pinning: &Pinning,
+    column: &Column,
+    measurement: &Measurement,
+) -> anyhow::Result<Vec<f64>> {
     let server = Child::spawn(pinning, 0, &["server".into(), column.name.into()])?;
     let listening = server.expect("listening")?;
     let (addr, hash) = listening
@@ -532,7 +648,7 @@ fn measure(pinning: &Pinning, column: &Column, measurement: &Measurement) -> any
         ],
     )?;
     match measurement.kind {
-        Kind::Rate => Ok(client.expect("result")?.parse()?),
+        Kind::Rate => Ok(vec![client.expect("result")?.parse()?]),
         Kind::ServerMemory => {
             client.expect("warm")?;
             std::thread::sleep(SETTLE);
@@ -547,7 +663,19 @@ fn measure(pinning: &Pinning, column: &Column, measurement: &Measurement) -> any
                 "  {:<20} {:<46} {per_connection:.*}  (VmRSS {before} -> {after} KiB)",
                 column.name, measurement.label, measurement.decimals
             );
-            Ok(per_connection)
+            Ok(vec![per_connection])
+        }
+        Kind::SessionCost { .. } => {
+            client.expect("warm")?;
+            let (cpu, datagrams) = (server.cpu_seconds()?, udp_out_datagrams()?);
+            client.send("go")?;
+            let count: f64 = client.expect("ready")?.parse()?;
+            // The server handles the last closes after the client saw them leave.
+            std::thread::sleep(SETTLE);
+            let cpu = server.cpu_seconds()? - cpu;
+            let datagrams = udp_out_datagrams()? - datagrams;
+            client.send("exit")?;
+            Ok(vec![cpu * 1e6 / count, datagrams as f64 / count])
         }
     }
 }
@@ -562,7 +690,8 @@ fn median(values: &mut [f64]) -> f64 {
 #[derive(Debug)]
 struct Table {
     columns: Vec<&'static str>,
-    rows: Vec<(Measurement, Vec<Option<f64>>)>,
+    /// Label, digits after the decimal point, and a median per column.
+    rows: Vec<(&'static str, usize, Vec<Option<f64>>)>,
 }
 
 impl Table {
@@ -588,10 +717,10 @@ impl Table {
             }),
         );
         let mut lines = vec![header];
-        for (measurement, values) in &self.rows {
-            let mut line = vec![measurement.label.to_string()];
+        for (label, decimals, values) in &self.rows {
+            let mut line = vec![label.to_string()];
             line.extend(values.iter().map(|value| match value {
-                Some(value) => format!("{value:.*}", measurement.decimals),
+                Some(value) => format!("{value:.decimals$}"),
                 None => "failed".into(),
             }));
             line.extend(ratios.iter().map(|&(column, base)| {
@@ -622,7 +751,10 @@ impl Table {
                 out.push('\n');
             }
         }
-        out.push_str("rates: higher is better; memory per idle connection: lower is better\n");
+        out.push_str(
+            "rates: higher is better; memory, CPU and datagrams per connection or session: \
+             lower is better\n",
+        );
         out
     }
 }

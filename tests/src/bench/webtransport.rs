@@ -4,6 +4,12 @@
 //! A stack is a type implementing [`WtStack`]; [`column()`] turns it into a table column. The
 //! columns are raw quinn (the floor), web-transport-quinn (the reference) and quay; each one's
 //! streams speak the tiny protocol of [`crate::raw`] and its datagrams are echoed.
+//!
+//! Besides rates and memory, [`SESSION_COST`] (`-- cost`) counts what one session costs over
+//! 2,000 of them, in one run per column: the server process's CPU time and the UDP datagrams
+//! client and server send each other. The datagrams are read from `/proc/net/snmp`, which counts
+//! every UDP socket of the network namespace: run it on a quiet machine or in a namespace of its
+//! own (see [`super`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,8 +19,8 @@ use bytes::Bytes;
 use quinn::Endpoint;
 
 use super::{
-    ClientArgs, Column, Kind, Measurement, bounded, idle_protocol, report_runs, run_concurrently,
-    seconds,
+    ClientArgs, Column, Kind, Measurement, bounded, cost_protocol, idle_protocol, report_runs,
+    run_concurrently, seconds,
 };
 use crate::{quaywt, raw, setup, wtq};
 
@@ -69,6 +75,20 @@ pub const SESSIONS: Measurement = Measurement {
     decimals: 0,
     kind: Kind::Rate,
 };
+/// What a session costs: the server's CPU time and the UDP datagrams both sides send, per
+/// session, over [`COST_SESSIONS`](super::COST_SESSIONS) sessions of QUIC handshake, session
+/// set-up, one 100-byte bidirectional stream echo, session close and connection close,
+/// [`SESSION_CONCURRENCY`] at once; counted until every connection is closed. The datagrams are
+/// counted system-wide (`OutDatagrams` of `/proc/net/snmp`, see [`super`]): run it on a quiet
+/// machine.
+pub const SESSION_COST: Measurement = Measurement {
+    key: "cost",
+    label: "server CPU µs per session (2,000: set-up, echo, close)",
+    decimals: 0,
+    kind: Kind::SessionCost {
+        datagrams_label: "UDP datagrams per session (sent by both; same run)",
+    },
+};
 /// Server memory per idle session (1,000 sessions, one per connection), in KiB.
 pub const IDLE_MEMORY: Measurement = Measurement {
     key: "idle",
@@ -78,8 +98,14 @@ pub const IDLE_MEMORY: Measurement = Measurement {
 };
 
 /// Every measurement, in table order.
-pub const MEASUREMENTS: [Measurement; 5] =
-    [STREAM_THROUGHPUT, STREAMS, DATAGRAMS, SESSIONS, IDLE_MEMORY];
+pub const MEASUREMENTS: [Measurement; 6] = [
+    STREAM_THROUGHPUT,
+    STREAMS,
+    DATAGRAMS,
+    SESSIONS,
+    SESSION_COST,
+    IDLE_MEMORY,
+];
 
 /// A WebTransport implementation (or the raw-quinn floor) as the benchmark drives it.
 ///
@@ -113,6 +139,9 @@ pub trait WtStack {
 
     /// Closes the session and its connection.
     fn close(session: Self::Session);
+
+    /// The QUIC connection under the session.
+    fn connection(session: &Self::Session) -> quinn::Connection;
 }
 
 /// The floor: streams and datagrams straight on a quinn connection ([`raw`]).
@@ -149,6 +178,10 @@ impl WtStack for RawQuinn {
 
     fn close(session: Self::Session) {
         session.close(0u32.into(), b"done");
+    }
+
+    fn connection(session: &Self::Session) -> quinn::Connection {
+        session.clone()
     }
 }
 
@@ -187,6 +220,10 @@ impl WtStack for WebTransportQuinn {
     fn close(session: Self::Session) {
         session.close(0, b"done");
     }
+
+    fn connection(session: &Self::Session) -> quinn::Connection {
+        (**session).clone()
+    }
 }
 
 /// quay's own `quay-webtransport` ([`quaywt`]).
@@ -224,6 +261,10 @@ impl WtStack for Quay {
     fn close(session: Self::Session) {
         session.close(0, "done");
     }
+
+    fn connection(session: &Self::Session) -> quinn::Connection {
+        session.connection().clone()
+    }
 }
 
 /// The table column of stack `S`.
@@ -242,6 +283,9 @@ async fn client<S: WtStack>(endpoint: Endpoint, args: ClientArgs) -> anyhow::Res
         "streams" => report_runs(args.runs, || streams::<S>(&endpoint, server)).await?,
         "datagrams" => report_runs(args.runs, || datagrams::<S>(&endpoint, server)).await?,
         "sessions" => report_runs(args.runs, || sessions::<S>(&endpoint, server)).await?,
+        "cost" => {
+            cost_protocol(|count| closed_sessions::<S>(&endpoint, server, count)).await?;
+        }
         "idle" => {
             idle_protocol(|count| {
                 bounded(run_concurrently(count, SESSION_CONCURRENCY, |_| {
@@ -325,13 +369,100 @@ async fn datagrams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyho
 
 async fn sessions<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let done = run_concurrently(SESSION_COUNT, SESSION_CONCURRENCY, |_| async {
-        let session = connect_and_echo::<S>(endpoint, server).await?;
-        S::close(session);
-        Ok(())
+    let done = run_concurrently(SESSION_COUNT, SESSION_CONCURRENCY, |_| {
+        session_and_close::<S>(endpoint, server)
     })
     .await?;
     Ok(done.len() as f64 / seconds(start))
+}
+
+/// Runs `count` sessions ([`session_and_close`]) and waits until all their connections are
+/// closed and drained, so that every packet of theirs has been sent.
+async fn closed_sessions<S: WtStack>(
+    endpoint: &Endpoint,
+    server: SocketAddr,
+    count: usize,
+) -> anyhow::Result<Vec<()>> {
+    let done = bounded(run_concurrently(count, SESSION_CONCURRENCY, |_| {
+        session_and_close::<S>(endpoint, server)
+    }))
+    .await?;
+    bounded(async {
+        endpoint.wait_idle().await;
+        Ok(())
+    })
+    .await?;
+    if std::env::var_os(FRAME_STATS_VAR).is_some() {
+        print_frame_stats(S::NAME, &done);
+    }
+    Ok(done.iter().map(|_| ()).collect())
+}
+
+/// Set this environment variable to have a [`SESSION_COST`] client print, to stderr, the
+/// client side's quinn statistics of its sessions' connections, averaged per session: datagrams
+/// each way and QUIC frames by type each way (what the client received is what the server
+/// sent). It tells which frames make up the datagram count.
+pub const FRAME_STATS_VAR: &str = "QUAY_BENCH_FRAME_STATS";
+
+/// Prints the averages of [`FRAME_STATS_VAR`] for the closed connections `conns`.
+fn print_frame_stats(name: &str, conns: &[quinn::Connection]) {
+    let stats: Vec<quinn::ConnectionStats> = conns.iter().map(|c| c.stats()).collect();
+    let count = stats.len().max(1) as f64;
+    macro_rules! line {
+        ($($label:literal => $field:expr),* $(,)?) => {
+            $(
+                let total: u64 = stats.iter().map($field).sum();
+                eprintln!("{name:<20} {:<28} {:8.3}", $label, total as f64 / count);
+            )*
+        };
+    }
+    line!(
+        "client udp_tx" => |s| s.udp_tx.datagrams,
+        "client udp_rx" => |s| s.udp_rx.datagrams,
+        "client sent_packets" => |s| s.path.sent_packets,
+        "client lost_packets" => |s| s.path.lost_packets,
+        "client mtu probes" => |s| s.path.sent_plpmtud_probes,
+        "tx acks" => |s| s.frame_tx.acks,
+        "tx stream" => |s| s.frame_tx.stream,
+        "tx crypto" => |s| s.frame_tx.crypto,
+        "tx ping" => |s| s.frame_tx.ping,
+        "tx max_stream_data" => |s| s.frame_tx.max_stream_data,
+        "tx max_data" => |s| s.frame_tx.max_data,
+        "tx max_streams_bidi" => |s| s.frame_tx.max_streams_bidi,
+        "tx max_streams_uni" => |s| s.frame_tx.max_streams_uni,
+        "tx new_connection_id" => |s| s.frame_tx.new_connection_id,
+        "tx stop_sending" => |s| s.frame_tx.stop_sending,
+        "tx reset_stream" => |s| s.frame_tx.reset_stream,
+        "tx connection_close" => |s| s.frame_tx.connection_close,
+        "tx datagram" => |s| s.frame_tx.datagram,
+        "rx acks" => |s| s.frame_rx.acks,
+        "rx stream" => |s| s.frame_rx.stream,
+        "rx crypto" => |s| s.frame_rx.crypto,
+        "rx ping" => |s| s.frame_rx.ping,
+        "rx max_stream_data" => |s| s.frame_rx.max_stream_data,
+        "rx max_data" => |s| s.frame_rx.max_data,
+        "rx max_streams_bidi" => |s| s.frame_rx.max_streams_bidi,
+        "rx max_streams_uni" => |s| s.frame_rx.max_streams_uni,
+        "rx new_connection_id" => |s| s.frame_rx.new_connection_id,
+        "rx retire_connection_id" => |s| s.frame_rx.retire_connection_id,
+        "rx new_token" => |s| s.frame_rx.new_token,
+        "rx stop_sending" => |s| s.frame_rx.stop_sending,
+        "rx reset_stream" => |s| s.frame_rx.reset_stream,
+        "rx connection_close" => |s| s.frame_rx.connection_close,
+        "rx handshake_done" => |s| u64::from(s.frame_rx.handshake_done),
+    );
+}
+
+/// A session's life in [`SESSIONS`] and [`SESSION_COST`]: connect, one echo, close. Returns
+/// the session's QUIC connection, whose statistics stay readable after the close.
+async fn session_and_close<S: WtStack>(
+    endpoint: &Endpoint,
+    server: SocketAddr,
+) -> anyhow::Result<quinn::Connection> {
+    let session = connect_and_echo::<S>(endpoint, server).await?;
+    let connection = S::connection(&session);
+    S::close(session);
+    Ok(connection)
 }
 
 async fn connect_and_echo<S: WtStack>(
