@@ -302,6 +302,8 @@ impl Safari {
                 connect
                     .send_datagram(Bytes::from_static(payload))
                     .expect("sending a datagram");
+                // Not a wait for a condition: datagrams may be lost (RFC 9221), so one is sent
+                // again every 20 ms until an echo comes back.
                 tokio::select! {
                     echo = datagrams.recv() => return echo.expect("datagrams ended"),
                     () = tokio::time::sleep(Duration::from_millis(20)) => {}
