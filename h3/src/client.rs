@@ -35,8 +35,8 @@ use crate::driver::{self, Shared, Taker};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers::{self, Protocol};
-use crate::proto::message::MessageFrames;
 use crate::proto::settings::Settings;
+use crate::request::RequestState;
 use crate::stream::{
     ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
 };
@@ -251,7 +251,8 @@ impl Client {
             send.reset(Code::H3_REQUEST_CANCELLED);
             return Err(error);
         }
-        let mut recv = RecvHalf::new(recv, MessageFrames::response(), Bytes::new(), live);
+        let state = RequestState::response(shared.config.max_frame_payload, request.method());
+        let mut recv = RecvHalf::new(recv, state, Bytes::new(), live);
         let connect = request.method() == Method::CONNECT;
         if connect && shared.config.enable_datagrams {
             recv.listen_datagrams();
@@ -260,8 +261,6 @@ impl Client {
         Ok(RequestStream {
             send,
             recv,
-            connect,
-            head_request: request.method() == Method::HEAD,
             response_received: false,
         })
     }
@@ -358,8 +357,6 @@ pub struct Trailers(pub HeaderMap);
 pub struct RequestStream {
     send: SendHalf,
     recv: RecvHalf,
-    connect: bool,
-    head_request: bool,
     response_received: bool,
 }
 
@@ -393,28 +390,13 @@ impl RequestStream {
             let Some(fields) = self.recv.recv_head().await? else {
                 return Err(StreamError::Incomplete);
             };
-            let head = match headers::parse_response(&fields) {
-                Ok(head) => head,
+            let head = match self.recv.state_mut().handle_response_head(&fields) {
+                Ok(Some(head)) => head,
+                // An interim (1xx) response: the final one follows.
+                Ok(None) => continue,
                 Err(error) => return Err(self.recv.message_error(error)),
             };
-            if head.is_interim() {
-                self.recv.frames_mut().on_interim_response();
-                continue;
-            }
             self.response_received = true;
-            let status = head.response.status();
-            // RFC 9110 §6.4.1: no content after HEAD, 204 or 304, whatever content-length says.
-            let no_content = self.head_request || status == 204 || status == 304;
-            self.recv.set_body_length(if no_content {
-                Some(0)
-            } else {
-                head.content_length
-            });
-            if self.connect && status.is_success() {
-                // RFC 9114 §4.4: the tunnel carries DATA only.
-                self.recv.frames_mut().tunnel();
-                self.recv.set_body_length(None);
-            }
             return Ok(head.response);
         }
     }

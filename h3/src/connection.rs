@@ -42,7 +42,7 @@ use crate::proto::frame::{Frame, FrameError, FrameType, PriorityElement, Priorit
 use crate::proto::headers::{FieldLine, FromFieldLine};
 use crate::proto::message::{ControlStreamFrames, FrameOrderError, Sender};
 use crate::proto::reader::{FrameEvent, FrameReader};
-use crate::proto::settings::Settings;
+use crate::proto::settings::{SettingId, Settings, SettingsError};
 use crate::proto::stream::{StreamType, UniStreamHeader};
 
 /// Which end of the connection we are.
@@ -172,6 +172,30 @@ pub struct ConnectionState {
     /// at once (the peer's limit is our SETTINGS_QPACK_BLOCKED_STREAMS), so a list does; it
     /// holds no buffer while empty.
     unblocked: Vec<(u64, Result<Vec<Field>, quay_qpack::Error>)>,
+    /// Whether QUIC datagrams (RFC 9221) were negotiated, for the H3_DATAGRAM rule.
+    quic_datagrams: bool,
+    /// Live request streams, and how many of them are settled (finished on our side with
+    /// nothing more wanted from the peer).
+    requests_live: usize,
+    requests_settled: usize,
+    /// Server: the highest request stream ID accepted, for our GOAWAY.
+    max_request_id: Option<u64>,
+    /// The application dropped its handle on the connection.
+    handle_gone: bool,
+    /// Server: [`CloseAction::Linger`] was given.
+    lingering: bool,
+}
+
+/// How the connection should end, from [`ConnectionState::poll_close`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseAction {
+    /// Close the connection now with H3_NO_ERROR: neither side can use it any more.
+    Close,
+    /// Server: nothing can use the connection, and a GOAWAY is queued. Close it once the client
+    /// closes it or after a short linger, so that the last responses are delivered rather than
+    /// discarded by the QUIC close.
+    Linger,
 }
 
 impl ConnectionState {
@@ -220,6 +244,14 @@ impl ConnectionState {
             goaway_received: None,
             peer_max_push_id: None,
             unblocked: Vec::new(),
+            // RFC 9297 §2.1.1 needs QUIC datagrams only when both ends announce H3_DATAGRAM; a
+            // state made without the transport's answer assumes they are there.
+            quic_datagrams: true,
+            requests_live: 0,
+            requests_settled: 0,
+            max_request_id: None,
+            handle_gone: false,
+            lingering: false,
         }
     }
 
@@ -328,6 +360,19 @@ impl ConnectionState {
                     settings.qpack_max_table_capacity(),
                     settings.qpack_blocked_streams(),
                 );
+                // RFC 9297 §2.1.1: H3_DATAGRAM without QUIC datagrams (RFC 9221) is
+                // H3_SETTINGS_ERROR, when we announced it too.
+                if settings.h3_datagram()
+                    && self.local_settings.h3_datagram()
+                    && !self.quic_datagrams
+                {
+                    return Err(ProtocolError::Frame(FrameError::Settings(
+                        SettingsError::InvalidValue {
+                            id: SettingId::H3_DATAGRAM,
+                            value: VarInt::from_u32(1),
+                        },
+                    )));
+                }
                 self.peer_settings = Some(settings);
             }
             Frame::Goaway(id) => {
@@ -479,6 +524,100 @@ impl ConnectionState {
         Frame::Goaway(id).encode(&mut self.control_out);
     }
 
+    /// Whether the QUIC connection negotiated datagrams (RFC 9221; quinn's
+    /// `max_datagram_size().is_some()`). Call before the peer's SETTINGS are fed: with
+    /// H3_DATAGRAM on both sides and no QUIC datagrams, the peer's SETTINGS are an error
+    /// (RFC 9297 §2.1.1).
+    pub fn set_quic_datagrams(&mut self, negotiated: bool) {
+        self.quic_datagrams = negotiated;
+    }
+
+    /// Server: the peer opened request stream `id`. `false` if it is at or above the ID of the
+    /// GOAWAY we sent: refuse it with H3_REQUEST_REJECTED, unprocessed (RFC 9114 §5.2).
+    pub fn handle_request_accepted(&mut self, id: u64) -> bool {
+        if self
+            .goaway_sent
+            .is_some_and(|limit| id >= limit.into_inner())
+        {
+            return false;
+        }
+        self.max_request_id = Some(self.max_request_id.map_or(id, |max| max.max(id)));
+        true
+    }
+
+    /// A request stream became live (opened by us, or accepted).
+    pub fn handle_request_opened(&mut self) {
+        self.requests_live += 1;
+    }
+
+    /// A live request stream was settled: finished on our side, with nothing more wanted from
+    /// the peer. Once per stream.
+    pub fn handle_request_settled(&mut self) {
+        self.requests_settled = (self.requests_settled + 1).min(self.requests_live);
+    }
+
+    /// A live request stream ended; `settled` if [`ConnectionState::handle_request_settled`]
+    /// was called for it.
+    pub fn handle_request_closed(&mut self, settled: bool) {
+        self.requests_live = self.requests_live.saturating_sub(1);
+        self.requests_settled = self
+            .requests_settled
+            .saturating_sub(usize::from(settled))
+            .min(self.requests_live);
+    }
+
+    /// The application let go of the connection: no new request will be sent or accepted.
+    pub fn handle_handle_dropped(&mut self) {
+        self.handle_gone = true;
+    }
+
+    /// How many request streams are live.
+    pub fn live_requests(&self) -> usize {
+        self.requests_live
+    }
+
+    /// Server: queues a GOAWAY naming the first request stream not accepted, so that the client
+    /// retries later ones elsewhere (RFC 9114 §5.2).
+    pub fn send_shutdown_goaway(&mut self) {
+        let next = self.max_request_id.map_or(0, |id| id + 4);
+        self.send_goaway(VarInt::from_u64(next).unwrap_or(VarInt::MAX));
+    }
+
+    /// Whether the connection should end now; ask after every request, handle or GOAWAY event.
+    ///
+    /// - A client closes it when nothing can use it any more (the handle is gone, or the server
+    ///   sent GOAWAY) and no request stream is live.
+    /// - A client whose handle is gone and whose live request streams are all settled wants
+    ///   nothing more from the server: it queues a GOAWAY (push ID 0: it allows no pushes), once,
+    ///   rather than wait for the server to end those streams (RFC 9114 §5.2).
+    /// - A server closes it when the client sent GOAWAY and every live request stream is settled:
+    ///   the accepted requests are done (RFC 9114 §5.2).
+    /// - A server whose handle is gone and which has no live request stream queues GOAWAY and
+    ///   lingers, once.
+    pub fn poll_close(&mut self) -> Option<CloseAction> {
+        let all_settled = self.requests_live == self.requests_settled;
+        match self.side {
+            Side::Client if self.requests_live == 0 => {
+                (self.handle_gone || self.goaway_received.is_some()).then_some(CloseAction::Close)
+            }
+            Side::Client => {
+                if self.handle_gone && all_settled && self.goaway_sent.is_none() {
+                    self.send_goaway(VarInt::from_u32(0));
+                }
+                None
+            }
+            Side::Server if self.goaway_received.is_some() && all_settled => {
+                Some(CloseAction::Close)
+            }
+            Side::Server if self.requests_live == 0 && self.handle_gone && !self.lingering => {
+                self.lingering = true;
+                self.send_shutdown_goaway();
+                Some(CloseAction::Linger)
+            }
+            Side::Server => None,
+        }
+    }
+
     /// Bytes to write on our control stream.
     pub fn poll_control(&mut self) -> Option<Bytes> {
         take(&mut self.control_out)
@@ -551,7 +690,6 @@ impl FromFieldLine for Field {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::settings::SettingId;
 
     fn config() -> Config {
         Config {
@@ -902,5 +1040,99 @@ mod tests {
             server.decode_headers(8, second).unwrap(),
             HeaderBlock::Fields(fields)
         );
+    }
+
+    fn with_datagrams(side: Side) -> ConnectionState {
+        let config = Config {
+            grease: false,
+            enable_datagrams: true,
+            ..Config::default()
+        };
+        ConnectionState::new(side, &config, 0)
+    }
+
+    /// RFC 9297 §2.1.1: "An endpoint that receives the H3_DATAGRAM SETTINGS parameter with a
+    /// value of 1 on a QUIC connection that did not negotiate the use of QUIC DATAGRAM frames
+    /// MUST close the connection with an error of type H3_SETTINGS_ERROR."
+    #[test]
+    fn h3_datagram_without_quic_datagrams_is_a_settings_error() {
+        let peer = with_datagrams(Side::Client);
+        let mut s = with_datagrams(Side::Server);
+        s.set_quic_datagrams(false);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        let err = s.handle_control(peer.local_settings_frame());
+        assert_eq!(code(err), Code::H3_SETTINGS_ERROR);
+        // With QUIC datagrams it is fine.
+        let mut s = with_datagrams(Side::Server);
+        s.set_quic_datagrams(true);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(peer.local_settings_frame()).unwrap();
+    }
+
+    /// RFC 9114 §5.2: requests at or above the ID of the GOAWAY a server sent are refused, and
+    /// that GOAWAY names the first request not accepted.
+    #[test]
+    fn requests_past_our_goaway_are_refused() {
+        let mut s = state(Side::Server);
+        assert!(s.handle_request_accepted(0));
+        assert!(s.handle_request_accepted(8));
+        s.send_shutdown_goaway();
+        assert_eq!(s.goaway_sent(), Some(VarInt::from_u32(12)));
+        assert!(s.handle_request_accepted(4));
+        assert!(!s.handle_request_accepted(12));
+        assert!(!s.handle_request_accepted(16));
+    }
+
+    /// A server whose handle is gone lingers once, after a GOAWAY, when no request is live; one
+    /// that received the client's GOAWAY closes once every live request is settled.
+    #[test]
+    fn server_close_when_idle() {
+        let mut s = state(Side::Server);
+        s.handle_request_opened();
+        s.handle_handle_dropped();
+        assert_eq!(s.poll_close(), None);
+        s.handle_request_closed(false);
+        assert_eq!(s.poll_close(), Some(CloseAction::Linger));
+        assert_eq!(s.goaway_sent(), Some(VarInt::from_u32(0)));
+        assert_eq!(s.poll_close(), None, "lingers once");
+
+        let mut s = state(Side::Server);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(Bytes::from_static(&[0x04, 0x00])).unwrap();
+        s.handle_request_opened();
+        s.handle_request_opened();
+        // GOAWAY from a client names a push ID (RFC 9114 §5.2).
+        s.handle_control(Bytes::from_static(&[0x07, 0x01, 0x00]))
+            .unwrap();
+        s.handle_request_settled();
+        assert_eq!(s.poll_close(), None);
+        s.handle_request_settled();
+        assert_eq!(s.poll_close(), Some(CloseAction::Close));
+    }
+
+    /// A client closes once nothing can use the connection; with its handle gone and every
+    /// request settled it first says so with GOAWAY.
+    #[test]
+    fn client_close_when_idle() {
+        let mut s = state(Side::Client);
+        s.handle_request_opened();
+        s.handle_handle_dropped();
+        assert_eq!(s.poll_close(), None);
+        assert_eq!(s.goaway_sent(), None);
+        s.handle_request_settled();
+        assert_eq!(s.poll_close(), None);
+        assert_eq!(s.goaway_sent(), Some(VarInt::from_u32(0)));
+        s.handle_request_closed(true);
+        assert_eq!(s.poll_close(), Some(CloseAction::Close));
+
+        // A server's GOAWAY: close once the last request ends, handle or not.
+        let mut s = state(Side::Client);
+        s.handle_uni_stream(UniStreamHeader::Control).unwrap();
+        s.handle_control(Bytes::from_static(&[0x04, 0x00, 0x07, 0x01, 0x00]))
+            .unwrap();
+        s.handle_request_opened();
+        assert_eq!(s.poll_close(), None);
+        s.handle_request_closed(false);
+        assert_eq!(s.poll_close(), Some(CloseAction::Close));
     }
 }

@@ -43,11 +43,13 @@ use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
 use tokio::sync::Notify;
 
 use crate::config::{Config, ConnectionConfig};
-use crate::connection::{ConnectionState, HeaderBlock, ProtocolError, Side, UniStream};
+use crate::connection::{
+    CloseAction, ConnectionState, HeaderBlock, ProtocolError, Side, UniStream,
+};
 use crate::error::Code;
 use crate::proto::datagram::Datagram;
-use crate::proto::frame::{FrameError, FrameType};
-use crate::proto::settings::{SettingId, Settings, SettingsError};
+use crate::proto::frame::FrameType;
+use crate::proto::settings::Settings;
 use crate::proto::stream::{StreamType, UniStreamHeader};
 use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 
@@ -92,17 +94,6 @@ pub(crate) struct Inner {
     routes_ended: bool,
     /// Datagrams for streams without a route yet, oldest first: stream ID, arrival, payload.
     early_datagrams: VecDeque<(u64, Instant, Bytes)>,
-    /// Live request streams (both halves count as one).
-    pub(crate) active: usize,
-    /// How many of the live request streams are settled (`SendHalf::settle`): finished on our
-    /// side, with nothing more wanted from the peer.
-    settled: usize,
-    /// The user dropped the client or server connection handle.
-    pub(crate) handle_gone: bool,
-    /// Server: the highest request stream ID accepted.
-    pub(crate) max_request_id: Option<u64>,
-    /// Server: the handle is gone and the connection waits for the client to close.
-    lingering: bool,
     /// Our QPACK encoder stream is open, so header sections may reference the entries its
     /// instructions insert.
     encoder_stream_open: bool,
@@ -255,7 +246,8 @@ enum Routed {
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
 pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared> {
     let seed = RandomState::new().hash_one(conn.stable_id());
-    let proto = ConnectionState::new(side, &config, seed);
+    let mut proto = ConnectionState::new(side, &config, seed);
+    proto.set_quic_datagrams(conn.max_datagram_size().is_some());
     let wants_extensions =
         !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
     if side == Side::Server
@@ -274,11 +266,6 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
             routes: Routes::default(),
             routes_ended: false,
             early_datagrams: VecDeque::new(),
-            active: 0,
-            settled: 0,
-            handle_gone: false,
-            max_request_id: None,
-            lingering: false,
             encoder_stream_open: false,
             extensions: VecDeque::new(),
             extension_taker: if wants_extensions {
@@ -724,76 +711,33 @@ impl Shared {
 
     /// A request stream started.
     pub(crate) fn stream_opened(&self) {
-        self.lock().active += 1;
+        self.lock().proto.handle_request_opened();
     }
 
     /// A request stream ended (both halves dropped); `settled` if it had been settled.
-    pub(crate) fn stream_closed(self: &Arc<Self>, settled: bool) {
-        {
-            let mut inner = self.lock();
-            inner.active -= 1;
-            inner.settled -= usize::from(settled);
-        }
+    pub(crate) fn stream_closed(&self, settled: bool) {
+        self.lock().proto.handle_request_closed(settled);
         self.changed.notify_waiters();
-        self.release();
+        self.maybe_close();
     }
 
     /// A live request stream was settled.
     pub(crate) fn stream_settled(&self) {
-        self.lock().settled += 1;
+        self.lock().proto.handle_request_settled();
         self.maybe_close();
     }
 
     /// The user dropped the connection handle.
-    pub(crate) fn handle_dropped(self: &Arc<Self>) {
-        self.lock().handle_gone = true;
-        self.release();
-    }
-
-    /// Ends the connection once nothing can use it any more. A client closes at once (see
-    /// [`Shared::maybe_close`]); a server whose handle is gone first sends GOAWAY and lingers
-    /// until the client closes (or [`LINGER`] passes), so that the last responses are delivered
-    /// rather than discarded by the QUIC close.
-    fn release(self: &Arc<Self>) {
+    pub(crate) fn handle_dropped(&self) {
+        self.lock().proto.handle_handle_dropped();
         self.maybe_close();
-        if self.side == Side::Client {
-            return;
-        }
-        let linger = {
-            let mut inner = self.lock();
-            let linger =
-                inner.active == 0 && inner.handle_gone && !inner.lingering && inner.error.is_none();
-            inner.lingering |= linger;
-            linger
-        };
-        if !linger {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                self.begin_goaway();
-                let shared = self.clone();
-                runtime.spawn(async move {
-                    tokio::select! {
-                        _ = shared.conn.closed() => {}
-                        () = tokio::time::sleep(LINGER) => {}
-                    }
-                    shared.close(Code::H3_NO_ERROR, b"");
-                });
-            }
-            // No runtime left to wait on: close now.
-            Err(_) => self.close(Code::H3_NO_ERROR, b""),
-        }
     }
 
     /// Server: sends GOAWAY naming the first request stream not accepted (RFC 9114 §5.2).
     pub(crate) fn begin_goaway(&self) {
         let flush = {
             let mut inner = self.lock();
-            let next = inner.max_request_id.map_or(0, |id| id + 4);
-            inner
-                .proto
-                .send_goaway(VarInt::from_u64(next).unwrap_or(VarInt::MAX));
+            inner.proto.send_shutdown_goaway();
             inner.flush_waker()
         };
         if let Some(driver) = flush {
@@ -801,41 +745,36 @@ impl Shared {
         }
     }
 
-    /// Ends the connection when both sides are done with it, checked whenever a request stream
-    /// ends or is settled, the handle goes, or GOAWAY arrives:
-    /// - a client closes it with H3_NO_ERROR when nothing can use it any more (the handle is
-    ///   gone, or the server sent GOAWAY) and no request stream is live;
-    /// - a client whose handle is gone and whose live request streams are all settled wants
-    ///   nothing more from the server: it says so with GOAWAY (RFC 9114 §5.2; push ID 0, as it
-    ///   allows no pushes), once, instead of waiting for the server to end those streams;
-    /// - a server closes it with H3_NO_ERROR when the client sent GOAWAY and every live request
-    ///   stream is settled (RFC 9114 §5.2: once the accepted requests are done; a settled one
-    ///   has nothing left to deliver), so that a client that closed its last WebTransport
-    ///   session sees the connection's close one round trip sooner than if it waited for our
-    ///   FIN to close it itself.
+    /// Ends the connection when [`ConnectionState::poll_close`] says so; checked whenever a
+    /// request stream ends or is settled, the handle goes, or GOAWAY arrives. A lingering server
+    /// closes once the client does, or after [`LINGER`].
     pub(crate) fn maybe_close(&self) {
-        let (close, flush) = {
+        let (action, flush) = {
             let mut inner = self.lock();
-            let goaway_received = inner.proto.goaway_received().is_some();
-            match self.side {
-                Side::Client if inner.active == 0 => (inner.handle_gone || goaway_received, None),
-                Side::Client
-                    if inner.handle_gone
-                        && inner.active == inner.settled
-                        && inner.proto.goaway_sent().is_none() =>
-                {
-                    inner.proto.send_goaway(VarInt::from_u32(0));
-                    (false, inner.flush_waker())
-                }
-                Side::Client => (false, None),
-                Side::Server => (goaway_received && inner.active == inner.settled, None),
+            if inner.error.is_some() {
+                return;
             }
+            (inner.proto.poll_close(), inner.flush_waker())
         };
         if let Some(driver) = flush {
             driver.wake();
         }
-        if close {
-            self.close(Code::H3_NO_ERROR, b"");
+        match action {
+            None => {}
+            Some(CloseAction::Linger) if tokio::runtime::Handle::try_current().is_ok() => {
+                let conn = self.conn.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = conn.closed() => {}
+                        () = tokio::time::sleep(LINGER) => {}
+                    }
+                    if conn.close_reason().is_none() {
+                        conn.close(Code::H3_NO_ERROR.to_varint(), b"");
+                    }
+                });
+            }
+            // No runtime left to wait on: close now.
+            Some(_) => self.close(Code::H3_NO_ERROR, b""),
         }
     }
 }
@@ -1432,23 +1371,6 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
             inner.proto.goaway_received(),
         );
         let changed = matches!(result, Ok(true)) || before != after;
-        // RFC 9297 §2.1.1: H3_DATAGRAM without QUIC datagrams (RFC 9221) is a settings error.
-        let result = match result {
-            Ok(_)
-                if before.0 != after.0
-                    && shared.config.enable_datagrams
-                    && inner.proto.peer_settings().is_some_and(|s| s.h3_datagram())
-                    && shared.conn.max_datagram_size().is_none() =>
-            {
-                Err(ProtocolError::Frame(FrameError::Settings(
-                    SettingsError::InvalidValue {
-                        id: SettingId::H3_DATAGRAM,
-                        value: VarInt::from_u32(1),
-                    },
-                )))
-            }
-            other => other,
-        };
         (result, inner.flush_waker(), changed)
     };
     if let Some(driver) = flush {

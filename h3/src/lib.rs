@@ -83,6 +83,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;
+pub mod request;
 pub mod server;
 pub mod stream;
 

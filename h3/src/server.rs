@@ -48,8 +48,8 @@ use crate::driver::{self, Shared, Taker, decode_bidi_signal};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers;
-use crate::proto::message::MessageFrames;
 use crate::proto::settings::Settings;
+use crate::request::RequestState;
 use crate::stream::{
     ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
 };
@@ -189,17 +189,12 @@ impl Connection {
             {
                 let mut inner = shared.lock();
                 // RFC 9114 §5.2: requests at or above our GOAWAY ID are refused unprocessed.
-                if inner
-                    .proto
-                    .goaway_sent()
-                    .is_some_and(|limit| id >= limit.into_inner())
-                {
+                if !inner.proto.handle_request_accepted(id) {
                     drop(inner);
                     let _ = send.reset(Code::H3_REQUEST_REJECTED.to_varint());
                     let _ = recv.stop(Code::H3_REQUEST_REJECTED.to_varint());
                     continue;
                 }
-                inner.max_request_id = Some(inner.max_request_id.map_or(id, |m| m.max(id)));
             }
             // An extension's stream usually brings its signal in its first packet: hand it out
             // now, without a task's detour through `resolve`.
@@ -270,7 +265,7 @@ impl Connection {
             let notified = shared.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if shared.lock().active == 0 || shared.conn.close_reason().is_some() {
+            if shared.lock().proto.live_requests() == 0 || shared.conn.close_reason().is_some() {
                 break;
             }
             tokio::select! {
@@ -364,7 +359,8 @@ impl IncomingRequest {
             Err(_) => return Err(StreamError::Invalid("stream already closed")),
         };
         let live = Live::new(shared.clone());
-        let mut recv = RecvHalf::new(recv, MessageFrames::request(), buffered, live.clone());
+        let state = RequestState::request(shared.config.max_frame_payload);
+        let mut recv = RecvHalf::new(recv, state, buffered, live.clone());
         let mut send = SendHalf::new(send, live);
         let Ok(head) = tokio::time::timeout_at(deadline, recv.recv_head()).await else {
             // RFC 9114 §4.1.2: no complete request in time.
@@ -388,7 +384,11 @@ impl IncomingRequest {
                 return Err(error);
             }
         };
-        let head = match headers::parse_request(&fields) {
+        let extended_connect = shared.config.enable_extended_connect;
+        let head = match recv
+            .state_mut()
+            .handle_request_head(&fields, extended_connect)
+        {
             Ok(head) => head,
             Err(error) => {
                 // RFC 9114 §4.1.2: a malformed request is a stream error.
@@ -397,13 +397,6 @@ impl IncomingRequest {
                 return Ok(None);
             }
         };
-        if head.protocol.is_some() && !shared.config.enable_extended_connect {
-            // RFC 9220 §3: :protocol without the setting is malformed.
-            recv.stop(Code::H3_MESSAGE_ERROR);
-            send.reset(Code::H3_MESSAGE_ERROR);
-            return Ok(None);
-        }
-        recv.set_body_length(head.content_length);
         let connect = head.request.method() == Method::CONNECT;
         if connect && shared.config.enable_datagrams {
             recv.listen_datagrams();
@@ -441,7 +434,7 @@ impl RequestStream {
         let interim = status.is_informational();
         self.send.send_head(&fields, !interim).await?;
         if self.connect && status.is_success() {
-            self.recv.frames_mut().tunnel();
+            self.recv.state_mut().tunnel();
         }
         Ok(())
     }

@@ -32,9 +32,8 @@ use crate::proto::capsule::{Capsule, CapsuleError, CapsuleReader};
 use crate::proto::datagram::Datagram;
 use crate::proto::frame::{Frame, FrameHeader, FrameType};
 use crate::proto::headers::{self, MessageError};
-use crate::proto::message::{BodyLength, MessageFrames, MessagePart};
-use crate::proto::reader::{FrameEvent, FrameReader};
 use crate::proto::stream::StreamType;
+use crate::request::{RecvError, RecvEvent, RequestState};
 
 /// Why an HTTP/3 connection ended.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -514,19 +513,14 @@ impl fmt::Debug for Trailers {
 }
 
 /// The receiving half of a request stream: a message head (read by the owner), DATA, optional
-/// trailers, then the end.
+/// trailers, then the end. The rules of what may arrive are [`RequestState`]'s; this type reads
+/// quinn's stream into it and QPACK-decodes the sections it hands out.
 #[derive(Debug)]
 pub struct RecvHalf {
     stream: RecvStream,
-    reader: FrameReader,
-    frames: MessageFrames,
-    body: BodyLength,
-    /// The part the last frame header announced.
-    part: MessagePart,
-    ended: bool,
+    state: RequestState,
     /// Boxed: rare, and a request stream or session lives long.
     trailers: Option<Box<Trailers>>,
-    body_done: bool,
     capsules: Option<CapsuleReader>,
     /// Datagrams for this stream are routed to this half (until taken).
     datagrams: bool,
@@ -538,21 +532,15 @@ pub struct RecvHalf {
 impl RecvHalf {
     pub(crate) fn new(
         stream: RecvStream,
-        frames: MessageFrames,
+        mut state: RequestState,
         buffered: Bytes,
         live: Arc<Live>,
     ) -> Self {
-        let mut reader = FrameReader::new(live.shared.config.max_frame_payload);
-        reader.handle_data(buffered);
+        state.handle_data(buffered);
         Self {
             stream,
-            reader,
-            frames,
-            body: BodyLength::new(None),
-            part: MessagePart::Head,
-            ended: false,
+            state,
             trailers: None,
-            body_done: false,
             capsules: None,
             datagrams: false,
             datagrams_taken: false,
@@ -574,12 +562,9 @@ impl RecvHalf {
         &self.live.shared
     }
 
-    pub(crate) fn set_body_length(&mut self, length: Option<u64>) {
-        self.body = BodyLength::new(length);
-    }
-
-    pub(crate) fn frames_mut(&mut self) -> &mut MessageFrames {
-        &mut self.frames
+    /// The stream's protocol state, for the head rules of the client and server.
+    pub(crate) fn state_mut(&mut self) -> &mut RequestState {
+        &mut self.state
     }
 
     pub(crate) fn listen_datagrams(&mut self) {
@@ -589,33 +574,24 @@ impl RecvHalf {
         }
     }
 
-    /// The next frame event, reading the stream as needed; `None` at the clean end. `Pending`
-    /// leaves the waker with quinn's stream: a read future is made, polled once and dropped, so
-    /// nothing is kept between polls but the reader's own state.
-    fn poll_next_event(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<FrameEvent>, StreamError>> {
+    /// The next event of [`RequestState`], reading the stream as needed. `Pending` leaves the
+    /// waker with quinn's stream: a read future is made, polled once and dropped, so nothing is
+    /// kept between polls but the state's own buffer.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<RecvEvent, StreamError>> {
         // Bounded by the stream: each turn consumes a chunk, ends, or returns.
         loop {
-            match self.reader.poll_event() {
-                Ok(Some(event)) => return Poll::Ready(Ok(Some(event))),
+            match self.state.poll_event() {
+                Ok(Some(event)) => return Poll::Ready(Ok(event)),
                 Ok(None) => {}
-                // RFC 9114 §7.1: frame errors are connection errors, wherever they happen.
-                Err(error) => return Poll::Ready(Err(self.fail(error.into()))),
-            }
-            if self.ended {
-                return Poll::Ready(Ok(None));
+                Err(RecvError::Connection(error)) => return Poll::Ready(Err(self.fail(error))),
+                Err(RecvError::Message(error)) => {
+                    return Poll::Ready(Err(self.message_error(error)));
+                }
             }
             let read = pin!(self.stream.read_chunk(usize::MAX, true)).poll(cx);
             match ready!(read) {
-                Ok(Some(chunk)) => self.reader.handle_data(chunk.bytes),
-                Ok(None) => {
-                    self.ended = true;
-                    if let Err(error) = self.reader.handle_end() {
-                        return Poll::Ready(Err(self.fail(error.into())));
-                    }
-                }
+                Ok(Some(chunk)) => self.state.handle_data(chunk.bytes),
+                Ok(None) => self.state.handle_end(),
                 Err(quay_transport::ReadError::Reset(code)) => {
                     return Poll::Ready(Err(StreamError::Reset(Code::from_varint(code))));
                 }
@@ -637,18 +613,6 @@ impl RecvHalf {
         )
     }
 
-    /// Checks a frame header against the message's frame order.
-    fn on_header(&mut self, header: FrameHeader) -> Result<(), StreamError> {
-        match self.frames.on_frame(header.ty) {
-            Ok(part) => {
-                self.part = part;
-                Ok(())
-            }
-            // RFC 9114 §4.1: a frame out of order is a connection error.
-            Err(error) => Err(self.fail(error.into())),
-        }
-    }
-
     /// Resets our view of the stream after a malformed message (RFC 9114 §4.1.2).
     fn malformed(&mut self, code: Code) {
         self.live
@@ -659,19 +623,15 @@ impl RecvHalf {
 
     /// Reads the next header section (the message head); `None` if the stream ended first.
     pub(crate) async fn recv_head(&mut self) -> Result<Option<Vec<Field>>, StreamError> {
-        loop {
-            match poll_fn(|cx| self.poll_next_event(cx)).await? {
-                None => return Ok(None),
-                Some(FrameEvent::Header(header)) => self.on_header(header)?,
-                Some(FrameEvent::Frame(Frame::Headers(section))) => {
-                    let block = self.shared().decode(self.stream_id(), section).await;
-                    return self.fields(block).map(Some);
-                }
-                Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
-                    // RFC 9114 §7.2.5: we never sent MAX_PUSH_ID.
-                    return Err(self.fail(ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID")));
-                }
-                Some(_) => {}
+        match poll_fn(|cx| self.poll_event(cx)).await? {
+            RecvEvent::Head(section) => {
+                let block = self.shared().decode(self.stream_id(), section).await;
+                self.fields(block).map(Some)
+            }
+            RecvEvent::End => Ok(None),
+            // The frame order puts a head before any body or trailers.
+            RecvEvent::Data(_) | RecvEvent::Trailers(_) => {
+                Err(StreamError::Invalid("body before the message head"))
             }
         }
     }
@@ -723,25 +683,13 @@ impl RecvHalf {
                 self.trailers = None;
                 return Poll::Ready(self.on_trailers(block));
             }
-            if self.body_done {
+            if self.state.is_body_done() {
                 return Poll::Ready(Ok(None));
             }
-            match ready!(self.poll_next_event(cx))? {
-                None => {
-                    self.body_done = true;
-                    if let Err(error) = self.body.on_end() {
-                        return Poll::Ready(Err(self.message_error(error)));
-                    }
-                    return Poll::Ready(Ok(None));
-                }
-                Some(FrameEvent::Header(header)) => self.on_header(header)?,
-                Some(FrameEvent::Data(chunk)) => {
-                    if let Err(error) = self.body.on_data(chunk.len() as u64) {
-                        return Poll::Ready(Err(self.message_error(error)));
-                    }
-                    return Poll::Ready(Ok(Some(chunk)));
-                }
-                Some(FrameEvent::Frame(Frame::Headers(section))) => {
+            match ready!(self.poll_event(cx))? {
+                RecvEvent::End => return Poll::Ready(Ok(None)),
+                RecvEvent::Data(chunk) => return Poll::Ready(Ok(Some(chunk))),
+                RecvEvent::Trailers(section) => {
                     // Boxed, and kept here rather than in the caller's future: trailers are
                     // rare, decoding them may wait for the encoder stream, and a body reader (a
                     // session's CONNECT stream reader lives as long as the session) should not
@@ -750,11 +698,11 @@ impl RecvHalf {
                     let decode = async move { shared.decode(id, section).await };
                     self.trailers = Some(Box::new(Trailers::Decoding(Box::pin(decode))));
                 }
-                Some(FrameEvent::Frame(Frame::PushPromise(_))) => {
-                    let error = ProtocolError::Id("PUSH_PROMISE without MAX_PUSH_ID");
-                    return Poll::Ready(Err(self.fail(error)));
+                // The frame order allows a second head only after an interim response, which
+                // the client reads with `recv_head`.
+                RecvEvent::Head(_) => {
+                    return Poll::Ready(Err(StreamError::Invalid("a second message head")));
                 }
-                Some(_) => {}
             }
         }
     }
@@ -765,19 +713,13 @@ impl RecvHalf {
         block: Result<HeaderBlock, StreamError>,
     ) -> Result<Option<Bytes>, StreamError> {
         let fields = self.fields(block)?;
-        if self.part != MessagePart::Trailers {
-            return Err(StreamError::Invalid("a second message head"));
+        match self.state.handle_trailers(&fields) {
+            Ok(trailers) => {
+                self.trailers = Some(Box::new(Trailers::Received(trailers)));
+                Ok(None)
+            }
+            Err(error) => Err(self.message_error(error)),
         }
-        self.body_done = true;
-        let trailers = match headers::parse_trailers(&fields) {
-            Ok(trailers) => trailers,
-            Err(error) => return Err(self.message_error(error)),
-        };
-        if let Err(error) = self.body.on_end() {
-            return Err(self.message_error(error));
-        }
-        self.trailers = Some(Box::new(Trailers::Received(trailers)));
-        Ok(None)
     }
 
     /// The trailers, after the body. Reads and drops what is left of the body first.
@@ -921,7 +863,7 @@ impl Drop for RecvHalf {
         if self.datagrams {
             self.shared().unregister_datagrams(self.stream_id());
         }
-        if !self.ended && !self.frames.has_head() {
+        if !self.state.is_ended() && !self.state.has_head() {
             // RFC 9204 §2.2.2.2: the peer's encoder may hold table entries for a header section
             // we will never read; tell it to let them go.
             let flush = {
@@ -933,7 +875,7 @@ impl Drop for RecvHalf {
                 driver.wake();
             }
         }
-        if !self.ended {
+        if !self.state.is_ended() {
             // RFC 9114 §4.1: a server that has answered may stop reading the request with
             // H3_NO_ERROR; a client that drops a response cancels the request. (quinn would
             // send code 0, which is not an HTTP/3 code.)
