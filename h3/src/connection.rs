@@ -336,6 +336,19 @@ impl ConnectionState {
         })
     }
 
+    /// A bidirectional stream the peer opened; `extension` when it started with a configured
+    /// extension's signal. A client accepts server-initiated bidirectional streams only for an
+    /// extension (RFC 9114 §6.1: H3_STREAM_CREATION_ERROR otherwise); a server takes every one
+    /// as a request stream.
+    pub fn handle_peer_bidi_stream(&self, extension: bool) -> Result<(), ProtocolError> {
+        if self.side == Side::Client && !extension {
+            return Err(ProtocolError::StreamCreation(
+                "server-initiated bidirectional stream without an extension signal",
+            ));
+        }
+        Ok(())
+    }
+
     /// Processes bytes from the peer's control stream (after its type).
     pub fn handle_control(&mut self, chunk: Bytes) -> Result<(), ProtocolError> {
         self.control_reader.handle_data(chunk);
@@ -424,7 +437,8 @@ impl ConnectionState {
         Ok(())
     }
 
-    /// The peer's control stream or a QPACK stream ended or was reset (RFC 9114 §6.2.1).
+    /// The peer's control stream or a QPACK stream ended or was reset, or the peer stopped one
+    /// of ours (RFC 9114 §6.2.1, RFC 9204 §4.2).
     pub fn handle_critical_end(&mut self, stream: UniStream) -> ProtocolError {
         let ty = match stream {
             UniStream::Encoder => StreamType::QPACK_ENCODER,

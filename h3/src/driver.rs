@@ -50,7 +50,7 @@ use crate::error::Code;
 use crate::proto::datagram::Datagram;
 use crate::proto::frame::FrameType;
 use crate::proto::settings::Settings;
-use crate::proto::stream::{StreamType, UniStreamHeader};
+use crate::proto::stream::{UniStreamHeader, decode_bidi_signal, decode_uni_prefix};
 use crate::stream::{ConnectionError, ExtensionStream, StreamError};
 
 /// How long a server whose handle and request streams are all gone waits, after its GOAWAY, for
@@ -1002,10 +1002,10 @@ impl<'a> Driver<'a> {
                     hand_out_bidi(shared, signal, send, recv, rest);
                 }
                 _ => {
-                    shared.fail(ProtocolError::StreamCreation(
-                        "server-initiated bidirectional stream without an extension signal",
-                    ));
-                    return ControlFlow::Break(());
+                    if let Err(error) = shared.lock().proto.handle_peer_bidi_stream(false) {
+                        shared.fail(error);
+                        return ControlFlow::Break(());
+                    }
                 }
             }
         }
@@ -1147,12 +1147,8 @@ impl<'a> Driver<'a> {
                     }
                     // RFC 9114 §6.2.1: the peer stopped one of our critical streams.
                     Poll::Ready(Err(_)) => {
-                        let ty = match kind {
-                            UniStream::Encoder => StreamType::QPACK_ENCODER,
-                            UniStream::Control => StreamType::CONTROL,
-                            _ => StreamType::QPACK_DECODER,
-                        };
-                        shared.fail(ProtocolError::ClosedCriticalStream(ty));
+                        let error = shared.lock().proto.handle_critical_end(kind);
+                        shared.fail(error);
                         return ControlFlow::Break(());
                     }
                     Poll::Pending => break,
@@ -1254,22 +1250,6 @@ pub(crate) fn poll_prefix<T>(
     }
 }
 
-/// Decodes the type that starts a peer unidirectional stream, with the session ID that follows
-/// it for extension types (`types`; WebTransport's is part of its header). `None` when more
-/// bytes are needed.
-fn decode_uni_prefix(
-    types: &[StreamType],
-    cur: &mut &[u8],
-) -> Option<(UniStreamHeader, Option<VarInt>)> {
-    let header = UniStreamHeader::decode(cur).ok()?;
-    let session_id = match header {
-        UniStreamHeader::WebTransport { session_id } => Some(session_id),
-        header if types.contains(&header.ty()) => Some(VarInt::decode(cur).ok()?),
-        _ => None,
-    };
-    Some((header, session_id))
-}
-
 /// One connection in this many opens a GREASE stream: enough, across a peer's connections, to
 /// find one that chokes on unknown stream types, while most connections spare both sides a
 /// stream (its packets at set-up, and the state QUIC keeps for it).
@@ -1298,23 +1278,6 @@ fn send_grease_stream(conn: &Connection) {
     if matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()) {
         let _ = stream.finish();
     }
-}
-
-/// Decodes the extension signal and session ID that may start a bidirectional stream:
-/// `Some(Some(_))` for one of `signals` (both consumed), `Some(None)` for anything else (nothing
-/// consumed, so a request's first frame stays in place), `None` when more bytes are needed.
-pub(crate) fn decode_bidi_signal(
-    signals: &[FrameType],
-    cur: &mut &[u8],
-) -> Option<Option<(FrameType, VarInt)>> {
-    let mut look = *cur;
-    let ty = FrameType::decode(&mut look).ok()?;
-    if !signals.contains(&ty) {
-        return Some(None);
-    }
-    let session_id = VarInt::decode(&mut look).ok()?;
-    *cur = look;
-    Some(Some((ty, session_id)))
 }
 
 /// Hands out a bidirectional stream that opened with an extension's `(signal, session ID)`;

@@ -301,3 +301,114 @@ pub fn encode_field_list<F: FieldLine>(fields: &[F]) -> Vec<u8> {
     }
     out
 }
+
+/// Drives a [`Pair`](crate::pair::Pair) with the operations `data` encodes: either side opens
+/// streams with arbitrary bytes, writes, resets and stops any stream seen so far, sends valid
+/// requests and responses, and moves the clock. Checks that nothing panics, that the pair always
+/// goes quiet (no endless exchange), that every connection close and stream error carries an
+/// HTTP/3 or QPACK code (RFC 9114 §8.1, RFC 9204 §6), and that what a peer keeps is bounded by
+/// what it was sent.
+pub fn pair(data: &[u8]) {
+    use crate::error::Code;
+    use crate::pair::{Pair, StreamAction};
+
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> &'a [u8] {
+        let n = n.min(rest.len());
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        head
+    }
+    fn byte(rest: &mut &[u8]) -> u8 {
+        take(rest, 1).first().copied().unwrap_or(0)
+    }
+    fn is_rfc_code(code: Code) -> bool {
+        let code = code.into_inner();
+        (0x100..=0x110).contains(&code) || (0x200..=0x202).contains(&code)
+    }
+
+    let mut rest = data;
+    let flags = byte(&mut rest);
+    let config = crate::Config {
+        grease: flags & 1 != 0,
+        enable_extended_connect: flags & 2 != 0,
+        enable_datagrams: flags & 4 != 0,
+        qpack_max_table_capacity: if flags & 8 != 0 { 0 } else { 4096 },
+        ..crate::Config::default()
+    };
+    let mut pair = Pair::new(config.clone(), config);
+    let mut streams = vec![
+        pair.client.control_stream_id(),
+        pair.server.control_stream_id(),
+    ];
+    let request = http::Request::get("https://example.com/fuzz")
+        .header("x-fuzz", "a value worth inserting")
+        .body(())
+        .expect("a valid request");
+    let response = http::Response::builder()
+        .status(200)
+        .header("x-fuzz", "a value worth inserting")
+        .body(())
+        .expect("a valid response");
+    // Bounded by the input: every operation consumes at least one byte.
+    while !rest.is_empty() {
+        let op = byte(&mut rest);
+        let fin = op & 0x80 != 0;
+        let peer = if op & 1 == 0 {
+            &mut pair.client
+        } else {
+            &mut pair.server
+        };
+        match (op >> 1) & 0x7 {
+            0 => {
+                let len = usize::from(byte(&mut rest));
+                streams.push(peer.open_uni_raw(take(&mut rest, len), fin));
+            }
+            1 => {
+                let len = usize::from(byte(&mut rest));
+                streams.push(peer.open_bidi_raw(take(&mut rest, len), fin));
+            }
+            2 => {
+                let id = streams[usize::from(byte(&mut rest)) % streams.len()];
+                let len = usize::from(byte(&mut rest));
+                peer.send_raw(id, take(&mut rest, len), fin);
+            }
+            3 => {
+                let id = streams[usize::from(byte(&mut rest)) % streams.len()];
+                peer.reset(id, Code::from_u32(u32::from(byte(&mut rest)) + 0xff));
+            }
+            4 => {
+                let id = streams[usize::from(byte(&mut rest)) % streams.len()];
+                peer.stop_sending(id, Code::from_u32(u32::from(byte(&mut rest)) + 0xff));
+            }
+            5 => {
+                if op & 1 == 0 {
+                    streams.push(pair.client.send_request(&request, b"body", fin));
+                } else {
+                    let id = streams[usize::from(byte(&mut rest)) % streams.len()];
+                    pair.server.send_response(id, &response, b"body", fin);
+                }
+            }
+            6 => {
+                let by = std::time::Duration::from_millis(u64::from(byte(&mut rest)) * 100);
+                pair.advance(by);
+            }
+            _ => {
+                for _ in 0..byte(&mut rest) % 8 {
+                    pair.step();
+                }
+            }
+        }
+        assert!(pair.drive_bounded(100_000), "the pair never went quiet");
+    }
+    for peer in [&pair.client, &pair.server] {
+        if let Some(code) = peer.closed_with() {
+            assert!(is_rfc_code(code), "closed with {code:?}");
+        }
+        for action in peer.actions() {
+            let (StreamAction::Reset(_, code) | StreamAction::Stopped(_, code)) = *action;
+            assert!(is_rfc_code(code), "{action:?}");
+        }
+        let kept: usize = peer.messages().map(|(_, message)| message.body.len()).sum();
+        assert!(kept <= data.len() + 8 * streams.len(), "kept {kept} bytes");
+    }
+}

@@ -4,8 +4,12 @@
 //! [`proto`] holds the pure codecs: frames, settings, stream types, capsules, datagram prefixes
 //! and message validation, none of which does I/O. [`error`] holds the wire error codes.
 //!
-//! On top of them: [`connection`] is the pure connection state machine (SETTINGS, QPACK, critical
-//! streams, GOAWAY); [`client::Client`] and [`server::Server`] / [`server::Connection`] speak
+//! On top of them, the pure protocol core, with no tasks, sockets or clock: [`connection`] is
+//! the connection state machine (SETTINGS, QPACK, critical streams, GOAWAY both ways, accepted
+//! requests, close-when-idle, the H3_DATAGRAM rule) and [`request`] the state of one request
+//! stream (frame order, content-length, interim responses, HEAD/204/304, CONNECT tunnels, the
+//! head deadline). The async glue reads quinn into them and writes what they say.
+//! [`client::Client`] and [`server::Server`] / [`server::Connection`] speak
 //! HTTP/3 over quinn with `http::Request` / `http::Response` heads, streaming bodies, trailers,
 //! Extended CONNECT, capsules and datagrams; [`Config`] holds the settings and limits. Each
 //! connection runs one small tokio task for its control and QPACK streams and datagrams;
@@ -82,6 +86,8 @@ mod driver;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod pair;
 pub mod proto;
 pub mod request;
 pub mod server;

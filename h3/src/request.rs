@@ -29,6 +29,8 @@
 //! [`RecvError::Message`] means the message is malformed: stop reading and reset the stream with
 //! its code (H3_MESSAGE_ERROR, RFC 9114 §4.1.2).
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
@@ -63,6 +65,10 @@ pub enum RecvError {
     /// The message is malformed (RFC 9114 §4.1.2): a stream error with [`RecvError::code`].
     #[error(transparent)]
     Message(#[from] MessageError),
+    /// The request head did not arrive in time (see [`RequestState::set_head_deadline`]): a
+    /// stream error with H3_REQUEST_INCOMPLETE (RFC 9114 §4.1.2).
+    #[error("no complete request head in time")]
+    Incomplete,
 }
 
 impl RecvError {
@@ -71,6 +77,7 @@ impl RecvError {
         match self {
             Self::Connection(error) => Code::from(error),
             Self::Message(error) => Code::from(error.clone()),
+            Self::Incomplete => Code::H3_REQUEST_INCOMPLETE,
         }
     }
 }
@@ -91,6 +98,10 @@ pub struct RequestState {
     head_request: bool,
     /// Client: the request was CONNECT, so a 2xx response opens a tunnel (RFC 9114 §4.4).
     connect: bool,
+    /// Server: when the request head must have arrived.
+    head_deadline: Option<Instant>,
+    /// A whole head section was handed out as [`RecvEvent::Head`].
+    head_delivered: bool,
 }
 
 impl RequestState {
@@ -116,6 +127,29 @@ impl RequestState {
             body_done: false,
             head_request: method == Some(&Method::HEAD),
             connect: method == Some(&Method::CONNECT),
+            head_deadline: None,
+            head_delivered: false,
+        }
+    }
+
+    /// Server: the request head must be complete by `deadline` (a bound on what a peer can
+    /// hold open with a few bytes per stream); see [`RequestState::handle_timeout`].
+    pub fn set_head_deadline(&mut self, deadline: Instant) {
+        self.head_deadline = Some(deadline);
+    }
+
+    /// When [`RequestState::handle_timeout`] should be called next, if ever: the head deadline,
+    /// until the head has arrived.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.head_deadline.filter(|_| !self.head_delivered)
+    }
+
+    /// The clock reached `now`. [`RecvError::Incomplete`] if the head deadline passed without a
+    /// head: reset and stop the stream with H3_REQUEST_INCOMPLETE (RFC 9114 §4.1.2).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RecvError> {
+        match self.poll_timeout() {
+            Some(deadline) if now >= deadline => Err(RecvError::Incomplete),
+            _ => Ok(()),
         }
     }
 
@@ -135,7 +169,8 @@ impl RequestState {
         self.ended
     }
 
-    /// Whether the message head has been received.
+    /// Whether the HEADERS frame of the message head has started (its section may still be
+    /// arriving).
     pub fn has_head(&self) -> bool {
         self.frames.has_head()
     }
@@ -186,11 +221,11 @@ impl RequestState {
                     return Ok(Some(RecvEvent::Data(chunk)));
                 }
                 FrameEvent::Frame(Frame::Headers(section)) => {
-                    return Ok(Some(if self.part == MessagePart::Trailers {
-                        RecvEvent::Trailers(section)
-                    } else {
-                        RecvEvent::Head(section)
-                    }));
+                    if self.part == MessagePart::Trailers {
+                        return Ok(Some(RecvEvent::Trailers(section)));
+                    }
+                    self.head_delivered = true;
+                    return Ok(Some(RecvEvent::Head(section)));
                 }
                 FrameEvent::Frame(Frame::PushPromise(_)) => {
                     // RFC 9114 §7.2.5: we never send MAX_PUSH_ID, so any push ID is too big.
@@ -515,5 +550,29 @@ mod tests {
         assert_eq!(state.poll_event(), Ok(None));
         state.handle_end();
         assert_eq!(state.poll_event().unwrap_err().code(), Code::H3_FRAME_ERROR);
+    }
+
+    /// RFC 9114 §4.1.2: a request stream without a complete head by the deadline is
+    /// H3_REQUEST_INCOMPLETE; once the head is there the deadline no longer applies.
+    #[test]
+    fn a_head_not_complete_in_time_is_incomplete() {
+        let start = Instant::now();
+        let deadline = start + std::time::Duration::from_secs(10);
+        let mut state = RequestState::request(MAX);
+        state.set_head_deadline(deadline);
+        let whole = frame(FrameType::HEADERS, b"abc");
+        state.handle_data(whole.slice(..2));
+        assert_eq!(state.poll_event(), Ok(None));
+        assert_eq!(state.poll_timeout(), Some(deadline));
+        assert_eq!(state.handle_timeout(start), Ok(()));
+        let error = state.handle_timeout(deadline).unwrap_err();
+        assert_eq!(error.code(), Code::H3_REQUEST_INCOMPLETE);
+
+        let mut state = RequestState::request(MAX);
+        state.set_head_deadline(deadline);
+        state.handle_data(whole);
+        assert_eq!(state.poll_event(), Ok(Some(RecvEvent::Head("abc".into()))));
+        assert_eq!(state.poll_timeout(), None);
+        assert_eq!(state.handle_timeout(deadline), Ok(()));
     }
 }

@@ -44,11 +44,12 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::connection::Side;
-use crate::driver::{self, Shared, Taker, decode_bidi_signal};
+use crate::driver::{self, Shared, Taker};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers;
 use crate::proto::settings::Settings;
+use crate::proto::stream::decode_bidi_signal;
 use crate::request::RequestState;
 use crate::stream::{
     ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
@@ -359,7 +360,10 @@ impl IncomingRequest {
             Err(_) => return Err(StreamError::Invalid("stream already closed")),
         };
         let live = Live::new(shared.clone());
-        let state = RequestState::request(shared.config.max_frame_payload);
+        let mut state = RequestState::request(shared.config.max_frame_payload);
+        state.set_head_deadline(deadline.into_std());
+        // The state's deadline, which the bidirectional signal's wait above shared.
+        let deadline = state.poll_timeout().map_or(deadline, Instant::from_std);
         let mut recv = RecvHalf::new(recv, state, buffered, live.clone());
         let mut send = SendHalf::new(send, live);
         let Ok(head) = tokio::time::timeout_at(deadline, recv.recv_head()).await else {

@@ -587,6 +587,8 @@ impl RecvHalf {
                 Err(RecvError::Message(error)) => {
                     return Poll::Ready(Err(self.message_error(error)));
                 }
+                // Deadlines are kept by the owner of the stream, which reads the head.
+                Err(RecvError::Incomplete) => return Poll::Ready(Err(StreamError::Incomplete)),
             }
             let read = pin!(self.stream.read_chunk(usize::MAX, true)).poll(cx);
             match ready!(read) {

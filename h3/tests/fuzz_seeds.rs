@@ -118,3 +118,8 @@ fn bad_seeds_give_the_rfc_error() {
     let err = Capsule::decode(&mut &read("capsule", "too_large")[..], 4096).unwrap_err();
     assert_eq!(Code::from(err), Code::H3_EXCESSIVE_LOAD);
 }
+
+#[test]
+fn pair_seeds() {
+    replay("pair", fuzzing::pair);
+}

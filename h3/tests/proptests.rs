@@ -220,6 +220,11 @@ proptest! {
     }
 
     #[test]
+    fn fuzz_pair(data in vec(any::<u8>(), 0..512)) {
+        fuzzing::pair(&data);
+    }
+
+    #[test]
     fn fuzz_capsule(data in vec(any::<u8>(), 0..256)) {
         fuzzing::capsule(&data);
     }

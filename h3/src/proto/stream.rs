@@ -151,6 +151,41 @@ impl BidiStreamHeader {
     }
 }
 
+/// Decodes the prefix of a peer unidirectional stream: its header, and the session ID that
+/// follows for a WebTransport stream (part of its header) or for one of the extension `types`
+/// (RFC 9114 §6.2; the extension's own rule). `None` when more bytes are needed; `cur` then
+/// stays where it was only if the caller keeps its own copy (the caller reads from a buffer it
+/// keeps until a prefix is complete).
+pub fn decode_uni_prefix(
+    types: &[StreamType],
+    cur: &mut &[u8],
+) -> Option<(UniStreamHeader, Option<VarInt>)> {
+    let header = UniStreamHeader::decode(cur).ok()?;
+    let session_id = match header {
+        UniStreamHeader::WebTransport { session_id } => Some(session_id),
+        header if types.contains(&header.ty()) => Some(VarInt::decode(cur).ok()?),
+        _ => None,
+    };
+    Some((header, session_id))
+}
+
+/// Decodes the extension signal and session ID that may start a bidirectional stream:
+/// `Some(Some(_))` for one of `signals` (both consumed), `Some(None)` for anything else (nothing
+/// consumed, so a request's first frame stays in place), `None` when more bytes are needed.
+pub fn decode_bidi_signal(
+    signals: &[FrameType],
+    cur: &mut &[u8],
+) -> Option<Option<(FrameType, VarInt)>> {
+    let mut look = *cur;
+    let ty = FrameType::decode(&mut look).ok()?;
+    if !signals.contains(&ty) {
+        return Some(None);
+    }
+    let session_id = VarInt::decode(&mut look).ok()?;
+    *cur = look;
+    Some(Some((ty, session_id)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
