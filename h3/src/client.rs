@@ -31,7 +31,8 @@ use quay_transport::{ClientBuilder, Connection, Endpoint, EndpointError, VarInt}
 
 use crate::config::Config;
 use crate::connection::Side;
-use crate::driver::{self, Shared, Taker};
+use crate::driver::shared::{Shared, Taker};
+use crate::driver::task;
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers::{self, Protocol};
@@ -202,7 +203,7 @@ impl Client {
     }
 
     fn start(connection: Connection, config: Config, endpoint: Option<Endpoint>) -> Self {
-        let shared = driver::start(connection, config, Side::Client);
+        let shared = task::start(connection, config, Side::Client);
         Self {
             inner: Arc::new(Handle { shared, endpoint }),
         }

@@ -92,12 +92,12 @@ pub mod proto;
 pub mod request;
 pub mod server;
 pub mod stream;
+mod waiter;
 
 pub use client::{Client, Trailers};
 pub use config::Config;
-pub use error::Code;
+pub use error::{Code, ConnectionError, StreamError};
 pub use server::Server;
-pub use stream::{ConnectionError, StreamError};
 
 pub use http;
 pub use quay_transport;

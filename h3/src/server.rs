@@ -44,7 +44,9 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::connection::Side;
-use crate::driver::{self, Shared, Taker};
+use crate::driver::extensions::hand_out_bidi;
+use crate::driver::shared::{Shared, Taker};
+use crate::driver::task::{self, poll_prefix};
 use crate::error::Code;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers;
@@ -116,7 +118,7 @@ impl Connection {
     /// Speaks HTTP/3 on an established QUIC connection. Must be called inside a tokio runtime.
     pub fn new(connection: quay_transport::Connection, config: Config) -> Self {
         Self {
-            shared: driver::start(connection, config, Side::Server),
+            shared: task::start(connection, config, Side::Server),
         }
     }
 
@@ -203,7 +205,7 @@ impl Connection {
             let signals = &shared.config.extension_bidi_signals;
             if !signals.is_empty() {
                 let mut read = BytesMut::new();
-                let prefix = driver::poll_prefix(
+                let prefix = poll_prefix(
                     &mut Context::from_waker(Waker::noop()),
                     &mut recv,
                     &mut read,
@@ -211,7 +213,7 @@ impl Connection {
                 );
                 match prefix {
                     Poll::Ready(Ok(Some((Some(signal), rest)))) => {
-                        driver::hand_out_bidi(shared, signal, send, recv, rest);
+                        hand_out_bidi(shared, signal, send, recv, rest);
                         continue;
                     }
                     // Not an extension's: `resolve` reads the request from here on.
@@ -329,7 +331,7 @@ impl IncomingRequest {
         let signals = &shared.config.extension_bidi_signals;
         let mut read = BytesMut::from(initial);
         let prefix = poll_fn(|cx| {
-            driver::poll_prefix(cx, &mut recv, &mut read, |cur| {
+            poll_prefix(cx, &mut recv, &mut read, |cur| {
                 decode_bidi_signal(signals, cur)
             })
         });
@@ -342,7 +344,7 @@ impl IncomingRequest {
         };
         let buffered = match prefix {
             Ok(Some((Some(signal), buffered))) => {
-                driver::hand_out_bidi(&shared, signal, send, recv, buffered);
+                hand_out_bidi(&shared, signal, send, recv, buffered);
                 return Ok(None);
             }
             Ok(Some((None, buffered))) => buffered,

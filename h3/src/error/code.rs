@@ -1,4 +1,4 @@
-//! HTTP/3 error codes as they appear on the wire.
+//! [`Code`]: HTTP/3 error codes as they appear on the wire.
 //!
 //! This module owns [`Code`], the application error code carried by QUIC `CONNECTION_CLOSE`,
 //! `RESET_STREAM` and `STOP_SENDING`: the HTTP/3 codes (RFC 9114 §8.1), the QPACK codes

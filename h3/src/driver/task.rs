@@ -1,0 +1,606 @@
+//! The connection's one task: it moves bytes between quinn and [`ConnectionState`].
+//!
+//! [`start`] makes the connection's [`Shared`] and spawns `drive`, a hand-written poll loop (no
+//! task per stream, no `select!`) that:
+//!
+//! - opens our control stream and writes what the state machine queues for it (whoever queues
+//!   bytes wakes it, see [`Inner::flush_waker`]), and opens our QPACK encoder and decoder
+//!   streams only when they first have an instruction to carry (RFC 9204 §4.2); a header
+//!   section that may reference new dynamic table entries waits in [`Shared::encode`] until
+//!   the encoder stream is open;
+//! - accepts the peer's unidirectional streams and reads their types, then reads the control
+//!   and QPACK streams into the state machine, hands extension streams out and stops the rest;
+//! - on a client, reads the extension signal of the server's bidirectional streams and hands
+//!   them out.
+//!
+//! The task ends with the connection. On one connection in eight it also sends a GREASE stream,
+//! right after its SETTINGS. Request streams are not read here: the user's task reads and writes
+//! them directly and takes the lock only to QPACK-encode or decode a header section.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::hash::{BuildHasher, RandomState};
+use std::ops::ControlFlow;
+use std::pin::{Pin, pin};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
+use tokio::sync::Notify;
+
+use super::extensions::{hand_out, hand_out_bidi};
+use super::routes::DatagramRoutes;
+use super::shared::{BUDGET, Inner, Shared, Taker};
+use crate::config::Config;
+use crate::connection::{ConnectionState, Side, UniStream};
+use crate::error::Code;
+use crate::proto::Codec;
+use crate::proto::stream::{UniStreamHeader, decode_bidi_signal, decode_uni_prefix};
+use crate::stream::extension::ExtensionStream;
+use crate::waiter::Waiters;
+
+/// Starts the tasks of a connection. Must be called inside a tokio runtime.
+pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared> {
+    let seed = RandomState::new().hash_one(conn.stable_id());
+    let mut proto = ConnectionState::new(side, &config, seed);
+    proto.set_quic_datagrams(conn.max_datagram_size().is_some());
+    let wants_extensions =
+        !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
+    if side == Side::Server
+        && let Some(max) = config.max_concurrent_requests
+    {
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(max));
+    }
+    let grease = config.grease;
+    let shared = Arc::new(Shared {
+        conn,
+        config: config.into(),
+        side,
+        inner: Mutex::new(Inner {
+            proto,
+            error: None,
+            datagrams: DatagramRoutes::default(),
+            encoder_stream_open: false,
+            extensions: VecDeque::new(),
+            extension_taker: if wants_extensions {
+                Taker::Handle
+            } else {
+                Taker::Nobody
+            },
+            driver_waiters: Waiters::default(),
+            extension_waiters: Waiters::default(),
+        }),
+        changed: Notify::new(),
+        grease_frame: AtomicBool::new(grease),
+        grease_stream: grease && sends_grease_stream(seed),
+    });
+    tokio::spawn(drive(shared.clone()));
+    shared
+}
+
+/// Our streams, in the order their bytes are written: QPACK instructions unblock header
+/// sections, so they go first.
+const OURS: [UniStream; 3] = [UniStream::Encoder, UniStream::Control, UniStream::Decoder];
+
+/// What the connection's task keeps between wake-ups, apart from the peer's next
+/// unidirectional stream it waits for.
+#[derive(Default)]
+struct Driver<'a> {
+    /// A client's wait for the server's next bidirectional stream (extensions only).
+    accept_bi: Option<Pin<Box<quinn::AcceptBi<'a>>>>,
+    /// One of our streams being opened, and which.
+    opening: Option<(UniStream, Pin<Box<quinn::OpenUni<'a>>>)>,
+    /// Our control stream, once open.
+    control: Ours,
+    /// The peer's control stream, once identified.
+    peer_control: Option<RecvStream>,
+    /// The QPACK streams both ways, allocated when the first one is needed: a connection whose
+    /// header sections use only the static table never opens them.
+    qpack: Option<Box<QpackStreams>>,
+    /// Peer streams whose type (unidirectional) or extension signal (bidirectional, clients
+    /// only) has not arrived whole yet. Usually empty: the type comes in the first packet.
+    incoming: Vec<Incoming>,
+    /// Our GREASE stream is to be sent once our control stream's first bytes are written.
+    grease_due: bool,
+}
+
+/// Our QPACK streams and the peer's.
+#[derive(Default)]
+struct QpackStreams {
+    encoder: Ours,
+    decoder: Ours,
+    peer_encoder: Option<RecvStream>,
+    peer_decoder: Option<RecvStream>,
+}
+
+/// One of our streams.
+#[derive(Default)]
+struct Ours {
+    stream: Option<SendStream>,
+    /// Bytes taken from the state machine and not written yet.
+    pending: Bytes,
+}
+
+/// A peer stream whose prefix is being read.
+struct Incoming {
+    recv: RecvStream,
+    /// The sending half of a bidirectional stream.
+    send: Option<SendStream>,
+    buf: BytesMut,
+}
+
+/// The connection's one task. It opens our control stream and writes what the state machine
+/// queues for it, opening our QPACK streams when they first have bytes; accepts the peer's
+/// unidirectional streams and reads their types, then reads the critical ones into the state
+/// machine, hands out extension streams and stops the rest; on a client, does the same for the
+/// server's extension bidirectional streams. It ends with the connection.
+///
+/// Everything is polled by hand from one future, so an idle connection costs one small task
+/// rather than one per stream; futures that are rarely pending, or exist on some connections
+/// only, are boxed. The task is kept under 280 bytes, in tokio's 384-byte step: flushes wake it
+/// through a waker in the shared state, it is a function returning an `async move` block
+/// (rustc keeps an async fn's arguments twice), and its poll closure holds three references.
+#[allow(clippy::manual_async_fn)] // On purpose: see above.
+fn drive(shared: Arc<Shared>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        {
+            let shared = &*shared;
+            let conn = &shared.conn;
+            let mut driver = Driver {
+                accept_bi: (shared.side == Side::Client).then(|| Box::pin(conn.accept_bi())),
+                ..Driver::default()
+            };
+            let driver = &mut driver;
+            let mut accept_uni = pin!(conn.accept_uni());
+            // `move`: the closure keeps three references, not one per local it uses.
+            poll_fn(move |cx| {
+                shared.set_driver_waker(cx);
+                let conn = &shared.conn;
+                let mut busy = false;
+                let mut budget = BUDGET;
+                loop {
+                    match accept_uni.as_mut().poll(cx) {
+                        Poll::Ready(Ok(recv)) => {
+                            accept_uni.set(conn.accept_uni());
+                            driver.incoming.push(Incoming {
+                                recv,
+                                send: None,
+                                buf: BytesMut::new(),
+                            });
+                        }
+                        // The connection is gone.
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Pending => break,
+                    }
+                    budget -= 1;
+                    if budget == 0 {
+                        busy = true;
+                        break;
+                    }
+                }
+                if let Some(accept) = &mut driver.accept_bi {
+                    let mut budget = BUDGET;
+                    while let Poll::Ready(result) = accept.as_mut().poll(cx) {
+                        let Ok((send, recv)) = result else {
+                            return Poll::Ready(());
+                        };
+                        accept.set(conn.accept_bi());
+                        // RFC 9114 §6.1: a server opens bidirectional streams only for an
+                        // extension.
+                        if shared.config.extension_bidi_signals.is_empty() {
+                            let refused = shared.lock().proto.handle_peer_bidi_stream(false);
+                            if let Err(error) = refused {
+                                shared.fail(error);
+                                return Poll::Ready(());
+                            }
+                        }
+                        driver.incoming.push(Incoming {
+                            recv,
+                            send: Some(send),
+                            buf: BytesMut::new(),
+                        });
+                        budget -= 1;
+                        if budget == 0 {
+                            busy = true;
+                            break;
+                        }
+                    }
+                }
+                if driver.read_incoming(cx, shared).is_break() {
+                    return Poll::Ready(());
+                }
+                match driver.read_critical(cx, shared) {
+                    ControlFlow::Break(()) => return Poll::Ready(()),
+                    ControlFlow::Continue(more) => busy |= more,
+                }
+                if driver.write(cx, shared).is_break() {
+                    return Poll::Ready(());
+                }
+                if let Some((index, open)) = &mut driver.opening
+                    && let Poll::Ready(result) = open.as_mut().poll(cx)
+                {
+                    let Ok(stream) = result else {
+                        return Poll::Ready(());
+                    };
+                    let index = *index;
+                    driver.opening = None;
+                    driver.opened(shared, index, stream);
+                    // Write to it, and open the next one if needed.
+                    busy = true;
+                }
+                if busy {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            })
+            .await;
+        }
+        // The connection is gone: every datagram receiver sees the end.
+        shared.end_datagrams();
+    }
+}
+
+impl<'a> Driver<'a> {
+    /// Reads the prefixes of new peer streams and routes the streams whose prefix is complete.
+    /// Breaks once the connection failed.
+    fn read_incoming(&mut self, cx: &mut Context<'_>, shared: &Shared) -> ControlFlow<()> {
+        let mut i = 0;
+        while i < self.incoming.len() {
+            let Incoming { recv, send, buf } = &mut self.incoming[i];
+            let ready = if send.is_some() {
+                let signals = &shared.config.extension_bidi_signals;
+                poll_prefix(cx, recv, buf, |cur| {
+                    decode_bidi_signal(signals, cur).map(|signal| (None, signal))
+                })
+            } else {
+                let types = &shared.config.extension_uni_stream_types;
+                poll_prefix(cx, recv, buf, |cur| {
+                    decode_uni_prefix(types, cur).map(|header| (Some(header), None))
+                })
+            };
+            let Poll::Ready(prefix) = ready.map(|read| read.ok().flatten()) else {
+                i += 1;
+                continue;
+            };
+            // In order: streams are handed out in the order the peer opened them.
+            let Incoming { recv, send, .. } = self.incoming.remove(i);
+            // A stream that ended or failed before its prefix is dropped.
+            let Some(((header, signal), rest)) = prefix else {
+                continue;
+            };
+            match (header, signal, send) {
+                (Some((header, session_id)), _, _) => {
+                    self.route_uni(shared, header, session_id, recv, rest)?;
+                }
+                (None, Some(signal), Some(send)) => {
+                    hand_out_bidi(shared, signal, send, recv, rest);
+                }
+                _ => {
+                    if let Err(error) = shared.lock().proto.handle_peer_bidi_stream(false) {
+                        shared.fail(error);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+        }
+        if self.incoming.is_empty() {
+            // Keep no buffer while idle.
+            self.incoming = Vec::new();
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Routes a peer unidirectional stream by its type (RFC 9114 §6.2).
+    fn route_uni(
+        &mut self,
+        shared: &Shared,
+        header: UniStreamHeader,
+        session_id: Option<VarInt>,
+        mut recv: RecvStream,
+        rest: Bytes,
+    ) -> ControlFlow<()> {
+        let kind = shared.lock().proto.handle_uni_stream(header);
+        match kind {
+            Err(error) => {
+                shared.fail(error);
+                return ControlFlow::Break(());
+            }
+            Ok(UniStream::Extension(ty)) => {
+                if let Some(session_id) = session_id {
+                    hand_out(
+                        shared,
+                        ExtensionStream::Uni {
+                            ty,
+                            session_id,
+                            recv,
+                            buffered: rest,
+                        },
+                    );
+                }
+            }
+            Ok(kind @ (UniStream::Control | UniStream::Encoder | UniStream::Decoder)) => {
+                if !rest.is_empty() && !feed(shared, kind, rest) {
+                    return ControlFlow::Break(());
+                }
+                *self.peer_slot(kind) = Some(recv);
+            }
+            // RFC 9114 §6.2: unknown stream types are not read.
+            Ok(_) => {
+                let _ = recv.stop(Code::H3_STREAM_CREATION_ERROR.to_varint());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Reads the peer's critical streams into the state machine. Breaks once the connection
+    /// failed; otherwise says whether a stream has more to read than one wake-up takes.
+    fn read_critical(&mut self, cx: &mut Context<'_>, shared: &Shared) -> ControlFlow<(), bool> {
+        let mut busy = false;
+        for kind in OURS {
+            let Some(slot) = self.peer(kind) else {
+                continue;
+            };
+            let Some(recv) = slot else {
+                continue;
+            };
+            let mut budget = BUDGET;
+            loop {
+                let read = pin!(recv.read_chunk(usize::MAX, true)).poll(cx);
+                match read {
+                    Poll::Ready(Ok(Some(chunk))) => {
+                        if !feed(shared, kind, chunk.bytes) {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    // RFC 9114 §6.2.1, RFC 9204 §4.2: closing a critical stream is a connection
+                    // error.
+                    Poll::Ready(Ok(None) | Err(quay_transport::ReadError::Reset(_))) => {
+                        let error = shared.lock().proto.handle_critical_end(kind);
+                        shared.fail(error);
+                        return ControlFlow::Break(());
+                    }
+                    Poll::Ready(Err(_)) => {
+                        *slot = None;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+                budget -= 1;
+                if budget == 0 {
+                    busy = true;
+                    break;
+                }
+            }
+        }
+        ControlFlow::Continue(busy)
+    }
+
+    /// Writes what the state machine queued for our streams; starts opening a stream that
+    /// has bytes and is not open yet. Breaks once the connection is gone or failed.
+    fn write(&mut self, cx: &mut Context<'_>, shared: &'a Shared) -> ControlFlow<()> {
+        let idle = |ours: Option<&mut Ours>| ours.is_none_or(|ours| ours.pending.is_empty());
+        if OURS.into_iter().any(|kind| idle(self.ours(kind))) {
+            let mut inner = shared.lock();
+            for kind in OURS {
+                if idle(self.ours(kind)) {
+                    let bytes = match kind {
+                        UniStream::Encoder => inner.proto.poll_encoder(),
+                        UniStream::Control => inner.proto.poll_control(),
+                        _ => inner.proto.poll_decoder(),
+                    };
+                    if let Some(bytes) = bytes {
+                        self.ours_or_new(kind).pending = bytes;
+                    }
+                }
+            }
+        }
+        let mut to_open = None;
+        let mut control_written = false;
+        for kind in OURS {
+            let Some(ours) = self.ours(kind) else {
+                continue;
+            };
+            if ours.pending.is_empty() {
+                continue;
+            }
+            let Some(stream) = &mut ours.stream else {
+                to_open = to_open.or(Some(kind));
+                continue;
+            };
+            while !ours.pending.is_empty() {
+                match Pin::new(&mut *stream).poll_write(cx, &ours.pending) {
+                    Poll::Ready(Ok(written)) => {
+                        ours.pending.advance(written);
+                        if ours.pending.is_empty() {
+                            // Free the buffer rather than keep it behind an empty slice.
+                            ours.pending = Bytes::new();
+                        }
+                    }
+                    Poll::Ready(Err(quay_transport::WriteError::ConnectionLost(_))) => {
+                        return ControlFlow::Break(());
+                    }
+                    // RFC 9114 §6.2.1: the peer stopped one of our critical streams.
+                    Poll::Ready(Err(_)) => {
+                        let error = shared.lock().proto.handle_critical_end(kind);
+                        shared.fail(error);
+                        return ControlFlow::Break(());
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            control_written |= kind == UniStream::Control && ours.pending.is_empty();
+        }
+        if control_written && std::mem::take(&mut self.grease_due) {
+            send_grease_stream(&shared.conn);
+        }
+        if self.opening.is_none()
+            && let Some(kind) = to_open
+        {
+            self.opening = Some((kind, Box::pin(shared.conn.open_uni())));
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// One of our streams is open.
+    fn opened(&mut self, shared: &Shared, kind: UniStream, stream: SendStream) {
+        match kind {
+            UniStream::Encoder => {
+                // QPACK instructions unblock header sections: send them before request data.
+                let _ = stream.set_priority(1);
+                shared.lock().encoder_stream_open = true;
+                shared.changed.notify_waiters();
+            }
+            UniStream::Control => {
+                let _ = stream.set_priority(1);
+                self.grease_due = shared.grease_stream;
+            }
+            _ => {}
+        }
+        self.ours_or_new(kind).stream = Some(stream);
+    }
+
+    /// Our stream of `kind` (control, encoder or decoder), if it has been needed.
+    fn ours(&mut self, kind: UniStream) -> Option<&mut Ours> {
+        match (kind, &mut self.qpack) {
+            (UniStream::Control, _) => Some(&mut self.control),
+            (UniStream::Encoder, Some(qpack)) => Some(&mut qpack.encoder),
+            (_, Some(qpack)) => Some(&mut qpack.decoder),
+            (_, None) => None,
+        }
+    }
+
+    /// Where the peer's critical stream of `kind` is kept, if the QPACK streams have been
+    /// needed (the control stream's place always exists).
+    fn peer(&mut self, kind: UniStream) -> Option<&mut Option<RecvStream>> {
+        match (kind, &mut self.qpack) {
+            (UniStream::Control, _) => Some(&mut self.peer_control),
+            (UniStream::Encoder, Some(qpack)) => Some(&mut qpack.peer_encoder),
+            (_, Some(qpack)) => Some(&mut qpack.peer_decoder),
+            (_, None) => None,
+        }
+    }
+
+    /// Our stream of `kind`, allocating the QPACK streams if needed.
+    fn ours_or_new(&mut self, kind: UniStream) -> &mut Ours {
+        match kind {
+            UniStream::Control => &mut self.control,
+            UniStream::Encoder => &mut self.qpack.get_or_insert_default().encoder,
+            _ => &mut self.qpack.get_or_insert_default().decoder,
+        }
+    }
+
+    /// Where the peer's critical stream of `kind` is kept, allocating the QPACK streams if
+    /// needed.
+    fn peer_slot(&mut self, kind: UniStream) -> &mut Option<RecvStream> {
+        match kind {
+            UniStream::Encoder => &mut self.qpack.get_or_insert_default().peer_encoder,
+            UniStream::Decoder => &mut self.qpack.get_or_insert_default().peer_decoder,
+            _ => &mut self.peer_control,
+        }
+    }
+}
+
+/// Reads from `recv` into `buf` until `decode` finds the prefix the stream starts with: `Some`
+/// with the prefix and the bytes after it, or `None` if the stream ended first. While more
+/// bytes are needed they wait in `buf`, so the caller can stop polling and go on later.
+pub(crate) fn poll_prefix<T>(
+    cx: &mut Context<'_>,
+    recv: &mut RecvStream,
+    buf: &mut BytesMut,
+    decode: impl Fn(&mut &[u8]) -> Option<T>,
+) -> Poll<Result<Option<(T, Bytes)>, quay_transport::ReadError>> {
+    // Bounded: a prefix is a few varints, and each turn consumes a chunk.
+    loop {
+        let mut cur = &buf[..];
+        if let Some(value) = decode(&mut cur) {
+            let used = buf.len() - cur.len();
+            buf.advance(used);
+            return Poll::Ready(Ok(Some((value, std::mem::take(buf).freeze()))));
+        }
+        match ready!(pin!(recv.read_chunk(usize::MAX, true)).poll(cx))? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => return Poll::Ready(Ok(None)),
+        }
+    }
+}
+
+/// One connection in this many opens a GREASE stream: enough, across a peer's connections, to
+/// find one that chokes on unknown stream types, while most connections spare both sides a
+/// stream (its packets at set-up, and the state QUIC keeps for it).
+const GREASE_STREAM_ONE_IN: u64 = 8;
+
+/// Whether the connection with this random `seed` opens a GREASE stream.
+fn sends_grease_stream(seed: u64) -> bool {
+    // The high bits: the low ones choose the GREASE setting and frame types.
+    (seed >> 32).is_multiple_of(GREASE_STREAM_ONE_IN)
+}
+
+/// Opens a unidirectional stream of a reserved type with a few bytes and FIN on it, which the
+/// peer must ignore (RFC 9114 §6.2.3). Without waiting: called right after our control stream's
+/// first bytes are written, so that it leaves in the same packet as our SETTINGS rather than in
+/// one of its own. Skipped when quinn cannot open or write it at once (no stream credit yet).
+fn send_grease_stream(conn: &Connection) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(mut stream)) = pin!(conn.open_uni()).poll(&mut cx) else {
+        return;
+    };
+    let n = RandomState::new().hash_one(conn.stable_id()) % 1000;
+    let mut bytes = BytesMut::new();
+    UniStreamHeader::grease(n).encode(&mut bytes);
+    bytes.extend_from_slice(b"quay");
+    let written = Pin::new(&mut stream).poll_write(&mut cx, &bytes);
+    if matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()) {
+        let _ = stream.finish();
+    }
+}
+
+/// Feeds a chunk of a critical stream; returns false once the connection failed.
+fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
+    let (result, flush, changed) = {
+        let mut inner = shared.lock();
+        let before = (
+            inner.proto.peer_settings().is_some(),
+            inner.proto.goaway_received(),
+        );
+        let result = match kind {
+            UniStream::Control => inner.proto.handle_control(chunk).map(|()| false),
+            UniStream::Encoder => inner.proto.handle_encoder_stream(&chunk),
+            _ => inner.proto.handle_decoder_stream(&chunk).map(|()| false),
+        };
+        let after = (
+            inner.proto.peer_settings().is_some(),
+            inner.proto.goaway_received(),
+        );
+        let changed = matches!(result, Ok(true)) || before != after;
+        (result, inner.flush_waker(), changed)
+    };
+    if let Some(driver) = flush {
+        driver.wake();
+    }
+    if let Err(error) = result {
+        shared.fail(error);
+        return false;
+    }
+    if changed {
+        shared.changed.notify_waiters();
+        shared.maybe_close();
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_connection_in_eight_sends_a_grease_stream() {
+        let hasher = RandomState::new();
+        let sending = (0..8_000u64)
+            .filter(|n| sends_grease_stream(hasher.hash_one(n)))
+            .count();
+        // 1,000 expected; the bounds are six standard deviations out.
+        assert!((820..1_180).contains(&sending), "{sending} of 8,000");
+    }
+}
