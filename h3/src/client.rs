@@ -34,6 +34,7 @@ use crate::connection::Side;
 use crate::driver::shared::{Shared, Taker};
 use crate::driver::task;
 use crate::error::Code;
+use crate::error::{Feature, Misuse};
 use crate::proto::capsule::Capsule;
 use crate::proto::headers::{self, Protocol};
 use crate::proto::settings::Settings;
@@ -236,7 +237,7 @@ impl Client {
         if extended {
             let settings = self.settings().await?;
             if !shared.config.enable_extended_connect || !settings.enable_connect_protocol() {
-                return Err(StreamError::NotNegotiated("Extended CONNECT"));
+                return Err(StreamError::NotNegotiated(Feature::ExtendedConnect));
             }
         }
         let fields: Vec<Field> = headers::request_fields(&request)?;
@@ -385,7 +386,7 @@ impl RequestStream {
     /// Waits for the final response head (interim 1xx responses are skipped).
     pub async fn recv_response(&mut self) -> Result<Response<()>, StreamError> {
         if self.response_received {
-            return Err(StreamError::Invalid("the response was already received"));
+            return Err(StreamError::Invalid(Misuse::ResponseAlreadyReceived));
         }
         loop {
             let Some(fields) = self.recv.recv_head().await? else {
@@ -405,7 +406,7 @@ impl RequestStream {
     /// The next piece of the response body, `None` at its end.
     pub async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
         if !self.response_received {
-            return Err(StreamError::Invalid("body before the response head"));
+            return Err(StreamError::Invalid(Misuse::BodyBeforeHead));
         }
         let received = self.recv.recv_data().await;
         self.after_recv(received)

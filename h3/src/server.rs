@@ -48,6 +48,7 @@ use crate::driver::extensions::hand_out_bidi;
 use crate::driver::shared::{Shared, Taker};
 use crate::driver::task::{self, poll_prefix};
 use crate::error::Code;
+use crate::error::Misuse;
 use crate::proto::capsule::Capsule;
 use crate::proto::headers;
 use crate::proto::settings::Settings;
@@ -359,7 +360,7 @@ impl IncomingRequest {
             Err(quay_transport::ReadError::Reset(code)) => {
                 return Err(StreamError::Reset(Code::from_varint(code)));
             }
-            Err(_) => return Err(StreamError::Invalid("stream already closed")),
+            Err(_) => return Err(StreamError::Invalid(Misuse::StreamClosed)),
         };
         let live = Live::new(shared.clone());
         let mut state = RequestState::request(shared.config.max_frame_payload);

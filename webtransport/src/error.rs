@@ -170,7 +170,11 @@ impl ConnectError {
                 Self::from_connection(error)
             }
             quay_h3::StreamError::ConnectionLost(error) => Self::Transport(error),
-            quay_h3::StreamError::NotNegotiated(what) => Self::NotSupported(what),
+            quay_h3::StreamError::NotNegotiated(feature) => Self::NotSupported(match feature {
+                quay_h3::error::Feature::ExtendedConnect => "no Extended CONNECT",
+                quay_h3::error::Feature::HttpDatagrams => "no HTTP datagrams",
+                _ => "no QUIC datagrams",
+            }),
             error => Self::Http3(error),
         }
     }

@@ -93,11 +93,69 @@ pub enum StreamError {
     /// The operation does not fit the stream's state (data after trailers, a second response,
     /// ...), or the stream was already finished or reset.
     #[error("invalid use: {0}")]
-    Invalid(&'static str),
+    Invalid(Misuse),
     /// The peer or our configuration does not allow this (Extended CONNECT or datagrams not
     /// enabled on both sides).
     #[error("not negotiated: {0}")]
-    NotNegotiated(&'static str),
+    NotNegotiated(Feature),
+}
+
+/// How an operation did not fit a request stream's state, in [`StreamError::Invalid`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misuse {
+    /// The stream was already finished, reset or stopped.
+    #[error("the stream is already closed")]
+    StreamClosed,
+    /// A second message head to send.
+    #[error("the message head was already sent")]
+    HeadAlreadySent,
+    /// The response head was asked for twice.
+    #[error("the response was already received")]
+    ResponseAlreadyReceived,
+    /// Body asked for, or arrived, before the message head.
+    #[error("body before the message head")]
+    BodyBeforeHead,
+    /// Body to send after the message ended (trailers or FIN).
+    #[error("data after the end of the message")]
+    BodyAfterEnd,
+    /// The stream was reset because the peer's message on it was malformed (RFC 9114 §4.1.2).
+    #[error("the stream was reset: the peer's message was malformed")]
+    PeerMessageMalformed,
+    /// A second message head arrived where only body or trailers may.
+    #[error("a second message head")]
+    SecondHead,
+    /// Trailers to send before the head or after the end.
+    #[error("trailers outside the body")]
+    TrailersOutsideBody,
+    /// A datagram larger than the path allows now.
+    #[error("datagram too large")]
+    DatagramTooLarge,
+    /// The stream's datagrams were already taken out of it.
+    #[error("datagrams already taken")]
+    DatagramsTaken,
+    /// HTTP datagrams belong to client-initiated bidirectional (request) streams.
+    #[error("datagrams belong to request streams")]
+    NotARequestStream,
+    /// The server rejected the 0-RTT data the stream was opened with.
+    #[error("0-RTT rejected")]
+    ZeroRttRejected,
+}
+
+/// What the peer or our configuration did not allow, in [`StreamError::NotNegotiated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Feature {
+    /// Extended CONNECT (RFC 9220): our `enable_extended_connect` or the server's
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    #[error("Extended CONNECT")]
+    ExtendedConnect,
+    /// HTTP datagrams (RFC 9297): our `enable_datagrams` or the peer's SETTINGS_H3_DATAGRAM.
+    #[error("HTTP datagrams")]
+    HttpDatagrams,
+    /// QUIC datagrams (RFC 9221) in the transport.
+    #[error("QUIC datagrams")]
+    QuicDatagrams,
 }
 
 impl StreamError {

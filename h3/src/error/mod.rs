@@ -9,5 +9,5 @@
 mod api;
 mod code;
 
-pub use api::{ConnectionError, StreamError};
+pub use api::{ConnectionError, Feature, Misuse, StreamError};
 pub use code::Code;

@@ -17,6 +17,7 @@ use super::live::Live;
 use crate::connection::{HeaderBlock, ProtocolError, Side};
 use crate::driver::shared::Shared;
 use crate::error::{Code, ConnectionError, StreamError};
+use crate::error::{Feature, Misuse};
 use crate::proto::capsule::{Capsule, CapsuleReader};
 use crate::proto::headers::MessageError;
 use crate::request::{RecvError, RecvEvent, RequestState};
@@ -129,7 +130,7 @@ impl RecvHalf {
                     let error = self.shared().connection_error(e);
                     return Poll::Ready(Err(StreamError::ConnectionLost(error)));
                 }
-                Err(_) => return Poll::Ready(Err(StreamError::Invalid("stream already closed"))),
+                Err(_) => return Poll::Ready(Err(StreamError::Invalid(Misuse::StreamClosed))),
             }
         }
     }
@@ -161,7 +162,7 @@ impl RecvHalf {
             RecvEvent::End => Ok(None),
             // The frame order puts a head before any body or trailers.
             RecvEvent::Data(_) | RecvEvent::Trailers(_) => {
-                Err(StreamError::Invalid("body before the message head"))
+                Err(StreamError::Invalid(Misuse::BodyBeforeHead))
             }
         }
     }
@@ -231,7 +232,7 @@ impl RecvHalf {
                 // The frame order allows a second head only after an interim response, which
                 // the client reads with `recv_head`.
                 RecvEvent::Head(_) => {
-                    return Poll::Ready(Err(StreamError::Invalid("a second message head")));
+                    return Poll::Ready(Err(StreamError::Invalid(Misuse::SecondHead)));
                 }
             }
         }
@@ -347,7 +348,7 @@ impl RecvHalf {
     /// gone. Datagrams are routed from the first call on (from the start for CONNECT requests).
     pub async fn recv_datagram(&mut self) -> Result<Option<Bytes>, StreamError> {
         if !self.shared().config.enable_datagrams {
-            return Err(StreamError::NotNegotiated("HTTP datagrams"));
+            return Err(StreamError::NotNegotiated(Feature::HttpDatagrams));
         }
         self.listen_datagrams();
         if !self.datagrams {
@@ -368,11 +369,11 @@ impl RecvHalf {
     /// afterwards.
     pub fn take_datagrams(&mut self) -> Result<Datagrams, StreamError> {
         if !self.shared().config.enable_datagrams {
-            return Err(StreamError::NotNegotiated("HTTP datagrams"));
+            return Err(StreamError::NotNegotiated(Feature::HttpDatagrams));
         }
         self.listen_datagrams();
         if !std::mem::take(&mut self.datagrams) {
-            return Err(StreamError::Invalid("datagrams already taken"));
+            return Err(StreamError::Invalid(Misuse::DatagramsTaken));
         }
         self.datagrams_taken = true;
         Ok(Datagrams {

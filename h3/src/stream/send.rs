@@ -11,6 +11,7 @@ use quay_transport::{SendStream, VarInt};
 use super::live::Live;
 use crate::driver::shared::Shared;
 use crate::error::{Code, StreamError};
+use crate::error::{Feature, Misuse};
 use crate::proto::Codec;
 use crate::proto::capsule::Capsule;
 use crate::proto::datagram::Datagram;
@@ -65,7 +66,7 @@ impl SendHalf {
         final_head: bool,
     ) -> Result<(), StreamError> {
         if self.state != SendState::Head {
-            return Err(StreamError::Invalid("the message head was already sent"));
+            return Err(StreamError::Invalid(Misuse::HeadAlreadySent));
         }
         self.reset_if_malformed()?;
         self.send_section(fields).await?;
@@ -105,8 +106,8 @@ impl SendHalf {
     pub async fn send_data(&mut self, data: Bytes) -> Result<(), StreamError> {
         if self.state != SendState::Body {
             return Err(StreamError::Invalid(match self.state {
-                SendState::Head => "data before the message head",
-                _ => "data after the end of the message",
+                SendState::Head => Misuse::BodyBeforeHead,
+                _ => Misuse::BodyAfterEnd,
             }));
         }
         self.reset_if_malformed()?;
@@ -121,7 +122,7 @@ impl SendHalf {
     /// Sends the trailer section and ends the stream.
     pub async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), StreamError> {
         if self.state != SendState::Body {
-            return Err(StreamError::Invalid("trailers outside the body"));
+            return Err(StreamError::Invalid(Misuse::TrailersOutsideBody));
         }
         self.reset_if_malformed()?;
         let fields: Vec<Field> = headers::trailer_fields(&trailers)?;
@@ -152,7 +153,7 @@ impl SendHalf {
         self.state = SendState::Done;
         self.stream
             .finish()
-            .map_err(|_| StreamError::Invalid("stream already closed"))
+            .map_err(|_| StreamError::Invalid(Misuse::StreamClosed))
     }
 
     /// Marks the request as settled: we have nothing left to deliver on it but FIN, and want
@@ -175,9 +176,7 @@ impl SendHalf {
         match self.live.malformed() {
             Some(code) if self.state != SendState::Done => {
                 self.reset(code);
-                Err(StreamError::Invalid(
-                    "the stream was reset: the peer's message was malformed",
-                ))
+                Err(StreamError::Invalid(Misuse::PeerMessageMalformed))
             }
             _ => Ok(()),
         }
@@ -197,7 +196,7 @@ impl SendHalf {
             Err(quay_transport::StoppedError::ConnectionLost(e)) => Err(
                 StreamError::ConnectionLost(self.shared().connection_error(e)),
             ),
-            Err(_) => Err(StreamError::Invalid("0-RTT rejected")),
+            Err(_) => Err(StreamError::Invalid(Misuse::ZeroRttRejected)),
         }
     }
 
@@ -227,7 +226,7 @@ fn write_error(shared: &Shared, error: quay_transport::WriteError) -> StreamErro
         quay_transport::WriteError::ConnectionLost(e) => {
             StreamError::ConnectionLost(shared.connection_error(e))
         }
-        _ => StreamError::Invalid("stream already closed"),
+        _ => StreamError::Invalid(Misuse::StreamClosed),
     }
 }
 
@@ -239,12 +238,12 @@ pub(crate) fn send_datagram(shared: &Shared, id: u64, payload: Bytes) -> Result<
             .peer_settings()
             .is_some_and(|s| s.h3_datagram());
     if !negotiated {
-        return Err(StreamError::NotNegotiated("HTTP datagrams"));
+        return Err(StreamError::NotNegotiated(Feature::HttpDatagrams));
     }
     let stream_id = VarInt::from_u64(id).unwrap_or(VarInt::MAX);
     let mut buf = BytesMut::with_capacity(Datagram::prefix_len(stream_id) + payload.len());
     Datagram::encode_prefix(stream_id, &mut buf)
-        .map_err(|_| StreamError::Invalid("datagrams belong to request streams"))?;
+        .map_err(|_| StreamError::Invalid(Misuse::NotARequestStream))?;
     buf.extend_from_slice(&payload);
     shared
         .conn
@@ -254,9 +253,9 @@ pub(crate) fn send_datagram(shared: &Shared, id: u64, payload: Bytes) -> Result<
                 StreamError::ConnectionLost(shared.connection_error(e))
             }
             quay_transport::SendDatagramError::TooLarge => {
-                StreamError::Invalid("datagram too large")
+                StreamError::Invalid(Misuse::DatagramTooLarge)
             }
-            _ => StreamError::NotNegotiated("QUIC datagrams"),
+            _ => StreamError::NotNegotiated(Feature::QuicDatagrams),
         })
 }
 
