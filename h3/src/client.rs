@@ -23,6 +23,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
@@ -39,6 +40,7 @@ use crate::proto::capsule::Capsule;
 use crate::proto::headers::{self, Protocol};
 use crate::proto::settings::Settings;
 use crate::request::RequestState;
+use crate::stats::{ConnectionStats, RequestStats};
 use crate::stream::{
     ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
 };
@@ -169,8 +171,10 @@ impl Client {
     ) -> Result<Self, ConnectError> {
         let (host, addrs) = resolve(url).await?;
         let endpoint = builder.build()?;
+        let started = Instant::now();
         let connection = connect_any(&endpoint, &addrs, &host).await?;
-        Ok(Self::start(connection, config, Some(endpoint)))
+        let handshake = Some(started.elapsed());
+        Ok(Self::start(connection, config, Some(endpoint), handshake))
     }
 
     /// Connects to the host and port of `url` (port 443 when absent) on `endpoint`, which may
@@ -183,8 +187,10 @@ impl Client {
         config: Config,
     ) -> Result<Self, ConnectError> {
         let (host, addrs) = resolve(url).await?;
+        let started = Instant::now();
         let connection = connect_any(endpoint, &addrs, &host).await?;
-        Ok(Self::start(connection, config, None))
+        let handshake = Some(started.elapsed());
+        Ok(Self::start(connection, config, None, handshake))
     }
 
     /// Waits until the connections of the endpoint this client made for itself
@@ -200,11 +206,16 @@ impl Client {
     /// Speaks HTTP/3 on an established QUIC connection (ALPN `h3`). Must be called inside a tokio
     /// runtime.
     pub fn new(connection: Connection, config: Config) -> Self {
-        Self::start(connection, config, None)
+        Self::start(connection, config, None, None)
     }
 
-    fn start(connection: Connection, config: Config, endpoint: Option<Endpoint>) -> Self {
-        let shared = task::start(connection, config, Side::Client);
+    fn start(
+        connection: Connection,
+        config: Config,
+        endpoint: Option<Endpoint>,
+        handshake: Option<Duration>,
+    ) -> Self {
+        let shared = task::start(connection, config, Side::Client, handshake);
         Self {
             inner: Arc::new(Handle { shared, endpoint }),
         }
@@ -213,6 +224,13 @@ impl Client {
     /// The QUIC connection.
     pub fn connection(&self) -> &Connection {
         &self.inner.shared.conn
+    }
+
+    /// The connection's stats: the transport's (RTT, congestion window, loss, UDP datagrams and
+    /// bytes) and HTTP/3's (requests, streams and frames by type, QPACK, GOAWAY). Copies a few
+    /// hundred bytes; allocates nothing.
+    pub fn stats(&self) -> ConnectionStats {
+        self.inner.shared.stats()
     }
 
     /// The server's SETTINGS, once received.
@@ -264,6 +282,8 @@ impl Client {
             send,
             recv,
             response_received: false,
+            sent_at: Instant::now(),
+            time_to_response_head: None,
         })
     }
 
@@ -360,6 +380,9 @@ pub struct RequestStream {
     send: SendHalf,
     recv: RecvHalf,
     response_received: bool,
+    /// When the request head was sent, and how long the final response head took after it.
+    sent_at: Instant,
+    time_to_response_head: Option<Duration>,
 }
 
 impl RequestStream {
@@ -383,6 +406,20 @@ impl RequestStream {
         self.send.finish()
     }
 
+    /// This request's stats: body bytes and header sizes each way, the time from sending the
+    /// request head to the final response head, and the codes of the peer's reset or stop.
+    pub fn stats(&self) -> RequestStats {
+        let sent = self.send.stats();
+        RequestStats {
+            time_to_response_head: self.time_to_response_head,
+            body_sent: sent.body_sent,
+            head_sent: sent.head_sent,
+            trailers_sent: sent.trailers_sent,
+            stopped_by_peer: sent.stopped_by_peer,
+            ..self.recv.stats()
+        }
+    }
+
     /// Waits for the final response head (interim 1xx responses are skipped).
     pub async fn recv_response(&mut self) -> Result<Response<()>, StreamError> {
         if self.response_received {
@@ -399,6 +436,7 @@ impl RequestStream {
                 Err(error) => return Err(self.recv.message_error(error)),
             };
             self.response_received = true;
+            self.time_to_response_head = Some(self.sent_at.elapsed());
             return Ok(head.response);
         }
     }

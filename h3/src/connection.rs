@@ -44,6 +44,7 @@ use crate::proto::message::{ControlStreamFrames, FrameOrderError, Sender};
 use crate::proto::reader::{FrameEvent, FrameReader};
 use crate::proto::settings::{SettingId, Settings, SettingsError};
 use crate::proto::stream::{StreamType, UniStreamHeader};
+use crate::stats::{FrameStats, H3Stats};
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +185,8 @@ pub struct ConnectionState {
     handle_gone: bool,
     /// Server: [`CloseAction::Linger`] was given.
     lingering: bool,
+    /// The counters of [`ConnectionState::stats`] that are not read off other state.
+    stats: H3Stats,
 }
 
 /// How the connection should end, from [`ConnectionState::poll_close`].
@@ -213,11 +216,18 @@ impl ConnectionState {
                 .max_field_section_size(config.max_field_section_size),
         );
         let mut control_out = Vec::new();
+        let mut stats = H3Stats::default();
         UniStreamHeader::Control.encode(&mut control_out);
-        Frame::Settings(local_settings.clone()).encode(&mut control_out);
+        let mut frames = vec![Frame::Settings(local_settings.clone())];
         if config.grease {
             // RFC 9114 §7.2.8: reserved frame types must be ignored; send one to check.
-            Frame::grease(seed % 1000, Bytes::from_static(b"quay")).encode(&mut control_out);
+            frames.push(Frame::grease(seed % 1000, Bytes::from_static(b"quay")));
+        }
+        for frame in frames {
+            stats
+                .frames_sent
+                .count(frame.ty(), frame.encoded_len() as u64);
+            frame.encode(&mut control_out);
         }
         let peer = match side {
             Side::Client => Sender::Server,
@@ -252,6 +262,7 @@ impl ConnectionState {
             max_request_id: None,
             handle_gone: false,
             lingering: false,
+            stats,
         }
     }
 
@@ -296,6 +307,15 @@ impl ConnectionState {
         &mut self,
         header: UniStreamHeader,
     ) -> Result<UniStream, ProtocolError> {
+        let counts = &mut self.stats.peer_streams;
+        match header {
+            UniStreamHeader::Control => counts.control += 1,
+            UniStreamHeader::QpackEncoder | UniStreamHeader::QpackDecoder => counts.qpack += 1,
+            UniStreamHeader::Push { .. } => counts.push += 1,
+            header if self.extension_uni.contains(&header.ty()) => counts.extension += 1,
+            UniStreamHeader::WebTransport { .. } => counts.extension += 1,
+            _ => counts.unknown += 1,
+        }
         // RFC 9114 §6.2.1, RFC 9204 §4.2: only one of each critical stream.
         let once = |seen: &mut bool, what| {
             if std::mem::replace(seen, true) {
@@ -340,7 +360,8 @@ impl ConnectionState {
     /// extension's signal. A client accepts server-initiated bidirectional streams only for an
     /// extension (RFC 9114 §6.1: H3_STREAM_CREATION_ERROR otherwise); a server takes every one
     /// as a request stream.
-    pub fn handle_peer_bidi_stream(&self, extension: bool) -> Result<(), ProtocolError> {
+    pub fn handle_peer_bidi_stream(&mut self, extension: bool) -> Result<(), ProtocolError> {
+        self.stats.peer_streams.bidi += 1;
         if self.side == Side::Client && !extension {
             return Err(ProtocolError::StreamCreation(
                 "server-initiated bidirectional stream without an extension signal",
@@ -354,7 +375,11 @@ impl ConnectionState {
         self.control_reader.handle_data(chunk);
         while let Some(event) = self.control_reader.poll_event()? {
             match event {
-                FrameEvent::Header(header) => self.control_frames.on_frame(header.ty)?,
+                FrameEvent::Header(header) => {
+                    let bytes = header.encoded_len() as u64 + header.len.into_inner();
+                    self.stats.frames_received.count(header.ty, bytes);
+                    self.control_frames.on_frame(header.ty)?;
+                }
                 // The order check refuses DATA before its payload is read.
                 FrameEvent::Data(_) => {
                     return Err(FrameOrderError::Unexpected(FrameType::DATA).into());
@@ -451,6 +476,7 @@ impl ConnectionState {
     /// Processes bytes from the peer's QPACK encoder stream. Returns whether a blocked field
     /// section can now be picked up with [`ConnectionState::take_unblocked`].
     pub fn handle_encoder_stream(&mut self, chunk: &[u8]) -> Result<bool, ProtocolError> {
+        self.stats.qpack.encoder_stream_received += chunk.len() as u64;
         let unblocked = self.decoder.handle_encoder_stream(chunk)?;
         let any = !unblocked.is_empty();
         for section in unblocked {
@@ -466,6 +492,7 @@ impl ConnectionState {
 
     /// Processes bytes from the peer's QPACK decoder stream.
     pub fn handle_decoder_stream(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        self.stats.qpack.decoder_stream_received += chunk.len() as u64;
         self.encoder.handle_decoder_stream(chunk)?;
         Ok(())
     }
@@ -493,7 +520,10 @@ impl ConnectionState {
         self.pull_decoder_stream();
         match result {
             Ok(Decoded::Fields(fields)) => Ok(HeaderBlock::Fields(fields)),
-            Ok(Decoded::Blocked) => Ok(HeaderBlock::Blocked),
+            Ok(Decoded::Blocked) => {
+                self.stats.qpack.blocked_sections += 1;
+                Ok(HeaderBlock::Blocked)
+            }
             Err(quay_qpack::Error::FieldSectionTooLarge { .. }) => Ok(HeaderBlock::TooLarge),
             Err(e) => Err(e.into()),
         }
@@ -535,7 +565,11 @@ impl ConnectionState {
             return;
         }
         self.goaway_sent = Some(id);
-        Frame::Goaway(id).encode(&mut self.control_out);
+        let frame = Frame::Goaway(id);
+        self.stats
+            .frames_sent
+            .count(FrameType::GOAWAY, frame.encoded_len() as u64);
+        frame.encode(&mut self.control_out);
     }
 
     /// Whether the QUIC connection negotiated datagrams (RFC 9221; quinn's
@@ -549,10 +583,12 @@ impl ConnectionState {
     /// Server: the peer opened request stream `id`. `false` if it is at or above the ID of the
     /// GOAWAY we sent: refuse it with H3_REQUEST_REJECTED, unprocessed (RFC 9114 §5.2).
     pub fn handle_request_accepted(&mut self, id: u64) -> bool {
+        self.stats.peer_streams.bidi += 1;
         if self
             .goaway_sent
             .is_some_and(|limit| id >= limit.into_inner())
         {
+            self.stats.requests.rejected += 1;
             return false;
         }
         self.max_request_id = Some(self.max_request_id.map_or(id, |max| max.max(id)));
@@ -562,6 +598,53 @@ impl ConnectionState {
     /// A request stream became live (opened by us, or accepted).
     pub fn handle_request_opened(&mut self) {
         self.requests_live += 1;
+        self.stats.requests.opened += 1;
+    }
+
+    /// A request stream ended as a stream error: `code` is what we reset or stopped it with
+    /// (H3_REQUEST_INCOMPLETE, H3_MESSAGE_ERROR, ...), counted in [`ConnectionState::stats`].
+    pub fn handle_request_error(&mut self, code: Code) {
+        let requests = &mut self.stats.requests;
+        match code {
+            Code::H3_REQUEST_INCOMPLETE => requests.incomplete += 1,
+            Code::H3_REQUEST_REJECTED => requests.rejected += 1,
+            _ => requests.malformed += 1,
+        }
+    }
+
+    /// The peer reset a request stream.
+    pub fn handle_request_reset_by_peer(&mut self) {
+        self.stats.requests.reset_by_peer += 1;
+    }
+
+    /// A request stream ended: adds the frames it sent and received to the connection's.
+    pub fn handle_request_frames(&mut self, sent: &FrameStats, received: &FrameStats) {
+        self.stats.frames_sent.add(sent);
+        self.stats.frames_received.add(received);
+    }
+
+    /// The connection's HTTP/3 counters now. Request streams' frames count once they end.
+    pub fn stats(&self) -> H3Stats {
+        let mut stats = self.stats;
+        let qpack = &mut stats.qpack;
+        let (size, entries) = self.encoder.table_size();
+        (qpack.encoder_table_size, qpack.encoder_table_entries) = (size, entries as u64);
+        qpack.encoder_inserts = self.encoder.insert_count();
+        let (size, entries) = self.decoder.table_size();
+        (qpack.decoder_table_size, qpack.decoder_table_entries) = (size, entries as u64);
+        qpack.decoder_inserts = self.decoder.insert_count();
+        qpack.blocked_streams = self.decoder.blocked_streams() as u64;
+        stats.goaway_sent = self.goaway_sent.map(VarInt::into_inner);
+        stats.goaway_received = self.goaway_received.map(VarInt::into_inner);
+        if let Some(peer) = &self.peer_settings {
+            stats.peer_settings_received = true;
+            stats.peer_max_field_section_size = peer.max_field_section_size();
+            stats.peer_qpack_max_table_capacity = peer.qpack_max_table_capacity();
+            stats.peer_qpack_blocked_streams = peer.qpack_blocked_streams();
+            stats.peer_extended_connect = peer.enable_connect_protocol();
+            stats.peer_h3_datagram = peer.h3_datagram();
+        }
+        stats
     }
 
     /// A live request stream was settled: finished on our side, with nothing more wanted from
@@ -645,13 +728,17 @@ impl ConnectionState {
 
     /// Bytes to write on our QPACK encoder stream; the first ones start with its type.
     pub fn poll_encoder(&mut self) -> Option<Bytes> {
-        take(&mut self.encoder_out)
+        let bytes = take(&mut self.encoder_out)?;
+        self.stats.qpack.encoder_stream_sent += bytes.len() as u64;
+        Some(bytes)
     }
 
     /// Bytes to write on our QPACK decoder stream; the first ones start with its type.
     pub fn poll_decoder(&mut self) -> Option<Bytes> {
         self.pull_decoder_stream();
-        take(&mut self.decoder_out)
+        let bytes = take(&mut self.decoder_out)?;
+        self.stats.qpack.decoder_stream_sent += bytes.len() as u64;
+        Some(bytes)
     }
 
     /// Whether any of the three outputs has bytes.

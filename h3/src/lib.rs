@@ -91,6 +91,7 @@ pub mod pair;
 pub mod proto;
 pub mod request;
 pub mod server;
+pub mod stats;
 pub mod stream;
 mod waiter;
 

@@ -29,6 +29,7 @@ use crate::proto::headers;
 use crate::proto::stream::{StreamType, decode_bidi_signal, decode_uni_prefix};
 use crate::proto::{Codec, VarInt};
 use crate::request::{RecvError, RecvEvent, RequestState};
+use crate::stats::FrameStats;
 
 /// What one endpoint hands the other through the in-memory QUIC connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +118,7 @@ enum Incoming {
     Discarded,
     /// A request stream (either side).
     Request {
-        state: RequestState,
+        state: Box<RequestState>,
         /// A head or trailer section QPACK-blocked on the encoder stream.
         blocked: Option<Section>,
     },
@@ -253,7 +254,7 @@ impl Peer {
 
     /// A request stream starts: its receiving side is read by `state`.
     fn start_request(&mut self, id: u64, state: RequestState) {
-        let blocked = None;
+        let (state, blocked) = (Box::new(state), None);
         self.incoming
             .insert(id, Incoming::Request { state, blocked });
         self.messages.insert(id, Message::default());
@@ -373,9 +374,19 @@ impl Peer {
         self.closed.is_none() && self.peer_closed.is_none()
     }
 
+    /// A request stream is over for us: its received frames count in the connection's stats.
+    fn end_request(&mut self, id: u64) {
+        if let Some(Incoming::Request { state, .. }) = self.incoming.insert(id, Incoming::Done) {
+            let none = FrameStats::default();
+            self.state
+                .handle_request_frames(&none, state.frames_received());
+        }
+    }
+
     /// Ends a request stream with `code` both ways, as the glue does for a stream error.
     fn stream_error(&mut self, id: u64, code: Code) {
-        self.incoming.insert(id, Incoming::Done);
+        self.end_request(id);
+        self.state.handle_request_error(code);
         self.actions.push(StreamAction::Stopped(id, code));
         self.outbox.push_back(Transfer::StopSending { id, code });
         self.actions.push(StreamAction::Reset(id, code));
@@ -584,10 +595,11 @@ impl Peer {
                     if let Some(message) = self.messages.get_mut(&id) {
                         message.ended = true;
                     }
-                    self.incoming.insert(id, Incoming::Done);
+                    self.end_request(id);
                     if self.side == Side::Server && !has_head {
                         // RFC 9114 §4.1.2: the stream ended before a complete request.
                         let code = Code::H3_REQUEST_INCOMPLETE;
+                        self.state.handle_request_error(code);
                         self.actions.push(StreamAction::Reset(id, code));
                         self.outbox.push_back(Transfer::Reset { id, code });
                     }
@@ -648,7 +660,8 @@ impl Peer {
                     // RFC 9204 §4.4.2: the peer's encoder may let go of what the head used.
                     self.state.cancel_stream(id);
                 }
-                self.incoming.insert(id, Incoming::Done);
+                self.state.handle_request_reset_by_peer();
+                self.end_request(id);
                 if let Some(message) = self.messages.get_mut(&id) {
                     message.reset_by_peer = Some(code);
                 }

@@ -40,6 +40,7 @@ use crate::proto::frame::Frame;
 use crate::proto::headers::{self, FieldLine, MessageError, RequestHead, ResponseHead};
 use crate::proto::message::{BodyLength, MessageFrames, MessagePart};
 use crate::proto::reader::{FrameEvent, FrameReader};
+use crate::stats::FrameStats;
 
 /// What the peer sent next on a request stream; see the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,11 @@ pub struct RequestState {
     head_deadline: Option<Instant>,
     /// A whole head section was handed out as [`RecvEvent::Head`].
     head_delivered: bool,
+    /// Frames received, by type.
+    received: FrameStats,
+    /// Encoded sizes of the last head and of the trailers received.
+    head_bytes: u64,
+    trailer_bytes: u64,
 }
 
 impl RequestState {
@@ -129,6 +135,9 @@ impl RequestState {
             connect: method == Some(&Method::CONNECT),
             head_deadline: None,
             head_delivered: false,
+            received: FrameStats::default(),
+            head_bytes: 0,
+            trailer_bytes: 0,
         }
     }
 
@@ -209,6 +218,8 @@ impl RequestState {
             };
             match event {
                 FrameEvent::Header(header) => {
+                    let bytes = header.encoded_len() as u64 + header.len.into_inner();
+                    self.received.count(header.ty, bytes);
                     // RFC 9114 §4.1: a frame out of order is a connection error.
                     self.part = self
                         .frames
@@ -222,9 +233,11 @@ impl RequestState {
                 }
                 FrameEvent::Frame(Frame::Headers(section)) => {
                     if self.part == MessagePart::Trailers {
+                        self.trailer_bytes = section.len() as u64;
                         return Ok(Some(RecvEvent::Trailers(section)));
                     }
                     self.head_delivered = true;
+                    self.head_bytes = section.len() as u64;
                     return Ok(Some(RecvEvent::Head(section)));
                 }
                 FrameEvent::Frame(Frame::PushPromise(_)) => {
@@ -321,6 +334,16 @@ impl RequestState {
     /// The body bytes received so far.
     pub fn body_received(&self) -> u64 {
         self.body.received()
+    }
+
+    /// The frames received so far, by type.
+    pub fn frames_received(&self) -> &FrameStats {
+        &self.received
+    }
+
+    /// Encoded sizes of the (last) head and of the trailers received so far.
+    pub fn section_sizes(&self) -> (u64, u64) {
+        (self.head_bytes, self.trailer_bytes)
     }
 }
 
@@ -574,5 +597,12 @@ mod tests {
         assert_eq!(state.poll_event(), Ok(Some(RecvEvent::Head("abc".into()))));
         assert_eq!(state.poll_timeout(), None);
         assert_eq!(state.handle_timeout(deadline), Ok(()));
+    }
+
+    /// One lives in every request stream and WebTransport session: keep it small. The frame
+    /// counters are most of it.
+    #[test]
+    fn stays_small() {
+        assert!(size_of::<RequestState>() <= 384, "{}", size_of::<RequestState>());
     }
 }

@@ -795,3 +795,66 @@ async fn a_client_with_its_own_endpoint_waits_until_its_close_has_left() {
         ends[0].1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_on_both_ends() {
+    // The glue fills what the cores cannot: quinn's transport counters, the RTT, the
+    // handshake's duration, a request's time to its response head; and request streams add
+    // their frames to the connection's when they end.
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
+        assert_eq!(t(stream.recv_data()).await.unwrap().unwrap(), "ping");
+        stream.send_response(ok()).await.unwrap();
+        stream
+            .send_data(Bytes::from_static(b"pong!"))
+            .await
+            .unwrap();
+        stream.finish().unwrap();
+        let request = stream.stats();
+        drop(stream);
+        let _ = tx.send((request, connection.stats()));
+        // Keep the connection until the client is done with it.
+        let _ = t(connection.closed()).await;
+    });
+    // Connected by URL, so that the client saw its handshake.
+    let url = format!("https://127.0.0.1:{}/stats", target.addr.port());
+    let builder = common::client_builder(&target.hash);
+    let client = t(quay_h3::Client::connect(&url, &builder, Config::default()))
+        .await
+        .unwrap();
+    let request = Request::post("https://localhost/stats").body(()).unwrap();
+    let mut stream = t(client.send_request(request)).await.unwrap();
+    stream.send_data(Bytes::from_static(b"ping")).await.unwrap();
+    stream.finish().unwrap();
+    let response = t(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(t(stream.recv_data()).await.unwrap().unwrap(), "pong!");
+    let stats = stream.stats();
+    assert_eq!(stats.body_sent, 4);
+    assert_eq!(stats.body_received, 5);
+    assert!(stats.head_sent > 0 && stats.head_received > 0);
+    assert!(stats.time_to_response_head.is_some());
+    drop(stream);
+
+    let (served, server) = t(rx).await.unwrap();
+    assert_eq!(served.body_received, 4);
+    assert_eq!(served.body_sent, 5);
+    assert_eq!(server.h3.requests.opened, 1);
+    assert_eq!(server.h3.frames_received.data.frames, 1);
+    assert!(server.h3.peer_settings_received);
+    assert!(server.handshake.is_some());
+    assert!(server.transport.udp_rx.datagrams > 0);
+
+    let ours = client.stats();
+    assert_eq!(ours.h3.requests.opened, 1);
+    assert_eq!(ours.h3.frames_sent.data.frames, 1);
+    assert_eq!(ours.h3.frames_sent.headers.frames, 1);
+    assert_eq!(ours.h3.frames_received.data.frames, 1);
+    assert!(ours.handshake.is_some());
+    assert!(ours.rtt > Duration::ZERO);
+    assert!(ours.transport.udp_tx.bytes > 0);
+}

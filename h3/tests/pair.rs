@@ -607,3 +607,69 @@ fn the_same_bytes_every_run() {
     assert!(first.len() >= 4, "{first:?}");
     assert_eq!(first, run());
 }
+
+#[test]
+fn the_connection_counts_what_happened() {
+    // The counters of ConnectionState::stats, driven through the cores: a request and its
+    // response with a dynamic-table field (inserted the second time it is seen), a malformed
+    // request, and a head that never completes.
+    let mut pair = ready();
+    let mut with_field = request("/s");
+    with_field
+        .headers_mut()
+        .insert("x-custom", "a value long enough to insert".parse().unwrap());
+    for _ in 0..2 {
+        let id = pair.client.send_request(&with_field, b"body", true);
+        pair.drive();
+        let response = http::Response::builder().status(200).body(()).unwrap();
+        pair.server.send_response(id, &response, b"hello", true);
+        pair.drive();
+    }
+    pair.client
+        .open_bidi_raw(&[0x01, 0x03, 0x00, 0x00, 0xc1], true);
+    pair.client.open_bidi_raw(&[0x01], false);
+    pair.drive();
+    pair.advance(Config::default().request_head_timeout);
+
+    let server = pair.server.state().stats();
+    assert_eq!(server.requests.opened, 4);
+    assert_eq!(server.requests.malformed, 1);
+    assert_eq!(server.requests.incomplete, 1);
+    assert_eq!(server.peer_streams.bidi, 4);
+    assert_eq!(server.peer_streams.control, 1);
+    // The client's encoder stream, and its decoder stream, which cancels the two streams the
+    // server reset before their responses (RFC 9204 §4.4.2).
+    assert_eq!(server.peer_streams.qpack, 2);
+    // Two whole requests with a body each: two HEADERS and two DATA frames, plus the malformed
+    // one's HEADERS; the client's SETTINGS on the control stream.
+    assert_eq!(server.frames_received.data.frames, 2);
+    assert_eq!(server.frames_received.headers.frames, 3);
+    assert_eq!(server.frames_received.settings.frames, 1);
+    assert_eq!(server.frames_sent.settings.frames, 1);
+    // The fields seen a second time are inserted (x-custom among them).
+    assert!(server.qpack.decoder_inserts >= 1);
+    assert!(server.qpack.decoder_table_size > 0);
+    assert!(server.qpack.encoder_stream_received > 0);
+    assert!(
+        server.qpack.decoder_stream_sent > 0,
+        "the section acknowledgement"
+    );
+    assert!(server.peer_settings_received);
+
+    let client = pair.client.state().stats();
+    assert_eq!(client.qpack.encoder_inserts, server.qpack.decoder_inserts);
+    assert_eq!(
+        client.qpack.encoder_table_entries,
+        server.qpack.decoder_table_entries
+    );
+    assert_eq!(
+        client.qpack.encoder_table_size,
+        server.qpack.decoder_table_size
+    );
+    assert!(client.qpack.encoder_stream_sent > 0);
+    assert_eq!(
+        client.requests.reset_by_peer, 2,
+        "the malformed and the incomplete"
+    );
+    assert_eq!(client.frames_received.data.frames, 2);
+}

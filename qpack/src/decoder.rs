@@ -159,6 +159,14 @@ impl Decoder {
         self.state.as_ref().map_or(0, |s| s.table.insert_count())
     }
 
+    /// The size of the dynamic table now (RFC 9204 §3.2.1: each entry's name and value lengths
+    /// plus 32), and how many entries it holds.
+    pub fn table_size(&self) -> (u64, usize) {
+        self.state
+            .as_ref()
+            .map_or((0, 0), |s| (s.table.size, s.table.entries.len()))
+    }
+
     /// Number of streams with a blocked field section.
     pub fn blocked_streams(&self) -> usize {
         self.state.as_ref().map_or(0, |s| s.blocked_streams())

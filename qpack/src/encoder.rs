@@ -300,6 +300,14 @@ impl Encoder {
         self.state.as_ref().map_or(0, |s| s.insert_count())
     }
 
+    /// The size of the dynamic table now (RFC 9204 §3.2.1: each entry's name and value lengths
+    /// plus 32), and how many entries it holds.
+    pub fn table_size(&self) -> (u64, usize) {
+        self.state
+            .as_ref()
+            .map_or((0, 0), |s| (s.size, s.entries.len()))
+    }
+
     /// The Known Received Count: inserts the peer's decoder has acknowledged.
     pub fn known_received_count(&self) -> u64 {
         self.state.as_ref().map_or(0, |s| s.known_received)

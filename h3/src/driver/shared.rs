@@ -26,6 +26,7 @@ use crate::config::ConnectionConfig;
 use crate::connection::{CloseAction, ConnectionState, HeaderBlock, ProtocolError, Side};
 use crate::error::{Code, ConnectionError, StreamError};
 use crate::proto::settings::Settings;
+use crate::stats::ConnectionStats;
 use crate::stream::extension::ExtensionStream;
 use crate::waiter::Waiters;
 
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub(super) grease_frame: AtomicBool,
     /// Whether this connection opens a stream of a reserved type, right after its SETTINGS.
     pub(super) grease_stream: bool,
+    /// How long the QUIC handshake took, when the caller saw it.
+    pub(super) handshake: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -174,6 +177,17 @@ impl Shared {
             return Some(error.clone());
         }
         self.conn.close_reason().map(ConnectionError::from)
+    }
+
+    /// The connection's stats: quinn's and the HTTP/3 layer's.
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let h3 = self.lock().proto.stats();
+        ConnectionStats {
+            transport: self.conn.stats(),
+            rtt: self.conn.rtt(),
+            handshake: self.handshake,
+            h3,
+        }
     }
 
     /// The peer's SETTINGS, once received.

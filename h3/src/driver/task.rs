@@ -25,6 +25,7 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
@@ -42,7 +43,13 @@ use crate::stream::extension::ExtensionStream;
 use crate::waiter::Waiters;
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
-pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared> {
+/// `handshake` is how long the QUIC handshake took, when the caller saw it.
+pub(crate) fn start(
+    conn: Connection,
+    config: Config,
+    side: Side,
+    handshake: Option<Duration>,
+) -> Arc<Shared> {
     let seed = RandomState::new().hash_one(conn.stable_id());
     let mut proto = ConnectionState::new(side, &config, seed);
     proto.set_quic_datagrams(conn.max_datagram_size().is_some());
@@ -75,6 +82,7 @@ pub(crate) fn start(conn: Connection, config: Config, side: Side) -> Arc<Shared>
         changed: Notify::new(),
         grease_frame: AtomicBool::new(grease),
         grease_stream: grease && sends_grease_stream(seed),
+        handshake,
     });
     tokio::spawn(drive(shared.clone()));
     shared

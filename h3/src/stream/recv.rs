@@ -21,6 +21,7 @@ use crate::error::{Feature, Misuse};
 use crate::proto::capsule::{Capsule, CapsuleReader};
 use crate::proto::headers::MessageError;
 use crate::request::{RecvError, RecvEvent, RequestState};
+use crate::stats::{FrameStats, RequestStats};
 
 /// The trailer section of a message that [`RecvHalf`] reads: being decoded, then received.
 enum Trailers {
@@ -51,6 +52,8 @@ pub struct RecvHalf {
     /// Boxed: rare, and a request stream or session lives long.
     trailers: Option<Box<Trailers>>,
     capsules: Option<CapsuleReader>,
+    /// The code the peer reset the stream with, if it did.
+    reset_by_peer: Option<Code>,
     /// Datagrams for this stream are routed to this half (until taken).
     datagrams: bool,
     datagrams_taken: bool,
@@ -71,6 +74,7 @@ impl RecvHalf {
             state,
             trailers: None,
             capsules: None,
+            reset_by_peer: None,
             datagrams: false,
             datagrams_taken: false,
             live,
@@ -124,7 +128,11 @@ impl RecvHalf {
                 Ok(Some(chunk)) => self.state.handle_data(chunk.bytes),
                 Ok(None) => self.state.handle_end(),
                 Err(quay_transport::ReadError::Reset(code)) => {
-                    return Poll::Ready(Err(StreamError::Reset(Code::from_varint(code))));
+                    let code = Code::from_varint(code);
+                    if self.reset_by_peer.replace(code).is_none() {
+                        self.shared().lock().proto.handle_request_reset_by_peer();
+                    }
+                    return Poll::Ready(Err(StreamError::Reset(code)));
                 }
                 Err(quay_transport::ReadError::ConnectionLost(e)) => {
                     let error = self.shared().connection_error(e);
@@ -144,11 +152,25 @@ impl RecvHalf {
         )
     }
 
+    /// What this half received: body bytes, head and trailer sizes, and the code the peer reset
+    /// the stream with, if it did.
+    pub fn stats(&self) -> RequestStats {
+        let (head_received, trailers_received) = self.state.section_sizes();
+        RequestStats {
+            body_received: self.state.body_received(),
+            head_received,
+            trailers_received,
+            reset_by_peer: self.reset_by_peer,
+            ..RequestStats::default()
+        }
+    }
+
     /// Resets our view of the stream after a malformed message (RFC 9114 §4.1.2).
     fn malformed(&mut self, code: Code) {
         self.live
             .malformed
             .store(code.into_inner(), Ordering::Relaxed);
+        self.shared().lock().proto.handle_request_error(code);
         let _ = self.stream.stop(code.to_varint());
     }
 
@@ -391,6 +413,15 @@ impl RecvHalf {
 
 impl Drop for RecvHalf {
     fn drop(&mut self) {
+        {
+            let received = self.state.frames_received();
+            if *received != FrameStats::default() {
+                let mut inner = self.live.shared.lock();
+                inner
+                    .proto
+                    .handle_request_frames(&FrameStats::default(), received);
+            }
+        }
         if self.datagrams {
             self.shared().unregister_datagrams(self.stream_id());
         }

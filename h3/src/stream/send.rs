@@ -17,6 +17,7 @@ use crate::proto::capsule::Capsule;
 use crate::proto::datagram::Datagram;
 use crate::proto::frame::{Frame, FrameHeader, FrameType};
 use crate::proto::headers;
+use crate::stats::{FrameStats, RequestStats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SendState {
@@ -33,6 +34,10 @@ pub struct SendHalf {
     state: SendState,
     /// Also the way to the connection: one pointer for both.
     live: Arc<Live>,
+    /// Frames sent, by type; added to the connection's when this half is dropped.
+    frames: FrameStats,
+    /// What [`SendHalf::stats`] reports.
+    stats: RequestStats,
 }
 
 impl SendHalf {
@@ -41,6 +46,8 @@ impl SendHalf {
             stream,
             state: SendState::Head,
             live,
+            frames: FrameStats::default(),
+            stats: RequestStats::default(),
         }
     }
 
@@ -92,13 +99,21 @@ impl SendHalf {
         let section = self.shared().encode(self.stream_id(), fields).await?;
         let mut header = BytesMut::with_capacity(16);
         if self.shared().take_grease_frame() {
-            Frame::grease(self.stream_id() % 1000, Bytes::from_static(b"quay")).encode(&mut header);
+            let grease = Frame::grease(self.stream_id() % 1000, Bytes::from_static(b"quay"));
+            self.frames.count(grease.ty(), grease.encoded_len() as u64);
+            grease.encode(&mut header);
         }
-        FrameHeader {
+        let headers = FrameHeader {
             ty: FrameType::HEADERS,
             len: len_varint(section.len()),
+        };
+        let size = (headers.encoded_len() + section.len()) as u64;
+        self.frames.count(FrameType::HEADERS, size);
+        match self.state {
+            SendState::Head => self.stats.head_sent = section.len() as u64,
+            _ => self.stats.trailers_sent = section.len() as u64,
         }
-        .encode(&mut header);
+        headers.encode(&mut header);
         self.write(&mut [header.freeze(), section]).await
     }
 
@@ -115,7 +130,11 @@ impl SendHalf {
             return Ok(());
         }
         let mut header = BytesMut::with_capacity(9);
-        FrameHeader::data(len_varint(data.len())).encode(&mut header);
+        let frame = FrameHeader::data(len_varint(data.len()));
+        frame.encode(&mut header);
+        let size = (frame.encoded_len() + data.len()) as u64;
+        self.frames.count(FrameType::DATA, size);
+        self.stats.body_sent += data.len() as u64;
         self.write(&mut [header.freeze(), data]).await
     }
 
@@ -154,6 +173,12 @@ impl SendHalf {
         self.stream
             .finish()
             .map_err(|_| StreamError::Invalid(Misuse::StreamClosed))
+    }
+
+    /// What this half sent: body bytes, head and trailer sizes, and the code the peer stopped
+    /// it with, if it did.
+    pub fn stats(&self) -> RequestStats {
+        self.stats
     }
 
     /// Marks the request as settled: we have nothing left to deliver on it but FIN, and want
@@ -201,15 +226,26 @@ impl SendHalf {
     }
 
     async fn write(&mut self, chunks: &mut [Bytes]) -> Result<(), StreamError> {
-        self.stream
-            .write_all_chunks(chunks)
-            .await
-            .map_err(|e| write_error(self.shared(), e))
+        let written = self.stream.write_all_chunks(chunks).await;
+        written.map_err(|e| {
+            let error = write_error(self.shared(), e);
+            if let StreamError::Stopped(code) = error {
+                self.stats.stopped_by_peer = Some(code);
+            }
+            error
+        })
     }
 }
 
 impl Drop for SendHalf {
     fn drop(&mut self) {
+        if self.frames != FrameStats::default() {
+            let sent = &self.frames;
+            let mut inner = self.live.shared.lock();
+            inner
+                .proto
+                .handle_request_frames(sent, &FrameStats::default());
+        }
         if self.state != SendState::Done {
             // quinn would finish a dropped stream, which would pass a cut message off as
             // complete; reset it instead (RFC 9114 §4.1.1), with the reason the peer's message

@@ -1,0 +1,298 @@
+//! What a connection and a request stream did: plain counters, cheap to take.
+//!
+//! This module owns the stats types. [`H3Stats`] is what the pure
+//! [`ConnectionState`](crate::connection::ConnectionState) counts (requests, streams, frames by
+//! type each way, QPACK, GOAWAY, the peer's main SETTINGS); [`ConnectionStats`] adds what the
+//! transport knows (RTT, congestion window, loss, UDP datagrams and bytes; quinn's own
+//! `ConnectionStats`) and the handshake's duration; [`RequestStats`] is one request stream's.
+//! Every type is `Copy`, so taking stats never allocates. Counting costs a few additions per
+//! frame; request streams add theirs to the connection's when they end.
+//!
+//! It does not export anything (the `metrics` facade and qlog are separate).
+
+use std::time::Duration;
+
+use crate::error::Code;
+use crate::proto::frame::FrameType;
+
+/// Frames of one type and their bytes on the wire (type and length prefixes included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCount {
+    /// How many frames.
+    pub frames: u64,
+    /// Their bytes, headers included.
+    pub bytes: u64,
+}
+
+/// Frames by type, one direction (RFC 9114 §7.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameStats {
+    /// DATA.
+    pub data: FrameCount,
+    /// HEADERS (heads and trailers).
+    pub headers: FrameCount,
+    /// SETTINGS.
+    pub settings: FrameCount,
+    /// GOAWAY.
+    pub goaway: FrameCount,
+    /// MAX_PUSH_ID.
+    pub max_push_id: FrameCount,
+    /// CANCEL_PUSH.
+    pub cancel_push: FrameCount,
+    /// PUSH_PROMISE.
+    pub push_promise: FrameCount,
+    /// PRIORITY_UPDATE, both variants (RFC 9218 §7).
+    pub priority_update: FrameCount,
+    /// Any other type: reserved (GREASE) and extension frames.
+    pub other: FrameCount,
+}
+
+impl FrameStats {
+    /// Counts one frame of `ty` whose whole encoding is `bytes` long.
+    pub(crate) fn count(&mut self, ty: FrameType, bytes: u64) {
+        let slot = match ty {
+            FrameType::DATA => &mut self.data,
+            FrameType::HEADERS => &mut self.headers,
+            FrameType::SETTINGS => &mut self.settings,
+            FrameType::GOAWAY => &mut self.goaway,
+            FrameType::MAX_PUSH_ID => &mut self.max_push_id,
+            FrameType::CANCEL_PUSH => &mut self.cancel_push,
+            FrameType::PUSH_PROMISE => &mut self.push_promise,
+            FrameType::PRIORITY_UPDATE_REQUEST | FrameType::PRIORITY_UPDATE_PUSH => {
+                &mut self.priority_update
+            }
+            _ => &mut self.other,
+        };
+        slot.frames += 1;
+        slot.bytes += bytes;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub(crate) fn add(&mut self, other: &Self) {
+        let pairs = [
+            (&mut self.data, other.data),
+            (&mut self.headers, other.headers),
+            (&mut self.settings, other.settings),
+            (&mut self.goaway, other.goaway),
+            (&mut self.max_push_id, other.max_push_id),
+            (&mut self.cancel_push, other.cancel_push),
+            (&mut self.push_promise, other.push_promise),
+            (&mut self.priority_update, other.priority_update),
+            (&mut self.other, other.other),
+        ];
+        for (mine, theirs) in pairs {
+            mine.frames += theirs.frames;
+            mine.bytes += theirs.bytes;
+        }
+    }
+
+    /// Every frame, whatever its type.
+    pub fn total(&self) -> FrameCount {
+        let mut sum = *self;
+        let all = [
+            sum.headers,
+            sum.settings,
+            sum.goaway,
+            sum.max_push_id,
+            sum.cancel_push,
+            sum.push_promise,
+            sum.priority_update,
+            sum.other,
+        ];
+        for count in all {
+            sum.data.frames += count.frames;
+            sum.data.bytes += count.bytes;
+        }
+        sum.data
+    }
+}
+
+/// The streams the peer opened, by kind (RFC 9114 §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamCounts {
+    /// Bidirectional streams: requests, and those an extension (WebTransport) claims.
+    pub bidi: u64,
+    /// Control streams (one, unless the peer broke the rules).
+    pub control: u64,
+    /// QPACK encoder and decoder streams.
+    pub qpack: u64,
+    /// Push streams (always refused: quay allows no push).
+    pub push: u64,
+    /// Unidirectional streams an extension (WebTransport) claims.
+    pub extension: u64,
+    /// Streams of unknown (or GREASE) types, read no further (RFC 9114 §6.2.3).
+    pub unknown: u64,
+}
+
+/// What happened to request streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestCounts {
+    /// Requests opened (client) or accepted for processing (server).
+    pub opened: u64,
+    /// Server: requests refused unprocessed with H3_REQUEST_REJECTED, after our GOAWAY.
+    pub rejected: u64,
+    /// Server: request streams reset with H3_REQUEST_INCOMPLETE because the head did not arrive
+    /// in time (or the stream ended first).
+    pub incomplete: u64,
+    /// Messages found malformed (stream error H3_MESSAGE_ERROR and kin, RFC 9114 §4.1.2).
+    pub malformed: u64,
+    /// Request streams the peer reset.
+    pub reset_by_peer: u64,
+}
+
+/// QPACK, both ways (RFC 9204).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QpackStats {
+    /// Our encoder's dynamic table: its size in bytes (RFC 9204 §3.2.1) and entries.
+    pub encoder_table_size: u64,
+    /// Entries in our encoder's dynamic table.
+    pub encoder_table_entries: u64,
+    /// Inserts our encoder made.
+    pub encoder_inserts: u64,
+    /// Our decoder's copy of the peer's dynamic table: its size in bytes.
+    pub decoder_table_size: u64,
+    /// Entries in our decoder's dynamic table.
+    pub decoder_table_entries: u64,
+    /// Inserts the peer's encoder made.
+    pub decoder_inserts: u64,
+    /// Streams whose field section waits for the peer's encoder stream now.
+    pub blocked_streams: u64,
+    /// Field sections that ever had to wait.
+    pub blocked_sections: u64,
+    /// Bytes on our encoder stream.
+    pub encoder_stream_sent: u64,
+    /// Bytes on the peer's encoder stream.
+    pub encoder_stream_received: u64,
+    /// Bytes on our decoder stream.
+    pub decoder_stream_sent: u64,
+    /// Bytes on the peer's decoder stream.
+    pub decoder_stream_received: u64,
+}
+
+/// The HTTP/3 layer's own counters, from the pure connection state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct H3Stats {
+    /// Request streams.
+    pub requests: RequestCounts,
+    /// Streams the peer opened.
+    pub peer_streams: StreamCounts,
+    /// Frames we sent (request streams count once they end).
+    pub frames_sent: FrameStats,
+    /// Frames we received (request streams count once they end).
+    pub frames_received: FrameStats,
+    /// QPACK.
+    pub qpack: QpackStats,
+    /// The ID in the last GOAWAY we sent.
+    pub goaway_sent: Option<u64>,
+    /// The ID in the last GOAWAY the peer sent.
+    pub goaway_received: Option<u64>,
+    /// The peer's SETTINGS arrived.
+    pub peer_settings_received: bool,
+    /// The peer's SETTINGS_MAX_FIELD_SECTION_SIZE, if it sent one (RFC 9114 §7.2.4.1).
+    pub peer_max_field_section_size: Option<u64>,
+    /// The peer's SETTINGS_QPACK_MAX_TABLE_CAPACITY (RFC 9204 §5).
+    pub peer_qpack_max_table_capacity: u64,
+    /// The peer's SETTINGS_QPACK_BLOCKED_STREAMS (RFC 9204 §5).
+    pub peer_qpack_blocked_streams: u64,
+    /// The peer announced Extended CONNECT (RFC 9220).
+    pub peer_extended_connect: bool,
+    /// The peer announced HTTP datagrams (RFC 9297).
+    pub peer_h3_datagram: bool,
+}
+
+/// A connection's stats: the transport's and the HTTP/3 layer's.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// quinn's: UDP datagrams and bytes each way, frames, and the path (congestion window,
+    /// congestion events, lost packets and bytes, MTU).
+    pub transport: quay_transport::quinn::ConnectionStats,
+    /// The smoothed round-trip time now.
+    pub rtt: Duration,
+    /// From the start of the handshake to the connection's establishment, when this side saw
+    /// both (a server from the first Initial; a client from its connect).
+    pub handshake: Option<Duration>,
+    /// The HTTP/3 layer's counters.
+    pub h3: H3Stats,
+}
+
+/// One request stream's stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestStats {
+    /// Body bytes sent (DATA payloads).
+    pub body_sent: u64,
+    /// Body bytes received (DATA payloads).
+    pub body_received: u64,
+    /// Encoded size of the head we sent (its QPACK section).
+    pub head_sent: u64,
+    /// Encoded size of the head we received (the final one, after interim responses).
+    pub head_received: u64,
+    /// Encoded size of the trailers we sent.
+    pub trailers_sent: u64,
+    /// Encoded size of the trailers we received.
+    pub trailers_received: u64,
+    /// Client: from sending the request head to receiving the final response head.
+    pub time_to_response_head: Option<Duration>,
+    /// The code the peer reset the stream with (RESET_STREAM).
+    pub reset_by_peer: Option<Code>,
+    /// The code the peer stopped our side with (STOP_SENDING).
+    pub stopped_by_peer: Option<Code>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_counted_by_type_and_added_up() {
+        let mut a = FrameStats::default();
+        a.count(FrameType::DATA, 10);
+        a.count(FrameType::DATA, 5);
+        a.count(FrameType::HEADERS, 20);
+        a.count(
+            FrameType::from_varint(crate::proto::VarInt::from_u32(0x21)),
+            3,
+        );
+        let mut b = FrameStats::default();
+        b.count(FrameType::GOAWAY, 3);
+        b.add(&a);
+        assert_eq!(
+            b.data,
+            FrameCount {
+                frames: 2,
+                bytes: 15
+            }
+        );
+        assert_eq!(
+            b.other,
+            FrameCount {
+                frames: 1,
+                bytes: 3
+            }
+        );
+        assert_eq!(
+            b.total(),
+            FrameCount {
+                frames: 5,
+                bytes: 41
+            }
+        );
+    }
+
+    #[test]
+    fn stats_are_small_plain_values() {
+        // Taking stats copies them: keep them within ten cache lines.
+        assert!(size_of::<H3Stats>() <= 640, "{}", size_of::<H3Stats>());
+        assert!(
+            size_of::<RequestStats>() <= 128,
+            "{}",
+            size_of::<RequestStats>()
+        );
+    }
+}
