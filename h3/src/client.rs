@@ -97,6 +97,13 @@ async fn resolve(url: &str) -> Result<(String, Vec<SocketAddr>), ConnectError> {
     Ok((host, addrs))
 }
 
+/// Counts a handshake that failed, for the metrics.
+fn count_failed_handshake(error: &ConnectError) {
+    if let ConnectError::Connection(error) = error {
+        crate::metrics::handshake_failed(Side::Client, error);
+    }
+}
+
 /// Connects to the first IPv6 and the first IPv4 address of `addrs` at once and keeps whichever
 /// handshake completes first ("localhost" often resolves to ::1 before 127.0.0.1, and a server may
 /// listen on one family only).
@@ -172,7 +179,9 @@ impl Client {
         let (host, addrs) = resolve(url).await?;
         let endpoint = builder.build()?;
         let started = Instant::now();
-        let connection = connect_any(&endpoint, &addrs, &host).await?;
+        let connection = connect_any(&endpoint, &addrs, &host)
+            .await
+            .inspect_err(count_failed_handshake)?;
         let handshake = Some(started.elapsed());
         Ok(Self::start(connection, config, Some(endpoint), handshake))
     }
@@ -188,7 +197,9 @@ impl Client {
     ) -> Result<Self, ConnectError> {
         let (host, addrs) = resolve(url).await?;
         let started = Instant::now();
-        let connection = connect_any(endpoint, &addrs, &host).await?;
+        let connection = connect_any(endpoint, &addrs, &host)
+            .await
+            .inspect_err(count_failed_handshake)?;
         let handshake = Some(started.elapsed());
         Ok(Self::start(connection, config, None, handshake))
     }
@@ -215,7 +226,7 @@ impl Client {
         endpoint: Option<Endpoint>,
         handshake: Option<Duration>,
     ) -> Self {
-        let shared = task::start(connection, config, Side::Client, handshake);
+        let shared = task::start(connection, config, Side::Client, handshake, None);
         Self {
             inner: Arc::new(Handle { shared, endpoint }),
         }
@@ -437,6 +448,7 @@ impl RequestStream {
             };
             self.response_received = true;
             self.time_to_response_head = Some(self.sent_at.elapsed());
+            crate::metrics::response(Side::Client, head.response.status());
             return Ok(head.response);
         }
     }

@@ -86,6 +86,7 @@ mod driver;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 #[doc(hidden)]
 pub mod pair;
 pub mod proto;

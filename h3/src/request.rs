@@ -603,6 +603,10 @@ mod tests {
     /// counters are most of it.
     #[test]
     fn stays_small() {
-        assert!(size_of::<RequestState>() <= 384, "{}", size_of::<RequestState>());
+        assert!(
+            size_of::<RequestState>() <= 384,
+            "{}",
+            size_of::<RequestState>()
+        );
     }
 }

@@ -97,13 +97,18 @@ impl Server {
     pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
         let incoming = self.endpoint.accept().await?;
         let started = std::time::Instant::now();
+        let odcid = Some(incoming.orig_dst_cid());
         Some(match incoming.await {
             Ok(connection) => {
                 let handshake = Some(started.elapsed());
-                let shared = task::start(connection, self.config.clone(), Side::Server, handshake);
+                let config = self.config.clone();
+                let shared = task::start(connection, config, Side::Server, handshake, odcid);
                 Ok(Connection { shared })
             }
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                crate::metrics::handshake_failed(Side::Server, &error);
+                Err(error.into())
+            }
         })
     }
 }
@@ -125,7 +130,7 @@ impl Connection {
     /// Speaks HTTP/3 on an established QUIC connection. Must be called inside a tokio runtime.
     pub fn new(connection: quay_transport::Connection, config: Config) -> Self {
         Self {
-            shared: task::start(connection, config, Side::Server, None),
+            shared: task::start(connection, config, Side::Server, None, None),
         }
     }
 
@@ -486,6 +491,7 @@ impl RequestStream {
         let status = response.status();
         let interim = status.is_informational();
         self.send.send_head(&fields, !interim).await?;
+        crate::metrics::response(Side::Server, status);
         if self.connect && status.is_success() {
             self.recv.state_mut().tunnel();
         }

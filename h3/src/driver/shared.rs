@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     pub(super) grease_stream: bool,
     /// How long the QUIC handshake took, when the caller saw it.
     pub(super) handshake: Option<Duration>,
+    /// The connection's tracing span (side, connection, peer address, original destination
+    /// connection ID): the connection's task runs in it, and extensions start their own spans
+    /// inside it.
+    pub(crate) span: tracing::Span,
 }
 
 #[derive(Debug)]
@@ -130,7 +134,7 @@ impl Shared {
             if inner.error.is_some() {
                 return;
             }
-            tracing::debug!(%error, ?code, "closing the connection");
+            tracing::debug!(parent: &self.span, %error, ?code, "closing the connection");
             inner.error = Some(Box::new(ConnectionError::Protocol(error.clone())));
         }
         let mut reason = error.to_string();

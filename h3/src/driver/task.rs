@@ -30,6 +30,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::extensions::{hand_out, hand_out_bidi};
 use super::routes::DatagramRoutes;
@@ -43,13 +44,23 @@ use crate::stream::extension::ExtensionStream;
 use crate::waiter::Waiters;
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
-/// `handshake` is how long the QUIC handshake took, when the caller saw it.
+/// `handshake` is how long the QUIC handshake took, and `odcid` the client's original destination
+/// connection ID, when the caller saw them (a server that accepted the connection).
 pub(crate) fn start(
     conn: Connection,
     config: Config,
     side: Side,
     handshake: Option<Duration>,
+    odcid: Option<quinn::ConnectionId>,
 ) -> Arc<Shared> {
+    // RUST_LOG can follow one connection: its events carry these fields.
+    let span = tracing::debug_span!(
+        "h3",
+        side = ?side,
+        conn = conn.stable_id(),
+        peer = %conn.remote_address(),
+        odcid = odcid.map(tracing::field::display),
+    );
     let seed = RandomState::new().hash_one(conn.stable_id());
     let mut proto = ConnectionState::new(side, &config, seed);
     proto.set_quic_datagrams(conn.max_datagram_size().is_some());
@@ -83,8 +94,10 @@ pub(crate) fn start(
         grease_frame: AtomicBool::new(grease),
         grease_stream: grease && sends_grease_stream(seed),
         handshake,
+        span: span.clone(),
     });
-    tokio::spawn(drive(shared.clone()));
+    crate::metrics::connection_opened(side, handshake);
+    tokio::spawn(drive(shared.clone()).instrument(span));
     shared
 }
 
@@ -247,6 +260,7 @@ fn drive(shared: Arc<Shared>) -> impl Future<Output = ()> + Send + 'static {
         }
         // The connection is gone: every datagram receiver sees the end.
         shared.end_datagrams();
+        crate::metrics::connection_closed(shared.side, &shared.conn.stats());
     }
 }
 
