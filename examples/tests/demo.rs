@@ -195,6 +195,31 @@ async fn echo_answers_streams_and_datagrams() {
 }
 
 #[tokio::test]
+async fn metrics_are_scraped_after_a_session() {
+    // The demo exports quay's metrics at /metrics on its page port (Prometheus text format).
+    let demo = Demo::start();
+    let session = demo.connect("/echo").await.expect("/echo accepted");
+    let reply = round_trip(&session, b"counted").await.unwrap();
+    assert_eq!(reply, b"counted");
+    let scrape = demo.get("/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200 OK\r\n"), "{scrape}");
+    assert!(
+        scrape.contains("content-type: text/plain; version=0.0.4"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("quay_h3_connections_total{side=\"server\"} 1"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("quay_h3_connections_open{side=\"server\"} 1"),
+        "{scrape}"
+    );
+    assert!(scrape.contains("quay_h3_handshake_seconds"), "{scrape}");
+    session.close(0, "done");
+}
+
+#[tokio::test]
 async fn chat_reaches_every_session() {
     let demo = Demo::start();
     let alice = demo.connect("/chat").await.expect("/chat accepted");

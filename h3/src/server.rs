@@ -96,20 +96,7 @@ impl Server {
     /// Waits for the next connection and its handshake. `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
         let incoming = self.endpoint.accept().await?;
-        let started = std::time::Instant::now();
-        let odcid = Some(incoming.orig_dst_cid());
-        Some(match incoming.await {
-            Ok(connection) => {
-                let handshake = Some(started.elapsed());
-                let config = self.config.clone();
-                let shared = task::start(connection, config, Side::Server, handshake, odcid);
-                Ok(Connection { shared })
-            }
-            Err(error) => {
-                crate::metrics::handshake_failed(Side::Server, &error);
-                Err(error.into())
-            }
-        })
+        Some(Connection::from_incoming(incoming, self.config.clone()).await)
     }
 }
 
@@ -127,6 +114,30 @@ impl Drop for Connection {
 }
 
 impl Connection {
+    /// Completes the handshake of a connection the endpoint received and speaks HTTP/3 on it,
+    /// for a server that runs its own accept loop; [`Server::accept`] is this on every incoming
+    /// connection. Unlike [`Connection::new`], the connection's stats and metrics have the
+    /// handshake's duration, and its log span the original destination connection ID. Must be
+    /// called inside a tokio runtime.
+    pub async fn from_incoming(
+        incoming: quay_transport::quinn::Incoming,
+        config: Config,
+    ) -> Result<Self, ConnectionError> {
+        let started = std::time::Instant::now();
+        let odcid = Some(incoming.orig_dst_cid());
+        match incoming.await {
+            Ok(connection) => {
+                let handshake = Some(started.elapsed());
+                let shared = task::start(connection, config, Side::Server, handshake, odcid);
+                Ok(Self { shared })
+            }
+            Err(error) => {
+                crate::metrics::handshake_failed(Side::Server, &error);
+                Err(error.into())
+            }
+        }
+    }
+
     /// Speaks HTTP/3 on an established QUIC connection. Must be called inside a tokio runtime.
     pub fn new(connection: quay_transport::Connection, config: Config) -> Self {
         Self {

@@ -141,8 +141,8 @@ async fn accept_connections(endpoint: Endpoint, config: Arc<Config>, tx: mpsc::S
         let config = config.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            let h3 = quay_h3::server::Connection::new(conn, config.h3_config());
+            let accepted = quay_h3::server::Connection::from_incoming(incoming, config.h3_config());
+            let Ok(h3) = accepted.await else { return };
             // A task of its own: one that lives as long as the connection should not keep room
             // for the handshake's large state.
             tokio::spawn(serve(Arc::new(h3), config, tx));

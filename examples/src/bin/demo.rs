@@ -9,7 +9,8 @@
 //! - On TCP port 8080 a plain HTTP/1.1 server (hyper) serves one page, `examples/demo/index.html`,
 //!   with the WebTransport URL and the certificate's SHA-256 hash filled in. `http://localhost` is
 //!   a secure context, so the page may open WebTransport sessions that trust the certificate by
-//!   its hash (`serverCertificateHashes`); no certificate needs installing.
+//!   its hash (`serverCertificateHashes`); no certificate needs installing. `/metrics` on the
+//!   same port is quay's metrics in the Prometheus text format (`metrics-exporter-prometheus`).
 //!
 //! Both listen on every IPv6 and IPv4 address, or on IPv4 only where IPv6 is missing.
 //! `--wt-port` and `--http-port` pick other ports. The first lines on stdout are the page URL, the
@@ -39,6 +40,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use quay_examples::{default_workers, one_line};
 use quay_transport::workers::Worker;
 use quay_transport::{Identity, ServerBuilder};
@@ -127,7 +129,19 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
          tab to chat with yourself.\n\
          The certificate is new on every start: reload the page after a restart. Ctrl-C stops.\n"
     );
-    let pages = tokio::spawn(serve_page(listener, Bytes::from(page)));
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|error| format!("cannot record metrics: {error}"))?;
+    let upkeep = metrics.clone();
+    // Histograms are summarised on upkeep; render() also runs it, this bounds the memory between
+    // scrapes.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let pages = tokio::spawn(serve_page(listener, Bytes::from(page), metrics));
 
     // The workers serve sessions; this task waits for Ctrl-C, then for them to close.
     if let Err(error) = tokio::signal::ctrl_c().await {
@@ -186,8 +200,8 @@ fn bind_any<T, E: Display>(
         .map_err(|error| format!("cannot listen on {what} port {port}: {error}"))
 }
 
-/// Serves the page over HTTP/1.1, each connection in its own task.
-async fn serve_page(listener: TcpListener, page: Bytes) {
+/// Serves the page and the metrics over HTTP/1.1, each connection in its own task.
+async fn serve_page(listener: TcpListener, page: Bytes, metrics: PrometheusHandle) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -198,8 +212,8 @@ async fn serve_page(listener: TcpListener, page: Bytes) {
                 continue;
             }
         };
-        let page = page.clone();
-        let service = service_fn(move |request| answer(request, page.clone()));
+        let (page, metrics) = (page.clone(), metrics.clone());
+        let service = service_fn(move |request| answer(request, page.clone(), metrics.clone()));
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -210,23 +224,27 @@ async fn serve_page(listener: TcpListener, page: Bytes) {
     }
 }
 
-/// `GET /` is the page; anything else is 404 or 405.
+/// `GET /` is the page and `GET /metrics` the metrics; anything else is 404 or 405.
 async fn answer(
     request: http::Request<Incoming>,
     page: Bytes,
+    metrics: PrometheusHandle,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/" | "/index.html") => (StatusCode::OK, page),
-        (&Method::GET | &Method::HEAD, _) => (StatusCode::NOT_FOUND, Bytes::new()),
-        _ => (StatusCode::METHOD_NOT_ALLOWED, Bytes::new()),
+    const HTML: &str = "text/html; charset=utf-8";
+    // The Prometheus text exposition format.
+    const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
+    let (status, body, content_type) = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/" | "/index.html") => (StatusCode::OK, page, HTML),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            (StatusCode::OK, Bytes::from(metrics.render()), METRICS)
+        }
+        (&Method::GET | &Method::HEAD, _) => (StatusCode::NOT_FOUND, Bytes::new(), HTML),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, Bytes::new(), HTML),
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // The certificate hash changes on every start, so the page must not be cached.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
