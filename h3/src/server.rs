@@ -59,10 +59,11 @@ use crate::stream::{
     ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
 };
 
-/// An HTTP/3 server endpoint.
+/// An HTTP/3 server: one QUIC endpoint, or one per address it listens on.
 #[derive(Debug)]
 pub struct Server {
-    endpoint: Endpoint,
+    /// Never empty.
+    endpoints: Vec<Endpoint>,
     config: Config,
 }
 
@@ -78,24 +79,92 @@ impl Server {
         Ok(Self::from_endpoint(endpoint, config))
     }
 
+    /// Binds a server on each of `addrs` (say `0.0.0.0:443` and `[::]:443` with IPv6 only, or
+    /// two interfaces), one QUIC endpoint each, all presenting `identity`;
+    /// [`Server::accept`] takes connections from all of them. Fails if `addrs` is empty or any
+    /// address cannot be bound. Must be called inside a tokio runtime.
+    pub fn bind_all(
+        addrs: &[SocketAddr],
+        identity: Identity,
+        config: Config,
+    ) -> Result<Self, EndpointError> {
+        let builder = ServerBuilder::new(identity);
+        let endpoints = addrs
+            .iter()
+            .map(|addr| builder.bind(*addr))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_endpoints(endpoints, config).ok_or_else(|| {
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+            EndpointError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source: error,
+            }
+        })
+    }
+
     /// Serves HTTP/3 on an endpoint set up elsewhere (its ALPN must include `h3`).
     pub fn from_endpoint(endpoint: Endpoint, config: Config) -> Self {
-        Self { endpoint, config }
+        Self {
+            endpoints: vec![endpoint],
+            config,
+        }
     }
 
-    /// The local address.
+    /// Serves HTTP/3 on several endpoints set up elsewhere; `None` if there are none.
+    pub fn from_endpoints(endpoints: Vec<Endpoint>, config: Config) -> Option<Self> {
+        (!endpoints.is_empty()).then_some(Self { endpoints, config })
+    }
+
+    /// The local address (of the first endpoint).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.endpoint.local_addr()
+        self.endpoints[0].local_addr()
     }
 
-    /// The QUIC endpoint.
+    /// The local address of every endpoint, in the order they were given.
+    pub fn local_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.endpoints.iter().map(Endpoint::local_addr).collect()
+    }
+
+    /// The QUIC endpoint (the first one).
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.endpoints[0]
     }
 
-    /// Waits for the next connection and its handshake. `None` once the endpoint is closed.
+    /// Every QUIC endpoint.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// Waits for the next connection and its handshake, from any endpoint. `None` once every
+    /// endpoint is closed.
     pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
-        let incoming = self.endpoint.accept().await?;
+        let incoming = match &self.endpoints[..] {
+            [only] => only.accept().await?,
+            endpoints => {
+                let mut accepts: Vec<_> = endpoints
+                    .iter()
+                    .map(|endpoint| Some(Box::pin(endpoint.accept())))
+                    .collect();
+                // Bounded: each endpoint's accept ends at most once with `None`.
+                poll_fn(|cx| {
+                    let mut open = false;
+                    for slot in &mut accepts {
+                        let Some(accept) = slot else { continue };
+                        match accept.as_mut().poll(cx) {
+                            Poll::Ready(Some(incoming)) => return Poll::Ready(Some(incoming)),
+                            Poll::Ready(None) => *slot = None,
+                            Poll::Pending => open = true,
+                        }
+                    }
+                    if open {
+                        Poll::Pending
+                    } else {
+                        Poll::Ready(None)
+                    }
+                })
+                .await?
+            }
+        };
         Some(Connection::from_incoming(incoming, self.config.clone()).await)
     }
 }
@@ -148,6 +217,12 @@ impl Connection {
     /// The QUIC connection.
     pub fn connection(&self) -> &quay_transport::Connection {
         &self.shared.conn
+    }
+
+    /// The client's address. An IPv4 client of a dual-stack endpoint is reported as IPv4, not
+    /// as an IPv4-mapped IPv6 address.
+    pub fn remote_address(&self) -> SocketAddr {
+        canonical(self.shared.conn.remote_address())
     }
 
     /// The connection's stats: the transport's (RTT, congestion window, loss, UDP datagrams and
@@ -582,4 +657,10 @@ impl RequestStream {
     pub fn split(self) -> (SendHalf, RecvHalf) {
         (self.send, self.recv)
     }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket sees of
+/// an IPv4 peer) given as the IPv4 address it stands for.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }

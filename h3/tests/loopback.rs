@@ -858,3 +858,94 @@ async fn stats_on_both_ends() {
     assert!(ours.rtt > Duration::ZERO);
     assert!(ours.transport.udp_tx.bytes > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_on_several_addresses() {
+    // Server::bind_all: an endpoint per address, one accept for all; a client of each address
+    // is served.
+    let identity = quay_transport::Identity::self_signed(["localhost"]).unwrap();
+    let hash = identity.certificate_hash();
+    let addrs = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let server = quay_h3::Server::bind_all(&addrs, identity, Config::default()).unwrap();
+    let bound = server.local_addrs().unwrap();
+    assert_eq!(bound.len(), 2);
+    assert!(bound[0].is_ipv4() && bound[1].is_ipv6());
+    tokio::spawn(async move {
+        // Bounded by the two clients below.
+        for _ in 0..2 {
+            let connection = t(server.accept()).await.unwrap().unwrap();
+            tokio::spawn(async move {
+                while let Ok(Some((request, mut stream))) = connection.accept().await {
+                    stream.send_response(ok()).await.unwrap();
+                    let peer = connection.remote_address().to_string();
+                    stream.send_data(Bytes::from(peer)).await.unwrap();
+                    stream.finish().unwrap();
+                    drop(request);
+                }
+            });
+        }
+    });
+    for addr in bound {
+        let endpoint = common::client_builder(&hash)
+            .bind(if addr.is_ipv4() {
+                "127.0.0.1:0".parse().unwrap()
+            } else {
+                "[::1]:0".parse().unwrap()
+            })
+            .unwrap();
+        let url = format!("https://localhost:{}/", addr.port());
+        let connection = t(endpoint.connect(addr, "localhost").unwrap())
+            .await
+            .unwrap();
+        let client = quay_h3::Client::new(connection, Config::default());
+        let request = Request::get(&url).body(Bytes::new()).unwrap();
+        let response = t(client.request(request)).await.unwrap();
+        let peer: std::net::SocketAddr = std::str::from_utf8(response.body())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(peer.is_ipv4(), addr.is_ipv4(), "{peer} seen at {addr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_peers_of_dual_stack_endpoints_are_reported_as_ipv4() {
+    // A dual-stack server endpoint ([::]) sees an IPv4 client as ::ffff:127.0.0.1, and a
+    // dual-stack client endpoint (ClientBuilder::build) sees an IPv4 server the same way:
+    // both report the IPv4 address.
+    let identity = quay_transport::Identity::self_signed(["localhost"]).unwrap();
+    let hash = identity.certificate_hash();
+    let server =
+        quay_h3::Server::bind("[::]:0".parse().unwrap(), identity, Config::default()).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = t(server.accept()).await.unwrap().unwrap();
+        let _ = tx.send(connection.remote_address());
+        let _ = t(connection.closed()).await;
+    });
+    let endpoint = common::client_builder(&hash).build().unwrap();
+    assert!(
+        endpoint.local_addr().unwrap().is_ipv6(),
+        "a dual-stack client endpoint"
+    );
+    let url = format!("https://127.0.0.1:{port}/");
+    let client = t(quay_h3::Client::connect_on(
+        &endpoint,
+        &url,
+        Config::default(),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        client.connection().remote_address().is_ipv6(),
+        "quinn's view is mapped"
+    );
+    assert_eq!(
+        client.remote_address(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    );
+    let seen = t(rx).await.unwrap();
+    assert!(seen.is_ipv4(), "{seen}");
+    client.close(quay_h3::Code::H3_NO_ERROR, b"");
+}
