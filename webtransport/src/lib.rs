@@ -63,6 +63,7 @@
 
 pub mod client;
 pub mod config;
+mod core;
 pub mod error;
 mod flow;
 #[doc(hidden)]

@@ -12,7 +12,6 @@
 //! [`crate::client`]'s.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::ops::Deref;
@@ -24,7 +23,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use quay_h3::Code;
-use quay_h3::proto::capsule::Capsule;
+use quay_h3::proto::capsule::{Capsule, CapsuleType};
 use quay_h3::proto::datagram::Datagram;
 use quay_h3::proto::frame::FrameType;
 use quay_h3::proto::stream::StreamType;
@@ -33,18 +32,18 @@ use quay_h3::stream::{Datagrams, ExtensionStream, RecvHalf, SendHalf};
 use quay_transport::{Connection, SendDatagramError};
 use tokio::sync::Notify;
 
+use crate::core::session::{Credit, Event, ReadOn, SessionCore, Transmit, index};
+use crate::core::table::{Route, SessionTable};
 use crate::error::{DatagramError, SessionError, StreamError};
-use crate::flow::{FlowControl, FlowControlError};
-use crate::proto::capsule::{CAPSULE_TYPES, Direction, WtCapsule};
-use crate::proto::error::{WT_BUFFERED_STREAM_REJECTED, WT_FLOW_CONTROL_ERROR, WT_SESSION_GONE};
+use crate::flow::FlowControl;
+use crate::proto::capsule::{CAPSULE_TYPES, Direction};
+use crate::proto::error::WT_SESSION_GONE;
 use crate::proto::settings::FlowControlLimits;
 use crate::stream::{Mapping, RecvStream, SendStream};
 
 /// How long, after we close a session, its CONNECT stream is read for the peer's answer before
 /// we stop reading it.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
-/// Why a session ends when the peer breaks its flow control.
-const FLOW_CONTROL_BROKEN: &str = "the peer broke WebTransport flow control";
 
 /// One WebTransport session. Cheap to clone; the session ends (as a close with code 0) when every
 /// clone is dropped.
@@ -132,11 +131,9 @@ impl Session {
             .take_datagrams()
             .map_err(|_| SessionError::Protocol("HTTP datagrams are off"))?;
         let flow = flow.map(|(local, peer)| FlowControl::new(local, peer));
-        let credit_due = flow.as_ref().is_some_and(FlowControl::credit_due);
         let state = Arc::new(SessionState::new(send, datagrams, flow));
-        if credit_due {
-            state.send_flow_updates();
-        }
+        // Sends the first credit, if a limit we announced was 0.
+        state.with_core(|_| ());
         routes.open(id.into_inner(), &state);
         tokio::spawn(read_connect_stream(
             recv,
@@ -421,13 +418,8 @@ impl Session {
                 .close(VarInt::from_u32(code), reason.as_bytes());
             return Closing { state: None };
         };
-        if h3.state.end(SessionError::LocallyClosed) {
+        if h3.state.close(code, reason) {
             h3.routes.close(h3.id.into_inner());
-            let capsule = WtCapsule::close(code, reason).to_capsule();
-            h3.state.write_connect(ConnectWrite::Capsule {
-                capsule: Some(capsule),
-                finish: true,
-            });
         }
         Closing {
             state: Some(ClosingState::Started(h3.state.clone())),
@@ -437,13 +429,8 @@ impl Session {
     /// Asks the peer to wind the session down (WT_DRAIN_SESSION); the session stays open. Does
     /// nothing on a raw session.
     pub fn drain(&self) {
-        if let Some(h3) = &self.inner.h3
-            && !h3.state.is_gone()
-        {
-            h3.state.write_connect(ConnectWrite::Capsule {
-                capsule: Some(WtCapsule::DrainSession.to_capsule()),
-                finish: false,
-            });
+        if let Some(h3) = &self.inner.h3 {
+            h3.state.drain();
         }
     }
 
@@ -525,13 +512,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Every handle is gone: end the session cleanly (code 0) unless it has ended.
         if let Some(h3) = &self.h3
-            && h3.state.end(SessionError::LocallyClosed)
+            && h3.state.dropped()
         {
             h3.routes.close(h3.id.into_inner());
-            h3.state.write_connect(ConnectWrite::Capsule {
-                capsule: None,
-                finish: true,
-            });
         }
     }
 }
@@ -612,25 +595,10 @@ fn raw_end(error: quay_transport::ConnectionError) -> SessionError {
     }
 }
 
-/// What a background task writes on a session's CONNECT stream (see
-/// [`SessionState::write_connect`]).
-enum ConnectWrite {
-    /// A capsule, if any, then FIN if `finish`.
-    Capsule {
-        capsule: Option<Capsule>,
-        finish: bool,
-    },
-    /// The flow-control capsules that are due when the task runs: taken once the stream is
-    /// ours, so they leave in increasing order.
-    FlowUpdates,
-    /// RESET_STREAM with this code.
-    Reset(Code),
-}
-
 /// Reads the CONNECT stream until the session ends: WT_CLOSE_SESSION, WT_DRAIN_SESSION, the
-/// stream's end or reset, or the connection's loss. After a local close it goes on reading for
-/// [`CLOSE_LINGER`] for the peer's answer. Then answers a peer's close with FIN and retires the
-/// session's routes.
+/// stream's end or reset, or the connection's loss, handing each to the session's core in the
+/// order it was read. After a local close it goes on reading for [`CLOSE_LINGER`] for the
+/// peer's answer. Then retires the session's routes.
 ///
 /// The task lives as long as the session, so it is kept small (tokio's task sizes go in steps
 /// of 128 bytes; this one is in the 512-byte step): the capsules are read by polling
@@ -647,175 +615,134 @@ fn read_connect_stream(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         recv.accept_capsules(&CAPSULE_TYPES);
-        let outcome = poll_fn(|cx| match poll_capsules(&mut recv, &state, cx) {
-            Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+        let read = poll_fn(|cx| match poll_capsules(&mut recv, &state, cx) {
+            Poll::Ready(read) => Poll::Ready(Some(read)),
             Poll::Pending => state.poll_ended(cx).map(|()| None),
         })
         .await;
         // Boxed: it runs once, at the end, and the task should not keep room for its timer
         // and locks all session long.
-        Box::pin(end_session(recv, state.clone(), routes, id, outcome)).await;
+        Box::pin(end_session(recv, state.clone(), routes, id, read)).await;
         state.set_connect_done();
     }
 }
 
-/// The end of [`read_connect_stream`]: after a local close (`outcome` is `None`), reads on
-/// for [`CLOSE_LINGER`]; resets or finishes the CONNECT stream as the outcome asks; retires the
-/// session's routes.
+/// The end of [`read_connect_stream`]: after a local close (`read` is `None`), reads on for
+/// [`CLOSE_LINGER`]; hands the CONNECT stream's end to the core and writes what it asks for;
+/// retires the session's routes.
 async fn end_session(
     mut recv: RecvHalf,
     state: Arc<SessionState>,
     routes: Arc<Routes>,
     id: u64,
-    outcome: Option<ConnectEnd>,
+    read: Option<ConnectRead>,
 ) {
-    let outcome = match outcome {
-        Some(outcome) => outcome,
+    let read = match read {
+        Some(read) => read,
         None => {
             let linger = tokio::time::timeout(
                 CLOSE_LINGER,
                 poll_fn(|cx| poll_capsules(&mut recv, &state, cx)),
             );
             match linger.await {
-                Ok(outcome) => outcome,
+                Ok(read) => read,
                 Err(_) => {
-                    recv.stop(WT_SESSION_GONE);
+                    recv.stop(state.with_core(SessionCore::handle_linger_over));
+                    state.write_pending().await;
                     routes.close(id);
                     return;
                 }
             }
         }
     };
-    if outcome.close_capsule {
-        // The peer ended the session: all we may still send on the CONNECT stream is FIN, which
-        // a connection close makes moot.
-        state.connect.lock().await.settle();
-        // The application learns of the peer's close now, before the check below.
-        let answer = state.end(outcome.reason);
-        after_close_capsule(&mut recv, &state, answer).await;
-        routes.close(id);
-        return;
+    match read {
+        ConnectRead::Close(capsule) => {
+            // The peer ended the session: all we may still send on the CONNECT stream is FIN,
+            // which a connection close makes moot. Said before the application learns of the
+            // close, so that a GOAWAY its reaction causes leaves at once.
+            state.connect.lock().await.settle();
+            match state.with_core(|core| core.handle_capsule(&capsule)) {
+                ReadOn::FinOnly => after_close_capsule(&mut recv, &state).await,
+                ReadOn::Stop(code) => recv.stop(code),
+                ReadOn::Capsules => {}
+            }
+        }
+        ConnectRead::Stopped => {}
+        ConnectRead::Fin => state.with_core(SessionCore::handle_connect_fin),
+        ConnectRead::Reset(code) => state.with_core(|core| core.handle_connect_reset(code)),
+        ConnectRead::Malformed(code) => {
+            state.with_core(|core| core.handle_connect_malformed(code));
+        }
+        ConnectRead::Lost(error) => state.with_core(|core| core.handle_connection_lost(error)),
     }
-    if let Some(code) = outcome.reset {
-        state.connect.lock().await.reset(code);
-    }
-    if state.end(outcome.reason) {
-        // The peer ended the session: end our side too (draft-16 §6).
-        let _ = state.connect.lock().await.finish();
-    }
+    state.write_pending().await;
     routes.close(id);
 }
 
 /// After the peer's WT_CLOSE_SESSION (draft-16 §6): reads on, for at most [`CLOSE_LINGER`],
-/// until the CONNECT stream ends. Anything but FIN is an error: the stream is reset, both ways,
-/// with H3_MESSAGE_ERROR. A clean end is answered with our FIN when `answer` (the session had
-/// not ended on our side); a peer that does not end the stream in time is stopped with
-/// WT_SESSION_GONE.
-async fn after_close_capsule(recv: &mut RecvHalf, state: &SessionState, answer: bool) {
+/// until the CONNECT stream ends, and tells the core how it ended (which answers FIN with
+/// FIN, anything else with H3_MESSAGE_ERROR, and a peer too slow with WT_SESSION_GONE).
+async fn after_close_capsule(recv: &mut RecvHalf, state: &Arc<SessionState>) {
     let rest = tokio::time::timeout(CLOSE_LINGER, poll_fn(|cx| recv.poll_clean_end(cx))).await;
-    let mut connect = state.connect.lock().await;
     match rest {
-        Ok(Ok(false)) => {
-            recv.stop(Code::H3_MESSAGE_ERROR);
-            connect.reset(Code::H3_MESSAGE_ERROR);
-            return;
-        }
+        Ok(Ok(false)) => recv.stop(state.with_core(SessionCore::handle_data_after_close)),
         // FIN, or the stream or connection is gone: nothing more to check.
-        Ok(Ok(true) | Err(_)) => {}
-        Err(_) => recv.stop(WT_SESSION_GONE),
-    }
-    if answer {
-        let _ = connect.finish();
+        Ok(Ok(true) | Err(_)) => state.with_core(SessionCore::handle_connect_fin),
+        Err(_) => recv.stop(state.with_core(SessionCore::handle_linger_over)),
     }
 }
 
-/// How the CONNECT stream ended.
-struct ConnectEnd {
-    reason: SessionError,
-    /// The peer broke the protocol: the stream is to be reset with this code.
-    reset: Option<Code>,
-    /// The peer sent WT_CLOSE_SESSION: nothing but FIN may follow (draft-16 §6).
-    close_capsule: bool,
+/// What ended the reading of the CONNECT stream, for [`end_session`].
+enum ConnectRead {
+    /// A WT_CLOSE_SESSION capsule, not yet handed to the core (see [`end_session`]).
+    Close(Capsule),
+    /// The core asked to stop reading (a malformed capsule, broken flow control); done.
+    Stopped,
+    /// The peer's FIN.
+    Fin,
+    /// The peer's reset, with its code.
+    Reset(Code),
+    /// Not capsules: with the code the reader stopped the stream with, if any.
+    Malformed(Option<Code>),
+    /// The connection's end.
+    Lost(quay_h3::ConnectionError),
 }
 
 /// How many capsules one poll of [`poll_capsules`] handles before letting other tasks run.
 const CAPSULE_BUDGET: usize = 32;
 
-/// Reads capsules until the CONNECT stream says the session is over (noting WT_DRAIN_SESSION
-/// on the way). Polled by hand, so the task that waits here all session long keeps no future
-/// for it.
+/// Reads capsules, handing each to the session's core, until the CONNECT stream says the
+/// session is over. Polled by hand, so the task that waits here all session long keeps no
+/// future for it.
 fn poll_capsules(
     recv: &mut RecvHalf,
     state: &Arc<SessionState>,
     cx: &mut Context<'_>,
-) -> Poll<ConnectEnd> {
-    let end = |reason| {
-        Poll::Ready(ConnectEnd {
-            reason,
-            reset: None,
-            close_capsule: false,
-        })
-    };
+) -> Poll<ConnectRead> {
     for _ in 0..CAPSULE_BUDGET {
-        match ready!(recv.poll_recv_capsule(cx)) {
-            Ok(Some(capsule)) => match WtCapsule::decode(&capsule) {
-                Ok(Some(WtCapsule::CloseSession { code, reason })) => {
-                    // draft-16 §6: only FIN may follow, which `end_session` checks.
-                    return Poll::Ready(ConnectEnd {
-                        reason: SessionError::PeerClosed { code, reason },
-                        reset: None,
-                        close_capsule: true,
-                    });
-                }
-                Ok(Some(WtCapsule::DrainSession)) => state.set_drained(),
-                // Ignored unless flow control is on (draft-16 §5.1).
-                Ok(Some(capsule)) => {
-                    if state.on_flow_capsule(&capsule).is_err() {
-                        recv.stop(WT_FLOW_CONTROL_ERROR);
-                        return Poll::Ready(ConnectEnd {
-                            reason: SessionError::Protocol(FLOW_CONTROL_BROKEN),
-                            reset: Some(WT_FLOW_CONTROL_ERROR),
-                            close_capsule: false,
-                        });
-                    }
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    let code = Code::from(error);
+        let read = match ready!(recv.poll_recv_capsule(cx)) {
+            Ok(Some(capsule)) if capsule.ty == CapsuleType::WT_CLOSE_SESSION => {
+                ConnectRead::Close(capsule)
+            }
+            Ok(Some(capsule)) => match state.with_core(|core| core.handle_capsule(&capsule)) {
+                ReadOn::Capsules | ReadOn::FinOnly => continue,
+                ReadOn::Stop(code) => {
                     recv.stop(code);
-                    return Poll::Ready(ConnectEnd {
-                        reason: SessionError::Protocol("malformed WebTransport capsule"),
-                        reset: Some(code),
-                        close_capsule: false,
-                    });
+                    ConnectRead::Stopped
                 }
             },
-            Ok(None) => {
-                return end(if state.is_drained() {
-                    SessionError::PeerDrained
-                } else {
-                    SessionError::PeerClosed {
-                        code: 0,
-                        reason: String::new(),
-                    }
-                });
-            }
+            Ok(None) => ConnectRead::Fin,
             // RFC 9297 §3.3: a capsule cut short by FIN (or over our size bound) is a malformed
             // message; the reader stopped the stream with its code, and the stream is reset
             // with it too.
             Err(quay_h3::StreamError::Capsule(error)) => {
-                return Poll::Ready(ConnectEnd {
-                    reason: SessionError::Protocol("malformed capsule on the CONNECT stream"),
-                    reset: Some(Code::from(error)),
-                    close_capsule: false,
-                });
+                ConnectRead::Malformed(Some(Code::from(error)))
             }
-            Err(quay_h3::StreamError::Reset(code)) => return end(SessionError::Reset(code)),
-            Err(quay_h3::StreamError::ConnectionLost(error)) => {
-                return end(SessionError::ConnectionLost(error));
-            }
-            Err(_) => return end(SessionError::Protocol("malformed CONNECT stream")),
-        }
+            Err(quay_h3::StreamError::Reset(code)) => ConnectRead::Reset(code),
+            Err(quay_h3::StreamError::ConnectionLost(error)) => ConnectRead::Lost(error),
+            Err(_) => ConnectRead::Malformed(None),
+        };
+        return Poll::Ready(read);
     }
     // More capsules than one turn takes: go on after other tasks.
     cx.waker().wake_by_ref();
@@ -823,11 +750,13 @@ fn poll_capsules(
 }
 
 /// What one HTTP/3 session's handles, its streams and its CONNECT-stream task share: the
-/// CONNECT stream's sending half, whether and why the session ended, whether the peer asked to
-/// drain it, and the peer's streams routed to it and not accepted yet.
+/// session's core behind a lock, the wakers of those waiting on it, and the CONNECT stream's
+/// sending half.
 #[derive(Debug)]
 pub(crate) struct SessionState {
+    /// The session has ended (a copy of the core's end, readable without the lock).
     gone: AtomicBool,
+    /// The peer drained the session (a copy of the core's).
     drained: AtomicBool,
     /// The CONNECT stream's reader is done: the session ended and the peer answered, or the
     /// wait for its answer is over.
@@ -843,16 +772,9 @@ pub(crate) struct SessionState {
     datagrams: Datagrams,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct StateInner {
-    /// Boxed: set once, at the end.
-    reason: Option<Box<SessionError>>,
-    /// Routed streams waiting for `accept_bi` / `accept_uni`. Empty queues allocate nothing,
-    /// which is what most idle sessions have.
-    bi: VecDeque<ExtensionStream>,
-    uni: VecDeque<ExtensionStream>,
-    /// Boxed: off on most sessions.
-    flow: Option<Box<FlowControl>>,
+    core: SessionCore<ExtensionStream, quay_h3::ConnectionError>,
     /// Tasks waiting in `accept_bi` / `accept_uni`: woken by a stream of their kind or the end,
     /// not by every change of the session (as [`SessionState::changed`] waiters are).
     accept_wakers: [Vec<Waker>; 2],
@@ -860,21 +782,24 @@ struct StateInner {
     send_wakers: Vec<Waker>,
     /// The CONNECT stream's reader, waiting for the session's end as well as for capsules.
     connect_reader: Option<Waker>,
-    /// WT_DATA_BLOCKED and WT_STREAMS_BLOCKED (bidi, uni) to send.
-    data_blocked: bool,
-    streams_blocked: [bool; 2],
+    /// A task writes the core's transmits on the CONNECT stream.
+    writing: bool,
 }
 
 impl SessionState {
     fn new(connect: SendHalf, datagrams: Datagrams, flow: Option<FlowControl>) -> Self {
+        let core = SessionCore::new(flow);
         Self {
             gone: AtomicBool::new(false),
             drained: AtomicBool::new(false),
             connect_done: AtomicBool::new(false),
-            flow_on: flow.is_some(),
+            flow_on: core.flow_on(),
             inner: Mutex::new(StateInner {
-                flow: flow.map(Box::new),
-                ..StateInner::default()
+                core,
+                accept_wakers: [Vec::new(), Vec::new()],
+                send_wakers: Vec::new(),
+                connect_reader: None,
+                writing: false,
             }),
             changed: Notify::new(),
             connect: tokio::sync::Mutex::new(connect),
@@ -900,159 +825,155 @@ impl SessionState {
         if !self.is_gone() {
             return None;
         }
-        self.lock().reason.as_deref().cloned()
+        self.lock().core.end().cloned().map(SessionError::from)
     }
 
-    /// Records the end of the session and refuses the streams that wait to be accepted;
-    /// `false` if it had ended already (the first reason stays).
-    fn end(&self, reason: SessionError) -> bool {
-        let waiting = {
-            let mut inner = self.lock();
-            if inner.reason.is_some() {
-                return false;
+    /// Runs `input` on the core, then carries out what it asks for (see [`Self::after`]).
+    fn with_core<T>(
+        self: &Arc<Self>,
+        input: impl FnOnce(&mut SessionCore<ExtensionStream, quay_h3::ConnectionError>) -> T,
+    ) -> T {
+        let mut inner = self.lock();
+        let value = input(&mut inner.core);
+        self.after(inner);
+        value
+    }
+
+    /// Carries out what the core asks for after an input, in its documented order: wakes
+    /// waiters, publishes the end (stopping datagrams), refuses streams, and starts a task
+    /// for the CONNECT stream's writes if none runs.
+    fn after(self: &Arc<Self>, mut inner: MutexGuard<'_, StateInner>) {
+        let mut wake = Vec::new();
+        let mut ended = false;
+        let mut changed = false;
+        while let Some(event) = inner.core.poll_event() {
+            match event {
+                Event::Ended => {
+                    ended = true;
+                    let [bi, uni] = &mut inner.accept_wakers;
+                    wake.extend(bi.drain(..).chain(uni.drain(..)));
+                    wake.append(&mut inner.send_wakers);
+                    wake.extend(inner.connect_reader.take());
+                }
+                Event::Drained => {
+                    self.drained.store(true, Ordering::Release);
+                    changed = true;
+                }
+                Event::Credit => {
+                    wake.append(&mut inner.send_wakers);
+                    changed = true;
+                }
+                Event::Arrived(direction) => {
+                    wake.append(&mut inner.accept_wakers[index(direction)]);
+                }
             }
-            inner.reason = Some(Box::new(reason));
-            let [bi_wakers, uni_wakers] = &mut inner.accept_wakers;
-            for waker in bi_wakers.drain(..).chain(uni_wakers.drain(..)) {
-                waker.wake();
-            }
-            for waker in inner.send_wakers.drain(..) {
-                waker.wake();
-            }
-            if let Some(waker) = inner.connect_reader.take() {
-                waker.wake();
-            }
-            let bi = std::mem::take(&mut inner.bi);
-            let uni = std::mem::take(&mut inner.uni);
-            bi.into_iter().chain(uni)
-        };
-        self.gone.store(true, Ordering::Release);
-        self.changed.notify_waiters();
-        self.datagrams.stop();
-        for arrival in waiting {
-            arrival.refuse(WT_SESSION_GONE);
         }
-        true
+        let refused: Vec<_> = std::iter::from_fn(|| inner.core.poll_refused()).collect();
+        let write = inner.core.wants_transmit() && !inner.writing;
+        if write {
+            inner.writing = true;
+        }
+        let finishing = inner.core.is_finishing();
+        drop(inner);
+        if ended {
+            self.gone.store(true, Ordering::Release);
+            changed = true;
+        }
+        for waker in wake {
+            waker.wake();
+        }
+        if changed {
+            self.changed.notify_waiters();
+        }
+        if ended {
+            self.datagrams.stop();
+        }
+        for stream in refused {
+            stream.refuse(WT_SESSION_GONE);
+        }
+        if write {
+            self.spawn_writer(finishing);
+        }
+    }
+
+    /// Writes the core's transmits in a task of its own: closing or giving credit must not
+    /// wait for the peer's flow control. Outside a runtime (a session dropped there) it does
+    /// nothing: the stream is dropped with the session, which resets it.
+    fn spawn_writer(self: &Arc<Self>, finishing: bool) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if finishing && let Ok(send) = self.connect.try_lock() {
+            // See `write_pending`; said at once when the stream is free, so that a GOAWAY
+            // caused by the handles dropped right after the close is queued before the
+            // close's writes.
+            send.settle();
+        }
+        let state = self.clone();
+        runtime.spawn(async move { state.write_pending().await });
+    }
+
+    /// Writes what the core has for the CONNECT stream, in order, until it has nothing.
+    async fn write_pending(&self) {
+        let mut send = self.connect.lock().await;
+        loop {
+            let (transmit, finishing) = {
+                let mut inner = self.lock();
+                match inner.core.poll_transmit() {
+                    Some(transmit) => (transmit, inner.core.is_finishing()),
+                    None => {
+                        inner.writing = false;
+                        return;
+                    }
+                }
+            };
+            if finishing {
+                // We end our side (draft-16 §6): nothing the peer sends on the CONNECT stream
+                // matters any more. Said before the writes, so that a GOAWAY it may cause
+                // leaves in the same packet as they do.
+                send.settle();
+            }
+            match transmit {
+                Transmit::Capsules(capsules) => {
+                    for capsule in capsules {
+                        if send.send_capsule(&capsule.to_capsule()).await.is_err() {
+                            let mut inner = self.lock();
+                            inner.core.handle_transmit_failed();
+                            inner.writing = false;
+                            return;
+                        }
+                    }
+                }
+                Transmit::Finish => {
+                    let _ = send.finish();
+                }
+                Transmit::Reset(code) => send.reset(code),
+            }
+        }
+    }
+
+    /// The application closes the session; `false` if it had ended.
+    fn close(self: &Arc<Self>, code: u32, reason: &str) -> bool {
+        self.with_core(|core| core.handle_close(code, reason))
+    }
+
+    /// Every handle is gone; `false` if the session had ended.
+    fn dropped(self: &Arc<Self>) -> bool {
+        self.with_core(SessionCore::handle_dropped)
+    }
+
+    /// Asks the peer to drain the session.
+    fn drain(self: &Arc<Self>) {
+        self.with_core(SessionCore::handle_drain);
     }
 
     /// Queues a routed stream for `accept_bi` / `accept_uni`; gives it back if the session has
     /// ended, or if it is one more than flow control allows (which ends the session).
     fn push(self: &Arc<Self>, arrival: ExtensionStream) -> Result<(), ExtensionStream> {
-        let wakers = {
-            let mut inner = self.lock();
-            if inner.reason.is_some() {
-                return Err(arrival);
-            }
-            let Some(direction) = direction(&arrival) else {
-                return Err(arrival);
-            };
-            if let Some(flow) = &mut inner.flow
-                && flow.on_peer_stream(direction).is_err()
-            {
-                drop(inner);
-                self.flow_control_broken();
-                return Err(arrival);
-            }
-            match direction {
-                Direction::Bidi => inner.bi.push_back(arrival),
-                Direction::Uni => inner.uni.push_back(arrival),
-            }
-            std::mem::take(&mut inner.accept_wakers[index(direction)])
+        let Some(direction) = direction(&arrival) else {
+            return Err(arrival);
         };
-        for waker in wakers {
-            waker.wake();
-        }
-        Ok(())
-    }
-
-    /// Ends the session because the peer broke flow control: WT_FLOW_CONTROL_ERROR resets the
-    /// CONNECT stream (draft-16 §5.6).
-    fn flow_control_broken(self: &Arc<Self>) {
-        if !self.end(SessionError::Protocol(FLOW_CONTROL_BROKEN)) {
-            return;
-        }
-        self.write_connect(ConnectWrite::Reset(WT_FLOW_CONTROL_ERROR));
-    }
-
-    /// Sends the flow-control capsules that are due, in the background.
-    fn send_flow_updates(self: &Arc<Self>) {
-        self.write_connect(ConnectWrite::FlowUpdates);
-    }
-
-    /// Does `write` on the CONNECT stream in a task of its own: closing or giving credit must
-    /// not wait for the peer's flow control. Outside a runtime (a session dropped there) it does
-    /// nothing: the stream is dropped with the session, which resets it.
-    fn write_connect(self: &Arc<Self>, write: ConnectWrite) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if let ConnectWrite::Capsule { finish: true, .. } = write
-            && let Ok(send) = self.connect.try_lock()
-        {
-            // See below; said at once when the stream is free, so that a GOAWAY caused by the
-            // handles dropped right after the close is queued before the close's writes.
-            send.settle();
-        }
-        let state = self.clone();
-        runtime.spawn(async move {
-            let mut send = state.connect.lock().await;
-            let (capsules, finish) = match write {
-                ConnectWrite::Capsule { capsule, finish } => {
-                    (capsule.into_iter().collect(), finish)
-                }
-                ConnectWrite::FlowUpdates => (state.flow_updates(), false),
-                ConnectWrite::Reset(code) => {
-                    send.reset(code);
-                    return;
-                }
-            };
-            if finish {
-                // We end the session (WT_CLOSE_SESSION and FIN, draft-16 §6): nothing the peer
-                // sends on the CONNECT stream matters any more. Said before the writes, so that
-                // a GOAWAY it may cause leaves in the same packet as they do.
-                send.settle();
-            }
-            for capsule in capsules {
-                if send.send_capsule(&capsule).await.is_err() {
-                    return;
-                }
-            }
-            if finish {
-                let _ = send.finish();
-            }
-        });
-    }
-
-    /// The flow-control capsules due now, with the blocked signals asked for.
-    fn flow_updates(&self) -> Vec<Capsule> {
-        let mut inner = self.lock();
-        let data_blocked = std::mem::take(&mut inner.data_blocked);
-        let streams_blocked = std::mem::take(&mut inner.streams_blocked);
-        match &mut inner.flow {
-            Some(flow) => flow
-                .updates(data_blocked, streams_blocked)
-                .iter()
-                .map(WtCapsule::to_capsule)
-                .collect(),
-            None => Vec::new(),
-        }
-    }
-
-    /// A WebTransport capsule other than close and drain from the peer: flow control's, applied
-    /// when it is on and ignored otherwise (draft-16 §5.1).
-    fn on_flow_capsule(&self, capsule: &WtCapsule) -> Result<(), FlowControlError> {
-        let mut inner = self.lock();
-        let Some(flow) = &mut inner.flow else {
-            return Ok(());
-        };
-        if flow.on_capsule(capsule)? {
-            for waker in inner.send_wakers.drain(..) {
-                waker.wake();
-            }
-            drop(inner);
-            self.changed.notify_waiters();
-        }
-        Ok(())
+        self.with_core(|core| core.handle_peer_stream(direction, arrival))
     }
 
     /// Waits for one of the peer's stream credits of `direction`, when flow control is on.
@@ -1060,24 +981,23 @@ impl SessionState {
         if !self.flow_on {
             return Ok(());
         }
-        self.wait_for(|inner| {
-            if let Some(reason) = &inner.reason {
-                return Some(Err(SessionError::clone(reason)));
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (credit, end) = {
+                let mut inner = self.lock();
+                let credit = inner.core.poll_open(direction);
+                let end = inner.core.end().cloned();
+                self.after(inner);
+                (credit, end)
+            };
+            match credit {
+                Credit::Ready(()) => return Ok(()),
+                Credit::Ended => return Err(end.map_or(SessionError::LocallyClosed, Into::into)),
+                Credit::Blocked => notified.await,
             }
-            let flow = inner.flow.as_mut()?;
-            match flow.open(direction) {
-                Ok(()) => Some(Ok(())),
-                Err(say_blocked) => {
-                    if say_blocked {
-                        inner.streams_blocked[index(direction)] = true;
-                        // The task it spawns takes the lock later.
-                        self.send_flow_updates();
-                    }
-                    None
-                }
-            }
-        })
-        .await
+        }
     }
 
     /// Whether flow control is on: writes and reads of the session's streams then go through
@@ -1093,61 +1013,33 @@ impl SessionState {
         want: usize,
     ) -> Poll<Result<usize, StreamError>> {
         let mut inner = self.lock();
-        if inner.reason.is_some() {
-            return Poll::Ready(Err(StreamError::SessionGone));
+        let credit = inner.core.poll_reserve(want);
+        if credit == Credit::Blocked {
+            inner.send_wakers.push(cx.waker().clone());
         }
-        let Some(flow) = &mut inner.flow else {
-            return Poll::Ready(Ok(want));
-        };
-        match flow.reserve(want) {
-            Ok(n) => Poll::Ready(Ok(n)),
-            Err(say_blocked) => {
-                inner.send_wakers.push(cx.waker().clone());
-                if say_blocked {
-                    inner.data_blocked = true;
-                    drop(inner);
-                    self.send_flow_updates();
-                }
-                Poll::Pending
-            }
+        self.after(inner);
+        match credit {
+            Credit::Ready(n) => Poll::Ready(Ok(n)),
+            Credit::Blocked => Poll::Pending,
+            Credit::Ended => Poll::Ready(Err(StreamError::SessionGone)),
         }
     }
 
     /// Gives back data credit that was taken and not used.
-    pub(crate) fn refund_data_credit(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let mut inner = self.lock();
-        if let Some(flow) = &mut inner.flow {
-            flow.refund(n);
-            for waker in inner.send_wakers.drain(..) {
-                waker.wake();
-            }
+    pub(crate) fn refund_data_credit(self: &Arc<Self>, n: usize) {
+        if n > 0 {
+            self.with_core(|core| core.handle_refund(n));
         }
     }
 
     /// The application read `n` bytes of the peer's stream data: counts them, sends credit when
     /// due, and ends the session if the peer sent more than it was allowed.
     pub(crate) fn on_read(self: &Arc<Self>, n: usize) -> Result<(), StreamError> {
-        let mut inner = self.lock();
-        let Some(flow) = &mut inner.flow else {
+        if !self.flow_on {
             return Ok(());
-        };
-        match flow.on_read(n) {
-            Ok(due) => {
-                drop(inner);
-                if due {
-                    self.send_flow_updates();
-                }
-                Ok(())
-            }
-            Err(_) => {
-                drop(inner);
-                self.flow_control_broken();
-                Err(StreamError::SessionGone)
-            }
         }
+        self.with_core(|core| core.handle_read(n))
+            .map_err(|()| StreamError::SessionGone)
     }
 
     /// Waits for the next routed stream of `direction`, or the end of the session.
@@ -1164,14 +1056,10 @@ impl SessionState {
         direction: Direction,
     ) -> Poll<Result<ExtensionStream, SessionError>> {
         let mut inner = self.lock();
-        if let Some(reason) = &inner.reason {
-            return Poll::Ready(Err(SessionError::clone(reason)));
+        if let Some(end) = inner.core.end() {
+            return Poll::Ready(Err(end.clone().into()));
         }
-        let queue = match direction {
-            Direction::Bidi => &mut inner.bi,
-            Direction::Uni => &mut inner.uni,
-        };
-        let Some(arrival) = queue.pop_front() else {
+        let Some(arrival) = inner.core.poll_accept(direction) else {
             // Registered under the lock that `push` takes, so no stream is missed.
             let wakers = &mut inner.accept_wakers[index(direction)];
             if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
@@ -1184,22 +1072,12 @@ impl SessionState {
             }
             return Poll::Pending;
         };
-        if queue.is_empty() {
-            // An idle session keeps no buffer.
-            *queue = VecDeque::new();
-        }
-        if inner
-            .flow
-            .as_mut()
-            .is_some_and(|flow| flow.on_accepted(direction))
-        {
-            // The task it spawns takes the lock later.
-            self.send_flow_updates();
-        }
+        // Accepting may make stream credit due.
+        self.after(inner);
         Poll::Ready(Ok(arrival))
     }
 
-    /// Waits until `check`, run under the lock at first and after every change, gives a value.
+    /// Waits until `check`, run at first and after every change, gives a value.
     async fn wait_for<T>(&self, mut check: impl FnMut(&mut StateInner) -> Option<T>) -> T {
         loop {
             let notified = self.changed.notified();
@@ -1210,11 +1088,6 @@ impl SessionState {
             }
             notified.await;
         }
-    }
-
-    fn set_drained(&self) {
-        self.drained.store(true, Ordering::Release);
-        self.changed.notify_waiters();
     }
 
     fn set_connect_done(&self) {
@@ -1228,14 +1101,19 @@ impl SessionState {
     }
 
     pub(crate) async fn ended(&self) -> SessionError {
-        self.wait_for(|inner| inner.reason.as_deref().cloned())
-            .await
+        self.wait_for(|inner| {
+            if !self.is_gone() {
+                return None;
+            }
+            inner.core.end().cloned().map(SessionError::from)
+        })
+        .await
     }
 
     /// Ready once the session has ended; for the CONNECT stream's reader (one waker).
     fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
-        if inner.reason.is_some() {
+        if inner.core.end().is_some() {
             return Poll::Ready(());
         }
         if !inner
@@ -1253,11 +1131,6 @@ impl SessionState {
     }
 }
 
-/// The slot of `direction` in per-direction arrays (bidi, uni).
-fn index(direction: Direction) -> usize {
-    usize::from(direction == Direction::Uni)
-}
-
 /// Which queue a peer's WebTransport stream goes to; `None` for a kind this crate does not
 /// know.
 fn direction(stream: &ExtensionStream) -> Option<Direction> {
@@ -1268,97 +1141,42 @@ fn direction(stream: &ExtensionStream) -> Option<Direction> {
     }
 }
 
-/// The per-connection table from session ID to session: where the peer's WebTransport streams
-/// go.
+/// The per-connection table from session ID to session, where the peer's WebTransport streams
+/// go: a [`SessionTable`] behind a lock, and the calls that carry out its answers.
 #[derive(Debug)]
 pub(crate) struct Routes {
-    inner: Mutex<RoutesInner>,
-    max_buffered: usize,
-}
-
-#[derive(Debug, Default)]
-struct RoutesInner {
-    /// Sessions requested, open, or with streams waiting for their CONNECT: few at a time, so
-    /// a short list (with room for exactly one at first: most connections carry one session).
-    slots: Vec<(u64, Slot)>,
-    /// Sessions that ended or were refused, sorted: their streams get WT_SESSION_GONE.
-    gone: Vec<u64>,
-    /// Streams waiting in [`Slot::Waiting`] slots, all sessions together.
-    buffered: usize,
-    /// Sessions requested or open.
-    sessions: usize,
-    /// The connection is gone: nothing is routed any more.
-    closed: bool,
-}
-
-#[derive(Debug)]
-enum Slot {
-    /// Not accepted yet (or not even requested yet: streams can overtake their CONNECT).
-    Waiting {
-        streams: Vec<ExtensionStream>,
-        /// Whether the CONNECT request is known (and counted in `sessions`).
-        requested: bool,
-    },
-    Open(Arc<SessionState>),
-}
-
-impl RoutesInner {
-    fn is_gone(&self, id: u64) -> bool {
-        self.gone.binary_search(&id).is_ok()
-    }
-
-    /// The slot of session `id`, made a waiting one if there is none. Not for gone sessions.
-    fn slot(&mut self, id: u64) -> &mut Slot {
-        let i = match self.slots.iter().position(|(slot_id, _)| *slot_id == id) {
-            Some(i) => i,
-            None => {
-                if self.slots.is_empty() {
-                    self.slots.reserve_exact(1);
-                }
-                self.slots.push((
-                    id,
-                    Slot::Waiting {
-                        streams: Vec::new(),
-                        requested: false,
-                    },
-                ));
-                self.slots.len() - 1
-            }
-        };
-        &mut self.slots[i].1
-    }
-
-    fn take_slot(&mut self, id: u64) -> Option<Slot> {
-        let i = self.slots.iter().position(|(slot_id, _)| *slot_id == id)?;
-        let (_, slot) = self.slots.swap_remove(i);
-        if self.slots.is_empty() {
-            self.slots = Vec::new();
-        }
-        Some(slot)
-    }
+    inner: Mutex<SessionTable<ExtensionStream, Arc<SessionState>>>,
 }
 
 impl Routes {
     pub(crate) fn new(max_buffered: usize) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new(RoutesInner::default()),
-            max_buffered,
+            inner: Mutex::new(SessionTable::new(max_buffered)),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, RoutesInner> {
+    fn lock(&self) -> MutexGuard<'_, SessionTable<ExtensionStream, Arc<SessionState>>> {
         self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Sessions requested or open on the connection.
-    pub(crate) fn sessions(&self) -> usize {
-        self.lock().sessions
+    /// Refuses, outside the lock, the streams the table gave up.
+    fn refuse(mut table: MutexGuard<'_, SessionTable<ExtensionStream, Arc<SessionState>>>) {
+        let refused: Vec<_> = std::iter::from_fn(|| table.poll_refused()).collect();
+        drop(table);
+        for stream in refused {
+            stream.refuse(WT_SESSION_GONE);
+        }
     }
 
-    /// Hands a peer stream to its session, buffers it, or refuses it. A session ID that is not a
-    /// client bidirectional stream ID closes the connection with H3_ID_ERROR (draft-16 §4.1).
+    /// Sessions requested or open on the connection.
+    pub(crate) fn sessions(&self) -> usize {
+        self.lock().sessions()
+    }
+
+    /// Hands a peer stream to its session, buffers it, or refuses it (see
+    /// [`SessionTable::handle_stream`]).
     pub(crate) fn route(&self, stream: ExtensionStream, conn: &Connection) {
         let (ExtensionStream::Uni { session_id, .. } | ExtensionStream::Bidi { session_id, .. }) =
             &stream
@@ -1366,69 +1184,34 @@ impl Routes {
             return drop(stream);
         };
         let id = session_id.into_inner();
-        if id % 4 != 0 {
-            conn.close(
-                Code::H3_ID_ERROR.to_varint(),
-                b"WebTransport session ID is not a client bidirectional stream",
-            );
-            return;
-        }
-        let mut inner = self.lock();
-        if inner.closed {
-            drop(inner);
-            return stream.refuse(WT_SESSION_GONE);
-        }
-        if inner.is_gone(id) {
-            drop(inner);
-            return stream.refuse(WT_SESSION_GONE);
-        }
-        let buffered = inner.buffered;
-        let refused = match inner.slot(id) {
-            Slot::Open(session) => session
-                .push(stream)
-                .err()
-                .map(|stream| (stream, WT_SESSION_GONE)),
-            Slot::Waiting { streams, .. } if buffered < self.max_buffered => {
-                streams.push(stream);
-                inner.buffered += 1;
-                None
+        let route = self.lock().handle_stream(id, stream);
+        match route {
+            Route::Deliver(session, stream) => {
+                if let Err(stream) = session.push(stream) {
+                    stream.refuse(WT_SESSION_GONE);
+                }
             }
-            Slot::Waiting { .. } => Some((stream, WT_BUFFERED_STREAM_REJECTED)),
-        };
-        drop(inner);
-        if let Some((stream, code)) = refused {
-            stream.refuse(code);
+            Route::Buffered => {}
+            Route::Refuse(stream, code) => stream.refuse(code),
+            Route::CloseConnection(code) => conn.close(
+                code.to_varint(),
+                b"WebTransport session ID is not a client bidirectional stream",
+            ),
         }
     }
 
     /// A CONNECT request for `id` arrived (server) or was sent (client). `false`, and nothing
     /// changes, when `limit` sessions are requested or open already.
     pub(crate) fn request(&self, id: u64, limit: usize) -> bool {
-        let mut inner = self.lock();
-        if inner.sessions >= limit || inner.is_gone(id) {
-            return false;
-        }
-        match inner.slot(id) {
-            Slot::Waiting { requested, .. } if !*requested => {
-                *requested = true;
-                inner.sessions += 1;
-                true
-            }
-            _ => false,
-        }
+        self.lock().handle_request(id, limit)
     }
 
     /// The session `id` is established: its buffered streams and those to come go to
     /// `session`'s queues.
     fn open(&self, id: u64, session: &Arc<SessionState>) {
-        let mut inner = self.lock();
-        let slot = inner.slot(id);
-        let waiting = match std::mem::replace(slot, Slot::Open(session.clone())) {
-            Slot::Waiting { streams, .. } => streams,
-            Slot::Open(_) => Vec::new(),
-        };
-        inner.buffered -= waiting.len();
-        for arrival in waiting {
+        let mut table = self.lock();
+        // Pushed under the table's lock, so that no later stream overtakes them.
+        for arrival in table.handle_established(id, session.clone()) {
             // The session has not ended: it is being set up.
             let _ = session.push(arrival);
         }
@@ -1437,44 +1220,16 @@ impl Routes {
     /// The session `id` ended or was refused: streams waiting for it, and later ones, get
     /// WT_SESSION_GONE. Idempotent.
     pub(crate) fn close(&self, id: u64) {
-        let mut inner = self.lock();
-        if let Err(i) = inner.gone.binary_search(&id) {
-            inner.gone.insert(i, id);
-        }
-        let refused = match inner.take_slot(id) {
-            Some(Slot::Waiting { streams, requested }) => {
-                inner.buffered -= streams.len();
-                if requested {
-                    inner.sessions -= 1;
-                }
-                streams
-            }
-            Some(Slot::Open(_)) => {
-                inner.sessions -= 1;
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        drop(inner);
-        for arrival in refused {
-            arrival.refuse(WT_SESSION_GONE);
-        }
+        let mut table = self.lock();
+        table.handle_close(id);
+        Self::refuse(table);
     }
 
     /// The connection is gone: every waiting stream is refused and every session's queues end.
     pub(crate) fn connection_closed(&self) {
-        let mut inner = self.lock();
-        inner.closed = true;
-        let slots = std::mem::take(&mut inner.slots);
-        inner.buffered = 0;
-        drop(inner);
-        for (_, slot) in slots {
-            if let Slot::Waiting { streams, .. } = slot {
-                for arrival in streams {
-                    arrival.refuse(WT_SESSION_GONE);
-                }
-            }
-        }
+        let mut table = self.lock();
+        table.handle_connection_closed();
+        Self::refuse(table);
     }
 }
 
