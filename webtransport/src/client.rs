@@ -35,7 +35,8 @@ use crate::core::table::client_session_limit;
 use crate::error::ConnectError;
 use crate::proto::connect;
 use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count};
-use crate::session::{Established, Routes, Session, route_streams};
+use crate::routes::{Routes, route_streams};
+use crate::session::{Established, Session};
 
 /// What to send with a session request besides the URL.
 #[derive(Clone, Debug, Default)]

@@ -63,14 +63,18 @@
 
 pub mod client;
 pub mod config;
+mod connect_reader;
 mod core;
+mod datagram;
 pub mod error;
 mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;
+mod routes;
 pub mod server;
 pub mod session;
+mod state;
 pub mod stream;
 
 pub use client::{Client, SessionOptions, connect};

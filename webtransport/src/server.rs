@@ -53,7 +53,8 @@ use crate::core::table::server_session_limit;
 use crate::error::SessionError;
 use crate::proto::connect;
 use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count, client_draft};
-use crate::session::{Established, Routes, Session};
+use crate::routes::Routes;
+use crate::session::{Established, Session};
 
 /// What a connection's peer asked for, from [`Connection::accept`].
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use tokio::io::ReadBuf;
 
 use crate::error::{StreamError, peer_code};
 use crate::proto::error::{WT_SESSION_GONE, app_code_to_h3};
-use crate::session::SessionState;
+use crate::state::SessionState;
 
 /// How a stream maps codes and learns that its session has ended.
 #[derive(Debug, Clone)]
