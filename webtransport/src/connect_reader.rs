@@ -19,6 +19,7 @@ use crate::core::session::{ReadOn, SessionCore};
 use crate::proto::capsule::CAPSULE_TYPES;
 use crate::routes::Routes;
 use crate::state::SessionState;
+use crate::waiter::WaitKey;
 
 /// How long, after we close a session, its CONNECT stream is read for the peer's answer before
 /// we stop reading it.
@@ -44,11 +45,13 @@ pub(crate) fn read_connect_stream(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         recv.accept_capsules(&CAPSULE_TYPES);
+        let mut waiting = WaitKey::NONE;
         let read = poll_fn(|cx| match poll_capsules(&mut recv, &state, cx) {
             Poll::Ready(read) => Poll::Ready(Some(read)),
-            Poll::Pending => state.poll_ended(cx).map(|()| None),
+            Poll::Pending => state.poll_ended(cx, &mut waiting).map(|()| None),
         })
         .await;
+        state.forget(&mut waiting);
         // Boxed: it runs once, at the end, and the task should not keep room for its timer
         // and locks all session long.
         Box::pin(end_session(recv, state.clone(), routes, id, read)).await;

@@ -76,6 +76,7 @@ pub mod server;
 pub mod session;
 mod state;
 pub mod stream;
+mod waiter;
 
 pub use client::{Client, SessionOptions, connect};
 pub use config::Config;

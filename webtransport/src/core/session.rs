@@ -582,7 +582,7 @@ impl<S, E: Clone> SessionCore<S, E> {
 }
 
 /// The slot of `direction` in per-direction arrays (bidi, uni).
-pub(crate) fn index(direction: Direction) -> usize {
+fn index(direction: Direction) -> usize {
     usize::from(direction == Direction::Uni)
 }
 
