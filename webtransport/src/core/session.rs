@@ -650,6 +650,11 @@ mod tests {
         core.handle_connection_lost("connection lost");
         assert_eq!(core.end(), Some(&bye()));
         assert_eq!(events(&mut core), [Event::Ended]);
+        // Nor does anything else read after it.
+        core.handle_connect_reset(Code::H3_REQUEST_CANCELLED);
+        core.handle_connect_malformed(None);
+        assert_eq!(core.end(), Some(&bye()));
+        assert_eq!(events(&mut core), []);
     }
 
     // draft-16 §6: the end is decided in the order the peer's bytes came, so a loss read
