@@ -31,10 +31,12 @@ use quay_h3::proto::settings::Settings;
 use quay_transport::{ClientBuilder, Connection};
 
 use crate::config::Config;
+use crate::core::table::client_session_limit;
 use crate::error::ConnectError;
 use crate::proto::connect;
 use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count};
-use crate::session::{Established, Routes, Session, route_streams};
+use crate::routes::{Routes, route_streams};
+use crate::session::{Established, Session};
 
 /// What to send with a session request besides the URL.
 #[derive(Clone, Debug, Default)]
@@ -174,11 +176,7 @@ impl Client {
         // A count the server announced binds (draft-07..14). Without one, draft-16 §5.1: with
         // flow control on, sessions share the connection and the server refuses those beyond
         // its own limit; without flow control, one session.
-        let limit = match limit {
-            Some(count) => count,
-            None if flow.is_some() => self.max_sessions,
-            None => 1,
-        };
+        let limit = client_session_limit(limit, flow.is_some(), self.max_sessions);
         let mut request = http::Request::new(());
         *request.method_mut() = Method::CONNECT;
         *request.uri_mut() = uri;

@@ -10,6 +10,8 @@ use http::StatusCode;
 use quay_h3::proto::VarInt;
 use quay_h3::{Code, ConnectionError};
 
+use crate::core::session::End;
+
 /// Why a session ended, from [`Session::closed`](crate::Session::closed); also the error of
 /// session operations once it has.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +54,19 @@ impl From<SessionError> for io::Error {
             _ => io::ErrorKind::ConnectionReset,
         };
         Self::new(kind, error)
+    }
+}
+
+impl From<End<ConnectionError>> for SessionError {
+    fn from(end: End<ConnectionError>) -> Self {
+        match end {
+            End::PeerClosed { code, reason } => Self::PeerClosed { code, reason },
+            End::PeerDrained => Self::PeerDrained,
+            End::LocallyClosed => Self::LocallyClosed,
+            End::Reset(code) => Self::Reset(code),
+            End::Protocol(what) => Self::Protocol(what),
+            End::ConnectionLost(error) => Self::ConnectionLost(error),
+        }
     }
 }
 

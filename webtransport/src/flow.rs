@@ -10,8 +10,8 @@
 //! its limit is caught once the excess is read (quinn does not tell us how much a stream has
 //! buffered, nor the final size of a reset stream).
 //!
-//! The async glue (waiting for credit, sending the capsules) is [`crate::session`]'s and
-//! [`crate::stream`]'s.
+//! The session core (`crate::core::session`) drives it; the async glue (waiting for credit,
+//! sending the capsules) is `crate::state`'s and [`crate::stream`]'s.
 
 use quay_h3::proto::VarInt;
 

@@ -63,14 +63,20 @@
 
 pub mod client;
 pub mod config;
+mod connect_reader;
+mod core;
+mod datagram;
 pub mod error;
 mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;
+mod routes;
 pub mod server;
 pub mod session;
+mod state;
 pub mod stream;
+mod waiter;
 
 pub use client::{Client, SessionOptions, connect};
 pub use config::Config;

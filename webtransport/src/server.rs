@@ -49,10 +49,12 @@ use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::core::table::server_session_limit;
 use crate::error::SessionError;
 use crate::proto::connect;
 use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count, client_draft};
-use crate::session::{Established, Routes, Session};
+use crate::routes::Routes;
+use crate::session::{Established, Session};
 
 /// What a connection's peer asked for, from [`Connection::accept`].
 #[derive(Debug)]
@@ -347,16 +349,11 @@ fn sort(
     );
     // draft-07..14: up to the count we announced. draft-16 §5.1: a client that announced no
     // count gets one session unless flow control is on.
-    let pooled = flow.is_some()
-        || peer_settings
-            .as_ref()
-            .and_then(announced_session_count)
-            .is_some();
-    let limit = if pooled {
-        config.max_sessions as usize
-    } else {
-        1
-    };
+    let client_counted = peer_settings
+        .as_ref()
+        .and_then(announced_session_count)
+        .is_some();
+    let limit = server_session_limit(config.max_sessions as usize, client_counted, flow.is_some());
     if !routes.request(id, limit) {
         stream.reject(Code::H3_REQUEST_REJECTED);
         return;

@@ -19,7 +19,8 @@ use tokio::io::ReadBuf;
 
 use crate::error::{StreamError, peer_code};
 use crate::proto::error::{WT_SESSION_GONE, app_code_to_h3};
-use crate::session::SessionState;
+use crate::state::SessionState;
+use crate::waiter::WaitKey;
 
 /// How a stream maps codes and learns that its session has ended.
 #[derive(Debug, Clone)]
@@ -109,11 +110,17 @@ fn read_error(error: ReadError, mapping: &Mapping) -> StreamError {
 pub struct SendStream {
     inner: quay_transport::SendStream,
     mapping: Mapping,
+    /// Its place among the session's waiters while it waits for data credit.
+    waiting: WaitKey,
 }
 
 impl SendStream {
     pub(crate) fn new(inner: quay_transport::SendStream, mapping: Mapping) -> Self {
-        Self { inner, mapping }
+        Self {
+            inner,
+            mapping,
+            waiting: WaitKey::NONE,
+        }
     }
 
     /// Fails with [`StreamError::SessionGone`], and resets the stream with WT_SESSION_GONE, once
@@ -147,14 +154,18 @@ impl SendStream {
 
     /// Up to `want` bytes of the session's data credit: all of them unless flow control is on,
     /// then as many as the peer allows, waiting while it allows none.
-    async fn credit(&self, want: usize) -> Result<usize, StreamError> {
+    async fn credit(&mut self, want: usize) -> Result<usize, StreamError> {
         std::future::poll_fn(|cx| self.poll_credit(cx, want)).await
     }
 
     /// [`SendStream::credit`], polled.
-    fn poll_credit(&self, cx: &mut Context<'_>, want: usize) -> Poll<Result<usize, StreamError>> {
+    fn poll_credit(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: usize,
+    ) -> Poll<Result<usize, StreamError>> {
         match self.mapping.flow() {
-            Some(state) => state.poll_data_credit(cx, want),
+            Some(state) => state.poll_data_credit(cx, &mut self.waiting, want),
             None => Poll::Ready(Ok(want)),
         }
     }
@@ -285,6 +296,9 @@ impl Drop for SendStream {
         // (draft-16 §6).
         if self.mapping.gone() {
             let _ = self.inner.reset(WT_SESSION_GONE.to_varint());
+        }
+        if let Some(state) = self.mapping.flow() {
+            state.forget(&mut self.waiting);
         }
     }
 }

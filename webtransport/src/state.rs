@@ -1,0 +1,457 @@
+//! [`SessionState`]: what one HTTP/3 session's handles, its streams and its CONNECT stream's
+//! reader share. It is the session's core (`crate::core::session`) behind a
+//! `std::sync::Mutex`, the wakers of the tasks waiting on it, the CONNECT stream's sending
+//! half and the session's datagrams; every method feeds the core one input and carries out
+//! what it returns (wakes, the end's publication, refusals, writes on the CONNECT stream).
+//!
+//! It decides no protocol rule (the core does), reads nothing from the network (the CONNECT
+//! stream's reader is `crate::connect_reader`, streams are routed by `crate::routes`) and has
+//! no public API ([`crate::Session`] is that).
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use quay_h3::stream::{Datagrams, ExtensionStream, SendHalf};
+
+use crate::core::session::{Credit, Event, SessionCore, Transmit};
+use crate::error::{SessionError, StreamError};
+use crate::flow::FlowControl;
+use crate::proto::capsule::Direction;
+use crate::proto::error::WT_SESSION_GONE;
+use crate::waiter::{Interest, WaitKey, Waiters};
+
+/// What one HTTP/3 session's handles, its streams and its CONNECT-stream task share: the
+/// session's core behind a lock, the wakers of those waiting on it, and the CONNECT stream's
+/// sending half.
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    /// The session has ended (a copy of the core's end, readable without the lock).
+    gone: AtomicBool,
+    /// The peer drained the session (a copy of the core's).
+    drained: AtomicBool,
+    /// The CONNECT stream's reader is done: the session ended and the peer answered, or the
+    /// wait for its answer is over.
+    connect_done: AtomicBool,
+    /// Whether draft-16 flow control is on (fixed at the start).
+    flow_on: bool,
+    inner: Mutex<StateInner>,
+    /// The CONNECT stream's sending half, for capsules and FIN.
+    connect: tokio::sync::Mutex<SendHalf>,
+    /// The session's datagrams, stopped when it ends.
+    datagrams: Datagrams,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    core: SessionCore<ExtensionStream, quay_h3::ConnectionError>,
+    /// Every task waiting on the session: acceptors, streams waiting for credit or the end,
+    /// the CONNECT stream's reader, closes waiting for it.
+    waiters: Waiters,
+    /// A task writes the core's transmits on the CONNECT stream.
+    writing: bool,
+}
+
+impl SessionState {
+    pub(crate) fn new(connect: SendHalf, datagrams: Datagrams, flow: Option<FlowControl>) -> Self {
+        let core = SessionCore::new(flow);
+        Self {
+            gone: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
+            connect_done: AtomicBool::new(false),
+            flow_on: core.flow_on(),
+            inner: Mutex::new(StateInner {
+                core,
+                waiters: Waiters::default(),
+                writing: false,
+            }),
+            connect: tokio::sync::Mutex::new(connect),
+            datagrams,
+        }
+    }
+
+    /// The session's datagrams, stopped when it ends.
+    pub(crate) fn datagrams(&self) -> &Datagrams {
+        &self.datagrams
+    }
+
+    /// Says that we want nothing more from the peer on the CONNECT stream but its FIN (see
+    /// `SendHalf::settle`), once the stream's writer is done with what it is writing.
+    pub(crate) async fn settle_connect(&self) {
+        self.connect.lock().await.settle();
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StateInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(crate) fn reason(&self) -> Option<SessionError> {
+        if !self.is_gone() {
+            return None;
+        }
+        self.lock().core.end().cloned().map(SessionError::from)
+    }
+
+    /// Runs `input` on the core, then carries out what it asks for (see [`Self::after`]).
+    pub(crate) fn with_core<T>(
+        self: &Arc<Self>,
+        input: impl FnOnce(&mut SessionCore<ExtensionStream, quay_h3::ConnectionError>) -> T,
+    ) -> T {
+        let mut inner = self.lock();
+        let value = input(&mut inner.core);
+        self.after(inner);
+        value
+    }
+
+    /// Carries out what the core asks for after an input, in its documented order: wakes
+    /// waiters, publishes the end (stopping datagrams), refuses streams, and starts a task
+    /// for the CONNECT stream's writes if none runs.
+    fn after(self: &Arc<Self>, mut inner: MutexGuard<'_, StateInner>) {
+        let mut wake = Vec::new();
+        let mut ended = false;
+        while let Some(event) = inner.core.poll_event() {
+            let interest = match event {
+                Event::Ended => {
+                    ended = true;
+                    // Stored under the lock, so that a waiter that checks after this sees it.
+                    self.gone.store(true, Ordering::Release);
+                    Interest::ENDED
+                }
+                Event::Drained => {
+                    self.drained.store(true, Ordering::Release);
+                    Interest::DRAINED
+                }
+                Event::Credit => Interest::CREDIT,
+                Event::Arrived(Direction::Bidi) => Interest::ARRIVED_BIDI,
+                Event::Arrived(Direction::Uni) => Interest::ARRIVED_UNI,
+            };
+            inner.waiters.wake(interest, &mut wake);
+        }
+        let refused: Vec<_> = std::iter::from_fn(|| inner.core.poll_refused()).collect();
+        let write = inner.core.wants_transmit() && !inner.writing;
+        if write {
+            inner.writing = true;
+        }
+        let finishing = inner.core.is_finishing();
+        drop(inner);
+        for waker in wake {
+            waker.wake();
+        }
+        if ended {
+            self.datagrams.stop();
+        }
+        for stream in refused {
+            stream.refuse(WT_SESSION_GONE);
+        }
+        if write {
+            self.spawn_writer(finishing);
+        }
+    }
+
+    /// Writes the core's transmits in a task of its own: closing or giving credit must not
+    /// wait for the peer's flow control. Outside a runtime (a session dropped there) it does
+    /// nothing: the stream is dropped with the session, which resets it.
+    fn spawn_writer(self: &Arc<Self>, finishing: bool) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if finishing && let Ok(send) = self.connect.try_lock() {
+            // See `write_pending`; said at once when the stream is free, so that a GOAWAY
+            // caused by the handles dropped right after the close is queued before the
+            // close's writes.
+            send.settle();
+        }
+        let state = self.clone();
+        runtime.spawn(async move { state.write_pending().await });
+    }
+
+    /// Writes what the core has for the CONNECT stream, in order, until it has nothing.
+    pub(crate) async fn write_pending(&self) {
+        let mut send = self.connect.lock().await;
+        loop {
+            let (transmit, finishing) = {
+                let mut inner = self.lock();
+                match inner.core.poll_transmit() {
+                    Some(transmit) => (transmit, inner.core.is_finishing()),
+                    None => {
+                        inner.writing = false;
+                        return;
+                    }
+                }
+            };
+            if finishing {
+                // We end our side (draft-16 §6): nothing the peer sends on the CONNECT stream
+                // matters any more. Said before the writes, so that a GOAWAY it may cause
+                // leaves in the same packet as they do.
+                send.settle();
+            }
+            match transmit {
+                Transmit::Capsules(capsules) => {
+                    for capsule in capsules {
+                        if send.send_capsule(&capsule.to_capsule()).await.is_err() {
+                            let mut inner = self.lock();
+                            inner.core.handle_transmit_failed();
+                            inner.writing = false;
+                            return;
+                        }
+                    }
+                }
+                Transmit::Finish => {
+                    let _ = send.finish();
+                }
+                Transmit::Reset(code) => send.reset(code),
+            }
+        }
+    }
+
+    /// The application closes the session; `false` if it had ended.
+    pub(crate) fn close(self: &Arc<Self>, code: u32, reason: &str) -> bool {
+        self.with_core(|core| core.handle_close(code, reason))
+    }
+
+    /// Every handle is gone; `false` if the session had ended.
+    pub(crate) fn dropped(self: &Arc<Self>) -> bool {
+        self.with_core(SessionCore::handle_dropped)
+    }
+
+    /// Asks the peer to drain the session.
+    pub(crate) fn drain(self: &Arc<Self>) {
+        self.with_core(SessionCore::handle_drain);
+    }
+
+    /// Queues a routed stream for `accept_bi` / `accept_uni`; gives it back if the session has
+    /// ended, or if it is one more than flow control allows (which ends the session).
+    pub(crate) fn push(self: &Arc<Self>, arrival: ExtensionStream) -> Result<(), ExtensionStream> {
+        let Some(direction) = direction(&arrival) else {
+            return Err(arrival);
+        };
+        self.with_core(|core| core.handle_peer_stream(direction, arrival))
+    }
+
+    /// Waits for one of the peer's stream credits of `direction`, when flow control is on.
+    pub(crate) async fn stream_credit(
+        self: &Arc<Self>,
+        direction: Direction,
+    ) -> Result<(), SessionError> {
+        if !self.flow_on {
+            return Ok(());
+        }
+        let wanted = Interest::CREDIT.or(Interest::ENDED);
+        self.wait(wanted, |inner| match inner.core.poll_open(direction) {
+            Credit::Ready(()) => Some(Ok(())),
+            Credit::Ended => Some(Err(end_of(inner))),
+            Credit::Blocked => None,
+        })
+        .await
+    }
+
+    /// Whether flow control is on: writes and reads of the session's streams then go through
+    /// [`SessionState::poll_data_credit`] and [`SessionState::on_read`].
+    pub(crate) fn flow_on(&self) -> bool {
+        self.flow_on
+    }
+
+    /// Takes up to `want` bytes of the peer's data credit, waiting while there is none; `key`
+    /// is the caller's place among the waiters, to give back with [`SessionState::forget`].
+    pub(crate) fn poll_data_credit(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        key: &mut WaitKey,
+        want: usize,
+    ) -> Poll<Result<usize, StreamError>> {
+        let wanted = Interest::CREDIT.or(Interest::ENDED);
+        self.poll_wait(cx, key, wanted, |inner| {
+            match inner.core.poll_reserve(want) {
+                Credit::Ready(n) => Some(Ok(n)),
+                Credit::Ended => Some(Err(StreamError::SessionGone)),
+                Credit::Blocked => None,
+            }
+        })
+    }
+
+    /// Gives back data credit that was taken and not used.
+    pub(crate) fn refund_data_credit(self: &Arc<Self>, n: usize) {
+        if n > 0 {
+            self.with_core(|core| core.handle_refund(n));
+        }
+    }
+
+    /// The application read `n` bytes of the peer's stream data: counts them, sends credit when
+    /// due, and ends the session if the peer sent more than it was allowed.
+    pub(crate) fn on_read(self: &Arc<Self>, n: usize) -> Result<(), StreamError> {
+        if !self.flow_on {
+            return Ok(());
+        }
+        self.with_core(|core| core.handle_read(n))
+            .map_err(|()| StreamError::SessionGone)
+    }
+
+    /// Waits for the next routed stream of `direction`, or the end of the session.
+    pub(crate) async fn next_arrival(
+        self: &Arc<Self>,
+        direction: Direction,
+    ) -> Result<ExtensionStream, SessionError> {
+        let arrived = match direction {
+            Direction::Bidi => Interest::ARRIVED_BIDI,
+            Direction::Uni => Interest::ARRIVED_UNI,
+        };
+        self.wait(arrived.or(Interest::ENDED), |inner| {
+            if inner.core.end().is_some() {
+                return Some(Err(end_of(inner)));
+            }
+            // Accepting may make stream credit due: `poll_wait` carries that out.
+            inner.core.poll_accept(direction).map(Ok)
+        })
+        .await
+    }
+
+    /// Waits until `check`, run under the lock at first and after each change in `interest`,
+    /// gives a value. The only wait loop of the session: the others are built on it.
+    async fn wait<T>(
+        self: &Arc<Self>,
+        interest: Interest,
+        mut check: impl FnMut(&mut StateInner) -> Option<T>,
+    ) -> T {
+        let mut waiting = Registration {
+            state: self,
+            key: WaitKey::NONE,
+        };
+        poll_fn(|cx| self.poll_wait(cx, &mut waiting.key, interest, &mut check)).await
+    }
+
+    /// [`SessionState::wait`], polled: `check` under the lock; if it gives nothing, registers
+    /// at `key` for `interest`, else gives `key`'s place back. Then carries out what the core
+    /// asks for (a check may take credit or a stream).
+    fn poll_wait<T>(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        key: &mut WaitKey,
+        interest: Interest,
+        check: impl FnOnce(&mut StateInner) -> Option<T>,
+    ) -> Poll<T> {
+        let mut inner = self.lock();
+        let value = check(&mut inner);
+        match value {
+            Some(_) => inner.waiters.remove(key),
+            None => inner.waiters.register(key, interest, cx.waker()),
+        }
+        self.after(inner);
+        match value {
+            Some(value) => Poll::Ready(value),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Gives back `key`'s place among the waiters, if it has one.
+    pub(crate) fn forget(&self, key: &mut WaitKey) {
+        if *key != WaitKey::NONE {
+            self.lock().waiters.remove(key);
+        }
+    }
+
+    pub(crate) fn set_connect_done(&self) {
+        let mut wake = Vec::new();
+        {
+            let mut inner = self.lock();
+            self.connect_done.store(true, Ordering::Release);
+            inner.waiters.wake(Interest::CONNECT_DONE, &mut wake);
+        }
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    pub(crate) async fn connect_done(self: &Arc<Self>) {
+        self.wait(Interest::CONNECT_DONE, |_| {
+            self.connect_done.load(Ordering::Acquire).then_some(())
+        })
+        .await;
+    }
+
+    pub(crate) async fn ended(self: &Arc<Self>) -> SessionError {
+        self.wait(Interest::ENDED, |inner| {
+            inner.core.end().is_some().then(|| end_of(inner))
+        })
+        .await
+    }
+
+    /// Ready once the session has ended; for the CONNECT stream's reader, whose place among
+    /// the waiters is `key`.
+    pub(crate) fn poll_ended(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        key: &mut WaitKey,
+    ) -> Poll<()> {
+        self.poll_wait(cx, key, Interest::ENDED, |inner| {
+            inner.core.end().map(|_| ())
+        })
+    }
+
+    pub(crate) async fn drained(self: &Arc<Self>) {
+        self.wait(Interest::DRAINED, |_| self.is_drained().then_some(()))
+            .await;
+    }
+}
+
+/// Why the session ended, from the core; only once it has.
+fn end_of(inner: &StateInner) -> SessionError {
+    inner
+        .core
+        .end()
+        .cloned()
+        .map_or(SessionError::LocallyClosed, SessionError::from)
+}
+
+/// A waiter's place, given back when its wait is over or dropped.
+struct Registration<'a> {
+    state: &'a SessionState,
+    key: WaitKey,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.state.forget(&mut self.key);
+    }
+}
+
+/// Which queue a peer's WebTransport stream goes to; `None` for a kind this crate does not
+/// know.
+fn direction(stream: &ExtensionStream) -> Option<Direction> {
+    match stream {
+        ExtensionStream::Bidi { .. } => Some(Direction::Bidi),
+        ExtensionStream::Uni { .. } => Some(Direction::Uni),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // What a session keeps while idle, less its streams and its core's allocations. It was 320
+    // bytes (176 under the lock) when its waiters were three waker lists, a waker slot and a
+    // `Notify`; one `Waiters` list made it 248 (136).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn the_shared_state_stays_small() {
+        assert!(
+            size_of::<SessionState>() <= 248,
+            "{}",
+            size_of::<SessionState>()
+        );
+        assert!(
+            size_of::<StateInner>() <= 136,
+            "{}",
+            size_of::<StateInner>()
+        );
+    }
+}
