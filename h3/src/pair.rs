@@ -379,7 +379,7 @@ impl Peer {
         if let Some(Incoming::Request { state, .. }) = self.incoming.insert(id, Incoming::Done) {
             let none = FrameStats::default();
             self.state
-                .handle_request_frames(&none, state.frames_received());
+                .handle_request_frames(&none, &state.frames_received());
         }
     }
 

@@ -40,7 +40,7 @@ use crate::proto::frame::Frame;
 use crate::proto::headers::{self, FieldLine, MessageError, RequestHead, ResponseHead};
 use crate::proto::message::{BodyLength, MessageFrames, MessagePart};
 use crate::proto::reader::{FrameEvent, FrameReader};
-use crate::stats::FrameStats;
+use crate::stats::{FrameStats, StreamFrames};
 
 /// What the peer sent next on a request stream; see the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub struct RequestState {
     /// A whole head section was handed out as [`RecvEvent::Head`].
     head_delivered: bool,
     /// Frames received, by type.
-    received: FrameStats,
+    received: StreamFrames,
     /// Encoded sizes of the last head and of the trailers received.
     head_bytes: u64,
     trailer_bytes: u64,
@@ -135,7 +135,7 @@ impl RequestState {
             connect: method == Some(&Method::CONNECT),
             head_deadline: None,
             head_delivered: false,
-            received: FrameStats::default(),
+            received: StreamFrames::default(),
             head_bytes: 0,
             trailer_bytes: 0,
         }
@@ -336,9 +336,9 @@ impl RequestState {
         self.body.received()
     }
 
-    /// The frames received so far, by type.
-    pub fn frames_received(&self) -> &FrameStats {
-        &self.received
+    /// The frames received so far, by type (HEADERS, DATA, and any other as `other`).
+    pub fn frames_received(&self) -> FrameStats {
+        self.received.to_stats()
     }
 
     /// Encoded sizes of the (last) head and of the trailers received so far.

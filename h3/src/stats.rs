@@ -108,6 +108,39 @@ impl FrameStats {
     }
 }
 
+/// The frames of one request stream, one direction: a request stream carries HEADERS and DATA,
+/// and any other type is counted as `other`. Small, since every request stream and WebTransport
+/// session keeps one per direction; added to the connection's [`FrameStats`] when it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StreamFrames {
+    pub(crate) headers: FrameCount,
+    pub(crate) data: FrameCount,
+    pub(crate) other: FrameCount,
+}
+
+impl StreamFrames {
+    /// Counts one frame of `ty` whose whole encoding is `bytes` long.
+    pub(crate) fn count(&mut self, ty: FrameType, bytes: u64) {
+        let slot = match ty {
+            FrameType::DATA => &mut self.data,
+            FrameType::HEADERS => &mut self.headers,
+            _ => &mut self.other,
+        };
+        slot.frames += 1;
+        slot.bytes += bytes;
+    }
+
+    /// The same counts as connection-wide [`FrameStats`] (`other` there too).
+    pub(crate) fn to_stats(self) -> FrameStats {
+        FrameStats {
+            headers: self.headers,
+            data: self.data,
+            other: self.other,
+            ..FrameStats::default()
+        }
+    }
+}
+
 /// The streams the peer opened, by kind (RFC 9114 §6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -281,6 +314,30 @@ mod tests {
             FrameCount {
                 frames: 5,
                 bytes: 41
+            }
+        );
+    }
+
+    #[test]
+    fn stream_frames_are_kept_small() {
+        // 48 bytes per direction per request stream or session.
+        assert_eq!(size_of::<StreamFrames>(), 48);
+        let mut frames = StreamFrames::default();
+        frames.count(FrameType::HEADERS, 10);
+        frames.count(FrameType::PUSH_PROMISE, 5);
+        let stats = frames.to_stats();
+        assert_eq!(
+            stats.headers,
+            FrameCount {
+                frames: 1,
+                bytes: 10
+            }
+        );
+        assert_eq!(
+            stats.other,
+            FrameCount {
+                frames: 1,
+                bytes: 5
             }
         );
     }

@@ -439,12 +439,13 @@ mod tests {
 
     // What a session keeps while idle, less its streams and its core's allocations. It was 320
     // bytes (176 under the lock) when its waiters were three waker lists, a waker slot and a
-    // `Notify`; one `Waiters` list made it 248 (136).
+    // `Notify`; one `Waiters` list made it 248 (136); the CONNECT stream's send-side stats
+    // (frames by type, body and section sizes, the peer's stop code) add 80.
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_shared_state_stays_small() {
         assert!(
-            size_of::<SessionState>() <= 248,
+            size_of::<SessionState>() <= 328,
             "{}",
             size_of::<SessionState>()
         );

@@ -415,11 +415,11 @@ impl Drop for RecvHalf {
     fn drop(&mut self) {
         {
             let received = self.state.frames_received();
-            if *received != FrameStats::default() {
+            if received != FrameStats::default() {
                 let mut inner = self.live.shared.lock();
                 inner
                     .proto
-                    .handle_request_frames(&FrameStats::default(), received);
+                    .handle_request_frames(&FrameStats::default(), &received);
             }
         }
         if self.datagrams {

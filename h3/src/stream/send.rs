@@ -17,7 +17,7 @@ use crate::proto::capsule::Capsule;
 use crate::proto::datagram::Datagram;
 use crate::proto::frame::{Frame, FrameHeader, FrameType};
 use crate::proto::headers;
-use crate::stats::{FrameStats, RequestStats};
+use crate::stats::{FrameStats, RequestStats, StreamFrames};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SendState {
@@ -35,9 +35,15 @@ pub struct SendHalf {
     /// Also the way to the connection: one pointer for both.
     live: Arc<Live>,
     /// Frames sent, by type; added to the connection's when this half is dropped.
-    frames: FrameStats,
-    /// What [`SendHalf::stats`] reports.
-    stats: RequestStats,
+    frames: StreamFrames,
+    /// Body bytes sent.
+    body_sent: u64,
+    /// Encoded sizes of the head and the trailers sent (a section is at most the peer's
+    /// SETTINGS_MAX_FIELD_SECTION_SIZE, far below 4 GiB).
+    head_sent: u32,
+    trailers_sent: u32,
+    /// The code the peer stopped the stream with, if a write saw it.
+    stopped_by_peer: Option<Code>,
 }
 
 impl SendHalf {
@@ -46,8 +52,11 @@ impl SendHalf {
             stream,
             state: SendState::Head,
             live,
-            frames: FrameStats::default(),
-            stats: RequestStats::default(),
+            frames: StreamFrames::default(),
+            body_sent: 0,
+            head_sent: 0,
+            trailers_sent: 0,
+            stopped_by_peer: None,
         }
     }
 
@@ -109,9 +118,10 @@ impl SendHalf {
         };
         let size = (headers.encoded_len() + section.len()) as u64;
         self.frames.count(FrameType::HEADERS, size);
+        let section_size = u32::try_from(section.len()).unwrap_or(u32::MAX);
         match self.state {
-            SendState::Head => self.stats.head_sent = section.len() as u64,
-            _ => self.stats.trailers_sent = section.len() as u64,
+            SendState::Head => self.head_sent = section_size,
+            _ => self.trailers_sent = section_size,
         }
         headers.encode(&mut header);
         self.write(&mut [header.freeze(), section]).await
@@ -134,7 +144,7 @@ impl SendHalf {
         frame.encode(&mut header);
         let size = (frame.encoded_len() + data.len()) as u64;
         self.frames.count(FrameType::DATA, size);
-        self.stats.body_sent += data.len() as u64;
+        self.body_sent += data.len() as u64;
         self.write(&mut [header.freeze(), data]).await
     }
 
@@ -178,7 +188,13 @@ impl SendHalf {
     /// What this half sent: body bytes, head and trailer sizes, and the code the peer stopped
     /// it with, if it did.
     pub fn stats(&self) -> RequestStats {
-        self.stats
+        RequestStats {
+            body_sent: self.body_sent,
+            head_sent: u64::from(self.head_sent),
+            trailers_sent: u64::from(self.trailers_sent),
+            stopped_by_peer: self.stopped_by_peer,
+            ..RequestStats::default()
+        }
     }
 
     /// Marks the request as settled: we have nothing left to deliver on it but FIN, and want
@@ -230,7 +246,7 @@ impl SendHalf {
         written.map_err(|e| {
             let error = write_error(self.shared(), e);
             if let StreamError::Stopped(code) = error {
-                self.stats.stopped_by_peer = Some(code);
+                self.stopped_by_peer = Some(code);
             }
             error
         })
@@ -239,12 +255,12 @@ impl SendHalf {
 
 impl Drop for SendHalf {
     fn drop(&mut self) {
-        if self.frames != FrameStats::default() {
-            let sent = &self.frames;
+        if self.frames != StreamFrames::default() {
+            let sent = self.frames.to_stats();
             let mut inner = self.live.shared.lock();
             inner
                 .proto
-                .handle_request_frames(sent, &FrameStats::default());
+                .handle_request_frames(&sent, &FrameStats::default());
         }
         if self.state != SendState::Done {
             // quinn would finish a dropped stream, which would pass a cut message off as
