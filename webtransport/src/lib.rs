@@ -70,6 +70,7 @@ pub mod error;
 mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
+mod held;
 pub mod proto;
 mod routes;
 pub mod server;

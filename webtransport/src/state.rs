@@ -18,6 +18,7 @@ use quay_h3::stream::{Datagrams, ExtensionStream, SendHalf};
 use crate::core::session::{Credit, Event, SessionCore, Transmit};
 use crate::error::{SessionError, StreamError};
 use crate::flow::FlowControl;
+use crate::held::HeldRef;
 use crate::proto::capsule::Direction;
 use crate::proto::error::WT_SESSION_GONE;
 use crate::waiter::{Interest, WaitKey, Waiters};
@@ -51,6 +52,9 @@ struct StateInner {
     waiters: Waiters,
     /// A task writes the core's transmits on the CONNECT stream.
     writing: bool,
+    /// The session's streams, to reset and stop when it ends (draft-16 §6). Entries of streams
+    /// already dropped are cleared out as the list grows.
+    held: Vec<HeldRef>,
 }
 
 impl SessionState {
@@ -65,6 +69,7 @@ impl SessionState {
                 core,
                 waiters: Waiters::default(),
                 writing: false,
+                held: Vec::new(),
             }),
             connect: tokio::sync::Mutex::new(connect),
             datagrams,
@@ -80,6 +85,23 @@ impl SessionState {
     /// `SendHalf::settle`), once the stream's writer is done with what it is writing.
     pub(crate) async fn settle_connect(&self) {
         self.connect.lock().await.settle();
+    }
+
+    /// Keeps a stream of the session, to end it when the session ends; ends it at once if the
+    /// session has ended already.
+    pub(crate) fn hold(&self, stream: HeldRef) {
+        let mut inner = self.lock();
+        if self.is_gone() {
+            drop(inner);
+            stream.end();
+            return;
+        }
+        let held = &mut inner.held;
+        // Amortised: the dropped streams' entries go whenever the list doubles.
+        if held.len() >= 8 && held.len().is_power_of_two() {
+            held.retain(HeldRef::is_alive);
+        }
+        held.push(stream);
     }
 
     pub(crate) fn is_gone(&self) -> bool {
@@ -139,6 +161,11 @@ impl SessionState {
             inner.waiters.wake(interest, &mut wake);
         }
         let refused: Vec<_> = std::iter::from_fn(|| inner.core.poll_refused()).collect();
+        let held = if ended {
+            std::mem::take(&mut inner.held)
+        } else {
+            Vec::new()
+        };
         let write = inner.core.wants_transmit() && !inner.writing;
         if write {
             inner.writing = true;
@@ -150,6 +177,10 @@ impl SessionState {
         }
         if ended {
             self.datagrams.stop();
+        }
+        // Draft-16 §6: every stream of the session, used or not, is reset and stopped now.
+        for stream in held {
+            stream.end();
         }
         for stream in refused {
             stream.refuse(WT_SESSION_GONE);
@@ -440,17 +471,18 @@ mod tests {
     // What a session keeps while idle, less its streams and its core's allocations. It was 320
     // bytes (176 under the lock) when its waiters were three waker lists, a waker slot and a
     // `Notify`; one `Waiters` list made it 248 (136); the CONNECT stream's send-side stats
-    // (frames by type, body and section sizes, the peer's stop code) add 80.
+    // (frames by type, body and section sizes, the peer's stop code) add 80, and the list of
+    // the session's streams, ended with it (draft-16 §6), 24.
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_shared_state_stays_small() {
         assert!(
-            size_of::<SessionState>() <= 328,
+            size_of::<SessionState>() <= 352,
             "{}",
             size_of::<SessionState>()
         );
         assert!(
-            size_of::<StateInner>() <= 136,
+            size_of::<StateInner>() <= 160,
             "{}",
             size_of::<StateInner>()
         );

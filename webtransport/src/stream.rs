@@ -6,18 +6,20 @@
 //! [`Session`](crate::Session) when it opens a stream and read before it hands one out; these
 //! types only carry the payload. They implement tokio's `AsyncRead` / `AsyncWrite`.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use quay_h3::proto::VarInt;
+use quay_transport::quinn::StreamId;
 use quay_transport::{ReadError, WriteError};
 use tokio::io::ReadBuf;
 
 use crate::error::{StreamError, peer_code};
+use crate::held::Held;
 use crate::proto::error::{WT_SESSION_GONE, app_code_to_h3};
 use crate::state::SessionState;
 use crate::waiter::WaitKey;
@@ -108,7 +110,9 @@ fn read_error(error: ReadError, mapping: &Mapping) -> StreamError {
 /// The sending side of a session's stream.
 #[derive(Debug)]
 pub struct SendStream {
-    inner: quay_transport::SendStream,
+    /// quinn's stream, which the session takes away and resets when it ends.
+    inner: Held<quay_transport::SendStream>,
+    id: StreamId,
     mapping: Mapping,
     /// Its place among the session's waiters while it waits for data credit.
     waiting: WaitKey,
@@ -116,10 +120,34 @@ pub struct SendStream {
 
 impl SendStream {
     pub(crate) fn new(inner: quay_transport::SendStream, mapping: Mapping) -> Self {
+        let id = inner.id();
+        let inner = Held::new(inner);
+        if let Mapping::Http3(state) = &mapping {
+            state.hold(inner.for_session());
+        }
         Self {
             inner,
+            id,
             mapping,
             waiting: WaitKey::NONE,
+        }
+    }
+
+    /// Polls one quinn operation on the stream, with its errors in our terms.
+    fn poll_quinn<T>(
+        &self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(
+            &mut quay_transport::SendStream,
+            &mut Context<'_>,
+        ) -> Poll<Result<T, WriteError>>,
+    ) -> Poll<Result<T, StreamError>> {
+        match self.inner.with(|stream| op(stream, cx)) {
+            Ok(Poll::Ready(result)) => {
+                Poll::Ready(result.map_err(|e| write_error(e, &self.mapping)))
+            }
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(gone) => Poll::Ready(Err(gone)),
         }
     }
 
@@ -134,7 +162,9 @@ impl SendStream {
 
     /// The session has ended: resets the stream with WT_SESSION_GONE (draft-16 §6).
     fn session_gone(&mut self) -> StreamError {
-        let _ = self.inner.reset(WT_SESSION_GONE.to_varint());
+        let _ = self
+            .inner
+            .with(|stream| stream.reset(WT_SESSION_GONE.to_varint()));
         StreamError::SessionGone
     }
 
@@ -148,14 +178,14 @@ impl SendStream {
     }
 
     /// The QUIC stream ID.
-    pub fn id(&self) -> quay_transport::quinn::StreamId {
-        self.inner.id()
+    pub fn id(&self) -> StreamId {
+        self.id
     }
 
     /// Up to `want` bytes of the session's data credit: all of them unless flow control is on,
     /// then as many as the peer allows, waiting while it allows none.
     async fn credit(&mut self, want: usize) -> Result<usize, StreamError> {
-        std::future::poll_fn(|cx| self.poll_credit(cx, want)).await
+        poll_fn(|cx| self.poll_credit(cx, want)).await
     }
 
     /// [`SendStream::credit`], polled.
@@ -195,14 +225,12 @@ impl SendStream {
             state: self.mapping.flow().cloned(),
             bytes: credit,
         };
-        let result = self.inner.write(&buf[..credit]).await;
-        match result {
-            Ok(written) => {
-                unused.bytes = credit - written;
-                Ok(written)
-            }
-            Err(error) => Err(write_error(error, &self.mapping)),
-        }
+        let part = &buf[..credit];
+        let written =
+            poll_fn(|cx| self.poll_quinn(cx, |stream, cx| pin!(stream.write(part)).poll(cx)))
+                .await?;
+        unused.bytes = credit - written;
+        Ok(written)
     }
 
     /// Writes all of `buf`. Ends with [`StreamError::SessionGone`] if the session ends while
@@ -212,10 +240,15 @@ impl SendStream {
         if self.mapping.flow().is_none() {
             let mapping = self.mapping.clone();
             let write = async {
-                self.inner
-                    .write_all(buf)
-                    .await
-                    .map_err(|e| write_error(e, &mapping))
+                // Bounded by `buf`: each turn writes at least one byte or fails.
+                while !buf.is_empty() {
+                    let written = poll_fn(|cx| {
+                        self.poll_quinn(cx, |stream, cx| pin!(stream.write(buf)).poll(cx))
+                    })
+                    .await?;
+                    buf = &buf[written..];
+                }
+                Ok(())
             };
             let result = mapping.until_session_end(write).await;
             return self.after_wait(result);
@@ -246,10 +279,19 @@ impl SendStream {
         // Bounded by `chunk`: each turn writes at least one byte or fails.
         loop {
             let credit = self.credit(chunk.len()).await?;
-            let part = chunk.split_to(credit);
-            if let Err(error) = self.inner.write_chunk(part).await {
-                self.refund(credit);
-                return Err(write_error(error, &self.mapping));
+            let mut part = [chunk.split_to(credit)];
+            // Bounded by `part`: each turn writes at least one byte or fails. One write is
+            // polled at a time, so that nothing is written by a future dropped half-way.
+            while !part[0].is_empty() {
+                let written = poll_fn(|cx| {
+                    let parts = &mut part;
+                    self.poll_quinn(cx, |stream, cx| pin!(stream.write_chunks(parts)).poll(cx))
+                })
+                .await;
+                if let Err(error) = written {
+                    self.refund(part[0].len());
+                    return Err(error);
+                }
             }
             if chunk.is_empty() {
                 return Ok(());
@@ -260,19 +302,23 @@ impl SendStream {
     /// Ends the stream cleanly (FIN).
     pub fn finish(&mut self) -> Result<(), StreamError> {
         self.check_session()?;
-        self.inner.finish().map_err(|_| StreamError::Closed)
+        self.inner
+            .with(|stream| stream.finish())?
+            .map_err(|_| StreamError::Closed)
     }
 
     /// Abandons the stream with application code `code` (RESET_STREAM).
     pub fn reset(&mut self, code: u32) -> Result<(), StreamError> {
+        let code = self.mapping.to_wire(code);
         self.inner
-            .reset(self.mapping.to_wire(code))
+            .with(|stream| stream.reset(code))?
             .map_err(|_| StreamError::Closed)
     }
 
     /// Waits until the peer has everything (`Ok(None)`) or stopped reading (`Ok(Some(code))`).
     pub async fn stopped(&self) -> Result<Option<u32>, StreamError> {
-        match self.inner.stopped().await {
+        let stopped = self.inner.with(|stream| stream.stopped())?;
+        match stopped.await {
             Ok(None) => Ok(None),
             Ok(Some(code)) => peer_code(code, self.mapping.mapped()).map(Some),
             Err(quay_transport::StoppedError::ConnectionLost(error)) => {
@@ -285,7 +331,7 @@ impl SendStream {
     /// Sets the stream's send priority (higher first; default 0).
     pub fn set_priority(&self, priority: i32) -> Result<(), StreamError> {
         self.inner
-            .set_priority(priority)
+            .with(|stream| stream.set_priority(priority))?
             .map_err(|_| StreamError::Closed)
     }
 }
@@ -295,7 +341,9 @@ impl Drop for SendStream {
         // quinn finishes a dropped stream; one of a session that has ended is reset instead
         // (draft-16 §6).
         if self.mapping.gone() {
-            let _ = self.inner.reset(WT_SESSION_GONE.to_varint());
+            let _ = self
+                .inner
+                .with(|stream| stream.reset(WT_SESSION_GONE.to_varint()));
         }
         if let Some(state) = self.mapping.flow() {
             state.forget(&mut self.waiting);
@@ -326,14 +374,15 @@ impl tokio::io::AsyncWrite for SendStream {
         let this = &mut *self;
         this.check_session()?;
         let credit = ready!(this.poll_credit(cx, buf.len()))?;
-        let result = Pin::new(&mut this.inner).poll_write(cx, &buf[..credit]);
+        let part = &buf[..credit];
+        let result = this.poll_quinn(cx, |stream, cx| Pin::new(stream).poll_write(cx, part));
         let written = match &result {
             Poll::Ready(Ok(written)) => *written,
             _ => 0,
         };
         this.refund(credit - written);
         let result = ready!(result);
-        Poll::Ready(result.map_err(|e| write_error(e, &this.mapping).into()))
+        Poll::Ready(result.map_err(io::Error::from))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -348,7 +397,9 @@ impl tokio::io::AsyncWrite for SendStream {
 /// The receiving side of a session's stream.
 #[derive(Debug)]
 pub struct RecvStream {
-    inner: quay_transport::RecvStream,
+    /// quinn's stream, which the session takes away and stops when it ends.
+    inner: Held<quay_transport::RecvStream>,
+    id: StreamId,
     /// Payload read together with the stream header; comes before anything in `inner`.
     buffered: Bytes,
     mapping: Mapping,
@@ -360,10 +411,31 @@ impl RecvStream {
         buffered: Bytes,
         mapping: Mapping,
     ) -> Self {
+        let id = inner.id();
+        let inner = Held::new(inner);
+        if let Mapping::Http3(state) = &mapping {
+            state.hold(inner.for_session());
+        }
         Self {
             inner,
+            id,
             buffered,
             mapping,
+        }
+    }
+
+    /// Polls one quinn operation on the stream, with its errors in our terms.
+    fn poll_quinn<T>(
+        &self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut quay_transport::RecvStream, &mut Context<'_>) -> Poll<Result<T, ReadError>>,
+    ) -> Poll<Result<T, StreamError>> {
+        match self.inner.with(|stream| op(stream, cx)) {
+            Ok(Poll::Ready(result)) => {
+                Poll::Ready(result.map_err(|e| read_error(e, &self.mapping)))
+            }
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(gone) => Poll::Ready(Err(gone)),
         }
     }
 
@@ -377,13 +449,15 @@ impl RecvStream {
     /// The session has ended: stops the stream with WT_SESSION_GONE (draft-16 §6).
     fn session_gone(&mut self) -> StreamError {
         self.buffered.clear();
-        let _ = self.inner.stop(WT_SESSION_GONE.to_varint());
+        let _ = self
+            .inner
+            .with(|stream| stream.stop(WT_SESSION_GONE.to_varint()));
         StreamError::SessionGone
     }
 
     /// The QUIC stream ID.
-    pub fn id(&self) -> quay_transport::quinn::StreamId {
-        self.inner.id()
+    pub fn id(&self) -> StreamId {
+        self.id
     }
 
     /// Reads into `buf`; `Ok(None)` at the end of the stream.
@@ -396,11 +470,12 @@ impl RecvStream {
             return Ok(Some(n));
         }
         let mapping = &self.mapping;
+        let want = buf.len();
         let read = async {
-            self.inner
-                .read(buf)
-                .await
-                .map_err(|e| read_error(e, mapping))
+            let n =
+                poll_fn(|cx| self.poll_quinn(cx, |stream, cx| stream.poll_read(cx, buf))).await?;
+            // quinn reads nothing into a non-empty buffer only at the end.
+            Ok((n > 0 || want == 0).then_some(n))
         };
         let read = match mapping.until_session_end(read).await {
             Err(StreamError::SessionGone) => return Err(self.session_gone()),
@@ -421,10 +496,11 @@ impl RecvStream {
         } else {
             let mapping = &self.mapping;
             let read = async {
-                match self.inner.read_chunk(max, true).await {
-                    Ok(chunk) => Ok(chunk.map(|chunk| chunk.bytes)),
-                    Err(error) => Err(read_error(error, mapping)),
-                }
+                let chunk = poll_fn(|cx| {
+                    self.poll_quinn(cx, |stream, cx| pin!(stream.read_chunk(max, true)).poll(cx))
+                })
+                .await?;
+                Ok(chunk.map(|chunk| chunk.bytes))
             };
             match mapping.until_session_end(read).await {
                 Err(StreamError::SessionGone) => return Err(self.session_gone()),
@@ -453,8 +529,9 @@ impl RecvStream {
     /// Stops reading with application code `code` (STOP_SENDING).
     pub fn stop(&mut self, code: u32) -> Result<(), StreamError> {
         self.buffered.clear();
+        let code = self.mapping.to_wire(code);
         self.inner
-            .stop(self.mapping.to_wire(code))
+            .with(|stream| stream.stop(code))?
             .map_err(|_| StreamError::Closed)
     }
 }
@@ -464,7 +541,9 @@ impl Drop for RecvStream {
         // quinn stops a dropped stream with code 0; one of a session that has ended is stopped
         // with WT_SESSION_GONE (draft-16 §6).
         if self.mapping.gone() {
-            let _ = self.inner.stop(WT_SESSION_GONE.to_varint());
+            let _ = self
+                .inner
+                .with(|stream| stream.stop(WT_SESSION_GONE.to_varint()));
         }
     }
 }
@@ -484,8 +563,7 @@ impl tokio::io::AsyncRead for RecvStream {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        let result = ready!(this.inner.poll_read_buf(cx, buf));
-        result.map_err(|e| io::Error::from(read_error(e, &this.mapping)))?;
+        ready!(this.poll_quinn(cx, |stream, cx| stream.poll_read_buf(cx, buf)))?;
         this.mapping.on_read(buf.filled().len() - before)?;
         Poll::Ready(Ok(()))
     }

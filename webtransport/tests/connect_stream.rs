@@ -278,3 +278,72 @@ async fn a_read_or_write_that_waits_ends_with_the_session_and_its_stream_is_rese
         "{reset:?}"
     );
 }
+
+// draft-16 §6, for streams nobody uses: the server accepts a stream and opens one of its own,
+// then leaves both alone (the handles stay alive in its task). When the client closes the
+// session, both are reset and stopped with WT_SESSION_GONE at once, not when the application
+// next touches or drops them.
+#[tokio::test]
+async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
+    let (server, builder) = common::default_server();
+    let url = format!(
+        "https://localhost:{}/s",
+        server.local_addr().unwrap().port()
+    );
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let session = server.accept().await.unwrap().ok().await.unwrap();
+        let accepted = session.accept_bi().await.unwrap();
+        let mut opened = session.open_uni().await.unwrap();
+        opened.write_all(b"from the server").await.unwrap();
+        let _ = ready_tx.send(());
+        // Idle until the test is over: the streams are neither used nor dropped.
+        let _ = release.await;
+        drop((session, accepted, opened));
+    });
+    let (client, connect) = common::open_raw_session(&url, &builder).await;
+    let id = connect.id();
+    let (mut send, mut recv) = client.connection().open_bi().await.unwrap();
+    let signal = FrameType::WEBTRANSPORT_STREAM.to_varint();
+    send.write_all(&common::stream_header(signal, id, b"hello"))
+        .await
+        .unwrap();
+    // The h3 client's connection task takes WebTransport's streams and hands them out.
+    let Some(quay_h3::stream::ExtensionStream::Uni { recv: mut uni, .. }) =
+        bounded(client.accept_extension_stream()).await
+    else {
+        panic!("the server's unidirectional stream");
+    };
+    bounded(ready).await.unwrap();
+    let (mut connect_send, _connect_recv) = connect.split();
+    connect_send
+        .send_capsule(&WtCapsule::close(7, "bye").to_capsule())
+        .await
+        .unwrap();
+    connect_send.finish().unwrap();
+
+    let gone = quay_webtransport::proto::error::WT_SESSION_GONE.to_varint();
+    // The accepted stream: its receive side stopped, its send side reset.
+    assert_eq!(bounded(send.stopped()).await.unwrap(), Some(gone));
+    let mut buf = [0; 64];
+    let read = bounded(recv.read(&mut buf)).await;
+    assert!(
+        matches!(read, Err(quay_transport::ReadError::Reset(code)) if code == gone),
+        "{read:?}"
+    );
+    // The server's own unidirectional stream: reset (after the bytes it had sent, if any
+    // arrived first).
+    let reset = loop {
+        match bounded(uni.read_chunk(usize::MAX, true)).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended cleanly"),
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(reset, quay_transport::ReadError::Reset(code) if code == gone),
+        "{reset:?}"
+    );
+    let _ = release_tx.send(());
+}

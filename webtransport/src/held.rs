@@ -1,0 +1,99 @@
+//! [`Held`]: a session stream's QUIC handle, shared with its session so that the session's end
+//! resets or stops it at once.
+//!
+//! Draft-16 §6: when a session ends, the endpoint resets the sending side and stops the
+//! receiving side of every stream of that session with WT_SESSION_GONE. quinn resets or stops a
+//! stream only through its handle, and the handle belongs to the application's stream object,
+//! which may sit unused. So the handle lives behind a lock the session can reach too: the
+//! session keeps a weak reference ([`HeldRef`]) and, when it ends, takes every handle out and
+//! resets or stops it. A stream whose handle was taken reports the session's end. Until then
+//! each use of a stream takes this uncontended lock.
+//!
+//! This module does not decide when a session ends (the session core does) or what a stream
+//! operation means (the stream types do).
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use quay_transport::{RecvStream, SendStream};
+
+use crate::error::StreamError;
+use crate::proto::error::WT_SESSION_GONE;
+
+/// A QUIC stream handle the session can take away; see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Held<S>(Arc<Mutex<Option<S>>>);
+
+impl<S> Held<S> {
+    pub(crate) fn new(stream: S) -> Self {
+        Self(Arc::new(Mutex::new(Some(stream))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<S>> {
+        // A panic while holding the lock leaves a plain handle behind; keep going.
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Runs `op` on the stream; [`StreamError::SessionGone`] if the session took it away.
+    pub(crate) fn with<T>(&self, op: impl FnOnce(&mut S) -> T) -> Result<T, StreamError> {
+        self.lock().as_mut().map(op).ok_or(StreamError::SessionGone)
+    }
+}
+
+impl Held<SendStream> {
+    /// A weak reference for the session.
+    pub(crate) fn for_session(&self) -> HeldRef {
+        HeldRef::Send(Arc::downgrade(&self.0))
+    }
+}
+
+impl Held<RecvStream> {
+    /// A weak reference for the session.
+    pub(crate) fn for_session(&self) -> HeldRef {
+        HeldRef::Recv(Arc::downgrade(&self.0))
+    }
+}
+
+/// What a session keeps of each of its streams, to end them with it.
+#[derive(Debug)]
+pub(crate) enum HeldRef {
+    /// A sending side: reset when the session ends.
+    Send(Weak<Mutex<Option<SendStream>>>),
+    /// A receiving side: stopped when the session ends.
+    Recv(Weak<Mutex<Option<RecvStream>>>),
+}
+
+impl HeldRef {
+    /// Whether the stream object still exists.
+    pub(crate) fn is_alive(&self) -> bool {
+        match self {
+            Self::Send(weak) => weak.strong_count() > 0,
+            Self::Recv(weak) => weak.strong_count() > 0,
+        }
+    }
+
+    /// The session ended: takes the handle away and resets (send) or stops (receive) the
+    /// stream with WT_SESSION_GONE (draft-16 §6). Nothing if the stream object is gone.
+    pub(crate) fn end(self) {
+        let code = WT_SESSION_GONE.to_varint();
+        match self {
+            Self::Send(weak) => {
+                if let Some(stream) = weak.upgrade().and_then(|held| take(&held)) {
+                    let mut stream = stream;
+                    let _ = stream.reset(code);
+                }
+            }
+            Self::Recv(weak) => {
+                if let Some(stream) = weak.upgrade().and_then(|held| take(&held)) {
+                    let mut stream = stream;
+                    let _ = stream.stop(code);
+                }
+            }
+        }
+    }
+}
+
+fn take<S>(held: &Mutex<Option<S>>) -> Option<S> {
+    held.lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .take()
+}
