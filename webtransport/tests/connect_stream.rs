@@ -266,6 +266,12 @@ async fn a_read_or_write_that_waits_ends_with_the_session_and_its_stream_is_rese
     let gone = quay_webtransport::proto::error::WT_SESSION_GONE.to_varint();
     assert_eq!(bounded(send.stopped()).await.unwrap(), Some(gone));
     // Bounded by the 6 MiB the writer could send before it had to wait.
+    assert_reset_with(&mut recv, gone).await;
+}
+
+/// Reads `recv` past what arrived before its reset, and checks the reset's code.
+async fn assert_reset_with(recv: &mut quay_transport::RecvStream, code: VarInt) {
+    // Bounded by what the peer sent before the reset.
     let reset = loop {
         match bounded(recv.read_chunk(usize::MAX, true)).await {
             Ok(Some(_)) => continue,
@@ -274,7 +280,7 @@ async fn a_read_or_write_that_waits_ends_with_the_session_and_its_stream_is_rese
         }
     };
     assert!(
-        matches!(reset, quay_transport::ReadError::Reset(code) if code == gone),
+        matches!(reset, quay_transport::ReadError::Reset(got) if got == code),
         "{reset:?}"
     );
 }
@@ -334,16 +340,6 @@ async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
     );
     // The server's own unidirectional stream: reset (after the bytes it had sent, if any
     // arrived first).
-    let reset = loop {
-        match bounded(uni.read_chunk(usize::MAX, true)).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the stream ended cleanly"),
-            Err(error) => break error,
-        }
-    };
-    assert!(
-        matches!(reset, quay_transport::ReadError::Reset(code) if code == gone),
-        "{reset:?}"
-    );
+    assert_reset_with(&mut uni, gone).await;
     let _ = release_tx.send(());
 }
