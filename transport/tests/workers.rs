@@ -11,8 +11,10 @@ use std::time::Duration;
 use quay_transport::keys::ServiceKeys;
 use quay_transport::quic_lb::{ConfigId, QuicLbConfig, ServerId};
 use quay_transport::quinn::TokioRuntime;
-use quay_transport::workers::{Worker, WorkerGroup};
-use quay_transport::{ClientBuilder, Connection, Endpoint, Incoming, ServerBuilder, Trust};
+use quay_transport::workers::{Handover, HandoverError, Worker, WorkerGroup};
+use quay_transport::{
+    ClientBuilder, Connection, Endpoint, EndpointError, Incoming, ServerBuilder, Trust,
+};
 use tokio::task::JoinSet;
 
 mod common;
@@ -31,6 +33,11 @@ struct Seen {
 /// 8 octets.
 async fn serve(worker: Worker, seen: Arc<Seen>) {
     let index = worker.index;
+    serve_as(worker, index, seen).await;
+}
+
+/// [`serve`], the worker answering as `index`.
+async fn serve_as(worker: Worker, index: usize, seen: Arc<Seen>) {
     while let Some(incoming) = worker.endpoint.accept().await {
         *seen.accepted.lock().unwrap().entry(index).or_default() += 1;
         tokio::spawn(serve_connection(incoming, index, seen.clone()));
@@ -300,6 +307,174 @@ fn unsteered_pair(
         });
     }
     (addr, endpoints, tasks)
+}
+
+/// A BPF file system mounted on a fresh temporary directory, for one test's handover maps;
+/// unmounted on drop. Needs root (CI runs as root).
+struct BpfFs {
+    dir: tempfile::TempDir,
+}
+
+impl BpfFs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a BPF file system needs root");
+        Self { dir }
+    }
+
+    fn handover(&self) -> Handover {
+        Handover::new(self.dir.path().join("port"))
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A handover group of two workers on `addr`, which answer with their slot rather than their
+/// index, so a client can tell the generations apart.
+fn start_handover(
+    builder: &ServerBuilder,
+    handover: Handover,
+    addr: SocketAddr,
+    seen: &Arc<Seen>,
+) -> Result<WorkerGroup, EndpointError> {
+    let seen = seen.clone();
+    builder
+        .clone()
+        .handover(handover)
+        .bind_workers(addr, 2, move |worker| {
+            let slot = worker.slot.expect("a handover worker has a slot");
+            serve_as(worker, slot, seen.clone())
+        })
+}
+
+/// Connects `count` connections to `server` from `clients` and echoes once on each; returns
+/// them with the worker (slot) that answered.
+async fn connect_and_echo(
+    clients: &[Endpoint],
+    server: SocketAddr,
+    first_number: u64,
+    count: u64,
+) -> Vec<(u64, Connection, usize)> {
+    let mut tasks = JoinSet::new();
+    for number in first_number..first_number + count {
+        let client = clients[number as usize % clients.len()].clone();
+        tasks.spawn(async move {
+            let connection = bounded(client.connect(server, "localhost").unwrap())
+                .await
+                .unwrap();
+            let worker = bounded(echo(&connection, number)).await.unwrap();
+            (number, connection, worker)
+        });
+    }
+    tasks.join_all().await
+}
+
+/// Echoes once more on every connection and checks it comes from the same worker as before.
+async fn echo_again(open: &[(u64, Connection, usize)]) {
+    let mut tasks = JoinSet::new();
+    for (number, connection, worker) in open {
+        let (number, connection, worker) = (*number, connection.clone(), *worker);
+        tasks.spawn(async move {
+            let again = bounded(echo(&connection, number)).await;
+            assert_eq!(again, Ok(worker), "connection {number}");
+        });
+    }
+    tasks.join_all().await;
+}
+
+// Several processes on one port (here, groups in one process, which the kernel tells apart no
+// better): a second group takes every new connection, the first keeps its own even when their
+// clients move, and the second keeps its own when the first closes its sockets (which would
+// renumber a classic BPF group).
+#[tokio::test]
+async fn a_second_group_takes_new_connections_and_the_first_keeps_its_own() {
+    let bpf = BpfFs::mount();
+    let (identity, trust) = identity_and_trust();
+    let builder = ServerBuilder::new(identity).service_keys(ServiceKeys::generate());
+    let (seen_a, seen_b) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let a = start_handover(&builder, bpf.handover(), any, &seen_a).unwrap();
+    assert_eq!(a.slots(), Some(0..2));
+    let addr = a.local_addr();
+    let clients = clients(&trust);
+
+    let old = connect_and_echo(&clients, addr, 0, 60).await;
+    assert!(old.iter().all(|(_, _, worker)| *worker < 2), "served by A");
+
+    let b = start_handover(&builder, bpf.handover(), addr, &seen_b).unwrap();
+    assert_eq!(b.slots(), Some(16..18));
+    // A third process while A and B both hold the port is refused.
+    let third = start_handover(&builder, bpf.handover(), addr, &Arc::default()).unwrap_err();
+    assert!(
+        matches!(third, EndpointError::Handover(HandoverError::Busy)),
+        "{third}"
+    );
+
+    // Every client moves: the kernel's 4-tuple hash would now scatter A's connections.
+    for client in &clients {
+        client
+            .rebind(UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+    }
+    echo_again(&old).await;
+    let new = connect_and_echo(&clients, addr, 1000, 60).await;
+    let on_b: Vec<usize> = new.iter().map(|(_, _, worker)| *worker).collect();
+    assert!(on_b.iter().all(|w| (16..18).contains(w)), "{on_b:?}");
+    assert!(on_b.contains(&16) && on_b.contains(&17), "{on_b:?}");
+
+    // A leaves; B's connections stay put, and B takes every new one.
+    for (_, connection, _) in &old {
+        connection.close(0u32.into(), b"done");
+    }
+    stop(a).await;
+    echo_again(&new).await;
+    let newer = connect_and_echo(&clients, addr, 2000, 20).await;
+    assert!(newer.iter().all(|(_, _, worker)| (16..18).contains(worker)));
+
+    // With A gone, the next process takes A's generation.
+    let c = start_handover(&builder, bpf.handover(), addr, &Arc::default()).unwrap();
+    assert_eq!(c.slots(), Some(0..2));
+    echo_again(&new).await;
+    for (_, connection, _) in new.iter().chain(&newer) {
+        connection.close(0u32.into(), b"done");
+    }
+    stop(b).await;
+    stop(c).await;
+    assert_eq!(seen_a.accepted.lock().unwrap().values().sum::<usize>(), 60);
+    assert_eq!(seen_b.accepted.lock().unwrap().values().sum::<usize>(), 80);
+}
+
+#[test]
+fn a_handover_directory_must_be_on_a_bpf_file_system() {
+    let (identity, _) = identity_and_trust();
+    let dir = tempfile::tempdir().unwrap();
+    let error = ServerBuilder::new(identity)
+        .handover(Handover::new(dir.path().join("port")))
+        .bind_workers("127.0.0.1:0".parse().unwrap(), 2, |_| async {})
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("is not on a BPF file system"),
+        "{error}"
+    );
+    let error = ServerBuilder::new(identity_and_trust().0)
+        .handover(Handover::new(dir.path()))
+        .bind_workers("127.0.0.1:0".parse().unwrap(), 17, |_| async {})
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "a worker group has 1 to 16 workers here, not 17"
+    );
 }
 
 #[test]
