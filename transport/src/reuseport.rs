@@ -4,10 +4,10 @@
 //! Two programs, one per way of running:
 //! - **one process** ([`attach_steering`]): a classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`)
 //!   that returns a socket *index* in the group;
-//! - **processes that hand the port over** ([`Steering`]): an eBPF program of type
+//! - **processes that hand the port over** ([`steering_program`]): an eBPF program of type
 //!   `BPF_PROG_TYPE_SK_REUSEPORT` (`SO_ATTACH_REUSEPORT_EBPF`) that picks a socket by *slot* in a
 //!   `BPF_MAP_TYPE_REUSEPORT_SOCKARRAY` map, which survives other processes joining and leaving
-//!   the group. See [`steering_program`].
+//!   the group.
 //!
 //! ## Classic BPF
 //!

@@ -53,9 +53,10 @@
 //! - the maps are pinned in a directory on a BPF file system ([`Handover::new`]), where the
 //!   next process finds them. Every process on the port must use the same directory;
 //! - the old process is told to drain by its operator (a signal, say): it stops accepting,
-//!   sends HTTP/3 GOAWAY and WebTransport WT_DRAIN_SESSION (see `quay_h3::server::Connection::
-//!   shutdown` and `quay_webtransport::Session::drain`), and exits when its connections end.
-//!   The transport does not decide when; `h3-server` shows one way.
+//!   sends HTTP/3 GOAWAY and WebTransport WT_DRAIN_SESSION (see
+//!   `quay_h3::server::Connection::shutdown` and `quay_webtransport::Session::drain`), and
+//!   exits when its connections end. The transport does not decide when; `h3-server` shows one
+//!   way.
 //!
 //! Share [`crate::keys::ServiceKeys`] between the processes, so that either can validate the
 //! other's address-validation tokens and reset a connection whose process is gone.
