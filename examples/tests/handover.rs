@@ -10,6 +10,7 @@
 //! for the test), as CI has.
 #![cfg(target_os = "linux")]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,11 +72,23 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(name: &'static str, listen: SocketAddr, handover: &Path, pem: &Path) -> Self {
+        let handover = [OsStr::new("--handover"), handover.as_os_str()];
+        Self::start_with(name, listen, &handover, "10", pem)
+    }
+
+    /// Starts a server with `extra` arguments and a drain timeout of `drain_timeout` seconds.
+    fn start_with(
+        name: &'static str,
+        listen: SocketAddr,
+        extra: &[&OsStr],
+        drain_timeout: &str,
+        pem: &Path,
+    ) -> Self {
         let mut child = Command::new(SERVER)
             .arg("--listen")
             .arg(listen.to_string())
-            .args(["--workers", "2", "--drain-timeout", "10", "--handover"])
-            .arg(handover)
+            .args(["--workers", "2", "--drain-timeout", drain_timeout])
+            .args(extra)
             .arg("--cert")
             .arg(pem.join("cert.pem"))
             .arg("--key")
@@ -400,4 +413,42 @@ async fn a_new_process_takes_over_and_the_old_one_drains_losing_nothing() {
     for endpoint in endpoints {
         endpoint.close(0u32.into(), b"done");
     }
+}
+
+// The drain is bounded: clients that neither finish nor close are closed at the drain timeout,
+// and the process exits (here without a successor, and without --handover: draining needs no
+// eBPF).
+#[tokio::test]
+async fn a_drain_ends_at_its_timeout_when_clients_linger() {
+    let pem = tempfile::tempdir().unwrap();
+    let identity = Identity::self_signed(["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(pem.path().join("cert.pem"), identity.certificate_pem()).unwrap();
+    std::fs::write(pem.path().join("key.pem"), identity.private_key_pem()).unwrap();
+    let trust = Trust::CertificateHashes(vec![identity.certificate_hash()]);
+    let mut server = ServerProcess::start_with(
+        "server",
+        "127.0.0.1:0".parse().unwrap(),
+        &[],
+        "1",
+        pem.path(),
+    );
+    let endpoint = ClientBuilder::new()
+        .trust(trust)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let (client, session) = open_session(&endpoint, server.addr).await;
+    // A request whose body never ends, and a session that never closes.
+    let stream = bounded("request", start_request(&client, server.addr, 1))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    server.terminate();
+    server.wait_for("server", "draining");
+    bounded("WT_DRAIN_SESSION", session.drained()).await;
+    bounded("the close", session.closed()).await;
+    server.wait_exit("server");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the drain took {took:?}");
+    assert_eq!(server.count("drained"), 1);
+    drop(stream);
 }
