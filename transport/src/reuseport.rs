@@ -425,7 +425,7 @@ pub(crate) fn parse_config_value(value: [u8; 4]) -> (u32, u32) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Insn {
     code: u8,
-    /// Destination register in the low four bits, source in the high four.
+    /// Destination and source registers, four bits each (see [`Asm::push`]).
     regs: u8,
     off: i16,
     imm: i32,
@@ -679,9 +679,16 @@ struct Asm {
 
 impl Asm {
     fn push(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        // `struct bpf_insn` packs the registers in two 4-bit fields, `dst_reg` first: the low
+        // nibble on little-endian machines, the high one on big-endian ones.
+        let regs = if cfg!(target_endian = "little") {
+            dst | src << 4
+        } else {
+            dst << 4 | src
+        };
         self.insns.push(Insn {
             code,
-            regs: dst | src << 4,
+            regs,
             off,
             imm,
         });
