@@ -34,7 +34,7 @@
 //! # }
 //! ```
 
-// One module, `reuseport`, needs `unsafe` for a socket option; it allows it for itself.
+// One module, `reuseport`, needs `unsafe` for socket options and bpf(2); it allows it for itself.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -119,8 +119,12 @@ pub enum EndpointError {
     /// The TLS configuration has no cipher suite QUIC can use.
     #[error("TLS configuration unusable for QUIC: {0}")]
     Quic(String),
+    /// A worker group could not join its port for a hand-over ([`workers::Handover`]).
+    #[error("{0}")]
+    Handover(#[from] workers::HandoverError),
     /// A worker group has 1 to [`workers::MAX_WORKERS`] workers
-    /// ([`ServerBuilder::bind_workers`]).
+    /// ([`ServerBuilder::bind_workers`]), or [`workers::MAX_HANDOVER_WORKERS`] with a
+    /// hand-over.
     #[error("a worker group has 1 to {max} workers here, not {workers}")]
     WorkerCount {
         /// The number asked for.

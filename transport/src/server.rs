@@ -19,6 +19,7 @@ use crate::identity::Identity;
 use crate::keys::ServiceKeys;
 use crate::options::{TransportOptions, bind_endpoint};
 use crate::quic_lb::{QuicLbConfig, QuicLbError, QuicLbGenerator, ServerId, WorkerField};
+use crate::workers::Handover;
 use crate::{EndpointError, crypto_provider};
 
 /// Builds server endpoints.
@@ -44,6 +45,7 @@ pub struct ServerBuilder {
     pub(crate) options: TransportOptions,
     keys: Option<ServiceKeys>,
     quic_lb: Option<(QuicLbConfig, ServerId)>,
+    pub(crate) handover: Option<Handover>,
 }
 
 impl ServerBuilder {
@@ -54,6 +56,7 @@ impl ServerBuilder {
             options: TransportOptions::default(),
             keys: None,
             quic_lb: None,
+            handover: None,
         }
     }
 

@@ -31,10 +31,41 @@
 //!
 //! Limits: at most 32 workers (five bits), and [`MAX_WORKERS`] in all: 32 on Linux, 1 elsewhere
 //! (the steering program is Linux's); the sockets must be the only ones bound to the port
-//! (another process's socket joining the group would shift the kernel's numbering).
+//! (another process's socket joining the group would shift the kernel's numbering). To share
+//! the port with other processes, use a [`Handover`].
+//!
+//! ## Handing the port to another process
+//!
+//! With [`ServerBuilder::handover`], a group steers with an eBPF program instead
+//! (`SO_ATTACH_REUSEPORT_EBPF`, Linux 4.19 or later, root or CAP_BPF with CAP_NET_ADMIN), so
+//! that a new process, a new version of the server say, can start beside a running one on the
+//! same port, take every new connection, and leave the old process its own connections until
+//! they end:
+//! - the worker bits are a *slot* of a socket map (`BPF_MAP_TYPE_REUSEPORT_SOCKARRAY`) rather
+//!   than an index in the group, so they keep naming the same socket when other processes'
+//!   sockets join or leave. The high bit of the five is a *generation*: a process takes the
+//!   sixteen slots of the generation the running process does not use, so at most 16 workers
+//!   per process, and two processes on the port at once;
+//! - a second map holds which slots take new connections; the newest process writes its own
+//!   there once its endpoints are ready, and from then on new connections reach it only,
+//!   while packets that name a worker of the old process still reach it (see the program's
+//!   rules in `reuseport.rs`);
+//! - the maps are pinned in a directory on a BPF file system ([`Handover::new`]), where the
+//!   next process finds them. Every process on the port must use the same directory;
+//! - the old process is told to drain by its operator (a signal, say): it stops accepting,
+//!   sends HTTP/3 GOAWAY and WebTransport WT_DRAIN_SESSION (see
+//!   `quay_h3::server::Connection::shutdown` and `quay_webtransport::Session::drain`), and
+//!   exits when its connections end. The transport does not decide when; `h3-server` shows one
+//!   way.
+//!
+//! Share [`crate::keys::ServiceKeys`] between the processes, so that either can validate the
+//! other's address-validation tokens and reset a connection whose process is gone.
 
 use std::future::Future;
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -47,12 +78,101 @@ use crate::EndpointError;
 use crate::options::set_buffer_sizes;
 use crate::quic_lb::{WorkerField, random};
 #[cfg(target_os = "linux")]
-use crate::reuseport::attach_steering;
+use crate::reuseport::{self, attach_steering};
 use crate::server::ServerBuilder;
 
 /// The most workers a group can have on this system: 32 on Linux, whose kernel steers packets
 /// (five bits of the connection ID name the worker); 1 elsewhere.
 pub const MAX_WORKERS: usize = if cfg!(target_os = "linux") { 32 } else { 1 };
+
+/// The most workers a group can have with a [`Handover`]: 16, half the slots, since the old
+/// process keeps the other half while it drains.
+pub const MAX_HANDOVER_WORKERS: usize = 16;
+
+/// Where the processes that hand one port over to each other meet: a directory on a BPF file
+/// system (bpffs) that holds the steering maps. Set it with [`ServerBuilder::handover`]; see
+/// [the module](crate::workers#handing-the-port-to-another-process).
+///
+/// Use one directory per port (per service): it records which process takes new
+/// connections. The directory is created if its parent is on a BPF file system. On most
+/// systems one is mounted at `/sys/fs/bpf`; where none is, root can mount one:
+/// `mount -t bpf bpf /sys/fs/bpf`.
+///
+/// ```no_run
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use quay_transport::workers::Handover;
+/// use quay_transport::{Identity, ServerBuilder};
+///
+/// let server = ServerBuilder::new(Identity::self_signed(["localhost"])?)
+///     .handover(Handover::new("/sys/fs/bpf/quay-4433"));
+/// // Started while another process serves the port, this group takes its new connections.
+/// let group = server.bind_workers("[::]:4433".parse()?, 2, |worker| async move {
+///     while let Some(incoming) = worker.endpoint.accept().await {
+/// #       drop(incoming);
+///         // serve it
+///     }
+/// })?;
+/// # drop(group);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Handover {
+    dir: PathBuf,
+}
+
+impl Handover {
+    /// The meeting place in `dir`, a directory on a BPF file system (or to be made in one).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Why a group could not join a port with a [`Handover`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoverError {
+    /// The directory is not on a BPF file system, where the maps must be pinned.
+    #[error(
+        "{0} is not on a BPF file system; mount one (as root: mount -t bpf bpf /sys/fs/bpf) and use a directory in it"
+    )]
+    NotBpfFs(PathBuf),
+    /// The kernel does not let this process use eBPF.
+    #[error(
+        "the kernel does not permit eBPF socket steering here ({0}); it needs root, or CAP_BPF and CAP_NET_ADMIN"
+    )]
+    NotPermitted(io::Error),
+    /// Two processes hold the port already: one still drains. Wait until it exits.
+    #[error(
+        "two processes hold this port already (one is still draining); start another when the old one has exited"
+    )]
+    Busy,
+    /// The kernel refused the steering program (too old a kernel, say: Linux 4.19 or later is
+    /// needed).
+    #[error("the kernel refused the steering program: {error}; verifier: {log}")]
+    Program {
+        /// What bpf(2) said.
+        error: io::Error,
+        /// The verifier's log.
+        log: String,
+    },
+    /// Another system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// Hand-over needs Linux's eBPF.
+    #[error("handing a port over between processes needs Linux")]
+    Unsupported,
+}
 
 /// One worker of a [`WorkerGroup`], handed to the group's serve function on the worker's own
 /// thread.
@@ -63,6 +183,9 @@ pub struct Worker {
     pub index: usize,
     /// How many workers the group has.
     pub count: usize,
+    /// With a [`Handover`], the worker's slot in the steering map (what its connection IDs
+    /// carry): `index`, or `16 + index` in the second generation.
+    pub slot: Option<usize>,
     /// The worker's endpoint; it accepts the connections the kernel steers to this worker.
     pub endpoint: Endpoint,
 }
@@ -75,12 +198,19 @@ pub struct WorkerGroup {
     local_addr: SocketAddr,
     endpoints: Vec<Endpoint>,
     threads: Vec<thread::JoinHandle<()>>,
+    slots: Option<Range<usize>>,
 }
 
 impl WorkerGroup {
     /// The address every worker is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// With a [`Handover`], the slots of the steering map the workers hold, in worker order:
+    /// `0..n` or `16..16 + n`, whichever generation the running process did not use.
+    pub fn slots(&self) -> Option<Range<usize>> {
+        self.slots.clone()
     }
 
     /// The workers' endpoints, in worker order: to close them all, or to read their state from
@@ -146,6 +276,12 @@ impl ServerBuilder {
                 max: MAX_WORKERS,
             });
         }
+        if self.handover.is_some() && workers > MAX_HANDOVER_WORKERS {
+            return Err(EndpointError::WorkerCount {
+                workers,
+                max: MAX_HANDOVER_WORKERS,
+            });
+        }
         let server_config = self.server_config()?;
         let sockets = reuseport_group(addr, workers, self.options.socket_buffer_size)?;
         let local_addr = sockets[0]
@@ -155,11 +291,25 @@ impl ServerBuilder {
             addr: local_addr,
             source,
         };
+        // One process: classic BPF by index. Several: join the slots of the handover maps.
+        let joined = match &self.handover {
+            None => {
+                #[cfg(target_os = "linux")]
+                attach_steering(&sockets[0], workers as u32).map_err(bind_error)?;
+                None
+            }
+            Some(handover) => Some(join(handover, &sockets)?),
+        };
 
         // Every endpoint is made before any thread starts, so an error leaves nothing running.
         let mut started = Vec::with_capacity(workers);
         for (index, socket) in sockets.into_iter().enumerate() {
-            let field = WorkerField::new(index, workers).expect("index < workers <= 32");
+            let field = match &joined {
+                None => WorkerField::new(index, workers),
+                // The worker bits are the slot itself (32 choices of 32: no random multiple).
+                Some(joined) => WorkerField::new(joined.base + index, 32),
+            }
+            .expect("index < workers <= 32, slot < 32");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -177,17 +327,23 @@ impl ServerBuilder {
             started.push((index, runtime, endpoint));
         }
 
+        // Ready: from now on new connections come here, none to an older process.
+        if let Some(joined) = &joined {
+            joined.take_over(workers)?;
+        }
         let serve = Arc::new(serve);
         let mut group = WorkerGroup {
             local_addr,
             endpoints: started.iter().map(|(_, _, e)| e.clone()).collect(),
             threads: Vec::with_capacity(workers),
+            slots: joined.map(|joined| joined.base..joined.base + workers),
         };
         for (index, runtime, endpoint) in started {
             let serve = serve.clone();
             let worker = Worker {
                 index,
                 count: workers,
+                slot: group.slots.as_ref().map(|slots| slots.start + index),
                 endpoint,
             };
             let spawned = thread::Builder::new()
@@ -206,10 +362,192 @@ impl ServerBuilder {
         }
         Ok(group)
     }
+
+    /// Steers with an eBPF program whose maps are pinned in `handover`'s directory, so that
+    /// another process can take this port over, or this one take it over from another (see
+    /// [the module](crate::workers#handing-the-port-to-another-process)). Applies to
+    /// [`ServerBuilder::bind_workers`] (Linux only; at most [`MAX_HANDOVER_WORKERS`]).
+    pub fn handover(mut self, handover: Handover) -> Self {
+        self.handover = Some(handover);
+        self
+    }
+}
+
+/// A group's place in the handover maps: its slots start at `base`.
+struct Joined {
+    base: usize,
+    #[cfg(target_os = "linux")]
+    config: reuseport::Map,
+}
+
+impl Joined {
+    /// Points new connections at this group's `workers` slots.
+    fn take_over(&self, workers: usize) -> Result<(), HandoverError> {
+        #[cfg(target_os = "linux")]
+        {
+            let value = reuseport::config_value(self.base as u32, workers as u32);
+            self.config
+                .update(0, &value, reuseport::BPF_ANY)
+                .map_err(|source| io_error("cannot take new connections over", source))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = workers;
+            Err(HandoverError::Unsupported)
+        }
+    }
+}
+
+/// `source` as the error of doing `what`; EPERM says eBPF is not permitted.
+#[cfg(target_os = "linux")]
+fn io_error(what: &str, source: io::Error) -> HandoverError {
+    if source.raw_os_error() == Some(EPERM) {
+        return HandoverError::NotPermitted(source);
+    }
+    HandoverError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// EPERM, which bpf(2) answers without the capabilities.
+#[cfg(target_os = "linux")]
+const EPERM: i32 = 1;
+
+/// Joins the handover maps of `handover` (making and pinning them if this is the first
+/// process): picks the generation the running process does not use, attaches the steering
+/// program to the group, and puts `sockets` in that generation's slots, in order. New
+/// connections keep going where they went until [`Joined::take_over`].
+#[cfg(target_os = "linux")]
+fn join(handover: &Handover, sockets: &[UdpSocket]) -> Result<Joined, HandoverError> {
+    use reuseport::{BPF_NOEXIST, GENERATION_SLOTS, Map, Program};
+
+    let dir = &handover.dir;
+    // The directory, or the one it is to be made in, must be on bpffs.
+    let existing = if dir.exists() {
+        dir.as_path()
+    } else {
+        dir.parent().unwrap_or(Path::new("/"))
+    };
+    match reuseport::is_bpf_fs(existing) {
+        Ok(true) => {}
+        Ok(false) => return Err(HandoverError::NotBpfFs(dir.clone())),
+        Err(source) => {
+            return Err(io_error(
+                &format!("cannot look at {}", existing.display()),
+                source,
+            ));
+        }
+    }
+    if !dir.exists() {
+        std::fs::create_dir(dir).or_else(|error| match error.kind() {
+            // Another process made it first.
+            io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(io_error(&format!("cannot make {}", dir.display()), error)),
+        })?;
+    }
+    let open = |name: &str, sockets: bool| -> Result<Map, HandoverError> {
+        let path = dir.join(name);
+        let what = || format!("cannot open or pin {}", path.display());
+        match Map::open(&path, sockets) {
+            Ok(map) => return Ok(map),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(&what(), error)),
+        }
+        let made = if sockets {
+            Map::sockets()
+        } else {
+            Map::config()
+        };
+        let map = made.map_err(|error| io_error("cannot make a BPF map", error))?;
+        match map.pin(&path) {
+            Ok(()) => Ok(map),
+            // Another process pinned its map first: use that one.
+            Err(error) if error.raw_os_error() == Some(EEXIST) => {
+                Map::open(&path, sockets).map_err(|error| io_error(&what(), error))
+            }
+            Err(error) => Err(io_error(&what(), error)),
+        }
+    };
+    let slots = open("sockets", true)?;
+    let config = open("config", false)?;
+
+    // The generation to take: the other one than the process taking connections now, or the
+    // first free one. Its slots must be empty (a process there is still draining).
+    let mut value = [0; 4];
+    config
+        .lookup(0, &mut value)
+        .map_err(|error| io_error("cannot read the steering configuration", error))?;
+    let (base, count) = reuseport::parse_config_value(value);
+    let free = |base: u32| -> Result<bool, HandoverError> {
+        let mut cookie = [0; 8];
+        for slot in base..base + GENERATION_SLOTS {
+            let taken = slots
+                .lookup(slot, &mut cookie)
+                .map_err(|error| io_error("cannot read the socket map", error))?;
+            if taken {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    // The running process's own generation is free only if that process is gone.
+    let candidates = if count > 0 && base == GENERATION_SLOTS {
+        [0, GENERATION_SLOTS]
+    } else if count > 0 {
+        [GENERATION_SLOTS, 0]
+    } else {
+        [0, GENERATION_SLOTS]
+    };
+    let mut chosen = None;
+    for base in candidates {
+        if free(base)? {
+            chosen = Some(base);
+            break;
+        }
+    }
+    let base = chosen.ok_or(HandoverError::Busy)?;
+
+    let program = Program::load_reuseport(&reuseport::steering_program(&config, &slots)).map_err(
+        |error| match error.error.raw_os_error() {
+            Some(EPERM) => HandoverError::NotPermitted(error.error),
+            _ => HandoverError::Program {
+                error: error.error,
+                log: error.log,
+            },
+        },
+    )?;
+    // The same program as the running process's, on the same maps: replacing it changes
+    // nothing until this group takes over.
+    reuseport::attach_program(&sockets[0], &program)
+        .map_err(|error| io_error("cannot attach the steering program", error))?;
+    for (index, socket) in sockets.iter().enumerate() {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket) as u64;
+        slots
+            .update(base + index as u32, &fd.to_ne_bytes(), BPF_NOEXIST)
+            .map_err(|error| match error.raw_os_error() {
+                // Another process took the slot meanwhile.
+                Some(EEXIST) => HandoverError::Busy,
+                _ => io_error("cannot put a socket in the socket map", error),
+            })?;
+    }
+    Ok(Joined {
+        base: base as usize,
+        config,
+    })
+}
+
+/// EEXIST: a pin or a slot taken already.
+#[cfg(target_os = "linux")]
+const EEXIST: i32 = 17;
+
+#[cfg(not(target_os = "linux"))]
+fn join(_: &Handover, _: &[UdpSocket]) -> Result<Joined, HandoverError> {
+    Err(HandoverError::Unsupported)
 }
 
 /// `workers` UDP sockets bound to `addr` with SO_REUSEPORT, in the order the kernel numbers
-/// them, with the steering program attached to the group (Linux; elsewhere one plain socket).
+/// them (Linux; elsewhere one plain socket).
 fn reuseport_group(
     addr: SocketAddr,
     workers: usize,
@@ -231,10 +569,6 @@ fn reuseport_group(
         set_buffer_sizes(&socket, buffer_size).map_err(bind_error)?;
         sockets.push(socket);
     }
-    attach_steering(&sockets[0], workers as u32).map_err(|source| EndpointError::Bind {
-        addr: bound,
-        source,
-    })?;
     Ok(sockets)
 }
 

@@ -11,8 +11,10 @@ use std::time::Duration;
 use quay_transport::keys::ServiceKeys;
 use quay_transport::quic_lb::{ConfigId, QuicLbConfig, ServerId};
 use quay_transport::quinn::TokioRuntime;
-use quay_transport::workers::{Worker, WorkerGroup};
-use quay_transport::{ClientBuilder, Connection, Endpoint, Incoming, ServerBuilder, Trust};
+use quay_transport::workers::{Handover, HandoverError, Worker, WorkerGroup};
+use quay_transport::{
+    ClientBuilder, Connection, Endpoint, EndpointError, Incoming, ServerBuilder, Trust,
+};
 use tokio::task::JoinSet;
 
 mod common;
@@ -31,6 +33,11 @@ struct Seen {
 /// 8 octets.
 async fn serve(worker: Worker, seen: Arc<Seen>) {
     let index = worker.index;
+    serve_as(worker, index, seen).await;
+}
+
+/// [`serve`], the worker answering as `index`.
+async fn serve_as(worker: Worker, index: usize, seen: Arc<Seen>) {
     while let Some(incoming) = worker.endpoint.accept().await {
         *seen.accepted.lock().unwrap().entry(index).or_default() += 1;
         tokio::spawn(serve_connection(incoming, index, seen.clone()));
@@ -302,6 +309,174 @@ fn unsteered_pair(
     (addr, endpoints, tasks)
 }
 
+/// A BPF file system mounted on a fresh temporary directory, for one test's handover maps;
+/// unmounted on drop. Needs root (CI runs as root).
+struct BpfFs {
+    dir: tempfile::TempDir,
+}
+
+impl BpfFs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a BPF file system needs root");
+        Self { dir }
+    }
+
+    fn handover(&self) -> Handover {
+        Handover::new(self.dir.path().join("port"))
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A handover group of two workers on `addr`, which answer with their slot rather than their
+/// index, so a client can tell the generations apart.
+fn start_handover(
+    builder: &ServerBuilder,
+    handover: Handover,
+    addr: SocketAddr,
+    seen: &Arc<Seen>,
+) -> Result<WorkerGroup, EndpointError> {
+    let seen = seen.clone();
+    builder
+        .clone()
+        .handover(handover)
+        .bind_workers(addr, 2, move |worker| {
+            let slot = worker.slot.expect("a handover worker has a slot");
+            serve_as(worker, slot, seen.clone())
+        })
+}
+
+/// Connects `count` connections to `server` from `clients` and echoes once on each; returns
+/// them with the worker (slot) that answered.
+async fn connect_and_echo(
+    clients: &[Endpoint],
+    server: SocketAddr,
+    first_number: u64,
+    count: u64,
+) -> Vec<(u64, Connection, usize)> {
+    let mut tasks = JoinSet::new();
+    for number in first_number..first_number + count {
+        let client = clients[number as usize % clients.len()].clone();
+        tasks.spawn(async move {
+            let connection = bounded(client.connect(server, "localhost").unwrap())
+                .await
+                .unwrap();
+            let worker = bounded(echo(&connection, number)).await.unwrap();
+            (number, connection, worker)
+        });
+    }
+    tasks.join_all().await
+}
+
+/// Echoes once more on every connection and checks it comes from the same worker as before.
+async fn echo_again(open: &[(u64, Connection, usize)]) {
+    let mut tasks = JoinSet::new();
+    for (number, connection, worker) in open {
+        let (number, connection, worker) = (*number, connection.clone(), *worker);
+        tasks.spawn(async move {
+            let again = bounded(echo(&connection, number)).await;
+            assert_eq!(again, Ok(worker), "connection {number}");
+        });
+    }
+    tasks.join_all().await;
+}
+
+// Several processes on one port (here, groups in one process, which the kernel tells apart no
+// better): a second group takes every new connection, the first keeps its own even when their
+// clients move, and the second keeps its own when the first closes its sockets (which would
+// renumber a classic BPF group).
+#[tokio::test]
+async fn a_second_group_takes_new_connections_and_the_first_keeps_its_own() {
+    let bpf = BpfFs::mount();
+    let (identity, trust) = identity_and_trust();
+    let builder = ServerBuilder::new(identity).service_keys(ServiceKeys::generate());
+    let (seen_a, seen_b) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let a = start_handover(&builder, bpf.handover(), any, &seen_a).unwrap();
+    assert_eq!(a.slots(), Some(0..2));
+    let addr = a.local_addr();
+    let clients = clients(&trust);
+
+    let old = connect_and_echo(&clients, addr, 0, 60).await;
+    assert!(old.iter().all(|(_, _, worker)| *worker < 2), "served by A");
+
+    let b = start_handover(&builder, bpf.handover(), addr, &seen_b).unwrap();
+    assert_eq!(b.slots(), Some(16..18));
+    // A third process while A and B both hold the port is refused.
+    let third = start_handover(&builder, bpf.handover(), addr, &Arc::default()).unwrap_err();
+    assert!(
+        matches!(third, EndpointError::Handover(HandoverError::Busy)),
+        "{third}"
+    );
+
+    // Every client moves: the kernel's 4-tuple hash would now scatter A's connections.
+    for client in &clients {
+        client
+            .rebind(UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+    }
+    echo_again(&old).await;
+    let new = connect_and_echo(&clients, addr, 1000, 60).await;
+    let on_b: Vec<usize> = new.iter().map(|(_, _, worker)| *worker).collect();
+    assert!(on_b.iter().all(|w| (16..18).contains(w)), "{on_b:?}");
+    assert!(on_b.contains(&16) && on_b.contains(&17), "{on_b:?}");
+
+    // A leaves; B's connections stay put, and B takes every new one.
+    for (_, connection, _) in &old {
+        connection.close(0u32.into(), b"done");
+    }
+    stop(a).await;
+    echo_again(&new).await;
+    let newer = connect_and_echo(&clients, addr, 2000, 20).await;
+    assert!(newer.iter().all(|(_, _, worker)| (16..18).contains(worker)));
+
+    // With A gone, the next process takes A's generation.
+    let c = start_handover(&builder, bpf.handover(), addr, &Arc::default()).unwrap();
+    assert_eq!(c.slots(), Some(0..2));
+    echo_again(&new).await;
+    for (_, connection, _) in new.iter().chain(&newer) {
+        connection.close(0u32.into(), b"done");
+    }
+    stop(b).await;
+    stop(c).await;
+    assert_eq!(seen_a.accepted.lock().unwrap().values().sum::<usize>(), 60);
+    assert_eq!(seen_b.accepted.lock().unwrap().values().sum::<usize>(), 80);
+}
+
+#[test]
+fn a_handover_directory_must_be_on_a_bpf_file_system() {
+    let (identity, _) = identity_and_trust();
+    let dir = tempfile::tempdir().unwrap();
+    let error = ServerBuilder::new(identity)
+        .handover(Handover::new(dir.path().join("port")))
+        .bind_workers("127.0.0.1:0".parse().unwrap(), 2, |_| async {})
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("is not on a BPF file system"),
+        "{error}"
+    );
+    let error = ServerBuilder::new(identity_and_trust().0)
+        .handover(Handover::new(dir.path()))
+        .bind_workers("127.0.0.1:0".parse().unwrap(), 17, |_| async {})
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "a worker group has 1 to 16 workers here, not 17"
+    );
+}
+
 #[test]
 fn a_group_has_1_to_32_workers() {
     let (identity, _) = identity_and_trust();
@@ -317,38 +492,71 @@ fn a_group_has_1_to_32_workers() {
     }
 }
 
-/// Server CPU time per handshake, per request and per GiB with 1 and 2 workers, from the worker
-/// threads' own CPU clocks (`/proc/self/task/*/schedstat`), so the client's share of the machine
-/// does not count. A measurement, not a check: run it with
-/// `cargo test -p quay-transport --test workers -- --ignored --nocapture` (with `--release`
-/// for numbers to quote; the dev profile optimises dependencies but not quay).
-#[tokio::test(flavor = "multi_thread")]
+/// Server CPU time per handshake, per request and per GiB, and handshakes/s and requests/s,
+/// with 1 and 2 workers: classic BPF steering in one process, and the eBPF steering of a
+/// handover group. CPU comes from the worker threads' own clocks
+/// (`/proc/self/task/*/schedstat`), so the client's share of the machine does not count; for
+/// the rates the client's threads (this test's runtime) are pinned to CPU 0 with `taskset`,
+/// the workers left to the scheduler. A request is a 100-octet stream answered with 8 octets.
+/// A measurement, not a check; the one command (README, "Scale-out"):
+///
+/// `cargo test --release -p quay-transport --test workers -- --ignored --nocapture measure_server_cpu`
+///
+/// The eBPF rows need root (a BPF file system is mounted for them); elsewhere they are skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; prints a table"]
 async fn measure_server_cpu() {
-    const HANDSHAKES: usize = 400;
-    const REQUESTS: usize = 4000;
+    const HANDSHAKES: usize = 1000;
+    const REQUESTS: usize = 20_000;
     const BULK: usize = 256 * 1024 * 1024;
-    println!("workers | CPU per handshake | CPU per request | CPU per GiB");
-    for workers in [1, 2] {
+    // At most this many handshakes or requests under way at once.
+    const CONCURRENCY: usize = 64;
+    pin_client_threads();
+    let bpf = std::panic::catch_unwind(BpfFs::mount).ok();
+    println!(
+        "load average before: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "| workers | steering | CPU per handshake | CPU per request | CPU per GiB | handshakes/s | requests/s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut runs = vec![(1, "classic BPF", None), (2, "classic BPF", None)];
+    if let Some(bpf) = &bpf {
+        runs.push((1, "eBPF (handover)", Some(bpf.handover())));
+        runs.push((2, "eBPF (handover)", Some(bpf.handover())));
+    }
+    for (workers, steering, handover) in runs {
         let (identity, trust) = identity_and_trust();
-        let group = ServerBuilder::new(identity)
+        let mut builder = ServerBuilder::new(identity);
+        if let Some(handover) = handover {
+            builder = builder.handover(handover);
+        }
+        let group = builder
             .bind_workers("127.0.0.1:0".parse().unwrap(), workers, sink)
             .unwrap();
         let server = group.local_addr();
         let clients = clients(&trust);
 
         let before = worker_cpu();
+        let started = std::time::Instant::now();
+        let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         let mut tasks = JoinSet::new();
         for number in 0..HANDSHAKES {
             let client = clients[number % CLIENTS].clone();
+            let permit = limit.clone().acquire_owned().await.unwrap();
             tasks.spawn(async move {
                 let connection = bounded(client.connect(server, "localhost").unwrap())
                     .await
                     .unwrap();
                 connection.close(0u32.into(), b"done");
+                drop(permit);
             });
         }
         tasks.join_all().await;
+        let handshakes_per_s = HANDSHAKES as f64 / started.elapsed().as_secs_f64();
         let handshake = (worker_cpu() - before) / HANDSHAKES as u32;
 
         let mut connections = Vec::new();
@@ -357,12 +565,18 @@ async fn measure_server_cpu() {
             connections.push(bounded(connecting).await.unwrap());
         }
         let before = worker_cpu();
+        let started = std::time::Instant::now();
         let mut tasks = JoinSet::new();
         for number in 0..REQUESTS {
             let connection = connections[number % CLIENTS].clone();
-            tasks.spawn(async move { send(&connection, 100).await });
+            let permit = limit.clone().acquire_owned().await.unwrap();
+            tasks.spawn(async move {
+                send(&connection, 100).await;
+                drop(permit);
+            });
         }
         tasks.join_all().await;
+        let requests_per_s = REQUESTS as f64 / started.elapsed().as_secs_f64();
         let request = (worker_cpu() - before) / REQUESTS as u32;
 
         let before = worker_cpu();
@@ -374,11 +588,43 @@ async fn measure_server_cpu() {
         tasks.join_all().await;
         let per_gib = (worker_cpu() - before) * (1 << 30) / BULK as u32;
 
-        println!("{workers} | {handshake:?} | {request:?} | {per_gib:?}");
+        println!(
+            "| {workers} | {steering} | {handshake:.0?} | {request:.1?} | {per_gib:.2?} | {handshakes_per_s:.0} | {requests_per_s:.0} |"
+        );
         for connection in connections {
             connection.close(0u32.into(), b"done");
         }
+        for client in clients {
+            client.close(0u32.into(), b"done");
+        }
         stop(group).await;
+    }
+    println!(
+        "load average after: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}
+
+/// Pins this process's tokio runtime threads (the client's) to CPU 0 with `taskset`; the
+/// workers, started later on threads of their own, are not pinned.
+fn pin_client_threads() {
+    // The test's own thread runs the runtime's main future.
+    let this = std::fs::read_link("/proc/thread-self").unwrap();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let tid = task.file_name().unwrap().to_string_lossy().into_owned();
+        if !comm.starts_with("tokio-runtime") && !this.ends_with(&tid) {
+            continue;
+        }
+        let status = std::process::Command::new("taskset")
+            .args(["-p", "-c", "0", &tid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("taskset runs");
+        assert!(status.success(), "taskset -p -c 0 {tid}");
     }
 }
 

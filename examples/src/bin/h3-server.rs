@@ -18,13 +18,30 @@
 //! `listening on ADDR` and, for a self-signed certificate, `certificate hash: HEX`, so scripts and
 //! tests can read them. Each connection and each request runs in its own task.
 //!
+//! - A WebTransport session at `/echo` (extended CONNECT) sends back every bidirectional
+//!   stream (up to 16 MiB); other session paths are refused with 404.
+//!
 //! `--workers N` (default: one per core) runs N endpoints on the port, each on its own thread;
 //! on Linux the kernel steers every connection's packets to the endpoint that accepted it (see
 //! `quay_transport::workers`). Elsewhere there is one.
 //!
+//! **Restarting without losing a connection** (Linux, root): start every server on the port
+//! with `--handover DIR`, DIR a directory on a BPF file system (`/sys/fs/bpf/quay-4433`, say;
+//! `mount -t bpf bpf /sys/fs/bpf` where none is mounted). A second server started with the same
+//! port and DIR takes every new connection once it prints `listening on`; then send the old
+//! one SIGTERM: it drains, that is it stops accepting, sends GOAWAY to its HTTP/3 connections
+//! and WT_DRAIN_SESSION to its WebTransport sessions, serves what they have started, and exits
+//! (printing `drained`) when they have closed, or after `--drain-timeout` seconds (default 30),
+//! when it closes the rest. Ctrl-C (SIGINT) closes every connection at once, also mid-drain.
+//! Give both the same `--cert` and `--key`, so clients that pin or verify it trust either.
+//!
 //! ```text
 //! cargo run -p quay-examples --bin h3-server -- ./public
 //! cargo run -p quay-examples --bin h3-server -- --listen 127.0.0.1:8443 --cert cert.pem --key key.pem .
+//! # a restart: the new server joins, the old one drains
+//! h3-server --handover /sys/fs/bpf/quay-4433 --cert cert.pem --key key.pem . &   # old
+//! h3-server --handover /sys/fs/bpf/quay-4433 --cert cert.pem --key key.pem . &   # new
+//! kill -TERM %1
 //! ```
 
 use std::error::Error;
@@ -34,17 +51,21 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use quay_examples::{default_workers, one_line};
-use quay_h3::server::{Connection, IncomingRequest, RequestStream, Server};
-use quay_h3::{Config, StreamError};
-use quay_transport::workers::{Worker, WorkerGroup};
+use quay_h3::StreamError;
+use quay_h3::server::{Connection, RequestStream};
+use quay_transport::workers::{Handover, Worker, WorkerGroup};
 use quay_transport::{EndpointError, Identity, ServerBuilder};
+use quay_webtransport::server::Incoming;
+use quay_webtransport::{Config, Session};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// `println!` that ignores a closed stdout: the log is for the operator, the server keeps serving
 /// without it.
@@ -86,6 +107,26 @@ struct Args {
     /// per core.
     #[arg(long, default_value_t = default_workers())]
     workers: usize,
+    /// Share the port with other h3-server processes for a restart without lost connections:
+    /// steering maps pinned in this directory on a BPF file system (Linux, root). A new process
+    /// takes every new connection; SIGTERM drains the old one.
+    #[arg(long, value_name = "DIR")]
+    handover: Option<PathBuf>,
+    /// How long a drain (SIGTERM) waits for connections to end before closing them.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    drain_timeout: u64,
+}
+
+/// What the workers are told by the main task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Accept and serve.
+    Serve,
+    /// Accept nothing more; GOAWAY and WT_DRAIN_SESSION to every connection and session; exit
+    /// when they have ended or at the drain timeout.
+    Drain,
+    /// Close every connection now.
+    Stop,
 }
 
 #[tokio::main]
@@ -116,14 +157,15 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let hash = identity.certificate_hash();
     let shown = root.display().to_string();
     let root = Arc::new(root);
-    let (shutdown, stop) = watch::channel(false);
-    let serve = move |worker: Worker| serve_worker(worker, root.clone(), stop.clone());
-    let group = bind(
-        args.listen,
-        &ServerBuilder::new(identity),
-        args.workers,
-        serve,
-    )?;
+    let (mode_tx, mode) = watch::channel(Mode::Serve);
+    let drain_timeout = Duration::from_secs(args.drain_timeout);
+    let serve =
+        move |worker: Worker| serve_worker(worker, root.clone(), mode.clone(), drain_timeout);
+    let mut builder = ServerBuilder::new(identity);
+    if let Some(dir) = &args.handover {
+        builder = builder.handover(Handover::new(dir));
+    }
+    let group = bind(args.listen, &builder, args.workers, serve)?;
     let addr = group.local_addr();
     say!("listening on {addr}");
     if self_signed {
@@ -136,37 +178,109 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     say!("serving {shown} with {} workers", args.workers);
 
-    // The workers serve; this thread waits for Ctrl-C, then for them to close.
-    let _ = tokio::signal::ctrl_c().await;
-    say!("shutting down");
-    let _ = shutdown.send(true);
+    // The workers serve; this task waits for Ctrl-C (stop) or SIGTERM (drain), then for them
+    // to finish. A Ctrl-C during a drain stops at once.
+    let drained = tokio::select! {
+        _ = tokio::signal::ctrl_c() => false,
+        () = terminated() => true,
+    };
+    if drained {
+        say!("draining (up to {}s)", args.drain_timeout);
+        let _ = mode_tx.send(Mode::Drain);
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = mode_tx.send(Mode::Stop);
+        });
+    } else {
+        say!("shutting down");
+        let _ = mode_tx.send(Mode::Stop);
+    }
     tokio::task::spawn_blocking(move || group.join())
         .await?
         .map_err(|_| "a worker panicked")?;
+    if drained {
+        say!("drained");
+    }
     Ok(())
 }
 
-/// One worker: an HTTP/3 server on the worker's endpoint until `stop` turns true, then a close
-/// that waits for the peers.
-async fn serve_worker(worker: Worker, root: Arc<PathBuf>, mut stop: watch::Receiver<bool>) {
-    let server = Server::from_endpoint(worker.endpoint, Config::default());
-    loop {
-        tokio::select! {
-            accepted = server.accept() => match accepted {
-                Some(Ok(connection)) => {
-                    tokio::spawn(serve_connection(connection, root.clone()));
-                }
-                // A failed handshake concerns that client only.
-                Some(Err(error)) => eprintln!("handshake failed: {error}"),
-                None => return,
-            },
-            _ = stop.wait_for(|stop| *stop) => {
-                server.endpoint().close(0u32.into(), b"server shutting down");
-                server.endpoint().wait_idle().await;
-                return;
+/// Returns when the process gets SIGTERM (never where there is no such signal).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(error) => {
+                eprintln!("cannot wait for SIGTERM ({error}); Ctrl-C stops");
+                std::future::pending::<()>().await;
             }
         }
     }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+}
+
+/// One worker: an HTTP/3 and WebTransport server on the worker's endpoint until `mode` changes.
+/// On [`Mode::Stop`], a close that waits for the peers; on [`Mode::Drain`], no new connection,
+/// and the worker returns when its connections have ended (each drains itself) or a little
+/// after the drain timeout.
+async fn serve_worker(
+    worker: Worker,
+    root: Arc<PathBuf>,
+    mut mode: watch::Receiver<Mode>,
+    drain_timeout: Duration,
+) {
+    let config = Config::default();
+    let endpoint = worker.endpoint;
+    let mut connections = JoinSet::new();
+    // Handed to each connection; `mode` itself is watched here.
+    let for_connections = mode.clone();
+    loop {
+        tokio::select! {
+            // quinn's accept can be cancelled (by the other branches) without losing a
+            // connection; the handshake runs in the connection's own task.
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    let (root, mode, config) =
+                        (root.clone(), for_connections.clone(), config.clone());
+                    connections.spawn(async move {
+                        match incoming.await {
+                            Ok(connection) => {
+                                let connection = Connection::new(connection, config.h3_config());
+                                serve_connection(connection, config, root, mode, drain_timeout)
+                                    .await;
+                            }
+                            // A failed handshake concerns that client only.
+                            Err(error) => eprintln!("handshake failed: {error}"),
+                        }
+                    });
+                }
+                None => return,
+            },
+            // Finished connections leave the set as they go.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = mode.wait_for(|mode| *mode != Mode::Serve) => {
+                // An error: the main task is gone; stop.
+                drop(changed);
+                break;
+            }
+        }
+    }
+    if *mode.borrow() == Mode::Drain {
+        // Refuse new connections, should any still come here (no other process took over).
+        endpoint.set_server_config(None);
+        let ended = async { while connections.join_next().await.is_some() {} };
+        // Each connection closes itself by the drain timeout; the margin covers the close.
+        tokio::select! {
+            _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), ended) => {}
+            _ = mode.wait_for(|mode| *mode == Mode::Stop) => {}
+        }
+    }
+    endpoint.close(0u32.into(), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
 }
 
 /// Binds `workers` endpoints on `listen`, or on the default `[::]:4433` with a fallback to IPv4
@@ -195,33 +309,97 @@ where
     }
 }
 
-/// Accepts the requests of one connection, each answered in its own task.
-async fn serve_connection(connection: Connection, root: Arc<PathBuf>) {
+/// Accepts the requests and sessions of one connection, each served in its own task, until the
+/// connection ends; on a drain, sends GOAWAY and lets what was accepted finish (at most
+/// `drain_timeout`).
+async fn serve_connection(
+    connection: Connection,
+    config: Config,
+    root: Arc<PathBuf>,
+    mode: watch::Receiver<Mode>,
+    drain_timeout: Duration,
+) {
     let peer = connection.connection().remote_address();
-    loop {
-        match connection.accept_stream().await {
-            Ok(Some(incoming)) => {
-                tokio::spawn(serve_request(incoming, root.clone(), peer));
-            }
-            Ok(None) => return,
-            Err(error) => {
-                eprintln!("{peer}: connection ended: {error}");
-                return;
+    let connection = quay_webtransport::server::Connection::new(connection, config);
+    let accept = async {
+        while let Some(incoming) = connection.accept().await {
+            match incoming {
+                Incoming::Http(request, stream) => {
+                    tokio::spawn(serve_request(*request, *stream, root.clone(), peer));
+                }
+                Incoming::Session(request) => {
+                    tokio::spawn(open_session(request, peer, mode.clone()));
+                }
+                _ => {}
             }
         }
+    };
+    let drain = async {
+        let mut mode = mode.clone();
+        let _ = mode.wait_for(|mode| *mode != Mode::Serve).await;
+        // RFC 9114 §5.2: GOAWAY, the accepted requests (sessions' CONNECT streams among them)
+        // finish, then the close.
+        connection.h3().shutdown(drain_timeout).await;
+    };
+    tokio::select! {
+        () = accept => {}
+        () = drain => {}
     }
 }
 
-async fn serve_request(incoming: IncomingRequest, root: Arc<PathBuf>, peer: SocketAddr) {
-    let (request, mut stream) = match incoming.resolve().await {
-        Ok(Some(request)) => request,
-        // Not a request (already answered by quay-h3 with a reset).
-        Ok(None) => return,
-        Err(error) => {
-            eprintln!("{peer}: bad request: {error}");
-            return;
+/// Accepts a session at `/echo` and serves it; refuses other paths with 404.
+async fn open_session(
+    request: quay_webtransport::server::Request,
+    peer: SocketAddr,
+    mode: watch::Receiver<Mode>,
+) {
+    if request.path() != "/echo" {
+        request.reject(StatusCode::NOT_FOUND).await;
+        return;
+    }
+    match request.ok().await {
+        Ok(session) => {
+            say!("{peer} CONNECT /echo session");
+            serve_session(session, mode).await;
+        }
+        Err(error) => eprintln!("{peer}: session not opened: {error}"),
+    }
+}
+
+/// Sends back every bidirectional stream of an `/echo` session until it ends; on a drain, asks
+/// the client to wind the session down (WT_DRAIN_SESSION) and goes on echoing.
+async fn serve_session(session: Session, mut mode: watch::Receiver<Mode>) {
+    let echo = async {
+        while let Ok((mut send, mut recv)) = session.accept_bi().await {
+            tokio::spawn(async move {
+                match recv.read_to_end(MAX_ECHO).await {
+                    Ok(data) => {
+                        if send.write_all(&data).await.is_ok() {
+                            let _ = send.finish();
+                        }
+                    }
+                    Err(error) => eprintln!("session stream not echoed: {error}"),
+                }
+            });
         }
     };
+    let drain = async {
+        let _ = mode.wait_for(|mode| *mode != Mode::Serve).await;
+        session.drain();
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = echo => {}
+        () = drain => {}
+    }
+}
+
+async fn serve_request(
+    request: Request<()>,
+    mut stream: RequestStream,
+    root: Arc<PathBuf>,
+    peer: SocketAddr,
+) {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     match respond(&request, &mut stream, &root).await {
