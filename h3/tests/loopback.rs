@@ -845,7 +845,6 @@ async fn stats_on_both_ends() {
     assert_eq!(served.body_sent, 5);
     assert_eq!(server.h3.requests.opened, 1);
     assert_eq!(server.h3.frames_received.data.frames, 1);
-    assert!(server.h3.peer_settings_received);
     assert!(server.handshake.is_some());
     assert!(server.transport.udp_rx.datagrams > 0);
 

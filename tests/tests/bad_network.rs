@@ -293,7 +293,7 @@ async fn datagrams_are_lost_as_configured_never_doubled_or_altered() {
         };
         within("end", marker.read_to_end(16)).await.unwrap();
         // ...then until quay has delivered every datagram quinn received, now final.
-        let received = server.stats().frame_rx.datagram;
+        let received = server.connection().stats().frame_rx.datagram;
         while (seen.len() as u64) < received {
             let datagram = within("datagram", server.read_datagram()).await;
             take(&mut seen, datagram.unwrap());
@@ -317,7 +317,7 @@ async fn datagrams_are_lost_as_configured_never_doubled_or_altered() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(client.datagram_send_buffer_space(), empty);
-    let sent_udp = client.stats().udp_tx.datagrams;
+    let sent_udp = client.connection().stats().udp_tx.datagrams;
     within(
         "relay",
         network.relay.wait_for(Direction::ToServer, |stats| {
@@ -330,7 +330,7 @@ async fn datagrams_are_lost_as_configured_never_doubled_or_altered() {
     marker.finish().unwrap();
     let seen = within("receiver", receiver).await.unwrap();
     report("1,500 datagrams", started, &network.relay);
-    let on_wire = client.stats().frame_tx.datagram;
+    let on_wire = client.connection().stats().frame_tx.datagram;
     let lost = on_wire - seen.len() as u64;
     let (lo, hi) = binomial_interval(on_wire, Impairment::BAD_NETWORK.loss, 1e-6);
     println!(

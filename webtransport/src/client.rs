@@ -235,6 +235,7 @@ impl Client {
             recv,
             routes: self.routes.clone(),
             protocol,
+            draft,
             client: Some(self.h3.clone()),
             flow,
         })

@@ -146,6 +146,23 @@ pub(crate) struct FlowControl {
 }
 
 impl FlowControl {
+    /// The credit each way now, for the session's stats.
+    pub(crate) fn credit(&self) -> crate::stats::FlowCredit {
+        let left = |credit: &Credit| credit.announced.saturating_sub(credit.used);
+        crate::stats::FlowCredit {
+            send_data: self.send_data.available(),
+            receive_data: left(&self.recv_data),
+            send_streams_bidi: self.send_streams[0].available(),
+            send_streams_uni: self.send_streams[1].available(),
+            receive_streams_bidi: self.recv_streams[0]
+                .announced
+                .saturating_sub(self.peer_opened[0]),
+            receive_streams_uni: self.recv_streams[1]
+                .announced
+                .saturating_sub(self.peer_opened[1]),
+        }
+    }
+
     /// A session's flow control, from our announced limits and the peer's.
     pub(crate) fn new(local: FlowControlLimits, peer: FlowControlLimits) -> Self {
         Self {

@@ -71,11 +71,13 @@ mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 mod held;
+pub mod metrics;
 pub mod proto;
 mod routes;
 pub mod server;
 pub mod session;
 mod state;
+pub mod stats;
 pub mod stream;
 mod waiter;
 

@@ -497,6 +497,7 @@ impl Request {
             recv,
             routes: self.routes.clone(),
             protocol: protocol.map(|(p, _)| p),
+            draft: self.draft,
             client: None,
             flow: self.flow,
         })

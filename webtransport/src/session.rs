@@ -16,6 +16,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -25,15 +26,18 @@ use quay_h3::proto::stream::StreamType;
 use quay_h3::proto::{Codec, VarInt};
 use quay_h3::stream::{ExtensionStream, RecvHalf, SendHalf};
 use quay_transport::{Connection, SendDatagramError};
+use tracing::Instrument;
 
 use crate::connect_reader::read_connect_stream;
 use crate::datagram::{Prefix, prefixed};
 use crate::error::{DatagramError, SessionError};
 use crate::flow::FlowControl;
+use crate::metrics::SessionLabels;
 use crate::proto::capsule::Direction;
-use crate::proto::settings::FlowControlLimits;
+use crate::proto::settings::{Draft, FlowControlLimits};
 use crate::routes::Routes;
 use crate::state::SessionState;
+use crate::stats::{self, SessionCounters, SessionStats};
 use crate::stream::{Mapping, RecvStream, SendStream};
 
 /// One WebTransport session. Cheap to clone; the session ends (as a close with code 0) when every
@@ -49,9 +53,11 @@ use crate::stream::{Mapping, RecvStream, SendStream};
 /// | [`send_datagram`](Session::send_datagram), [`send_datagram_wait`](Session::send_datagram_wait), [`read_datagram`](Session::read_datagram) | with the session's datagram prefix; this session's datagrams only |
 /// | [`max_datagram_size`](Session::max_datagram_size), [`datagram_send_buffer_space`](Session::datagram_send_buffer_space) | less the prefix |
 /// | [`close`](Session::close), [`closed`](Session::closed), [`close_reason`](Session::close_reason) | the session's end (WT_CLOSE_SESSION, `u32` codes), not the connection's |
+/// | [`stats`](Session::stats) | the session's own counters (W3C `getStats()`); the connection's quinn stats are `session.connection().stats()` |
+/// | [`remote_address`](Session::remote_address) | an IPv4 peer of a dual-stack endpoint as IPv4, not as an IPv4-mapped IPv6 address |
 ///
 /// Everything else goes to the connection as it is and is about the connection, shared by its
-/// sessions: addresses (`remote_address`, `local_ip`), `rtt`, `stats`, `stable_id`,
+/// sessions: `local_ip`, `rtt`, `stable_id`,
 /// `congestion_state`, `handshake_data`, `peer_identity`, `export_keying_material`,
 /// `force_key_update`, and the connection-wide limits (`set_max_concurrent_bi_streams`,
 /// `set_max_concurrent_uni_streams`, `set_send_window`, `set_receive_window`).
@@ -74,6 +80,8 @@ struct Http3Session {
     uni_header: Prefix,
     datagram_prefix: Prefix,
     protocol: Option<String>,
+    /// The draft the peer speaks.
+    draft: Draft,
     /// Shared with the CONNECT-stream task, the session's streams and [`Routes`].
     state: Arc<SessionState>,
     routes: Arc<Routes>,
@@ -88,6 +96,8 @@ pub(crate) struct Established {
     pub(crate) recv: RecvHalf,
     pub(crate) routes: Arc<Routes>,
     pub(crate) protocol: Option<String>,
+    /// The draft the peer speaks.
+    pub(crate) draft: Draft,
     pub(crate) client: Option<quay_h3::Client>,
     /// Our flow-control limits and the peer's, when both sides turned it on.
     pub(crate) flow: Option<(FlowControlLimits, FlowControlLimits)>,
@@ -114,6 +124,7 @@ impl Session {
             mut recv,
             routes,
             protocol,
+            draft,
             client,
             flow,
         } = established;
@@ -122,16 +133,26 @@ impl Session {
             .take_datagrams()
             .map_err(|_| SessionError::Protocol("HTTP datagrams are off"))?;
         let flow = flow.map(|(local, peer)| FlowControl::new(local, peer));
-        let state = Arc::new(SessionState::new(send, datagrams, flow));
+        let labels = SessionLabels {
+            client: client.is_some(),
+            draft,
+        };
+        let state = Arc::new(SessionState::new(send, datagrams, flow, labels));
         // Sends the first credit, if a limit we announced was 0.
         state.with_core(|_| ());
         routes.open(id.into_inner(), &state);
-        tokio::spawn(read_connect_stream(
-            recv,
-            state.clone(),
-            routes.clone(),
-            id.into_inner(),
-        ));
+        // RUST_LOG can follow one session: its CONNECT stream's task runs in a span with the
+        // session ID, inside the connection's (side, connection, peer).
+        let span = tracing::debug_span!(
+            parent: state.connection_span(),
+            "wt_session",
+            session = id.into_inner(),
+        );
+        tracing::debug!(parent: &span, ?draft, "session established");
+        tokio::spawn(
+            read_connect_stream(recv, state.clone(), routes.clone(), id.into_inner())
+                .instrument(span),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -150,6 +171,7 @@ impl Session {
                         let _ = Datagram::encode_prefix(id, buf);
                     }),
                     protocol,
+                    draft,
                     state,
                     routes,
                     _client: client,
@@ -171,6 +193,43 @@ impl Session {
     /// The QUIC connection, shared with the other sessions on it.
     pub fn connection(&self) -> &Connection {
         &self.inner.conn
+    }
+
+    /// This session's stats, shaped like the W3C WebTransport API's `getStats()`: stream bytes
+    /// and datagrams each way, datagrams dropped on send and on receive, streams opened and
+    /// accepted, the connection's RTT, the draft the peer speaks and draft-16 flow-control
+    /// credit. A raw session reports only the RTT. Allocates nothing.
+    pub fn stats(&self) -> SessionStats {
+        let mut stats = SessionStats {
+            rtt: self.inner.conn.rtt(),
+            ..SessionStats::default()
+        };
+        if let Some(h3) = &self.inner.h3 {
+            h3.state.counters.read_into(&mut stats);
+            stats.datagrams_dropped_on_receive = h3.state.datagrams().dropped();
+            stats.draft = Some(h3.draft);
+            stats.flow = h3.state.flow_credit();
+        }
+        stats
+    }
+
+    /// The peer's address. An IPv4 peer of a dual-stack endpoint (a client's default, see
+    /// `ClientBuilder::build`) is reported as IPv4, not as an IPv4-mapped IPv6 address.
+    pub fn remote_address(&self) -> std::net::SocketAddr {
+        let addr = self.inner.conn.remote_address();
+        std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    }
+
+    /// The session's counters; `None` on a raw session.
+    fn counters(&self) -> Option<&SessionCounters> {
+        self.inner.h3.as_ref().map(|h3| &h3.state.counters)
+    }
+
+    /// Counts one of the session's counters up by one.
+    fn count(&self, counter: impl FnOnce(&SessionCounters) -> &AtomicU64) {
+        if let Some(counters) = self.counters() {
+            stats::add(counter(counters), 1);
+        }
     }
 
     fn mapping(&self) -> Mapping {
@@ -221,6 +280,7 @@ impl Session {
         if let Some(h3) = &self.inner.h3 {
             self.write_header(&mut send, h3.bidi_header).await?;
         }
+        self.count(|c| &c.streams_opened_bidi);
         let mapping = self.mapping();
         Ok((
             SendStream::new(send, mapping.clone()),
@@ -242,6 +302,7 @@ impl Session {
         if let Some(h3) = &self.inner.h3 {
             self.write_header(&mut send, h3.uni_header).await?;
         }
+        self.count(|c| &c.streams_opened_uni);
         Ok(SendStream::new(send, self.mapping()))
     }
 
@@ -282,6 +343,7 @@ impl Session {
                 buffered,
                 ..
             } => {
+                self.count(|c| &c.streams_accepted_bidi);
                 let mapping = self.mapping();
                 Ok((
                     SendStream::new(send, mapping.clone()),
@@ -302,6 +364,7 @@ impl Session {
         };
         match h3.state.next_arrival(Direction::Uni).await? {
             ExtensionStream::Uni { recv, buffered, .. } => {
+                self.count(|c| &c.streams_accepted_uni);
                 Ok(RecvStream::new(recv, buffered, self.mapping()))
             }
             _ => Err(SessionError::Protocol("bidirectional stream routed as uni")),
@@ -314,10 +377,19 @@ impl Session {
     pub fn send_datagram(&self, payload: Bytes) -> Result<(), DatagramError> {
         self.check_open()?;
         let datagram = self.datagram(payload);
-        self.inner
-            .conn
-            .send_datagram(datagram)
-            .map_err(|error| self.datagram_error(error))
+        let sent = self.inner.conn.send_datagram(datagram);
+        self.count_datagram_sent(sent.is_ok());
+        sent.map_err(|error| self.datagram_error(error))
+    }
+
+    fn count_datagram_sent(&self, sent: bool) {
+        if !sent {
+            crate::metrics::datagram_dropped_on_send();
+        }
+        self.count(|c| match sent {
+            true => &c.datagrams_sent,
+            false => &c.datagrams_dropped_on_send,
+        });
     }
 
     /// Sends an unreliable datagram of this session, waiting while the connection's datagram
@@ -327,6 +399,7 @@ impl Session {
         self.check_open()?;
         let datagram = self.datagram(payload);
         let sent = self.inner.conn.send_datagram_wait(datagram).await;
+        self.count_datagram_sent(sent.is_ok());
         sent.map_err(|error| self.datagram_error(error))
     }
 
@@ -379,6 +452,7 @@ impl Session {
         // The session's end stops its datagrams, so this one wait sees it too; it is all the
         // future holds, which keeps a task that waits for datagrams all session long small.
         if let Some(datagram) = h3.state.datagrams().recv().await {
+            stats::add(&h3.state.counters.datagrams_received, 1);
             return Ok(datagram);
         }
         // Datagrams end with the session or the connection; the CONNECT stream's reader says

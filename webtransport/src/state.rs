@@ -12,6 +12,7 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use quay_h3::stream::{Datagrams, ExtensionStream, SendHalf};
 
@@ -19,8 +20,10 @@ use crate::core::session::{Credit, Event, SessionCore, Transmit};
 use crate::error::{SessionError, StreamError};
 use crate::flow::FlowControl;
 use crate::held::HeldRef;
+use crate::metrics::SessionLabels;
 use crate::proto::capsule::Direction;
 use crate::proto::error::WT_SESSION_GONE;
+use crate::stats::{FlowCredit, SessionCounters};
 use crate::waiter::{Interest, WaitKey, Waiters};
 
 /// What one HTTP/3 session's handles, its streams and its CONNECT-stream task share: the
@@ -42,6 +45,11 @@ pub(crate) struct SessionState {
     connect: tokio::sync::Mutex<SendHalf>,
     /// The session's datagrams, stopped when it ends.
     datagrams: Datagrams,
+    /// What the session's handles and streams did, for its stats.
+    pub(crate) counters: SessionCounters,
+    /// When the session was established, and its metrics' labels.
+    started: Instant,
+    labels: SessionLabels,
 }
 
 #[derive(Debug)]
@@ -58,8 +66,14 @@ struct StateInner {
 }
 
 impl SessionState {
-    pub(crate) fn new(connect: SendHalf, datagrams: Datagrams, flow: Option<FlowControl>) -> Self {
+    pub(crate) fn new(
+        connect: SendHalf,
+        datagrams: Datagrams,
+        flow: Option<FlowControl>,
+        labels: SessionLabels,
+    ) -> Self {
         let core = SessionCore::new(flow);
+        crate::metrics::session_started(labels);
         Self {
             gone: AtomicBool::new(false),
             drained: AtomicBool::new(false),
@@ -73,6 +87,19 @@ impl SessionState {
             }),
             connect: tokio::sync::Mutex::new(connect),
             datagrams,
+            counters: SessionCounters::default(),
+            started: Instant::now(),
+            labels,
+        }
+    }
+
+    /// The tracing span of the session's connection.
+    pub(crate) fn connection_span(&self) -> tracing::Span {
+        // The writer holds the CONNECT stream's lock only while it writes; a session being set
+        // up has no writer yet.
+        match self.connect.try_lock() {
+            Ok(connect) => connect.connection_span().clone(),
+            Err(_) => tracing::Span::none(),
         }
     }
 
@@ -102,6 +129,14 @@ impl SessionState {
             held.retain(HeldRef::is_alive);
         }
         held.push(stream);
+    }
+
+    /// The flow-control credit each way, when flow control is on.
+    pub(crate) fn flow_credit(&self) -> Option<FlowCredit> {
+        if !self.flow_on {
+            return None;
+        }
+        self.lock().core.flow_credit()
     }
 
     pub(crate) fn is_gone(&self) -> bool {
@@ -171,7 +206,12 @@ impl SessionState {
             inner.writing = true;
         }
         let finishing = inner.core.is_finishing();
+        let why = ended.then(|| end_of(&inner));
         drop(inner);
+        if let Some(why) = why {
+            tracing::debug!(%why, "session ended");
+            crate::metrics::session_ended(self.labels, &why, self.started.elapsed());
+        }
         for waker in wake {
             waker.wake();
         }
@@ -471,13 +511,14 @@ mod tests {
     // What a session keeps while idle, less its streams and its core's allocations. It was 320
     // bytes (176 under the lock) when its waiters were three waker lists, a waker slot and a
     // `Notify`; one `Waiters` list made it 248 (136); the CONNECT stream's send-side stats
-    // (frames by type, body and section sizes, the peer's stop code) add 80, and the list of
-    // the session's streams, ended with it (draft-16 §6), 24.
+    // (frames by type, body and section sizes, the peer's stop code) add 80, the list of the
+    // session's streams, ended with it (draft-16 §6), 24, and the session's stats counters, its
+    // start time and its metrics' labels, 88.
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_shared_state_stays_small() {
         assert!(
-            size_of::<SessionState>() <= 352,
+            size_of::<SessionState>() <= 440,
             "{}",
             size_of::<SessionState>()
         );

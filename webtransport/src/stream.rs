@@ -22,6 +22,7 @@ use crate::error::{StreamError, peer_code};
 use crate::held::Held;
 use crate::proto::error::{WT_SESSION_GONE, app_code_to_h3};
 use crate::state::SessionState;
+use crate::stats;
 use crate::waiter::WaitKey;
 
 /// How a stream maps codes and learns that its session has ended.
@@ -76,11 +77,21 @@ impl Mapping {
         }
     }
 
-    /// Counts `n` bytes the application read, for session flow control.
+    /// Counts `n` bytes the application read, for the session's stats and flow control.
     fn on_read(&self, n: usize) -> Result<(), StreamError> {
+        if let Self::Http3(state) = self {
+            stats::add(&state.counters.bytes_received, n);
+        }
         match self.flow() {
             Some(state) => state.on_read(n),
             None => Ok(()),
+        }
+    }
+
+    /// Counts `n` bytes the application wrote, for the session's stats.
+    fn on_written(&self, n: usize) {
+        if let Self::Http3(state) = self {
+            stats::add(&state.counters.bytes_sent, n);
         }
     }
 }
@@ -230,6 +241,7 @@ impl SendStream {
             poll_fn(|cx| self.poll_quinn(cx, |stream, cx| pin!(stream.write(part)).poll(cx)))
                 .await?;
         unused.bytes = credit - written;
+        self.mapping.on_written(written);
         Ok(written)
     }
 
@@ -246,6 +258,7 @@ impl SendStream {
                         self.poll_quinn(cx, |stream, cx| pin!(stream.write(buf)).poll(cx))
                     })
                     .await?;
+                    mapping.on_written(written);
                     buf = &buf[written..];
                 }
                 Ok(())
@@ -288,9 +301,12 @@ impl SendStream {
                     self.poll_quinn(cx, |stream, cx| pin!(stream.write_chunks(parts)).poll(cx))
                 })
                 .await;
-                if let Err(error) = written {
-                    self.refund(part[0].len());
-                    return Err(error);
+                match written {
+                    Ok(written) => self.mapping.on_written(written.bytes),
+                    Err(error) => {
+                        self.refund(part[0].len());
+                        return Err(error);
+                    }
                 }
             }
             if chunk.is_empty() {
@@ -381,6 +397,7 @@ impl tokio::io::AsyncWrite for SendStream {
             _ => 0,
         };
         this.refund(credit - written);
+        this.mapping.on_written(written);
         let result = ready!(result);
         Poll::Ready(result.map_err(io::Error::from))
     }

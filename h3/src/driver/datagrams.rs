@@ -34,6 +34,12 @@ impl Shared {
         self.lock().datagrams.register(stream_id, now, max_age);
     }
 
+    /// How many datagrams for `stream_id` were dropped because its queue was full (0 once its
+    /// routing stopped).
+    pub(crate) fn datagrams_dropped(&self, stream_id: u64) -> u64 {
+        self.lock().datagrams.dropped(stream_id)
+    }
+
     /// Stops routing datagrams for `stream_id`; its waiting readers see the end.
     pub(crate) fn unregister_datagrams(&self, stream_id: u64) {
         let readers = self.lock().datagrams.unregister(stream_id);

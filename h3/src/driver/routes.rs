@@ -28,6 +28,8 @@ pub(super) const EARLY_DATAGRAM_AGE: Duration = Duration::from_millis(50);
 struct Route {
     queue: VecDeque<Bytes>,
     readers: Waiters,
+    /// Datagrams dropped because the queue was full.
+    dropped: u64,
 }
 
 /// The datagram routes of a connection, sorted by request stream ID: one allocation for the
@@ -158,7 +160,7 @@ impl DatagramRoutes {
                 route.queue.push_back(payload);
                 woken = std::mem::take(&mut route.readers);
             }
-            Some(_) => {}
+            Some(route) => route.dropped += 1,
             None if self.ended => {}
             None => {
                 if self.early.len() >= EARLY_DATAGRAMS {
@@ -180,6 +182,13 @@ impl DatagramRoutes {
             .0
             .into_iter()
             .flat_map(|(_, mut route)| route.readers.take())
+    }
+
+    /// How many datagrams for `stream_id` were dropped because its queue was full.
+    pub(super) fn dropped(&mut self, stream_id: u64) -> u64 {
+        self.routes
+            .get_mut(stream_id)
+            .map_or(0, |route| route.dropped)
     }
 
     /// Whether the connection is gone.

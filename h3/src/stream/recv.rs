@@ -472,6 +472,12 @@ impl Datagrams {
         self.shared.try_datagram(self.id)
     }
 
+    /// How many of this stream's datagrams were dropped on arrival because its queue was full
+    /// (RFC 9297 lets a receiver drop them); 0 once routing stopped.
+    pub fn dropped(&self) -> u64 {
+        self.shared.datagrams_dropped(self.id)
+    }
+
     /// Stops routing this stream's datagrams, as dropping this does: waiting and later calls
     /// of [`Datagrams::recv`] return `None`, and datagrams that arrive for the stream are
     /// dropped.

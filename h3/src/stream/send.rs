@@ -64,6 +64,12 @@ impl SendHalf {
         &self.live.shared
     }
 
+    /// The tracing span of the stream's connection (side, connection, peer address, original
+    /// destination connection ID), for an extension's own spans, such as a session's.
+    pub fn connection_span(&self) -> &tracing::Span {
+        &self.live.shared.span
+    }
+
     /// The QUIC stream ID.
     pub fn id(&self) -> VarInt {
         self.stream.id().into()

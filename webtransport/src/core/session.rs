@@ -191,6 +191,11 @@ impl<S, E: Clone> SessionCore<S, E> {
         self.flow.is_some()
     }
 
+    /// The flow-control credit each way, when flow control is on.
+    pub(crate) fn flow_credit(&self) -> Option<crate::stats::FlowCredit> {
+        self.flow.as_ref().map(|flow| flow.credit())
+    }
+
     // ---- Inputs from the application.
 
     /// The application closes the session with `code` and `reason` (cut to 1024 bytes at a
