@@ -68,6 +68,10 @@ const FLOW_CONTROL_BROKEN: &str = "the peer broke WebTransport flow control";
 #[derive(Clone, Debug)]
 pub struct Session {
     inner: Arc<Inner>,
+    /// This handle's own pending `poll_*` operations of `web-transport-trait`; a clone starts
+    /// with none.
+    #[cfg(feature = "web-transport-trait")]
+    poll: crate::trait_impl::SessionPoll,
 }
 
 #[derive(Debug)]
@@ -113,6 +117,8 @@ impl Session {
                 conn: connection,
                 h3: None,
             }),
+            #[cfg(feature = "web-transport-trait")]
+            poll: Default::default(),
         }
     }
 
@@ -167,6 +173,8 @@ impl Session {
                     _client: client,
                 }),
             }),
+            #[cfg(feature = "web-transport-trait")]
+            poll: Default::default(),
         })
     }
 
@@ -510,6 +518,14 @@ impl Future for Closing {
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(feature = "web-transport-trait")]
+impl Session {
+    /// This handle's pending `poll_*` operations (see [`crate::trait_impl`]).
+    pub(crate) fn poll_state(&mut self) -> &mut crate::trait_impl::SessionPoll {
+        &mut self.poll
     }
 }
 

@@ -109,11 +109,19 @@ fn read_error(error: ReadError, mapping: &Mapping) -> StreamError {
 pub struct SendStream {
     inner: quay_transport::SendStream,
     mapping: Mapping,
+    /// The pending `poll_closed` of `web-transport-trait`.
+    #[cfg(feature = "web-transport-trait")]
+    poll: crate::trait_impl::SendPoll,
 }
 
 impl SendStream {
     pub(crate) fn new(inner: quay_transport::SendStream, mapping: Mapping) -> Self {
-        Self { inner, mapping }
+        Self {
+            inner,
+            mapping,
+            #[cfg(feature = "web-transport-trait")]
+            poll: Default::default(),
+        }
     }
 
     /// Fails with [`StreamError::SessionGone`], and resets the stream with WT_SESSION_GONE, once
@@ -474,6 +482,54 @@ impl tokio::io::AsyncRead for RecvStream {
         result.map_err(|e| io::Error::from(read_error(e, &this.mapping)))?;
         this.mapping.on_read(buf.filled().len() - before)?;
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "web-transport-trait")]
+impl SendStream {
+    /// This stream's pending `poll_closed` (see [`crate::trait_impl`]).
+    pub(crate) fn poll_state(&mut self) -> &mut crate::trait_impl::SendPoll {
+        &mut self.poll
+    }
+
+    /// [`SendStream::stopped`] as a future that borrows nothing, so that it can be kept
+    /// between polls.
+    pub(crate) fn stopped_owned(
+        &self,
+    ) -> impl Future<Output = Result<Option<u32>, StreamError>> + Send + 'static {
+        let stopped = self.inner.stopped();
+        let mapped = self.mapping.mapped();
+        async move {
+            match stopped.await {
+                Ok(None) => Ok(None),
+                Ok(Some(code)) => peer_code(code, mapped).map(Some),
+                Err(quay_transport::StoppedError::ConnectionLost(error)) => {
+                    Err(StreamError::ConnectionLost(error.into()))
+                }
+                Err(_) => Err(StreamError::Closed),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "web-transport-trait")]
+impl RecvStream {
+    /// Polls until the peer resets the stream (`Ok(Some(code))`) or it can no longer be reset
+    /// (`Ok(None)`: the peer finished it and everything arrived, or we stopped it). quinn keeps
+    /// the waker with the connection, so nothing is kept between polls.
+    pub(crate) fn poll_received_reset(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<u32>, StreamError>> {
+        let reset = std::pin::pin!(self.inner.received_reset());
+        match ready!(reset.poll(cx)) {
+            Ok(None) => Poll::Ready(Ok(None)),
+            Ok(Some(code)) => Poll::Ready(peer_code(code, self.mapping.mapped()).map(Some)),
+            Err(quay_transport::quinn::ResetError::ConnectionLost(error)) => {
+                Poll::Ready(Err(StreamError::ConnectionLost(error.into())))
+            }
+            Err(_) => Poll::Ready(Err(StreamError::Closed)),
+        }
     }
 }
 
