@@ -94,16 +94,17 @@ fn start_server(moq: moq_net::Server) -> MoqRelay {
     }
 }
 
-/// Opens a quay WebTransport session to the relay through `addr` (the relay's, or an impairing
-/// UDP link's in front of it), offering moq-net's versions, and starts MoQ on it as `client`.
+/// Opens a quay WebTransport session to the relay at `addr`, offering the moq-net versions
+/// `offered` (their ALPN names) as subprotocols, and starts MoQ on it as `client`.
 async fn connect(
     addr: SocketAddr,
     hash: CertificateHash,
+    offered: &[&str],
     client: moq_net::Client,
 ) -> moq_net::Session {
     let connection = setup::connect_pinned(addr, hash).await;
     let client_wt = quay_webtransport::Client::new(connection, Config::default());
-    let options = moq_net::ALPNS
+    let options = offered
         .iter()
         .fold(SessionOptions::default(), |options, alpn| {
             options.protocol(*alpn)
@@ -111,7 +112,7 @@ async fn connect(
     let url = format!("https://{}:{}/moq", setup::SERVER_NAME, addr.port());
     let session = bounded(client_wt.open(&url, &options)).await.unwrap();
     // The relay chose the first protocol offered, and the session reports it to moq-net.
-    assert_eq!(session.protocol(), Some(moq_net::ALPNS[0]));
+    assert_eq!(session.protocol(), offered.first().copied());
     let (session, driver) = bounded(client.connect(Instant::now(), session))
         .await
         .expect("MoQ handshake over quay");
@@ -185,10 +186,24 @@ async fn read_groups(
 }
 
 /// A broadcast with one track of 100 groups of 5 frames, published on one quay session and
-/// relayed by a quay server to a subscriber on another: every frame of every group arrives, in
-/// order within its group, and every group once.
+/// relayed by a quay server to a subscriber on another, over moq-lite (the version moq-net
+/// prefers): every frame of every group arrives, in order within its group, and every group
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moq_track_of_100_groups_crosses_a_quay_relay() {
+    relay_100_groups(moq_net::ALPNS).await;
+}
+
+/// The same over moq-transport draft 17 (IETF), the only version the clients offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moq_transport_draft_17_crosses_a_quay_relay() {
+    let version: moq_net::Version = "moq-transport-17".parse().unwrap();
+    relay_100_groups(&[version.alpn()]).await;
+}
+
+/// Publishes 100 groups of 5 frames through a quay relay, the clients offering `offered`, and
+/// checks that the subscriber gets all of them.
+async fn relay_100_groups(offered: &[&str]) {
     const GROUPS: u64 = 100;
     const FRAMES: u64 = 5;
     const SIZE: usize = 300;
@@ -203,6 +218,7 @@ async fn moq_track_of_100_groups_crosses_a_quay_relay() {
     let _publisher = connect(
         relay.addr,
         relay.hash,
+        offered,
         moq_net::Client::new().with_publisher(&publish),
     )
     .await;
@@ -211,12 +227,13 @@ async fn moq_track_of_100_groups_crosses_a_quay_relay() {
     let _subscriber = connect(
         relay.addr,
         relay.hash,
+        offered,
         moq_net::Client::new().with_subscriber(subscribe_origin.clone()),
     )
     .await;
     for _ in 0..2 {
         let chosen = bounded(relay.chosen.recv()).await.unwrap();
-        assert_eq!(chosen.as_deref(), Some(moq_net::ALPNS[0]));
+        assert_eq!(chosen.as_deref(), offered.first().copied());
     }
 
     let relayed = bounded(subscribe_origin.consume().routed_broadcast(BROADCAST))
@@ -249,7 +266,8 @@ async fn moq_track_of_100_groups_crosses_a_quay_relay() {
         assert_eq!(frames, &expected, "group {group} has other frames");
     }
     eprintln!(
-        "{GROUPS} groups of {FRAMES} frames through the relay in {:?}",
+        "{GROUPS} groups of {FRAMES} frames through the relay over {} in {:?}",
+        offered[0],
         started.elapsed()
     );
 }
