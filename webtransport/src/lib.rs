@@ -9,7 +9,10 @@
 //!   [`RecvStream`]), datagrams and close; [`Session::raw`] gives the same API on a bare QUIC
 //!   connection;
 //! - [`proto`] holds the pure parts: error-code mapping, WebTransport capsules, the settings of
-//!   each draft, and CONNECT negotiation.
+//!   each draft, and CONNECT negotiation;
+//! - `trait_impl` (feature `web-transport-trait`) implements `web-transport-trait` 0.4 for
+//!   [`Session`] and its streams, so that moq-net and other code generic over that trait run on
+//!   quay.
 //!
 //! # Quick start
 //!
@@ -79,6 +82,8 @@ pub mod session;
 mod state;
 pub mod stats;
 pub mod stream;
+#[cfg(feature = "web-transport-trait")]
+pub mod trait_impl;
 mod waiter;
 
 pub use client::{Client, SessionOptions, connect};

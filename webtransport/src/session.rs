@@ -64,6 +64,10 @@ use crate::stream::{Mapping, RecvStream, SendStream};
 #[derive(Clone, Debug)]
 pub struct Session {
     inner: Arc<Inner>,
+    /// This handle's own pending `poll_*` operations of `web-transport-trait`; a clone starts
+    /// with none.
+    #[cfg(feature = "web-transport-trait")]
+    poll: crate::trait_impl::SessionPoll,
 }
 
 #[derive(Debug)]
@@ -113,6 +117,8 @@ impl Session {
                 conn: connection,
                 h3: None,
             }),
+            #[cfg(feature = "web-transport-trait")]
+            poll: Default::default(),
         }
     }
 
@@ -177,6 +183,8 @@ impl Session {
                     _client: client,
                 }),
             }),
+            #[cfg(feature = "web-transport-trait")]
+            poll: Default::default(),
         })
     }
 
@@ -562,6 +570,14 @@ impl Future for Closing {
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(feature = "web-transport-trait")]
+impl Session {
+    /// This handle's pending `poll_*` operations (see [`crate::trait_impl`]).
+    pub(crate) fn poll_state(&mut self) -> &mut crate::trait_impl::SessionPoll {
+        &mut self.poll
     }
 }
 

@@ -127,6 +127,9 @@ pub struct SendStream {
     mapping: Mapping,
     /// Its place among the session's waiters while it waits for data credit.
     waiting: WaitKey,
+    /// The pending `poll_closed` of `web-transport-trait`.
+    #[cfg(feature = "web-transport-trait")]
+    poll: crate::trait_impl::SendPoll,
 }
 
 impl SendStream {
@@ -141,6 +144,8 @@ impl SendStream {
             id,
             mapping,
             waiting: WaitKey::NONE,
+            #[cfg(feature = "web-transport-trait")]
+            poll: Default::default(),
         }
     }
 
@@ -583,6 +588,56 @@ impl tokio::io::AsyncRead for RecvStream {
         ready!(this.poll_quinn(cx, |stream, cx| stream.poll_read_buf(cx, buf)))?;
         this.mapping.on_read(buf.filled().len() - before)?;
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "web-transport-trait")]
+impl SendStream {
+    /// This stream's pending `poll_closed` (see [`crate::trait_impl`]).
+    pub(crate) fn poll_state(&mut self) -> &mut crate::trait_impl::SendPoll {
+        &mut self.poll
+    }
+
+    /// [`SendStream::stopped`] as a future that borrows nothing, so that it can be kept
+    /// between polls.
+    pub(crate) fn stopped_owned(
+        &self,
+    ) -> impl Future<Output = Result<Option<u32>, StreamError>> + Send + 'static {
+        let stopped = self.inner.with(|stream| stream.stopped());
+        let mapped = self.mapping.mapped();
+        async move {
+            match stopped?.await {
+                Ok(None) => Ok(None),
+                Ok(Some(code)) => peer_code(code, mapped).map(Some),
+                Err(quay_transport::StoppedError::ConnectionLost(error)) => {
+                    Err(StreamError::ConnectionLost(error.into()))
+                }
+                Err(_) => Err(StreamError::Closed),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "web-transport-trait")]
+impl RecvStream {
+    /// Polls until the peer resets the stream (`Ok(Some(code))`) or it can no longer be reset
+    /// (`Ok(None)`: the peer finished it and everything arrived, or we stopped it). quinn keeps
+    /// the waker with the connection, so nothing is kept between polls.
+    pub(crate) fn poll_received_reset(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<u32>, StreamError>> {
+        let polled = self
+            .inner
+            .with(|stream| std::pin::pin!(stream.received_reset()).poll(cx));
+        match ready!(polled?) {
+            Ok(None) => Poll::Ready(Ok(None)),
+            Ok(Some(code)) => Poll::Ready(peer_code(code, self.mapping.mapped()).map(Some)),
+            Err(quay_transport::quinn::ResetError::ConnectionLost(error)) => {
+                Poll::Ready(Err(StreamError::ConnectionLost(error.into())))
+            }
+            Err(_) => Poll::Ready(Err(StreamError::Closed)),
+        }
     }
 }
 

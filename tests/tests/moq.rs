@@ -1,0 +1,273 @@
+//! moq-net 0.3 on quay: MoQ sessions over quay WebTransport sessions, through
+//! quay-webtransport's `web-transport-trait` implementation.
+//!
+//! Three quay WebTransport sessions on loopback: a publisher and a subscriber, each a client of
+//! a quay WebTransport server that is a minimal MoQ relay. The relay runs every session it
+//! accepts with one moq-net origin as both publisher and subscriber, so what the publisher
+//! announces is served to the subscriber, and a subscription travels back to the publisher. The
+//! client offers moq-net's versions as WebTransport subprotocols; the server chooses one and
+//! moq-net reads it from `protocol()`.
+//!
+//! Every wait is bounded by `setup::bounded`; nothing sleeps to synchronise.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moq_net::track::{self, Subscription};
+use moq_net::{Hop, Timestamp, origin};
+use quay_tests::setup::{self, bounded};
+use quay_webtransport::quay_transport::CertificateHash;
+use quay_webtransport::{Config, Server, SessionOptions};
+use tokio::sync::mpsc;
+
+/// The broadcast the publisher announces.
+const BROADCAST: &str = "room";
+/// How long a group may lag the live edge before moq-net skips it: long enough that no group of
+/// these tests is ever skipped, since they check that every one arrives.
+const MAX_AGE: Duration = Duration::from_secs(600);
+
+/// A moq-net origin with its driver running.
+fn origin(hop: u64) -> origin::Producer {
+    let hop = Hop::new(hop).expect("a valid hop id");
+    let (producer, driver) = origin::Producer::new(origin::Config::new(hop));
+    tokio::spawn(moq_net::time::run(driver));
+    producer
+}
+
+/// A quay WebTransport server on loopback that relays MoQ: every session shares `origin`.
+struct MoqRelay {
+    addr: SocketAddr,
+    hash: CertificateHash,
+    task: tokio::task::JoinHandle<()>,
+    /// The protocols the relay chose, one per session, for the tests to check.
+    chosen: mpsc::UnboundedReceiver<Option<String>>,
+}
+
+impl Drop for MoqRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn start_relay() -> MoqRelay {
+    start_server(moq_net::Server::new().with_origin(origin(2)))
+}
+
+/// A quay WebTransport server on loopback that runs MoQ as `moq` on every session.
+fn start_server(moq: moq_net::Server) -> MoqRelay {
+    let identity = setup::identity().unwrap();
+    let hash = identity.certificate_hash();
+    let server = Server::bind(setup::loopback_any_port(), identity, Config::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (report, chosen) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(request) = server.accept().await {
+            let (moq, report) = (moq.clone(), report.clone());
+            tokio::spawn(async move {
+                // The client's most preferred protocol that moq-net speaks.
+                let offered = request.protocols();
+                let chosen = offered
+                    .into_iter()
+                    .find(|protocol| moq_net::ALPNS.contains(&protocol.as_str()));
+                let session = match &chosen {
+                    Some(protocol) => request.ok_with_protocol(protocol).await,
+                    None => request.ok().await,
+                };
+                let _ = report.send(chosen);
+                let Ok(session) = session else { return };
+                let Ok((session, driver)) = moq.accept(Instant::now(), session).await else {
+                    return;
+                };
+                // The MoQ session lives as long as its driver runs.
+                let _closed = moq_net::time::run(driver).await;
+                drop(session);
+            });
+        }
+    });
+    MoqRelay {
+        addr,
+        hash,
+        task,
+        chosen,
+    }
+}
+
+/// Opens a quay WebTransport session to the relay at `addr`, offering the moq-net versions
+/// `offered` (their ALPN names) as subprotocols, and starts MoQ on it as `client`.
+async fn connect(
+    addr: SocketAddr,
+    hash: CertificateHash,
+    offered: &[&str],
+    client: moq_net::Client,
+) -> moq_net::Session {
+    let connection = setup::connect_pinned(addr, hash).await;
+    let client_wt = quay_webtransport::Client::new(connection, Config::default());
+    let options = offered
+        .iter()
+        .fold(SessionOptions::default(), |options, alpn| {
+            options.protocol(*alpn)
+        });
+    let url = format!("https://{}:{}/moq", setup::SERVER_NAME, addr.port());
+    let session = bounded(client_wt.open(&url, &options)).await.unwrap();
+    // The relay chose the first protocol offered, and the session reports it to moq-net.
+    assert_eq!(session.protocol(), offered.first().copied());
+    let (session, driver) = bounded(client.connect(Instant::now(), session))
+        .await
+        .expect("MoQ handshake over quay");
+    tokio::spawn(moq_net::time::run(driver));
+    session
+}
+
+/// The payload of frame `frame` of group `group` of `track`: a few hundred bytes that say where
+/// they belong.
+fn payload(track: &str, group: u64, frame: u64, size: usize) -> Bytes {
+    let mut text = format!("{track} group {group} frame {frame} ").into_bytes();
+    text.resize(size.max(text.len()), b'.');
+    Bytes::from(text)
+}
+
+/// Writes `groups` groups of `frames` frames of `size` bytes each to `track`, each group
+/// finished.
+fn publish_groups(track: &track::Producer, name: &str, groups: u64, frames: u64, size: usize) {
+    for group in 0..groups {
+        let mut producer = track.append_group().unwrap();
+        for frame in 0..frames {
+            let timestamp = Timestamp::from_millis(group * frames + frame).unwrap();
+            producer
+                .write_frame(timestamp, payload(name, group, frame, size))
+                .unwrap();
+        }
+        producer.finish().unwrap();
+    }
+}
+
+/// The subscriber's side: the track `name` of the relayed broadcast, subscribed at `priority`.
+async fn subscribe(
+    broadcast: &moq_net::broadcast::Consumer,
+    name: &str,
+    priority: u8,
+) -> track::Subscriber {
+    let track = broadcast.track(name).unwrap();
+    let subscription = Subscription::default()
+        .with_priority(priority)
+        .with_max_age(MAX_AGE);
+    bounded(track.subscribe(subscription)).await.unwrap()
+}
+
+/// Reads every group of `subscriber` as it arrives, each to its end, and sends
+/// `(name, sequence, frames)` on `done` once a group is complete. Ends after `groups` groups.
+async fn read_groups(
+    mut subscriber: track::Subscriber,
+    name: &'static str,
+    groups: u64,
+    done: mpsc::UnboundedSender<(&'static str, u64, Vec<Bytes>)>,
+) {
+    let mut readers = Vec::new();
+    for _ in 0..groups {
+        let Some(mut group) = bounded(subscriber.recv_group()).await.unwrap() else {
+            break;
+        };
+        let done = done.clone();
+        // Groups are read side by side, as they arrive: one group's stream does not wait for
+        // another's.
+        readers.push(tokio::spawn(async move {
+            let mut frames = Vec::new();
+            while let Some(frame) = bounded(group.read_frame()).await.unwrap() {
+                frames.push(frame.payload);
+            }
+            let _ = done.send((name, group.sequence, frames));
+        }));
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
+/// A broadcast with one track of 100 groups of 5 frames, published on one quay session and
+/// relayed by a quay server to a subscriber on another, over moq-lite (the version moq-net
+/// prefers): every frame of every group arrives, in order within its group, and every group
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moq_track_of_100_groups_crosses_a_quay_relay() {
+    relay_100_groups(moq_net::ALPNS).await;
+}
+
+/// The same over moq-transport draft 17 (IETF), the only version the clients offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moq_transport_draft_17_crosses_a_quay_relay() {
+    let version: moq_net::Version = "moq-transport-17".parse().unwrap();
+    relay_100_groups(&[version.alpn()]).await;
+}
+
+/// Publishes 100 groups of 5 frames through a quay relay, the clients offering `offered`, and
+/// checks that the subscriber gets all of them.
+async fn relay_100_groups(offered: &[&str]) {
+    const GROUPS: u64 = 100;
+    const FRAMES: u64 = 5;
+    const SIZE: usize = 300;
+    let started = Instant::now();
+    let mut relay = start_relay();
+
+    let publish = origin(1);
+    let broadcast = publish.create_broadcast(BROADCAST).unwrap();
+    let info = track::Info::default().with_max_age(MAX_AGE);
+    let track = broadcast.create_track("frames", info).unwrap();
+    broadcast.announce(Default::default()).unwrap();
+    let _publisher = connect(
+        relay.addr,
+        relay.hash,
+        offered,
+        moq_net::Client::new().with_publisher(&publish),
+    )
+    .await;
+
+    let subscribe_origin = origin(3);
+    let _subscriber = connect(
+        relay.addr,
+        relay.hash,
+        offered,
+        moq_net::Client::new().with_subscriber(subscribe_origin.clone()),
+    )
+    .await;
+    for _ in 0..2 {
+        let chosen = bounded(relay.chosen.recv()).await.unwrap();
+        assert_eq!(chosen.as_deref(), offered.first().copied());
+    }
+
+    let relayed = bounded(subscribe_origin.consume().routed_broadcast(BROADCAST))
+        .await
+        .unwrap();
+    let subscriber = subscribe(&relayed, "frames", 128).await;
+    // moq-net subscribes upstream once the subscriber waits for groups.
+    let (done, mut arrived) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_groups(subscriber, "frames", GROUPS, done));
+    // The subscription reached the publisher through the relay: publish from here on.
+    bounded(track.used()).await.unwrap();
+    publish_groups(&track, "frames", GROUPS, FRAMES, SIZE);
+
+    let mut groups = HashMap::new();
+    for _ in 0..GROUPS {
+        let (_, sequence, frames) = bounded(arrived.recv()).await.expect("a group is missing");
+        assert!(
+            groups.insert(sequence, frames).is_none(),
+            "group {sequence} arrived twice"
+        );
+    }
+    bounded(reader).await.unwrap();
+    for group in 0..GROUPS {
+        let frames = groups
+            .get(&group)
+            .unwrap_or_else(|| panic!("group {group} is missing"));
+        let expected: Vec<Bytes> = (0..FRAMES)
+            .map(|frame| payload("frames", group, frame, SIZE))
+            .collect();
+        assert_eq!(frames, &expected, "group {group} has other frames");
+    }
+    eprintln!(
+        "{GROUPS} groups of {FRAMES} frames through the relay over {} in {:?}",
+        offered[0],
+        started.elapsed()
+    );
+}
