@@ -673,3 +673,14 @@ fn the_connection_counts_what_happened() {
     );
     assert_eq!(client.frames_received.data.frames, 2);
 }
+
+#[test]
+fn a_query_reaches_the_server() {
+    let mut pair = ready();
+    let id = pair
+        .client
+        .send_request(&request("/q?room=1&x=2"), b"", true);
+    pair.drive();
+    let received = pair.server.message(id).unwrap().request.as_ref().unwrap();
+    assert_eq!(received.uri().query(), Some("room=1&x=2"));
+}

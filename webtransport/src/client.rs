@@ -236,6 +236,7 @@ impl Client {
             routes: self.routes.clone(),
             protocol,
             draft,
+            request: None,
             client: Some(self.h3.clone()),
             flow,
         })

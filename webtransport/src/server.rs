@@ -491,6 +491,8 @@ impl Request {
             });
         }
         let (send, recv) = stream.split();
+        // The session keeps its request (Session::request); a placeholder stays behind.
+        let head = std::mem::take(&mut self.head);
         Session::new_http3(Established {
             conn: self.conn.clone(),
             send,
@@ -498,6 +500,7 @@ impl Request {
             routes: self.routes.clone(),
             protocol: protocol.map(|(p, _)| p),
             draft: self.draft,
+            request: Some(head),
             client: None,
             flow: self.flow,
         })

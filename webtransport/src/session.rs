@@ -86,6 +86,8 @@ struct Http3Session {
     protocol: Option<String>,
     /// The draft the peer speaks.
     draft: Draft,
+    /// Server: the CONNECT request the session was accepted from.
+    request: Option<Box<http::Request<()>>>,
     /// Shared with the CONNECT-stream task, the session's streams and [`Routes`].
     state: Arc<SessionState>,
     routes: Arc<Routes>,
@@ -102,6 +104,8 @@ pub(crate) struct Established {
     pub(crate) protocol: Option<String>,
     /// The draft the peer speaks.
     pub(crate) draft: Draft,
+    /// Server: the CONNECT request, kept for [`Session::request`].
+    pub(crate) request: Option<Box<http::Request<()>>>,
     pub(crate) client: Option<quay_h3::Client>,
     /// Our flow-control limits and the peer's, when both sides turned it on.
     pub(crate) flow: Option<(FlowControlLimits, FlowControlLimits)>,
@@ -131,6 +135,7 @@ impl Session {
             routes,
             protocol,
             draft,
+            request,
             client,
             flow,
         } = established;
@@ -178,6 +183,7 @@ impl Session {
                     }),
                     protocol,
                     draft,
+                    request,
                     state,
                     routes,
                     _client: client,
@@ -191,6 +197,18 @@ impl Session {
     /// The session ID (the CONNECT stream's ID); `None` for a raw session.
     pub fn session_id(&self) -> Option<VarInt> {
         self.inner.h3.as_ref().map(|h3| h3.id)
+    }
+
+    /// Server: the CONNECT request this session was accepted from (URL with its query, the
+    /// `origin` and every header, `:protocol` in its extensions); `None` on a client or raw
+    /// session.
+    pub fn request(&self) -> Option<&http::Request<()>> {
+        self.inner.h3.as_ref()?.request.as_deref()
+    }
+
+    /// The WebTransport draft the peer speaks; `None` on a raw session.
+    pub fn draft(&self) -> Option<Draft> {
+        self.inner.h3.as_ref().map(|h3| h3.draft)
     }
 
     /// The subprotocol the server chose (`wt-protocol`), if any.

@@ -29,12 +29,19 @@ async fn stats_count_streams_bytes_and_datagrams_and_metrics_count_sessions() {
 
     let (server, builder) = common::default_server();
     let url = format!(
-        "https://localhost:{}/s",
+        "https://localhost:{}/s?room=1",
         server.local_addr().unwrap().port()
     );
     let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let session = server.accept().await.unwrap().ok().await.unwrap();
+        // The accepted session keeps its request.
+        let request = session
+            .request()
+            .expect("a server session keeps its request");
+        assert_eq!(request.uri().path(), "/s");
+        assert_eq!(request.uri().query(), Some("room=1"));
+        assert_eq!(session.draft(), Some(Draft::Draft15));
         let (mut send, mut recv) = session.accept_bi().await.unwrap();
         let message = recv.read_to_end(1024).await.unwrap();
         send.write_all(&message).await.unwrap();
@@ -73,6 +80,10 @@ async fn stats_count_streams_bytes_and_datagrams_and_metrics_count_sessions() {
         session.remote_address().is_ipv4(),
         "{}",
         session.remote_address()
+    );
+    assert!(
+        session.request().is_none(),
+        "a client session has no request to keep"
     );
     let ours = session.stats();
     assert_eq!(ours.streams_opened_bidi, 1);
