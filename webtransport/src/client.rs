@@ -32,7 +32,7 @@ use quay_transport::{ClientBuilder, Connection};
 
 use crate::config::Config;
 use crate::core::table::client_session_limit;
-use crate::error::ConnectError;
+use crate::error::{ConnectError, Missing};
 use crate::proto::connect;
 use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count};
 use crate::routes::{Routes, route_streams};
@@ -199,9 +199,7 @@ impl Client {
                 .insert(connect::AVAILABLE_PROTOCOLS_HEADER, value);
         }
         if self.routes.sessions() >= limit {
-            return Err(ConnectError::NotSupported(
-                "the server's session limit is reached",
-            ));
+            return Err(ConnectError::NotSupported(Missing::SessionRoom));
         }
         let mut stream = self
             .h3
@@ -211,9 +209,7 @@ impl Client {
         let id = stream.id().into_inner();
         if !self.routes.request(id, limit) {
             stream.cancel();
-            return Err(ConnectError::NotSupported(
-                "the server's session limit is reached",
-            ));
+            return Err(ConnectError::NotSupported(Missing::SessionRoom));
         }
         let response = match stream.recv_response().await {
             Ok(response) => response,
@@ -240,7 +236,7 @@ impl Client {
             client: Some(self.h3.clone()),
             flow,
         })
-        .map_err(|_| ConnectError::NotSupported("HTTP datagrams"))
+        .map_err(|_| ConnectError::NotSupported(Missing::HttpDatagrams))
     }
 }
 
@@ -248,13 +244,13 @@ impl Client {
 /// why it takes none.
 fn check_settings(settings: &Settings) -> Result<(Draft, Option<usize>), ConnectError> {
     if !settings.enable_connect_protocol() {
-        return Err(ConnectError::NotSupported("no Extended CONNECT"));
+        return Err(ConnectError::NotSupported(Missing::ExtendedConnect));
     }
     if !settings.h3_datagram() {
-        return Err(ConnectError::NotSupported("no HTTP datagrams"));
+        return Err(ConnectError::NotSupported(Missing::HttpDatagrams));
     }
     let Some(draft) = Draft::from_settings(settings) else {
-        return Err(ConnectError::NotSupported("no WebTransport setting"));
+        return Err(ConnectError::NotSupported(Missing::WebTransportSetting));
     };
     // The largest announced limit, if any: the caller decides what none means.
     let limit =

@@ -11,6 +11,7 @@ use quay_h3::proto::VarInt;
 use quay_h3::{Code, ConnectionError};
 
 use crate::core::session::End;
+pub use crate::core::session::Violation;
 
 /// Why a session ended, from [`Session::closed`](crate::Session::closed); also the error of
 /// session operations once it has.
@@ -40,7 +41,7 @@ pub enum SessionError {
     /// The peer broke the session's protocol (a malformed capsule, data after
     /// WT_CLOSE_SESSION); we reset the CONNECT stream with H3_MESSAGE_ERROR.
     #[error("session protocol error: {0}")]
-    Protocol(&'static str),
+    Protocol(Violation),
     /// The connection ended.
     #[error("connection lost: {0}")]
     ConnectionLost(ConnectionError),
@@ -68,6 +69,27 @@ impl From<End<ConnectionError>> for SessionError {
             End::ConnectionLost(error) => Self::ConnectionLost(error),
         }
     }
+}
+
+/// What a server lacks for a WebTransport session, in [`ConnectError::NotSupported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Missing {
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 9220).
+    #[error("no Extended CONNECT")]
+    ExtendedConnect,
+    /// SETTINGS_H3_DATAGRAM (RFC 9297).
+    #[error("no HTTP datagrams")]
+    HttpDatagrams,
+    /// QUIC datagrams (RFC 9221) in the transport.
+    #[error("no QUIC datagrams")]
+    QuicDatagrams,
+    /// A setting of any WebTransport draft.
+    #[error("no WebTransport setting")]
+    WebTransportSetting,
+    /// Room for another session on this connection: the server's session limit is reached.
+    #[error("the server's session limit is reached")]
+    SessionRoom,
 }
 
 /// Why an operation on a session's stream failed.
@@ -147,7 +169,7 @@ pub enum ConnectError {
     /// The server does not speak WebTransport (its SETTINGS lack Extended CONNECT, HTTP
     /// datagrams or a WebTransport setting), or refuses more sessions on this connection.
     #[error("the server does not support WebTransport: {0}")]
-    NotSupported(&'static str),
+    NotSupported(Missing),
     /// The CONNECT request failed at the HTTP/3 level (reset, malformed response, ...).
     #[error("CONNECT request failed: {0}")]
     Http3(quay_h3::StreamError),
@@ -186,9 +208,9 @@ impl ConnectError {
             }
             quay_h3::StreamError::ConnectionLost(error) => Self::Transport(error),
             quay_h3::StreamError::NotNegotiated(feature) => Self::NotSupported(match feature {
-                quay_h3::error::Feature::ExtendedConnect => "no Extended CONNECT",
-                quay_h3::error::Feature::HttpDatagrams => "no HTTP datagrams",
-                _ => "no QUIC datagrams",
+                quay_h3::error::Feature::ExtendedConnect => Missing::ExtendedConnect,
+                quay_h3::error::Feature::HttpDatagrams => Missing::HttpDatagrams,
+                _ => Missing::QuicDatagrams,
             }),
             error => Self::Http3(error),
         }

@@ -88,7 +88,7 @@ mod waiter;
 
 pub use client::{Client, SessionOptions, connect};
 pub use config::Config;
-pub use error::{ConnectError, DatagramError, SessionError, StreamError};
+pub use error::{ConnectError, DatagramError, Missing, SessionError, StreamError, Violation};
 pub use server::Server;
 pub use session::Session;
 pub use stream::{ReadToEndError, RecvStream, SendStream};

@@ -50,7 +50,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::core::table::server_session_limit;
-use crate::error::SessionError;
+use crate::error::{SessionError, Violation};
 use crate::proto::connect;
 use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count, client_draft};
 use crate::routes::Routes;
@@ -487,7 +487,7 @@ impl Request {
                 quay_h3::StreamError::Stopped(code) | quay_h3::StreamError::Reset(code) => {
                     SessionError::Reset(code)
                 }
-                _ => SessionError::Protocol("could not send the response"),
+                _ => SessionError::Protocol(Violation::ResponseNotSent),
             });
         }
         let (send, recv) = stream.split();

@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::connect_reader::read_connect_stream;
 use crate::datagram::{Prefix, prefixed};
-use crate::error::{DatagramError, SessionError};
+use crate::error::{DatagramError, SessionError, Violation};
 use crate::flow::FlowControl;
 use crate::metrics::SessionLabels;
 use crate::proto::capsule::Direction;
@@ -142,7 +142,7 @@ impl Session {
         let id = send.id();
         let datagrams = recv
             .take_datagrams()
-            .map_err(|_| SessionError::Protocol("HTTP datagrams are off"))?;
+            .map_err(|_| SessionError::Protocol(Violation::DatagramsOff))?;
         let flow = flow.map(|(local, peer)| FlowControl::new(local, peer));
         let labels = SessionLabels {
             client: client.is_some(),
@@ -376,9 +376,7 @@ impl Session {
                     RecvStream::new(recv, buffered, mapping),
                 ))
             }
-            _ => Err(SessionError::Protocol(
-                "unidirectional stream routed as bidi",
-            )),
+            _ => Err(SessionError::Protocol(Violation::WrongDirection)),
         }
     }
 
@@ -393,7 +391,7 @@ impl Session {
                 self.count(|c| &c.streams_accepted_uni);
                 Ok(RecvStream::new(recv, buffered, self.mapping()))
             }
-            _ => Err(SessionError::Protocol("bidirectional stream routed as uni")),
+            _ => Err(SessionError::Protocol(Violation::WrongDirection)),
         }
     }
 

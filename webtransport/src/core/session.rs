@@ -40,9 +40,6 @@ use crate::flow::FlowControl;
 use crate::proto::capsule::{Direction, WtCapsule};
 use crate::proto::error::WT_FLOW_CONTROL_ERROR;
 
-/// Why the session ends when the peer breaks its flow control.
-pub(crate) const FLOW_CONTROL_BROKEN: &str = "the peer broke WebTransport flow control";
-
 /// Why a session ended: the first cause the core was told of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End<E> {
@@ -61,9 +58,37 @@ pub(crate) enum End<E> {
     /// The peer reset the CONNECT stream with this code.
     Reset(Code),
     /// The peer broke the session's protocol.
-    Protocol(&'static str),
+    Protocol(Violation),
     /// The connection ended before anything else ended the session.
     ConnectionLost(E),
+}
+
+/// How the peer broke a session's protocol, in `SessionError::Protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A WebTransport capsule that does not parse (draft-16 §5, §6).
+    #[error("malformed WebTransport capsule")]
+    MalformedCapsule,
+    /// A capsule cut short, or bytes after WT_CLOSE_SESSION, on the CONNECT stream (RFC 9297
+    /// §3.3, draft-16 §6).
+    #[error("malformed capsule on the CONNECT stream")]
+    MalformedConnectCapsule,
+    /// The CONNECT stream broke HTTP/3's message rules.
+    #[error("malformed CONNECT stream")]
+    MalformedConnectStream,
+    /// The peer broke draft-16 flow control (WT_FLOW_CONTROL_ERROR).
+    #[error("the peer broke WebTransport flow control")]
+    FlowControl,
+    /// The session has no HTTP datagrams (the CONNECT stream's were taken or are off).
+    #[error("HTTP datagrams are off")]
+    DatagramsOff,
+    /// The response to the CONNECT request could not be sent.
+    #[error("could not send the response")]
+    ResponseNotSent,
+    /// A stream was handed to the session as the wrong direction (a bug, if ever seen).
+    #[error("stream routed as the wrong direction")]
+    WrongDirection,
 }
 
 /// A waiter the glue should wake, from [`SessionCore::poll_event`].
@@ -357,7 +382,7 @@ impl<S, E: Clone> SessionCore<S, E> {
                 // is too long or not UTF-8) resets the stream; §5.6.2: a stream count above
                 // 2^60 is a flow-control error.
                 let code = Code::from(error);
-                self.set_end(End::Protocol("malformed WebTransport capsule"));
+                self.set_end(End::Protocol(Violation::MalformedCapsule));
                 self.queue_reset(code);
                 return ReadOn::Stop(code);
             }
@@ -434,11 +459,11 @@ impl<S, E: Clone> SessionCore<S, E> {
     pub(crate) fn handle_connect_malformed(&mut self, code: Option<Code>) {
         match code {
             Some(code) => {
-                self.set_end(End::Protocol("malformed capsule on the CONNECT stream"));
+                self.set_end(End::Protocol(Violation::MalformedConnectCapsule));
                 self.queue_reset(code);
             }
             None => {
-                self.set_end(End::Protocol("malformed CONNECT stream"));
+                self.set_end(End::Protocol(Violation::MalformedConnectStream));
                 self.queue_fin();
             }
         }
@@ -564,7 +589,7 @@ impl<S, E: Clone> SessionCore<S, E> {
     /// draft-16 §5.6: the peer broke flow control; the session ends and the CONNECT stream is
     /// reset with WT_FLOW_CONTROL_ERROR.
     fn flow_control_broken(&mut self) {
-        if self.set_end(End::Protocol(FLOW_CONTROL_BROKEN)) {
+        if self.set_end(End::Protocol(Violation::FlowControl)) {
             self.queue_reset(WT_FLOW_CONTROL_ERROR);
         }
     }
@@ -813,7 +838,7 @@ mod tests {
             );
             assert_eq!(
                 core.end(),
-                Some(&End::Protocol("malformed WebTransport capsule"))
+                Some(&End::Protocol(Violation::MalformedCapsule))
             );
             assert_eq!(
                 transmits(&mut core),
@@ -969,7 +994,7 @@ mod tests {
             core.handle_capsule(&same),
             ReadOn::Stop(WT_FLOW_CONTROL_ERROR)
         );
-        assert_eq!(core.end(), Some(&End::Protocol(FLOW_CONTROL_BROKEN)));
+        assert_eq!(core.end(), Some(&End::Protocol(Violation::FlowControl)));
         assert_eq!(
             transmits(&mut core),
             [Transmit::Reset(WT_FLOW_CONTROL_ERROR)]
@@ -982,7 +1007,7 @@ mod tests {
         let mut core = flowing(limits(100, 1, 1), limits(10, 1, 1));
         assert_eq!(core.handle_peer_stream(Direction::Uni, 1), Ok(()));
         assert_eq!(core.handle_peer_stream(Direction::Uni, 2), Err(2));
-        assert_eq!(core.end(), Some(&End::Protocol(FLOW_CONTROL_BROKEN)));
+        assert_eq!(core.end(), Some(&End::Protocol(Violation::FlowControl)));
         assert_eq!(
             transmits(&mut core),
             [Transmit::Reset(WT_FLOW_CONTROL_ERROR)]
@@ -1006,7 +1031,7 @@ mod tests {
             ])]
         );
         assert_eq!(core.handle_read(101), Err(()));
-        assert_eq!(core.end(), Some(&End::Protocol(FLOW_CONTROL_BROKEN)));
+        assert_eq!(core.end(), Some(&End::Protocol(Violation::FlowControl)));
     }
 
     // Nothing goes out after a failed write: the CONNECT stream is gone.
