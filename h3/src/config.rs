@@ -89,6 +89,27 @@ impl Default for Config {
     }
 }
 
+/// Chainable setters, one per field, so that a config (`#[non_exhaustive]`, so no struct
+/// literal outside this crate) can be written as one expression:
+/// `Config::default().with_enable_datagrams(true).with_grease(false)`.
+impl Config {
+    with_setters! {
+        with_qpack_max_table_capacity => qpack_max_table_capacity: u64,
+        with_qpack_blocked_streams => qpack_blocked_streams: u64,
+        with_max_field_section_size => max_field_section_size: u64,
+        with_max_frame_payload => max_frame_payload: u64,
+        with_max_capsule_size => max_capsule_size: u64,
+        with_max_concurrent_requests => max_concurrent_requests: Option<u32>,
+        with_enable_extended_connect => enable_extended_connect: bool,
+        with_enable_datagrams => enable_datagrams: bool,
+        with_extra_settings => extra_settings: Vec<(SettingId, VarInt)>,
+        with_extension_uni_stream_types => extension_uni_stream_types: Vec<StreamType>,
+        with_extension_bidi_signals => extension_bidi_signals: Vec<FrameType>,
+        with_request_head_timeout => request_head_timeout: Duration,
+        with_grease => grease: bool,
+    }
+}
+
 impl Config {
     /// The SETTINGS we announce, with a GREASE setting derived from `grease_seed` when
     /// [`Config::grease`] is on. Entries that break the SETTINGS rules (duplicates, HTTP/2

@@ -112,3 +112,18 @@ macro_rules! wire_values {
         }
     };
 }
+
+/// Chainable setters for a config's fields, inside an `impl` block: each
+/// `with_name => name: Type` becomes `pub fn with_name(self, value: Type) -> Self`.
+macro_rules! with_setters {
+    ($($setter:ident => $field:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("Sets [`Self::", stringify!($field), "`].")]
+            #[must_use]
+            pub fn $setter(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )*
+    };
+}

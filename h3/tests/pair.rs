@@ -14,9 +14,7 @@ use quay_h3::Config;
 use quay_h3::pair::{Direction, Pair, StreamAction, Transfer};
 
 fn config() -> Config {
-    let mut config = Config::default();
-    config.grease = false;
-    config
+    Config::default().with_grease(false)
 }
 
 /// A pair that has exchanged SETTINGS.
@@ -534,8 +532,7 @@ fn h3_datagram_without_quic_datagrams() {
     // RFC 9297 §2.1.1: H3_DATAGRAM=1 on a connection without QUIC datagrams is
     // H3_SETTINGS_ERROR. The pair's connections have no transport, so the server is told there
     // are none.
-    let mut datagrams = config();
-    datagrams.enable_datagrams = true;
+    let datagrams = config().with_enable_datagrams(true);
     let mut pair = Pair::new(datagrams.clone(), datagrams);
     pair.server.state_mut().set_quic_datagrams(false);
     pair.drive();

@@ -75,6 +75,43 @@ impl Config {
         max_streams_bidi: 100,
     };
 
+    /// Sets [`Config::max_sessions`]. The `with_*` setters let a config (`#[non_exhaustive]`,
+    /// so no struct literal outside this crate) be written as one expression:
+    /// `Config::default().with_max_sessions(4).with_flow_control(None)`.
+    #[must_use]
+    pub fn with_max_sessions(mut self, value: u32) -> Self {
+        self.max_sessions = value;
+        self
+    }
+
+    /// Sets [`Config::max_buffered_streams`].
+    #[must_use]
+    pub fn with_max_buffered_streams(mut self, value: usize) -> Self {
+        self.max_buffered_streams = value;
+        self
+    }
+
+    /// Sets [`Config::accept_queue`].
+    #[must_use]
+    pub fn with_accept_queue(mut self, value: usize) -> Self {
+        self.accept_queue = value;
+        self
+    }
+
+    /// Sets [`Config::flow_control`].
+    #[must_use]
+    pub fn with_flow_control(mut self, value: Option<FlowControlLimits>) -> Self {
+        self.flow_control = value;
+        self
+    }
+
+    /// Sets [`Config::h3`].
+    #[must_use]
+    pub fn with_h3(mut self, value: quay_h3::Config) -> Self {
+        self.h3 = value;
+        self
+    }
+
     /// The HTTP/3 configuration of a connection that carries WebTransport: [`Config::h3`] with
     /// Extended CONNECT and HTTP datagrams on, the WebTransport SETTINGS of every draft added
     /// (see DESIGN.md), and WebTransport streams handed to this crate.
@@ -104,5 +141,22 @@ impl Config {
                 .push(FrameType::WEBTRANSPORT_STREAM);
         }
         h3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_is_one_expression() {
+        let config = Config::default()
+            .with_max_sessions(4)
+            .with_flow_control(None)
+            .with_h3(quay_h3::Config::default().with_grease(false));
+        assert_eq!(config.max_sessions, 4);
+        assert!(config.flow_control.is_none());
+        assert!(!config.h3.grease);
+        assert!(config.h3_config().enable_datagrams);
     }
 }
