@@ -121,5 +121,14 @@ fn bad_seeds_give_the_rfc_error() {
 
 #[test]
 fn pair_seeds() {
-    replay("pair", fuzzing::pair);
+    // Whole seeds only: each drives a client and a server through every operation it holds, so
+    // its prefixes are runs the fuzzer made on its way there; replaying them all takes minutes.
+    let dir = seeds("pair");
+    let mut count = 0;
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        fuzzing::pair(&fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+        count += 1;
+    }
+    assert!(count > 0, "no seeds in {}", dir.display());
 }
