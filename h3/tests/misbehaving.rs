@@ -177,9 +177,22 @@ async fn a_request_head_not_complete_in_time_is_reset_with_h3_request_incomplete
     // RFC 9114 §4.1.2 and Config::request_head_timeout: a stream that holds a partial head (the
     // start of a HEADERS frame, 0x01) past the bound is reset and stopped with
     // H3_REQUEST_INCOMPLETE; the connection stays up.
-    let mut config = Config::default();
-    config.request_head_timeout = std::time::Duration::from_millis(200);
-    let connection = raw_connection(our_server_with(config)).await;
+    // The server's stats count it (requests.incomplete): read once the client saw the reset.
+    let config = Config::default().with_request_head_timeout(std::time::Duration::from_millis(200));
+    let fixture = server(config);
+    let target = fixture.target();
+    let (seen_tx, seen) = tokio::sync::oneshot::channel::<()>();
+    let (stats_tx, stats) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        tokio::select! {
+            // Bounded by the connection, which the test closes.
+            _ = async { while let Ok(Some(_)) = connection.accept().await {} } => {}
+            _ = seen => {}
+        }
+        let _ = stats_tx.send(connection.stats().h3.requests);
+    });
+    let connection = raw_connection(target).await;
     let (mut send, mut recv) = t(connection.open_bi()).await.unwrap();
     t(send.write_all(&[0x01])).await.unwrap();
     let mut buf = [0u8; 16];
@@ -194,6 +207,10 @@ async fn a_request_head_not_complete_in_time_is_reset_with_h3_request_incomplete
         other => panic!("expected STOP_SENDING, got {other:?}"),
     }
     assert!(connection.close_reason().is_none());
+    let _ = seen_tx.send(());
+    let requests = t(stats).await.unwrap();
+    assert_eq!(requests.incomplete, 1);
+    assert_eq!(requests.opened, 1);
 }
 
 /// A POST whose `content-length: 10` promises more than its body (5 bytes) before FIN: a
