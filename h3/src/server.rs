@@ -36,6 +36,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use quay_qpack::Field;
@@ -65,6 +67,9 @@ pub struct Server {
     /// Never empty.
     endpoints: Vec<Endpoint>,
     config: Config,
+    /// Handshakes under way, each in a task of its own: a slow one does not hold up the
+    /// others, and a cancelled `accept` loses none.
+    handshakes: tokio::sync::Mutex<JoinSet<Result<Connection, ConnectionError>>>,
 }
 
 impl Server {
@@ -107,12 +112,17 @@ impl Server {
         Self {
             endpoints: vec![endpoint],
             config,
+            handshakes: Default::default(),
         }
     }
 
     /// Serves HTTP/3 on several endpoints set up elsewhere; `None` if there are none.
     pub fn from_endpoints(endpoints: Vec<Endpoint>, config: Config) -> Option<Self> {
-        (!endpoints.is_empty()).then_some(Self { endpoints, config })
+        (!endpoints.is_empty()).then(|| Self {
+            endpoints,
+            config,
+            handshakes: Default::default(),
+        })
     }
 
     /// The local address (of the first endpoint).
@@ -137,9 +147,38 @@ impl Server {
 
     /// Waits for the next connection and its handshake, from any endpoint. `None` once every
     /// endpoint is closed.
+    ///
+    /// Cancel-safe: handshakes run in tasks of their own, so dropping this future (in a
+    /// `select!`, say) loses no connection, and one slow handshake does not hold up others.
     pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
-        let incoming = match &self.endpoints[..] {
-            [only] => only.accept().await?,
+        let mut handshakes = self.handshakes.lock().await;
+        let mut endpoints_open = true;
+        // Bounded by the endpoints: each turn starts a handshake, finishes one, or ends.
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = handshakes.join_next() => {
+                    // A handshake task that panicked or was aborted loses only its connection.
+                    if let Ok(done) = done {
+                        return Some(done);
+                    }
+                }
+                incoming = self.next_incoming(), if endpoints_open => match incoming {
+                    Some(incoming) => {
+                        let config = self.config.clone();
+                        handshakes.spawn(Connection::from_incoming(incoming, config));
+                    }
+                    None => endpoints_open = false,
+                },
+                else => return None,
+            }
+        }
+    }
+
+    /// The next connection attempt from any endpoint; `None` once every endpoint is closed.
+    async fn next_incoming(&self) -> Option<quay_transport::quinn::Incoming> {
+        match &self.endpoints[..] {
+            [only] => only.accept().await,
             endpoints => {
                 let mut accepts: Vec<_> = endpoints
                     .iter()
@@ -162,10 +201,9 @@ impl Server {
                         Poll::Ready(None)
                     }
                 })
-                .await?
+                .await
             }
-        };
-        Some(Connection::from_incoming(incoming, self.config.clone()).await)
+        }
     }
 }
 

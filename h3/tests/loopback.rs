@@ -355,6 +355,9 @@ async fn qpack_dynamic_table_is_used() {
         stream.finish().unwrap();
     });
     let client = client(target, Config::default()).await;
+    // The encoder may use a dynamic table only once the server's SETTINGS allow one (RFC 9204
+    // §3.2.3); on a loaded machine they can come after the first responses.
+    t(client.settings()).await.unwrap();
     // A header the static table cannot help with, sent three times.
     let value: String = (0..1500)
         .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
@@ -947,4 +950,34 @@ async fn ipv4_peers_of_dual_stack_endpoints_are_reported_as_ipv4() {
     let seen = t(rx).await.unwrap();
     assert!(seen.is_ipv4(), "{seen}");
     client.close(quay_h3::Code::H3_NO_ERROR, b"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_in_a_select_loses_no_connection() {
+    // Server::accept is cancel-safe: a loop that gives up on it every millisecond (a select!
+    // with a timer, as a server with other work does) still gets every connection. Before,
+    // the handshake ran inside accept's future, and dropping it dropped the connection.
+    let fixture = server(Config::default());
+    let target = fixture.target();
+    let served = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        // Bounded: 10 s of 1 ms turns at most.
+        for _ in 0..10_000 {
+            tokio::select! {
+                accepted = fixture.server.accept() => {
+                    connections.push(accepted.unwrap().unwrap());
+                    if connections.len() == 3 {
+                        return connections.len();
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+        }
+        connections.len()
+    });
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(client(target, Config::default()).await);
+    }
+    assert_eq!(t(served).await.unwrap(), 3);
 }
