@@ -240,7 +240,7 @@ impl Client {
     /// The server's address. An IPv4 server reached from a dual-stack endpoint (the default,
     /// see `ClientBuilder::build`) is reported as IPv4, not as an IPv4-mapped IPv6 address.
     pub fn remote_address(&self) -> SocketAddr {
-        crate::server::canonical(self.inner.shared.conn.remote_address())
+        crate::driver::shared::canonical(self.inner.shared.conn.remote_address())
     }
 
     /// The connection's stats: the transport's (RTT, congestion window, loss, UDP datagrams and

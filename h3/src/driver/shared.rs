@@ -11,6 +11,7 @@
 //! ([`super::datagrams`], [`super::extensions`] add those methods).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Waker};
@@ -413,4 +414,10 @@ impl Drop for CancelOnDrop<'_> {
             }
         }
     }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket sees of
+/// an IPv4 peer) given as the IPv4 address it stands for.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }

@@ -58,7 +58,7 @@ pub(crate) fn start(
         "h3",
         side = ?side,
         conn = conn.stable_id(),
-        peer = %crate::server::canonical(conn.remote_address()),
+        peer = %super::shared::canonical(conn.remote_address()),
         odcid = odcid.map(tracing::field::display),
     );
     let seed = RandomState::new().hash_one(conn.stable_id());
