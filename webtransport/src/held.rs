@@ -13,6 +13,7 @@
 //! operation means (the stream types do).
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
 
 use quay_transport::{RecvStream, SendStream};
 
@@ -36,6 +37,21 @@ impl<S> Held<S> {
     /// Runs `op` on the stream; [`StreamError::SessionGone`] if the session took it away.
     pub(crate) fn with<T>(&self, op: impl FnOnce(&mut S) -> T) -> Result<T, StreamError> {
         self.lock().as_mut().map(op).ok_or(StreamError::SessionGone)
+    }
+
+    /// Polls one quinn operation on the stream, its error turned into ours by `error`;
+    /// [`StreamError::SessionGone`] if the session took the stream away.
+    pub(crate) fn poll<T, E>(
+        &self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut S, &mut Context<'_>) -> Poll<Result<T, E>>,
+        error: impl FnOnce(E) -> StreamError,
+    ) -> Poll<Result<T, StreamError>> {
+        match self.with(|stream| op(stream, cx)) {
+            Ok(Poll::Ready(result)) => Poll::Ready(result.map_err(error)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(gone) => Poll::Ready(Err(gone)),
+        }
     }
 }
 

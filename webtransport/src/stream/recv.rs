@@ -52,13 +52,7 @@ impl RecvStream {
         cx: &mut Context<'_>,
         op: impl FnOnce(&mut quay_transport::RecvStream, &mut Context<'_>) -> Poll<Result<T, ReadError>>,
     ) -> Poll<Result<T, StreamError>> {
-        match self.inner.with(|stream| op(stream, cx)) {
-            Ok(Poll::Ready(result)) => {
-                Poll::Ready(result.map_err(|e| read_error(e, &self.mapping)))
-            }
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(gone) => Poll::Ready(Err(gone)),
-        }
+        self.inner.poll(cx, op, |e| read_error(e, &self.mapping))
     }
 
     fn check_session(&mut self) -> Result<(), StreamError> {

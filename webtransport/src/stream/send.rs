@@ -58,13 +58,7 @@ impl SendStream {
             &mut Context<'_>,
         ) -> Poll<Result<T, WriteError>>,
     ) -> Poll<Result<T, StreamError>> {
-        match self.inner.with(|stream| op(stream, cx)) {
-            Ok(Poll::Ready(result)) => {
-                Poll::Ready(result.map_err(|e| write_error(e, &self.mapping)))
-            }
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(gone) => Poll::Ready(Err(gone)),
-        }
+        self.inner.poll(cx, op, |e| write_error(e, &self.mapping))
     }
 
     /// Fails with [`StreamError::SessionGone`], and resets the stream with WT_SESSION_GONE, once
