@@ -284,7 +284,7 @@ impl Client {
             .map_err(|e| StreamError::ConnectionLost(shared.connection_error(e)))?;
         let live = Live::new(shared.clone());
         let mut send = SendHalf::new(send, live.clone());
-        if let Err(error) = self.check_goaway(Some(send.id())) {
+        if let Err(error) = self.check_goaway(Some(send.id().into())) {
             send.reset(Code::H3_REQUEST_CANCELLED);
             return Err(error);
         }
@@ -404,7 +404,7 @@ pub struct RequestStream {
 
 impl RequestStream {
     /// The QUIC stream ID.
-    pub fn id(&self) -> VarInt {
+    pub fn id(&self) -> quay_transport::StreamId {
         self.send.id()
     }
 

@@ -65,7 +65,7 @@ pub use rustls;
 pub use quinn::{
     ClosedStream, ConnectError, Connection, ConnectionError, Endpoint, Incoming, ReadError,
     ReadExactError, ReadToEndError, RecvStream, SendDatagramError, SendStream, StoppedError,
-    VarInt, WriteError,
+    StreamId, VarInt, WriteError,
 };
 
 /// The QUIC variable-length integer codec (RFC 9000 §16), shared by every layer of quay.

@@ -30,6 +30,8 @@ use quay_h3::proto::headers::Protocol;
 use quay_h3::proto::settings::Settings;
 use quay_transport::{ClientBuilder, Connection};
 
+use quay_h3::proto::VarInt;
+
 use crate::config::Config;
 use crate::core::table::client_session_limit;
 use crate::error::{ConnectError, Missing};
@@ -206,7 +208,7 @@ impl Client {
             .send_request(request)
             .await
             .map_err(ConnectError::from_h3)?;
-        let id = stream.id().into_inner();
+        let id = VarInt::from(stream.id()).into_inner();
         if !self.routes.request(id, limit) {
             stream.cancel();
             return Err(ConnectError::NotSupported(Missing::SessionRoom));

@@ -43,6 +43,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use quay_h3::Code;
+use quay_h3::proto::VarInt;
 use quay_h3::proto::headers::Protocol;
 use quay_h3::server::RequestStream;
 use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder};
@@ -330,7 +331,7 @@ fn sort(
         }
         return;
     }
-    let id = stream.id().into_inner();
+    let id = VarInt::from(stream.id()).into_inner();
     let peer_settings = h3.peer_settings();
     // draft-16 §3.1: a client whose SETTINGS (or transport parameters: QUIC datagrams) lack
     // what WebTransport requires has every session treated as malformed (RFC 9114 §4.1.2).

@@ -139,7 +139,7 @@ impl Session {
             client,
             flow,
         } = established;
-        let id = send.id();
+        let id = VarInt::from(send.id());
         let datagrams = recv
             .take_datagrams()
             .map_err(|_| SessionError::Protocol(Violation::DatagramsOff))?;
@@ -195,8 +195,8 @@ impl Session {
     }
 
     /// The session ID (the CONNECT stream's ID); `None` for a raw session.
-    pub fn session_id(&self) -> Option<VarInt> {
-        self.inner.h3.as_ref().map(|h3| h3.id)
+    pub fn session_id(&self) -> Option<quay_transport::StreamId> {
+        self.inner.h3.as_ref().map(|h3| h3.id.into())
     }
 
     /// Server: the CONNECT request this session was accepted from (URL with its query, the

@@ -493,7 +493,7 @@ async fn two_sessions_share_a_connection_and_close_apart() {
         assert!(second.close_reason().is_none());
         // A stream for the closed session is refused with WT_SESSION_GONE.
         let mut late = client.connection().open_uni().await.unwrap();
-        late.write_all(&wt_uni_header(first.session_id().unwrap()))
+        late.write_all(&wt_uni_header(first.session_id().unwrap().into()))
             .await
             .unwrap();
         assert_eq!(

@@ -211,7 +211,7 @@ impl Safari {
         });
         Self {
             client,
-            session_id,
+            session_id: session_id.into(),
             connect,
             datagrams,
             max_data,

@@ -70,7 +70,7 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
             mut recv,
             buffered,
         } => {
-            assert_eq!((ty, session_id), (StreamType::WEBTRANSPORT, id));
+            assert_eq!((ty, session_id), (StreamType::WEBTRANSPORT, id.into()));
             let rest = bounded(recv.read_to_end(64)).await.unwrap();
             assert_eq!([buffered.as_ref(), &rest].concat(), b"uni");
         }
@@ -87,7 +87,10 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
             buffered,
             ..
         } => {
-            assert_eq!((signal, session_id), (FrameType::WEBTRANSPORT_STREAM, id));
+            assert_eq!(
+                (signal, session_id),
+                (FrameType::WEBTRANSPORT_STREAM, id.into())
+            );
             let rest = bounded(recv.read_to_end(64)).await.unwrap();
             assert_eq!([buffered.as_ref(), &rest].concat(), b"bidi");
         }

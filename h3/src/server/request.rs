@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use quay_qpack::Field;
-use quay_transport::VarInt;
 use tokio::time::Instant;
 
 use crate::connection::Side;
@@ -35,8 +34,8 @@ pub struct IncomingRequest {
 
 impl IncomingRequest {
     /// The QUIC stream ID.
-    pub fn id(&self) -> VarInt {
-        self.send.id().into()
+    pub fn id(&self) -> quay_transport::StreamId {
+        self.send.id()
     }
 
     /// Reads and checks the request head.
@@ -171,7 +170,7 @@ pub struct RequestStream {
 
 impl RequestStream {
     /// The QUIC stream ID.
-    pub fn id(&self) -> VarInt {
+    pub fn id(&self) -> quay_transport::StreamId {
         self.send.id()
     }
 

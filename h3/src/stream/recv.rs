@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::HeaderMap;
 use quay_qpack::Field;
-use quay_transport::{RecvStream, VarInt};
+use quay_transport::RecvStream;
 
 use super::live::Live;
 use crate::connection::{HeaderBlock, ProtocolError, Side};
@@ -82,8 +82,8 @@ impl RecvHalf {
     }
 
     /// The QUIC stream ID.
-    pub fn id(&self) -> VarInt {
-        self.stream.id().into()
+    pub fn id(&self) -> quay_transport::StreamId {
+        self.stream.id()
     }
 
     /// The QUIC stream ID, read from the stream rather than kept a second time.

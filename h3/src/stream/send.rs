@@ -71,8 +71,8 @@ impl SendHalf {
     }
 
     /// The QUIC stream ID.
-    pub fn id(&self) -> VarInt {
-        self.stream.id().into()
+    pub fn id(&self) -> quay_transport::StreamId {
+        self.stream.id()
     }
 
     /// The QUIC stream ID, read from the stream rather than kept a second time.

@@ -46,7 +46,8 @@ pub(crate) async fn open_raw_session(
 
 /// A WebTransport stream's first bytes: its type (uni) or signal (bidi), the session ID, then
 /// `payload` (draft-16 §4.2, §4.3).
-pub(crate) fn stream_header(ty: VarInt, session_id: VarInt, payload: &[u8]) -> Bytes {
+pub(crate) fn stream_header(ty: VarInt, session_id: impl Into<VarInt>, payload: &[u8]) -> Bytes {
+    let session_id: VarInt = session_id.into();
     let mut bytes = BytesMut::new();
     ty.encode(&mut bytes);
     session_id.encode(&mut bytes);
