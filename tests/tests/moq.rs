@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moq_net::track::{self, Subscription};
 use moq_net::{Hop, Timestamp, origin};
+use quay_tests::relay::{Impairment, Relay};
 use quay_tests::setup::{self, bounded};
 use quay_webtransport::quay_transport::CertificateHash;
 use quay_webtransport::{Config, Server, SessionOptions};
@@ -269,5 +270,90 @@ async fn relay_100_groups(offered: &[&str]) {
         "{GROUPS} groups of {FRAMES} frames through the relay over {} in {:?}",
         offered[0],
         started.elapsed()
+    );
+}
+
+/// The trait's stream priority reaches quinn's scheduler: a quay session's server side opens
+/// five streams at `set_priority(10)` and writes 200 KB to each, then five at
+/// `set_priority(200)`, all through `web-transport-trait`'s poll half, towards a client behind a
+/// UDP link with 60 ms of delay each way (so the congestion window holds the data back). The
+/// high-priority streams, written last, finish first at the client.
+///
+/// Each stream's priority is set right after its open, as moq-net does, before its first
+/// write: quay sends a unidirectional stream's header with its first bytes, so quinn queues the
+/// stream at that priority from the start. One thread, so that every stream is written before
+/// quinn's connection task sends any of them.
+#[tokio::test(flavor = "current_thread")]
+async fn trait_stream_priority_orders_quinn_sends() {
+    use moq_net::transport::poll::{SendStream, Session};
+    use moq_net::web_transport_trait::poll::SendStream as PollSend;
+
+    const STREAMS: usize = 5;
+    const SIZE: usize = 200_000;
+    let started = Instant::now();
+    let identity = setup::identity().unwrap();
+    let hash = identity.certificate_hash();
+    let server = Server::bind(setup::loopback_any_port(), identity, Config::default()).unwrap();
+    let delay = Impairment::NONE.delay(Duration::from_millis(60), Duration::ZERO);
+    let link = Relay::start_each_way(server.local_addr().unwrap(), delay, delay, 16).unwrap();
+    let sender = tokio::spawn(async move {
+        let request = bounded(server.accept()).await.unwrap();
+        let mut session = bounded(request.ok()).await.unwrap();
+        // Every stream is open before any is written to, so that no open waits for the
+        // client's stream credit while the streams before it are sent.
+        let mut streams = Vec::new();
+        for (order, tag) in [(10, b'l'), (200, b'h')] {
+            for _ in 0..STREAMS {
+                // The trait's poll half, as moq-net drives it.
+                let mut stream = bounded(Session::open_uni(&mut session)).await.unwrap();
+                PollSend::set_priority(&mut stream, order);
+                streams.push((stream, tag));
+            }
+        }
+        for (stream, tag) in &mut streams {
+            let data = Bytes::from(vec![*tag; SIZE]);
+            bounded(SendStream::write_chunk(stream, data))
+                .await
+                .unwrap();
+            PollSend::finish(stream).unwrap();
+        }
+        // Kept open until every stream is acknowledged.
+        for (stream, _) in &mut streams {
+            bounded(SendStream::closed(stream)).await.unwrap();
+        }
+        session
+    });
+
+    let connection = setup::connect_pinned(link.local_addr(), hash).await;
+    let url = format!(
+        "https://{}:{}/",
+        setup::SERVER_NAME,
+        link.local_addr().port()
+    );
+    let client = quay_webtransport::Client::new(connection, Config::default());
+    let session = bounded(client.open(&url, &SessionOptions::default()))
+        .await
+        .unwrap();
+    let (done, mut finished) = mpsc::unbounded_channel();
+    for _ in 0..2 * STREAMS {
+        let mut recv = bounded(session.accept_uni()).await.unwrap();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let data = bounded(recv.read_to_end(SIZE)).await.unwrap();
+            let _ = done.send(data[0]);
+        });
+    }
+    let mut order = Vec::new();
+    for _ in 0..2 * STREAMS {
+        order.push(char::from(bounded(finished.recv()).await.unwrap()));
+    }
+    let order: String = order.into_iter().collect();
+    drop(bounded(sender).await.unwrap());
+    eprintln!("completion order {order} in {:?}", started.elapsed());
+    // At most the first low-priority stream, already under way, finishes before them.
+    let last_high = order.rfind('h').unwrap();
+    assert!(
+        last_high <= STREAMS,
+        "high-priority streams finished late: {order}"
     );
 }

@@ -315,21 +315,27 @@ impl Session {
     }
 
     /// Opens a unidirectional stream. Waits while the peer's stream limit is reached (QUIC's,
-    /// and the session's when flow control is on).
+    /// and the session's when flow control is on). Its header goes out with its first bytes
+    /// (or FIN), so a priority set before the first write (`SendStream::set_priority`) orders
+    /// the stream from its first packet on.
     pub async fn open_uni(&self) -> Result<SendStream, SessionError> {
         self.check_open()?;
         if let Some(h3) = &self.inner.h3 {
             h3.state.stream_credit(Direction::Uni).await?;
         }
-        let mut send = match self.inner.conn.open_uni().await {
+        let send = match self.inner.conn.open_uni().await {
             Ok(send) => send,
             Err(error) => return Err(self.lost(error).await),
         };
-        if let Some(h3) = &self.inner.h3 {
-            self.write_header(&mut send, h3.uni_header).await?;
-        }
         self.count(|c| &c.streams_opened_uni);
-        Ok(SendStream::new(send, self.mapping()))
+        Ok(match &self.inner.h3 {
+            // The header goes with the first write: the peer has nothing to read before.
+            Some(h3) => {
+                let header = Bytes::copy_from_slice(h3.uni_header.as_slice());
+                SendStream::with_header(send, self.mapping(), header)
+            }
+            None => SendStream::new(send, self.mapping()),
+        })
     }
 
     async fn write_header(

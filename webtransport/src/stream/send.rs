@@ -4,7 +4,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use quay_transport::WriteError;
@@ -27,6 +27,10 @@ pub struct SendStream {
     mapping: Mapping,
     /// Its place among the session's waiters while it waits for data credit.
     waiting: WaitKey,
+    /// A unidirectional stream's header, not written yet: it goes out with the first write or
+    /// FIN, so that a priority set after the open applies to the stream from its first
+    /// packet (quinn queues a stream at the priority it has when its first bytes are written).
+    header: Option<Bytes>,
     /// The pending `poll_closed` of `web-transport-trait`.
     #[cfg(feature = "web-transport-trait")]
     poll: crate::trait_impl::SendPoll,
@@ -44,9 +48,43 @@ impl SendStream {
             id,
             mapping,
             waiting: WaitKey::NONE,
+            header: None,
             #[cfg(feature = "web-transport-trait")]
             poll: Default::default(),
         }
+    }
+
+    /// A stream whose `header` is written with its first bytes or its FIN.
+    pub(crate) fn with_header(
+        inner: quay_transport::SendStream,
+        mapping: Mapping,
+        header: Bytes,
+    ) -> Self {
+        let mut stream = Self::new(inner, mapping);
+        stream.header = Some(header);
+        stream
+    }
+
+    /// Writes what is left of the stream's header, if any.
+    fn poll_header(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        // Bounded by the header: each turn writes some of it or returns.
+        while let Some(header) = self.header.take() {
+            let mut parts = [header];
+            let written = self.poll_quinn(cx, |stream, cx| {
+                pin!(stream.write_chunks(&mut parts)).poll(cx)
+            });
+            let [rest] = parts;
+            match written {
+                Poll::Pending => {
+                    self.header = Some(rest);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(_)) if rest.is_empty() => {}
+                Poll::Ready(Ok(_)) => self.header = Some(rest),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Polls one quinn operation on the stream, with its errors in our terms.
@@ -129,6 +167,7 @@ impl SendStream {
     }
 
     async fn write_some(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
+        poll_fn(|cx| self.poll_header(cx)).await?;
         let credit = self.credit(buf.len()).await?;
         // Given back if this future is dropped while the write waits: nothing was written then.
         let mut unused = Unused {
@@ -151,6 +190,7 @@ impl SendStream {
         if self.mapping.flow().is_none() {
             let mapping = self.mapping.clone();
             let write = async {
+                poll_fn(|cx| self.poll_header(cx)).await?;
                 // Bounded by `buf`: each turn writes at least one byte or fails.
                 while !buf.is_empty() {
                     let written = poll_fn(|cx| {
@@ -188,6 +228,7 @@ impl SendStream {
     }
 
     async fn write_whole_chunk(&mut self, mut chunk: Bytes) -> Result<(), StreamError> {
+        poll_fn(|cx| self.poll_header(cx)).await?;
         // Bounded by `chunk`: each turn writes at least one byte or fails.
         loop {
             let credit = self.credit(chunk.len()).await?;
@@ -214,9 +255,14 @@ impl SendStream {
         }
     }
 
-    /// Ends the stream cleanly (FIN).
+    /// Ends the stream cleanly (FIN). A unidirectional stream that was never written to sends
+    /// its header now, if quinn has room for it at once (it has, but for a connection out of
+    /// send credit, in which case the empty stream ends without one and the peer ignores it).
     pub fn finish(&mut self) -> Result<(), StreamError> {
         self.check_session()?;
+        if let Poll::Ready(Err(error)) = self.poll_header(&mut Context::from_waker(Waker::noop())) {
+            return Err(error);
+        }
         self.inner
             .with(|stream| stream.finish())?
             .map_err(|_| StreamError::Closed)
@@ -288,6 +334,7 @@ impl tokio::io::AsyncWrite for SendStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.check_session()?;
+        ready!(this.poll_header(cx))?;
         let credit = ready!(this.poll_credit(cx, buf.len()))?;
         let part = &buf[..credit];
         let result = this.poll_quinn(cx, |stream, cx| Pin::new(stream).poll_write(cx, part));
