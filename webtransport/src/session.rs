@@ -26,7 +26,6 @@ use quay_h3::proto::stream::StreamType;
 use quay_h3::proto::{Codec, VarInt};
 use quay_h3::stream::{ExtensionStream, RecvHalf, SendHalf};
 use quay_transport::{Connection, SendDatagramError};
-use tracing::Instrument;
 
 use crate::connect_reader::read_connect_stream;
 use crate::datagram::{Prefix, prefixed};
@@ -152,18 +151,21 @@ impl Session {
         // Sends the first credit, if a limit we announced was 0.
         state.with_core(|_| ());
         routes.open(id.into_inner(), &state);
-        // RUST_LOG can follow one session: its CONNECT stream's task runs in a span with the
-        // session ID, inside the connection's (side, connection, peer).
-        let span = tracing::debug_span!(
-            parent: state.connection_span(),
-            "wt_session",
+        // RUST_LOG can follow one session: its events carry the session ID, inside the
+        // connection's span (side, connection, peer). Not a span of its own in the CONNECT
+        // stream's task, which every idle session keeps.
+        tracing::debug!(
+            parent: &state.connection_span(),
             session = id.into_inner(),
+            ?draft,
+            "session established"
         );
-        tracing::debug!(parent: &span, ?draft, "session established");
-        tokio::spawn(
-            read_connect_stream(recv, state.clone(), routes.clone(), id.into_inner())
-                .instrument(span),
-        );
+        tokio::spawn(read_connect_stream(
+            recv,
+            state.clone(),
+            routes.clone(),
+            id.into_inner(),
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,

@@ -209,7 +209,7 @@ impl SessionState {
         let why = ended.then(|| end_of(&inner));
         drop(inner);
         if let Some(why) = why {
-            tracing::debug!(%why, "session ended");
+            tracing::debug!(parent: &self.connection_span(), %why, "session ended");
             crate::metrics::session_ended(self.labels, &why, self.started.elapsed());
         }
         for waker in wake {

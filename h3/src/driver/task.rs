@@ -30,7 +30,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
 use tokio::sync::Notify;
-use tracing::Instrument;
 
 use super::extensions::{hand_out, hand_out_bidi};
 use super::routes::DatagramRoutes;
@@ -97,7 +96,9 @@ pub(crate) fn start(
         span: span.clone(),
     });
     crate::metrics::connection_opened(side, handshake);
-    tokio::spawn(drive(shared.clone()).instrument(span));
+    // Not instrumented: the span would ride in every idle connection's task; events carry it
+    // as their parent instead (`Shared::span`).
+    tokio::spawn(drive(shared.clone()));
     shared
 }
 
