@@ -44,7 +44,7 @@ use crate::proto::message::{ControlStreamFrames, FrameOrderError, Sender};
 use crate::proto::reader::{FrameEvent, FrameReader};
 use crate::proto::settings::{SettingId, Settings, SettingsError};
 use crate::proto::stream::{StreamType, UniStreamHeader};
-use crate::stats::{FrameStats, H3Stats};
+use crate::stats::{FrameStats, H3Counts, H3Stats};
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ pub struct ConnectionState {
     /// Server: [`CloseAction::Linger`] was given.
     lingering: bool,
     /// The counters of [`ConnectionState::stats`] that are not read off other state.
-    stats: H3Stats,
+    stats: H3Counts,
 }
 
 /// How the connection should end, from [`ConnectionState::poll_close`].
@@ -216,7 +216,7 @@ impl ConnectionState {
                 .max_field_section_size(config.max_field_section_size),
         );
         let mut control_out = Vec::new();
-        let mut stats = H3Stats::default();
+        let mut stats = H3Counts::default();
         UniStreamHeader::Control.encode(&mut control_out);
         let mut frames = vec![Frame::Settings(local_settings.clone())];
         if config.grease {
@@ -476,7 +476,7 @@ impl ConnectionState {
     /// Processes bytes from the peer's QPACK encoder stream. Returns whether a blocked field
     /// section can now be picked up with [`ConnectionState::take_unblocked`].
     pub fn handle_encoder_stream(&mut self, chunk: &[u8]) -> Result<bool, ProtocolError> {
-        self.stats.qpack.encoder_stream_received += chunk.len() as u64;
+        self.stats.encoder_stream_received += chunk.len() as u64;
         let unblocked = self.decoder.handle_encoder_stream(chunk)?;
         let any = !unblocked.is_empty();
         for section in unblocked {
@@ -492,7 +492,7 @@ impl ConnectionState {
 
     /// Processes bytes from the peer's QPACK decoder stream.
     pub fn handle_decoder_stream(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
-        self.stats.qpack.decoder_stream_received += chunk.len() as u64;
+        self.stats.decoder_stream_received += chunk.len() as u64;
         self.encoder.handle_decoder_stream(chunk)?;
         Ok(())
     }
@@ -521,7 +521,7 @@ impl ConnectionState {
         match result {
             Ok(Decoded::Fields(fields)) => Ok(HeaderBlock::Fields(fields)),
             Ok(Decoded::Blocked) => {
-                self.stats.qpack.blocked_sections += 1;
+                self.stats.blocked_sections += 1;
                 Ok(HeaderBlock::Blocked)
             }
             Err(quay_qpack::Error::FieldSectionTooLarge { .. }) => Ok(HeaderBlock::TooLarge),
@@ -625,7 +625,7 @@ impl ConnectionState {
 
     /// The connection's HTTP/3 counters now. Request streams' frames count once they end.
     pub fn stats(&self) -> H3Stats {
-        let mut stats = self.stats;
+        let mut stats = self.stats.to_stats();
         let qpack = &mut stats.qpack;
         let (size, entries) = self.encoder.table_size();
         (qpack.encoder_table_size, qpack.encoder_table_entries) = (size, entries as u64);
@@ -729,7 +729,7 @@ impl ConnectionState {
     /// Bytes to write on our QPACK encoder stream; the first ones start with its type.
     pub fn poll_encoder(&mut self) -> Option<Bytes> {
         let bytes = take(&mut self.encoder_out)?;
-        self.stats.qpack.encoder_stream_sent += bytes.len() as u64;
+        self.stats.encoder_stream_sent += bytes.len() as u64;
         Some(bytes)
     }
 
@@ -737,7 +737,7 @@ impl ConnectionState {
     pub fn poll_decoder(&mut self) -> Option<Bytes> {
         self.pull_decoder_stream();
         let bytes = take(&mut self.decoder_out)?;
-        self.stats.qpack.decoder_stream_sent += bytes.len() as u64;
+        self.stats.decoder_stream_sent += bytes.len() as u64;
         Some(bytes)
     }
 
