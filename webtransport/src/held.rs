@@ -79,14 +79,6 @@ pub(crate) enum HeldRef {
 }
 
 impl HeldRef {
-    /// Whether the stream object still exists.
-    pub(crate) fn is_alive(&self) -> bool {
-        match self {
-            Self::Send(weak) => weak.strong_count() > 0,
-            Self::Recv(weak) => weak.strong_count() > 0,
-        }
-    }
-
     /// The session ended: takes the handle away and resets (send) or stops (receive) the
     /// stream with WT_SESSION_GONE (draft-16 §6). Nothing if the stream object is gone.
     pub(crate) fn end(self) {

@@ -60,9 +60,12 @@ struct StateInner {
     waiters: Waiters,
     /// A task writes the core's transmits on the CONNECT stream.
     writing: bool,
-    /// The session's streams, to reset and stop when it ends (draft-16 §6). Entries of streams
-    /// already dropped are cleared out as the list grows.
-    held: Vec<HeldRef>,
+    /// The session's streams, to reset and stop when it ends (draft-16 §6): a slot per live
+    /// stream, given back when the stream is dropped (so a dropped stream's handle is freed at
+    /// once), and reused.
+    held: Vec<Option<HeldRef>>,
+    /// Free slots of `held`.
+    free_held: Vec<u32>,
 }
 
 impl SessionState {
@@ -84,6 +87,7 @@ impl SessionState {
                 waiters: Waiters::default(),
                 writing: false,
                 held: Vec::new(),
+                free_held: Vec::new(),
             }),
             connect: tokio::sync::Mutex::new(connect),
             datagrams,
@@ -116,19 +120,34 @@ impl SessionState {
 
     /// Keeps a stream of the session, to end it when the session ends; ends it at once if the
     /// session has ended already.
-    pub(crate) fn hold(&self, stream: HeldRef) {
+    pub(crate) fn hold(&self, stream: HeldRef) -> u32 {
         let mut inner = self.lock();
         if self.is_gone() {
             drop(inner);
             stream.end();
-            return;
+            return u32::MAX;
         }
-        let held = &mut inner.held;
-        // Amortised: the dropped streams' entries go whenever the list doubles.
-        if held.len() >= 8 && held.len().is_power_of_two() {
-            held.retain(HeldRef::is_alive);
+        match inner.free_held.pop() {
+            Some(slot) => {
+                inner.held[slot as usize] = Some(stream);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(inner.held.len()).unwrap_or(u32::MAX);
+                inner.held.push(Some(stream));
+                slot
+            }
         }
-        held.push(stream);
+    }
+
+    /// A stream of the session was dropped: its slot (from [`SessionState::hold`]) is free.
+    pub(crate) fn release(&self, slot: u32) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.held.get_mut(slot as usize)
+            && entry.take().is_some()
+        {
+            inner.free_held.push(slot);
+        }
     }
 
     /// The flow-control credit each way, when flow control is on.
@@ -197,6 +216,7 @@ impl SessionState {
         }
         let refused: Vec<_> = std::iter::from_fn(|| inner.core.poll_refused()).collect();
         let held = if ended {
+            inner.free_held = Vec::new();
             std::mem::take(&mut inner.held)
         } else {
             Vec::new()
@@ -219,7 +239,7 @@ impl SessionState {
             self.datagrams.stop();
         }
         // Draft-16 §6: every stream of the session, used or not, is reset and stopped now.
-        for stream in held {
+        for stream in held.into_iter().flatten() {
             stream.end();
         }
         for stream in refused {
@@ -511,19 +531,19 @@ mod tests {
     // What a session keeps while idle, less its streams and its core's allocations. It was 320
     // bytes (176 under the lock) when its waiters were three waker lists, a waker slot and a
     // `Notify`; one `Waiters` list made it 248 (136); the CONNECT stream's send-side stats
-    // (frames by type, body and section sizes, the peer's stop code) add 80, the list of the
-    // session's streams, ended with it (draft-16 §6), 24, and the session's stats counters, its
+    // (frames by type, body and section sizes, the peer's stop code) add 80, the slots of the
+    // session's streams, ended with it (draft-16 §6), 48, and the session's stats counters, its
     // start time and its metrics' labels, 88.
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_shared_state_stays_small() {
         assert!(
-            size_of::<SessionState>() <= 440,
+            size_of::<SessionState>() <= 464,
             "{}",
             size_of::<SessionState>()
         );
         assert!(
-            size_of::<StateInner>() <= 160,
+            size_of::<StateInner>() <= 184,
             "{}",
             size_of::<StateInner>()
         );

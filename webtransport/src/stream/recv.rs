@@ -21,6 +21,8 @@ use super::{Mapping, ReadToEndError, read_error};
 pub struct RecvStream {
     /// quinn's stream, which the session takes away and stops when it ends.
     inner: Held<quay_transport::RecvStream>,
+    /// Its slot among the session's streams.
+    slot: u32,
     id: StreamId,
     /// Payload read together with the stream header; comes before anything in `inner`.
     buffered: Bytes,
@@ -35,11 +37,13 @@ impl RecvStream {
     ) -> Self {
         let id = inner.id();
         let inner = Held::new(inner);
-        if let Mapping::Http3(state) = &mapping {
-            state.hold(inner.for_session());
-        }
+        let slot = match &mapping {
+            Mapping::Http3(state) => state.hold(inner.for_session()),
+            Mapping::Raw => u32::MAX,
+        };
         Self {
             inner,
+            slot,
             id,
             buffered,
             mapping,
@@ -160,6 +164,9 @@ impl Drop for RecvStream {
             let _ = self
                 .inner
                 .with(|stream| stream.stop(WT_SESSION_GONE.to_varint()));
+        }
+        if let Mapping::Http3(state) = &self.mapping {
+            state.release(self.slot);
         }
     }
 }

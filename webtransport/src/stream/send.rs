@@ -23,6 +23,8 @@ use super::{Mapping, write_error};
 pub struct SendStream {
     /// quinn's stream, which the session takes away and resets when it ends.
     inner: Held<quay_transport::SendStream>,
+    /// Its slot among the session's streams.
+    slot: u32,
     id: StreamId,
     mapping: Mapping,
     /// Its place among the session's waiters while it waits for data credit.
@@ -40,11 +42,13 @@ impl SendStream {
     pub(crate) fn new(inner: quay_transport::SendStream, mapping: Mapping) -> Self {
         let id = inner.id();
         let inner = Held::new(inner);
-        if let Mapping::Http3(state) = &mapping {
-            state.hold(inner.for_session());
-        }
+        let slot = match &mapping {
+            Mapping::Http3(state) => state.hold(inner.for_session()),
+            Mapping::Raw => u32::MAX,
+        };
         Self {
             inner,
+            slot,
             id,
             mapping,
             waiting: WaitKey::NONE,
@@ -308,6 +312,9 @@ impl Drop for SendStream {
         }
         if let Some(state) = self.mapping.flow() {
             state.forget(&mut self.waiting);
+        }
+        if let Mapping::Http3(state) = &self.mapping {
+            state.release(self.slot);
         }
     }
 }
