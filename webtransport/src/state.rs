@@ -47,6 +47,8 @@ pub(crate) struct SessionState {
     datagrams: Datagrams,
     /// What the session's handles and streams did, for its stats.
     pub(crate) counters: SessionCounters,
+    /// The session's streams, ended with it.
+    held: Mutex<HeldSlots>,
     /// When the session was established, and its metrics' labels.
     started: Instant,
     labels: SessionLabels,
@@ -60,12 +62,18 @@ struct StateInner {
     waiters: Waiters,
     /// A task writes the core's transmits on the CONNECT stream.
     writing: bool,
-    /// The session's streams, to reset and stop when it ends (draft-16 §6): a slot per live
-    /// stream, given back when the stream is dropped (so a dropped stream's handle is freed at
-    /// once), and reused.
-    held: Vec<Option<HeldRef>>,
-    /// Free slots of `held`.
-    free_held: Vec<u32>,
+}
+
+/// The session's streams, to reset and stop when it ends (draft-16 §6): a slot per live
+/// stream, given back when the stream is dropped (so a dropped stream's handle is freed at
+/// once), and reused. Behind a lock of its own: streams come and go far more often than
+/// anything else in the session changes.
+#[derive(Debug, Default)]
+struct HeldSlots {
+    slots: Vec<Option<HeldRef>>,
+    free: Vec<u32>,
+    /// The session ended: streams are ended as they come.
+    closed: bool,
 }
 
 impl SessionState {
@@ -86,9 +94,8 @@ impl SessionState {
                 core,
                 waiters: Waiters::default(),
                 writing: false,
-                held: Vec::new(),
-                free_held: Vec::new(),
             }),
+            held: Mutex::new(HeldSlots::default()),
             connect: tokio::sync::Mutex::new(connect),
             datagrams,
             counters: SessionCounters::default(),
@@ -121,20 +128,20 @@ impl SessionState {
     /// Keeps a stream of the session, to end it when the session ends; ends it at once if the
     /// session has ended already.
     pub(crate) fn hold(&self, stream: HeldRef) -> u32 {
-        let mut inner = self.lock();
-        if self.is_gone() {
-            drop(inner);
+        let mut held = self.held.lock().unwrap_or_else(|poison| poison.into_inner());
+        if held.closed {
+            drop(held);
             stream.end();
             return u32::MAX;
         }
-        match inner.free_held.pop() {
+        match held.free.pop() {
             Some(slot) => {
-                inner.held[slot as usize] = Some(stream);
+                held.slots[slot as usize] = Some(stream);
                 slot
             }
             None => {
-                let slot = u32::try_from(inner.held.len()).unwrap_or(u32::MAX);
-                inner.held.push(Some(stream));
+                let slot = u32::try_from(held.slots.len()).unwrap_or(u32::MAX);
+                held.slots.push(Some(stream));
                 slot
             }
         }
@@ -142,11 +149,25 @@ impl SessionState {
 
     /// A stream of the session was dropped: its slot (from [`SessionState::hold`]) is free.
     pub(crate) fn release(&self, slot: u32) {
-        let mut inner = self.lock();
-        if let Some(entry) = inner.held.get_mut(slot as usize)
+        let mut held = self.held.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some(entry) = held.slots.get_mut(slot as usize)
             && entry.take().is_some()
         {
-            inner.free_held.push(slot);
+            held.free.push(slot);
+        }
+    }
+
+    /// The session ended: every stream still held is reset and stopped (draft-16 §6), and
+    /// streams made from now on are ended as they come.
+    fn end_held(&self) {
+        let slots = {
+            let mut held = self.held.lock().unwrap_or_else(|poison| poison.into_inner());
+            held.closed = true;
+            held.free = Vec::new();
+            std::mem::take(&mut held.slots)
+        };
+        for stream in slots.into_iter().flatten() {
+            stream.end();
         }
     }
 
@@ -215,12 +236,7 @@ impl SessionState {
             inner.waiters.wake(interest, &mut wake);
         }
         let refused: Vec<_> = std::iter::from_fn(|| inner.core.poll_refused()).collect();
-        let held = if ended {
-            inner.free_held = Vec::new();
-            std::mem::take(&mut inner.held)
-        } else {
-            Vec::new()
-        };
+
         let write = inner.core.wants_transmit() && !inner.writing;
         if write {
             inner.writing = true;
@@ -239,8 +255,8 @@ impl SessionState {
             self.datagrams.stop();
         }
         // Draft-16 §6: every stream of the session, used or not, is reset and stopped now.
-        for stream in held.into_iter().flatten() {
-            stream.end();
+        if ended {
+            self.end_held();
         }
         for stream in refused {
             stream.refuse(WT_SESSION_GONE);
@@ -532,18 +548,18 @@ mod tests {
     // bytes (176 under the lock) when its waiters were three waker lists, a waker slot and a
     // `Notify`; one `Waiters` list made it 248 (136); the CONNECT stream's send-side stats
     // (frames by type, body and section sizes, the peer's stop code) add 80, the slots of the
-    // session's streams, ended with it (draft-16 §6), 48, and the session's stats counters, its
+    // session's streams, ended with it (draft-16 §6), 64 behind their own lock, and the session's stats counters, its
     // start time and its metrics' labels, 88.
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_shared_state_stays_small() {
         assert!(
-            size_of::<SessionState>() <= 464,
+            size_of::<SessionState>() <= 480,
             "{}",
             size_of::<SessionState>()
         );
         assert!(
-            size_of::<StateInner>() <= 184,
+            size_of::<StateInner>() <= 136,
             "{}",
             size_of::<StateInner>()
         );
