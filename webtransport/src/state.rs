@@ -128,7 +128,10 @@ impl SessionState {
     /// Keeps a stream of the session, to end it when the session ends; ends it at once if the
     /// session has ended already.
     pub(crate) fn hold(&self, stream: HeldRef) -> u32 {
-        let mut held = self.held.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if held.closed {
             drop(held);
             stream.end();
@@ -149,7 +152,10 @@ impl SessionState {
 
     /// A stream of the session was dropped: its slot (from [`SessionState::hold`]) is free.
     pub(crate) fn release(&self, slot: u32) {
-        let mut held = self.held.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(entry) = held.slots.get_mut(slot as usize)
             && entry.take().is_some()
         {
@@ -161,7 +167,10 @@ impl SessionState {
     /// streams made from now on are ended as they come.
     fn end_held(&self) {
         let slots = {
-            let mut held = self.held.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut held = self
+                .held
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             held.closed = true;
             held.free = Vec::new();
             std::mem::take(&mut held.slots)
@@ -548,8 +557,8 @@ mod tests {
     // bytes (176 under the lock) when its waiters were three waker lists, a waker slot and a
     // `Notify`; one `Waiters` list made it 248 (136); the CONNECT stream's send-side stats
     // (frames by type, body and section sizes, the peer's stop code) add 80, the slots of the
-    // session's streams, ended with it (draft-16 §6), 64 behind their own lock, and the session's stats counters, its
-    // start time and its metrics' labels, 88.
+    // session's streams, ended with it (draft-16 §6), 64 behind their own lock, and the
+    // session's stats counters, its start time and its metrics' labels, 88.
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_shared_state_stays_small() {
