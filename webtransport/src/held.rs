@@ -55,17 +55,45 @@ impl<S> Held<S> {
     }
 }
 
-impl Held<SendStream> {
+impl<S: EndsWithSession> Held<S> {
+    /// Ends the stream as its session's end does (nothing if the session took it already).
+    pub(crate) fn end_with_session(&self) {
+        let _ = self.with(S::end_with_session);
+    }
+
     /// A weak reference for the session.
     pub(crate) fn for_session(&self) -> HeldRef {
-        HeldRef::Send(Arc::downgrade(&self.0))
+        S::session_ref(Arc::downgrade(&self.0))
     }
 }
 
-impl Held<RecvStream> {
-    /// A weak reference for the session.
-    pub(crate) fn for_session(&self) -> HeldRef {
-        HeldRef::Recv(Arc::downgrade(&self.0))
+/// One side of a session's stream, as the session's end ends it (draft-16 §6): a sending side
+/// is reset, a receiving side stopped, with WT_SESSION_GONE.
+pub(crate) trait EndsWithSession: Sized {
+    /// Resets or stops the stream with WT_SESSION_GONE.
+    fn end_with_session(&mut self);
+
+    /// What the session keeps of this side.
+    fn session_ref(held: Weak<Mutex<Option<Self>>>) -> HeldRef;
+}
+
+impl EndsWithSession for SendStream {
+    fn end_with_session(&mut self) {
+        let _ = self.reset(WT_SESSION_GONE.to_varint());
+    }
+
+    fn session_ref(held: Weak<Mutex<Option<Self>>>) -> HeldRef {
+        HeldRef::Send(held)
+    }
+}
+
+impl EndsWithSession for RecvStream {
+    fn end_with_session(&mut self) {
+        let _ = self.stop(WT_SESSION_GONE.to_varint());
+    }
+
+    fn session_ref(held: Weak<Mutex<Option<Self>>>) -> HeldRef {
+        HeldRef::Recv(held)
     }
 }
 
@@ -82,21 +110,16 @@ impl HeldRef {
     /// The session ended: takes the handle away and resets (send) or stops (receive) the
     /// stream with WT_SESSION_GONE (draft-16 §6). Nothing if the stream object is gone.
     pub(crate) fn end(self) {
-        let code = WT_SESSION_GONE.to_varint();
         match self {
-            Self::Send(weak) => {
-                if let Some(stream) = weak.upgrade().and_then(|held| take(&held)) {
-                    let mut stream = stream;
-                    let _ = stream.reset(code);
-                }
-            }
-            Self::Recv(weak) => {
-                if let Some(stream) = weak.upgrade().and_then(|held| take(&held)) {
-                    let mut stream = stream;
-                    let _ = stream.stop(code);
-                }
-            }
+            Self::Send(weak) => end(&weak),
+            Self::Recv(weak) => end(&weak),
         }
+    }
+}
+
+fn end<S: EndsWithSession>(held: &Weak<Mutex<Option<S>>>) {
+    if let Some(mut stream) = held.upgrade().and_then(|held| take(&held)) {
+        stream.end_with_session();
     }
 }
 

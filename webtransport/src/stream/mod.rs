@@ -12,6 +12,7 @@ use quay_h3::proto::VarInt;
 use quay_transport::{ReadError, WriteError};
 
 use crate::error::{StreamError, peer_code};
+use crate::held::{EndsWithSession, Held};
 use crate::proto::error::app_code_to_h3;
 use crate::state::SessionState;
 use crate::stats;
@@ -65,6 +66,27 @@ impl Mapping {
                 }
             }
             Self::Raw => op.await,
+        }
+    }
+
+    /// Registers a new stream's handle with its session, to end it with the session; the slot
+    /// to give back when the stream is dropped ([`Mapping::dropped`]).
+    fn hold<S: EndsWithSession>(&self, held: &Held<S>) -> u32 {
+        match self {
+            Self::Http3(state) => state.hold(held.for_session()),
+            Self::Raw => u32::MAX,
+        }
+    }
+
+    /// A stream is being dropped. quinn would finish (send) or stop with code 0 (receive) a
+    /// dropped stream; one of a session that has ended is ended as the session's end does
+    /// instead (draft-16 §6). Its slot goes back to the session.
+    fn dropped<S: EndsWithSession>(&self, held: &Held<S>, slot: u32) {
+        if let Self::Http3(state) = self {
+            if state.is_gone() {
+                held.end_with_session();
+            }
+            state.release(slot);
         }
     }
 

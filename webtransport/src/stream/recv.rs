@@ -12,7 +12,6 @@ use tokio::io::ReadBuf;
 
 use crate::error::StreamError;
 use crate::held::Held;
-use crate::proto::error::WT_SESSION_GONE;
 
 use super::{Mapping, ReadToEndError, read_error};
 
@@ -37,10 +36,7 @@ impl RecvStream {
     ) -> Self {
         let id = inner.id();
         let inner = Held::new(inner);
-        let slot = match &mapping {
-            Mapping::Http3(state) => state.hold(inner.for_session()),
-            Mapping::Raw => u32::MAX,
-        };
+        let slot = mapping.hold(&inner);
         Self {
             inner,
             slot,
@@ -69,9 +65,7 @@ impl RecvStream {
     /// The session has ended: stops the stream with WT_SESSION_GONE (draft-16 §6).
     fn session_gone(&mut self) -> StreamError {
         self.buffered.clear();
-        let _ = self
-            .inner
-            .with(|stream| stream.stop(WT_SESSION_GONE.to_varint()));
+        self.inner.end_with_session();
         StreamError::SessionGone
     }
 
@@ -158,16 +152,7 @@ impl RecvStream {
 
 impl Drop for RecvStream {
     fn drop(&mut self) {
-        // quinn stops a dropped stream with code 0; one of a session that has ended is stopped
-        // with WT_SESSION_GONE (draft-16 §6).
-        if self.mapping.gone() {
-            let _ = self
-                .inner
-                .with(|stream| stream.stop(WT_SESSION_GONE.to_varint()));
-        }
-        if let Mapping::Http3(state) = &self.mapping {
-            state.release(self.slot);
-        }
+        self.mapping.dropped(&self.inner, self.slot);
     }
 }
 

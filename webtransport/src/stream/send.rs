@@ -12,7 +12,6 @@ use quay_transport::quinn::StreamId;
 
 use crate::error::{StreamError, peer_code};
 use crate::held::Held;
-use crate::proto::error::WT_SESSION_GONE;
 use crate::state::SessionState;
 use crate::waiter::WaitKey;
 
@@ -42,10 +41,7 @@ impl SendStream {
     pub(crate) fn new(inner: quay_transport::SendStream, mapping: Mapping) -> Self {
         let id = inner.id();
         let inner = Held::new(inner);
-        let slot = match &mapping {
-            Mapping::Http3(state) => state.hold(inner.for_session()),
-            Mapping::Raw => u32::MAX,
-        };
+        let slot = mapping.hold(&inner);
         Self {
             inner,
             slot,
@@ -114,9 +110,7 @@ impl SendStream {
 
     /// The session has ended: resets the stream with WT_SESSION_GONE (draft-16 §6).
     fn session_gone(&mut self) -> StreamError {
-        let _ = self
-            .inner
-            .with(|stream| stream.reset(WT_SESSION_GONE.to_varint()));
+        self.inner.end_with_session();
         StreamError::SessionGone
     }
 
@@ -303,19 +297,10 @@ impl SendStream {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        // quinn finishes a dropped stream; one of a session that has ended is reset instead
-        // (draft-16 §6).
-        if self.mapping.gone() {
-            let _ = self
-                .inner
-                .with(|stream| stream.reset(WT_SESSION_GONE.to_varint()));
-        }
         if let Some(state) = self.mapping.flow() {
             state.forget(&mut self.waiting);
         }
-        if let Mapping::Http3(state) = &self.mapping {
-            state.release(self.slot);
-        }
+        self.mapping.dropped(&self.inner, self.slot);
     }
 }
 
