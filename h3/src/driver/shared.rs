@@ -324,6 +324,11 @@ impl Shared {
         Ok(block)
     }
 
+    /// A request stream ended as a stream error with `code` (for the stats).
+    pub(crate) fn request_error(&self, code: Code) {
+        self.lock().proto.handle_request_error(code);
+    }
+
     /// A request stream started.
     pub(crate) fn stream_opened(&self) {
         self.lock().proto.handle_request_opened();

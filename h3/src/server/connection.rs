@@ -178,10 +178,7 @@ impl Connection {
                     // RFC 9114 §4.1.2: the stream ended before a request.
                     Poll::Ready(Ok(None)) => {
                         let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
-                        shared
-                            .lock()
-                            .proto
-                            .handle_request_error(Code::H3_REQUEST_INCOMPLETE);
+                        shared.request_error(Code::H3_REQUEST_INCOMPLETE);
                         continue;
                     }
                     // Reset before its head, or the connection is gone (the next accept says).

@@ -66,10 +66,7 @@ impl IncomingRequest {
             let code = Code::H3_REQUEST_INCOMPLETE.to_varint();
             let _ = recv.stop(code);
             let _ = send.reset(code);
-            shared
-                .lock()
-                .proto
-                .handle_request_error(Code::H3_REQUEST_INCOMPLETE);
+            shared.request_error(Code::H3_REQUEST_INCOMPLETE);
             return Ok(None);
         };
         let buffered = match prefix {
@@ -81,10 +78,7 @@ impl IncomingRequest {
             Ok(None) => {
                 // RFC 9114 §4.1.2: the stream ended before a request.
                 let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
-                shared
-                    .lock()
-                    .proto
-                    .handle_request_error(Code::H3_REQUEST_INCOMPLETE);
+                shared.request_error(Code::H3_REQUEST_INCOMPLETE);
                 return Ok(None);
             }
             Err(quay_transport::ReadError::ConnectionLost(error)) => {
@@ -106,20 +100,14 @@ impl IncomingRequest {
             // RFC 9114 §4.1.2: no complete request in time.
             recv.stop(Code::H3_REQUEST_INCOMPLETE);
             send.reset(Code::H3_REQUEST_INCOMPLETE);
-            shared
-                .lock()
-                .proto
-                .handle_request_error(Code::H3_REQUEST_INCOMPLETE);
+            shared.request_error(Code::H3_REQUEST_INCOMPLETE);
             return Ok(None);
         };
         let fields = match head {
             Ok(Some(fields)) => fields,
             Ok(None) => {
                 send.reset(Code::H3_REQUEST_INCOMPLETE);
-                shared
-                    .lock()
-                    .proto
-                    .handle_request_error(Code::H3_REQUEST_INCOMPLETE);
+                shared.request_error(Code::H3_REQUEST_INCOMPLETE);
                 return Ok(None);
             }
             Err(StreamError::HeadersTooLarge) => {

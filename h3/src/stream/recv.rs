@@ -170,7 +170,7 @@ impl RecvHalf {
         self.live
             .malformed
             .store(code.into_inner(), Ordering::Relaxed);
-        self.shared().lock().proto.handle_request_error(code);
+        self.shared().request_error(code);
         let _ = self.stream.stop(code.to_varint());
     }
 
