@@ -308,52 +308,56 @@ impl ConnectionState {
         header: UniStreamHeader,
     ) -> Result<UniStream, ProtocolError> {
         let counts = &mut self.stats.peer_streams;
-        match header {
-            UniStreamHeader::Control => counts.control += 1,
-            UniStreamHeader::QpackEncoder | UniStreamHeader::QpackDecoder => counts.qpack += 1,
-            UniStreamHeader::Push { .. } => counts.push += 1,
-            header if self.extension_uni.contains(&header.ty()) => counts.extension += 1,
-            UniStreamHeader::WebTransport { .. } => counts.extension += 1,
-            _ => counts.unknown += 1,
-        }
-        // RFC 9114 §6.2.1, RFC 9204 §4.2: only one of each critical stream.
-        let once = |seen: &mut bool, what| {
-            if std::mem::replace(seen, true) {
-                Err(ProtocolError::StreamCreation(what))
-            } else {
-                Ok(())
+        let kind = match header {
+            UniStreamHeader::Control => UniStream::Control,
+            UniStreamHeader::QpackEncoder => UniStream::Encoder,
+            UniStreamHeader::QpackDecoder => UniStream::Decoder,
+            UniStreamHeader::Push { .. } => {
+                counts.push += 1;
+                return Err(match self.side {
+                    // RFC 9114 §6.2.2: only servers push.
+                    Side::Server => ProtocolError::StreamCreation("push stream from a client"),
+                    // RFC 9114 §4.6: we never sent MAX_PUSH_ID, so every push ID is over the
+                    // limit.
+                    Side::Client => ProtocolError::Id("push stream without MAX_PUSH_ID"),
+                });
+            }
+            header if self.extension_uni.contains(&header.ty()) => {
+                UniStream::Extension(header.ty())
+            }
+            _ => UniStream::Discard,
+        };
+        let seen = match kind {
+            UniStream::Control => {
+                counts.control += 1;
+                &mut self.seen_control
+            }
+            UniStream::Encoder => {
+                counts.qpack += 1;
+                &mut self.seen_encoder
+            }
+            UniStream::Decoder => {
+                counts.qpack += 1;
+                &mut self.seen_decoder
+            }
+            UniStream::Extension(_) => {
+                counts.extension += 1;
+                return Ok(kind);
+            }
+            _ => {
+                counts.unknown += 1;
+                return Ok(kind);
             }
         };
-        Ok(match header {
-            UniStreamHeader::Control => {
-                once(&mut self.seen_control, "second control stream")?;
-                UniStream::Control
-            }
-            UniStreamHeader::QpackEncoder => {
-                once(&mut self.seen_encoder, "second QPACK encoder stream")?;
-                UniStream::Encoder
-            }
-            UniStreamHeader::QpackDecoder => {
-                once(&mut self.seen_decoder, "second QPACK decoder stream")?;
-                UniStream::Decoder
-            }
-            UniStreamHeader::Push { .. } => match self.side {
-                // RFC 9114 §6.2.2: only servers push.
-                Side::Server => {
-                    return Err(ProtocolError::StreamCreation("push stream from a client"));
-                }
-                // RFC 9114 §4.6: we never sent MAX_PUSH_ID, so every push ID is over the limit.
-                Side::Client => return Err(ProtocolError::Id("push stream without MAX_PUSH_ID")),
-            },
-            header => {
-                let ty = header.ty();
-                if self.extension_uni.contains(&ty) {
-                    UniStream::Extension(ty)
-                } else {
-                    UniStream::Discard
-                }
-            }
-        })
+        // RFC 9114 §6.2.1, RFC 9204 §4.2: only one of each critical stream.
+        if std::mem::replace(seen, true) {
+            return Err(ProtocolError::StreamCreation(match kind {
+                UniStream::Control => "second control stream",
+                UniStream::Encoder => "second QPACK encoder stream",
+                _ => "second QPACK decoder stream",
+            }));
+        }
+        Ok(kind)
     }
 
     /// A bidirectional stream the peer opened; `extension` when it started with a configured
