@@ -155,6 +155,7 @@ impl ServerProcess {
                 assert!(status.success(), "{name} exited with {status}");
                 return;
             }
+            // std's `Child` has no wait with a deadline: poll its exit, bounded by WAIT.
             thread::sleep(Duration::from_millis(20));
         }
         panic!("{name} did not exit within {WAIT:?}");

@@ -865,6 +865,8 @@ mod tests {
                     return index;
                 }
             }
+            // Which socket of the group gets the datagram is the point of the test, so each
+            // is polled without blocking; bounded by the deadline above.
             std::thread::sleep(Duration::from_millis(1));
         }
         panic!("no socket got the datagram");
