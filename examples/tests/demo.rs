@@ -230,7 +230,7 @@ async fn chat_reaches_every_session() {
     send.finish().unwrap();
 
     for (name, session) in [("alice", &alice), ("bob", &bob)] {
-        let mut recv = within(name, session.accept_uni()).await.unwrap();
+        let mut recv = within(name, session.accept_uni()).await.unwrap().unwrap();
         let message = within(name, recv.read_to_end(4096)).await.unwrap();
         assert_eq!(message, b"hi, all", "{name}");
     }

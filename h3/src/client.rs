@@ -367,9 +367,12 @@ impl Client {
     }
 
     /// Waits for the next stream the server opened for an extension (see
-    /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]). `None`
-    /// when none are configured or the connection is gone.
-    pub async fn accept_extension_stream(&self) -> Option<ExtensionStream> {
+    /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]).
+    /// `Ok(None)` when none are configured, they were taken, or the connection ended normally
+    /// (see [`ConnectionError::is_clean`]); the error when it ended otherwise.
+    pub async fn accept_extension_stream(
+        &self,
+    ) -> Result<Option<ExtensionStream>, ConnectionError> {
         self.inner.shared.next_extension_stream(Taker::Handle).await
     }
 

@@ -33,7 +33,6 @@
 //! let port = server.local_addr()?.port();
 //! tokio::spawn(async move {
 //!     while let Some(connection) = server.accept().await {
-//!         let Ok(connection) = connection else { continue };
 //!         tokio::spawn(async move {
 //!             while let Ok(Some((request, mut stream))) = connection.accept().await {
 //!                 let response = http::Response::builder().status(200).body(())?;

@@ -246,7 +246,7 @@ async fn extension_signals_whole_or_split_and_requests_share_a_connection() {
                 mut recv,
                 buffered,
                 ..
-            }) = t(connection.accept_extension_stream()).await
+            }) = t(connection.accept_extension_stream()).await.unwrap()
             else {
                 panic!("expected a bidirectional extension stream");
             };
@@ -297,7 +297,10 @@ async fn extension_streams_are_handed_out() {
             tokio::spawn(async move { while let Ok(Some(_)) = connection.accept().await {} });
         }
         for _ in 0..2 {
-            let stream = t(connection.accept_extension_stream()).await.unwrap();
+            let stream = t(connection.accept_extension_stream())
+                .await
+                .unwrap()
+                .unwrap();
             let text = match stream {
                 ExtensionStream::Uni {
                     ty,
@@ -408,7 +411,7 @@ async fn client_receives_extension_streams() {
     let client = client(target, config).await;
     let mut kinds = Vec::new();
     for _ in 0..2 {
-        match t(client.accept_extension_stream()).await.unwrap() {
+        match t(client.accept_extension_stream()).await.unwrap().unwrap() {
             ExtensionStream::Uni {
                 mut recv, buffered, ..
             }

@@ -875,7 +875,7 @@ async fn one_server_on_several_addresses() {
     tokio::spawn(async move {
         // Bounded by the two clients below.
         for _ in 0..2 {
-            let connection = t(server.accept()).await.unwrap().unwrap();
+            let connection = t(server.accept()).await.unwrap();
             tokio::spawn(async move {
                 while let Ok(Some((request, mut stream))) = connection.accept().await {
                     stream.send_response(ok()).await.unwrap();
@@ -922,7 +922,7 @@ async fn ipv4_peers_of_dual_stack_endpoints_are_reported_as_ipv4() {
     let port = server.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let connection = t(server.accept()).await.unwrap().unwrap();
+        let connection = t(server.accept()).await.unwrap();
         let _ = tx.send(connection.remote_address());
         let _ = t(connection.closed()).await;
     });
@@ -965,7 +965,7 @@ async fn accept_in_a_select_loses_no_connection() {
         for _ in 0..10_000 {
             tokio::select! {
                 accepted = fixture.server.accept() => {
-                    connections.push(accepted.unwrap().unwrap());
+                    connections.push(accepted.unwrap());
                     if connections.len() == 3 {
                         return connections.len();
                     }
@@ -980,4 +980,57 @@ async fn accept_in_a_select_loses_no_connection() {
         clients.push(client(target, Config::default()).await);
     }
     assert_eq!(t(served).await.unwrap(), 3);
+}
+
+/// `Server::accept` returns only connections whose handshake succeeded: a client that offers
+/// no protocol the server speaks (RFC 9001 §8.1: the server ends the handshake with
+/// no_application_protocol) is skipped, and the next client is returned.
+#[tokio::test]
+async fn accept_skips_failed_handshakes() {
+    let fixture = server(Config::default());
+    let mut options = quay_transport::TransportOptions::default();
+    options.alpn_protocols = vec![b"not-h3".to_vec()];
+    let refused = common::client_builder(&fixture.hash)
+        .options(options)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let refused = refused.connect(fixture.addr, "localhost").unwrap();
+    let accepting = async { t(fixture.server.accept()).await.unwrap() };
+    let (accepted, refused) = tokio::join!(accepting, async {
+        let refused = refused.await;
+        // Only after the first client was turned away does the second one connect.
+        (refused, client(fixture.target(), Config::default()).await)
+    });
+    let (refused, good) = refused;
+    assert!(refused.is_err(), "a client without h3 was accepted");
+    // The refused client never had a connection: what was accepted is the good one, working.
+    assert!(t(accepted.settings()).await.is_ok());
+    assert!(t(good.settings()).await.is_ok());
+    good.close(quay_h3::Code::H3_NO_ERROR, b"");
+}
+
+/// An extension-stream accept ends like every accept: `Ok(None)` on a clean close.
+#[tokio::test]
+async fn extension_stream_accept_ends_with_none_on_a_clean_close() {
+    let mut config = Config::default();
+    config
+        .extension_uni_stream_types
+        .push(quay_h3::proto::stream::StreamType::WEBTRANSPORT);
+    let fixture = server(config);
+    let target = fixture.target();
+    let (accepted, peer) = tokio::join!(accept(&fixture), client(target, Config::default()));
+    peer.close(quay_h3::Code::H3_NO_ERROR, b"bye");
+    assert!(matches!(
+        t(accepted.accept_extension_stream()).await,
+        Ok(None)
+    ));
+
+    let (accepted, peer) = tokio::join!(accept(&fixture), client(target, Config::default()));
+    peer.close(quay_h3::Code::H3_INTERNAL_ERROR, b"bad");
+    match t(accepted.accept_extension_stream()).await {
+        Err(quay_h3::ConnectionError::PeerClosed { code, .. }) => {
+            assert_eq!(code, quay_h3::Code::H3_INTERNAL_ERROR);
+        }
+        other => panic!("{:?}", other.map(|s| s.is_some())),
+    }
 }

@@ -37,7 +37,7 @@ async fn a_connection_error_is_logged_in_the_connection_span() {
     let fixture = server(Config::default());
     let target = fixture.target();
     tokio::spawn(async move {
-        let connection = t(fixture.server.accept()).await.unwrap().unwrap();
+        let connection = t(fixture.server.accept()).await.unwrap();
         // Bounded by the connection, which the peer's error closes.
         while let Ok(Some(_)) = connection.accept().await {}
     });

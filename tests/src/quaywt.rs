@@ -33,7 +33,7 @@ pub async fn serve_session(session: Session) {
             let _ = datagrams.send_datagram(datagram);
         }
     });
-    while let Ok((send, recv)) = session.accept_bi().await {
+    while let Ok(Some((send, recv))) = session.accept_bi().await {
         tokio::spawn(async move {
             let _ = answer(send, recv).await;
         });

@@ -137,7 +137,10 @@ async fn webtransport_stream_of_10_mib_arrives_intact() {
     let data = Bytes::from(pattern(LARGE));
     let started = Instant::now();
     let reader = tokio::spawn(async move {
-        let mut recv = within("accept_uni", server.accept_uni()).await.unwrap();
+        let mut recv = within("accept_uni", server.accept_uni())
+            .await
+            .unwrap()
+            .expect("a stream");
         within("read", recv.read_to_end(2 * LARGE)).await.unwrap()
     });
     let mut send = client.open_uni().await.unwrap();
@@ -159,7 +162,7 @@ async fn http3_body_of_10_mib_arrives_intact() {
     let server = quay_h3::Server::from_endpoint(network.server.clone(), quay_h3::Config::default());
     let body = data.clone();
     tokio::spawn(async move {
-        let connection = server.accept().await.unwrap().unwrap();
+        let connection = server.accept().await.unwrap();
         let (_, mut stream) = connection.accept().await.unwrap().unwrap();
         stream.send_response(ok()).await.unwrap();
         for chunk in body.chunks(CHUNK) {
@@ -192,7 +195,7 @@ async fn thousand_concurrent_small_streams_complete() {
     let (client, server, _server) = wt_session(&network).await;
     // The server echoes every bidirectional stream.
     tokio::spawn(async move {
-        while let Ok((mut send, mut recv)) = server.accept_bi().await {
+        while let Ok(Some((mut send, mut recv))) = server.accept_bi().await {
             tokio::spawn(async move {
                 let data = recv.read_to_end(SIZE).await.unwrap();
                 send.write_all(&data).await.unwrap();
@@ -288,7 +291,7 @@ async fn datagrams_are_lost_as_configured_never_doubled_or_altered() {
                 datagram = within("datagram", server.read_datagram()) => {
                     take(&mut seen, datagram.unwrap());
                 }
-                stream = &mut marker => break stream.unwrap(),
+                stream = &mut marker => break stream.unwrap().expect("a stream"),
             }
         };
         within("end", marker.read_to_end(16)).await.unwrap();
@@ -428,7 +431,7 @@ async fn goaway_round(seed: u64) -> usize {
     let later = Arc::new(AtomicUsize::new(0));
     let counted = later.clone();
     let serving = tokio::spawn(async move {
-        let connection = server.accept().await.unwrap().unwrap();
+        let connection = server.accept().await.unwrap();
         let (_, mut stream) = connection.accept().await.unwrap().unwrap();
         // The request in flight is answered once the client has seen the GOAWAY.
         tokio::spawn(async move {

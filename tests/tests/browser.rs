@@ -209,7 +209,7 @@ async fn echo(request: Request) -> anyhow::Result<String> {
     let uni = session.clone();
     let uni_task = tokio::spawn(async move {
         let mut answers = Vec::new();
-        while let Ok(mut recv) = uni.accept_uni().await {
+        while let Ok(Some(mut recv)) = uni.accept_uni().await {
             let answer = async {
                 let data = recv.read_to_end(MAX_STREAM).await?;
                 let mut send = uni.open_uni().await?;
@@ -222,7 +222,7 @@ async fn echo(request: Request) -> anyhow::Result<String> {
         answers
     });
     let mut streams = 0u64;
-    while let Ok((mut send, mut recv)) = session.accept_bi().await {
+    while let Ok(Some((mut send, mut recv))) = session.accept_bi().await {
         streams += 1;
         tasks.spawn(async move {
             if let Ok(data) = recv.read_to_end(MAX_STREAM).await {
@@ -321,7 +321,7 @@ impl ManyCloses {
 /// Closes the session with the server's code and reason once the page asks (a uni stream).
 async fn server_close(request: Request) -> anyhow::Result<String> {
     let session = request.ok().await?;
-    let mut recv = session.accept_uni().await?;
+    let mut recv = session.accept_uni().await?.context("no stream")?;
     let ask = recv.read_to_end(64).await?;
     session.close(browser::SERVER_CLOSE_CODE, browser::SERVER_CLOSE_REASON);
     let ended = session.closed().await;

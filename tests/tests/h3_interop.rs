@@ -63,7 +63,7 @@ async fn hyperium_client_against_our_server() {
     let addr = endpoint.local_addr().unwrap();
     let server = Server::from_endpoint(endpoint, Config::default());
     tokio::spawn(async move {
-        let connection = bounded(server.accept()).await.unwrap().unwrap();
+        let connection = bounded(server.accept()).await.unwrap();
         // Bounded by the client closing the connection.
         while let Ok(Some((request, mut stream))) = connection.accept().await {
             tokio::spawn(async move {

@@ -336,7 +336,10 @@ async fn trait_stream_priority_orders_quinn_sends() {
         .unwrap();
     let (done, mut finished) = mpsc::unbounded_channel();
     for _ in 0..2 * STREAMS {
-        let mut recv = bounded(session.accept_uni()).await.unwrap();
+        let mut recv = bounded(session.accept_uni())
+            .await
+            .unwrap()
+            .expect("a stream");
         let done = done.clone();
         tokio::spawn(async move {
             let data = bounded(recv.read_to_end(SIZE)).await.unwrap();

@@ -95,9 +95,9 @@ async fn our_client_against_web_transport_quinn_server() {
             .open(&url(addr, "/push"), &SessionOptions::default())
             .await
             .unwrap();
-        let mut uni = session.accept_uni().await.unwrap();
+        let mut uni = session.accept_uni().await.unwrap().unwrap();
         assert_eq!(uni.read_to_end(100).await.unwrap(), b"uni from wtq");
-        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let (mut send, mut recv) = session.accept_bi().await.unwrap().unwrap();
         assert_eq!(recv.read_to_end(100).await.unwrap(), b"bidi from wtq");
         send.write_all(b"answer from quay").await.unwrap();
         send.finish().unwrap();

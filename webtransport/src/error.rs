@@ -47,6 +47,25 @@ pub enum SessionError {
     ConnectionLost(ConnectionError),
 }
 
+impl SessionError {
+    /// Whether the session ended normally: we closed it, the peer drained it, or the peer closed
+    /// it with code 0 (or ended the CONNECT stream cleanly, which means the same). The accepts of
+    /// a [`Session`](crate::Session) return `Ok(None)` for such an end and the error for any
+    /// other, so `while let Some(stream) = session.accept_uni().await? { .. }` ends quietly on a
+    /// normal close and with the peer's code and reason otherwise.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self,
+            Self::LocallyClosed | Self::PeerDrained | Self::PeerClosed { code: 0, .. }
+        )
+    }
+
+    /// `Ok(None)` for a [clean](Self::is_clean) end, the error otherwise: the end of an accept.
+    pub(crate) fn end_of_accept<T>(self) -> Result<Option<T>, Self> {
+        if self.is_clean() { Ok(None) } else { Err(self) }
+    }
+}
+
 impl From<SessionError> for io::Error {
     fn from(error: SessionError) -> Self {
         let kind = match &error {

@@ -34,7 +34,7 @@
 //!     while let Some(request) = server.accept().await {
 //!         let Ok(session) = request.ok().await else { continue };
 //!         tokio::spawn(async move {
-//!             while let Ok((mut send, mut recv)) = session.accept_bi().await {
+//!             while let Ok(Some((mut send, mut recv))) = session.accept_bi().await {
 //!                 let data = recv.read_to_end(64 * 1024).await?;
 //!                 send.write_all(&data).await?;
 //!                 send.finish()?;

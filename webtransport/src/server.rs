@@ -24,7 +24,7 @@
 //!     }
 //!     let session = request.ok().await?;
 //!     tokio::spawn(async move {
-//!         while let Ok((mut send, mut recv)) = session.accept_bi().await {
+//!         while let Ok(Some((mut send, mut recv))) = session.accept_bi().await {
 //!             let data = recv.read_to_end(1 << 20).await?;
 //!             send.write_all(&data).await?;
 //!             send.finish()?;
@@ -163,7 +163,7 @@ async fn accept_connections(endpoint: Endpoint, config: Arc<Config>, tx: mpsc::S
 /// let config = Config::default();
 /// let identity = quay_transport::Identity::self_signed(["localhost"])?;
 /// let h3 = quay_h3::Server::bind("[::]:4433".parse()?, identity, config.h3_config())?;
-/// while let Some(Ok(connection)) = h3.accept().await {
+/// while let Some(connection) = h3.accept().await {
 ///     let connection = Connection::new(connection, config.clone());
 ///     while let Some(incoming) = connection.accept().await {
 ///         match incoming {

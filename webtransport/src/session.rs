@@ -361,8 +361,16 @@ impl Session {
         }
     }
 
-    /// Waits for the peer's next bidirectional stream of this session.
-    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
+    /// Waits for the peer's next bidirectional stream of this session. `Ok(None)` once the
+    /// session ended normally (see [`SessionError::is_clean`]), the error if it ended otherwise.
+    pub async fn accept_bi(&self) -> Result<Option<(SendStream, RecvStream)>, SessionError> {
+        match self.next_bi().await {
+            Ok(streams) => Ok(Some(streams)),
+            Err(end) => end.end_of_accept(),
+        }
+    }
+
+    async fn next_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
         let Some(h3) = &self.inner.h3 else {
             let (send, recv) = self.inner.conn.accept_bi().await.map_err(raw_end)?;
             return Ok((
@@ -388,8 +396,16 @@ impl Session {
         }
     }
 
-    /// Waits for the peer's next unidirectional stream of this session.
-    pub async fn accept_uni(&self) -> Result<RecvStream, SessionError> {
+    /// Waits for the peer's next unidirectional stream of this session. `Ok(None)` once the
+    /// session ended normally (see [`SessionError::is_clean`]), the error if it ended otherwise.
+    pub async fn accept_uni(&self) -> Result<Option<RecvStream>, SessionError> {
+        match self.next_uni().await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(end) => end.end_of_accept(),
+        }
+    }
+
+    async fn next_uni(&self) -> Result<RecvStream, SessionError> {
         let Some(h3) = &self.inner.h3 else {
             let recv = self.inner.conn.accept_uni().await.map_err(raw_end)?;
             return Ok(RecvStream::new(recv, Bytes::new(), Mapping::Raw));

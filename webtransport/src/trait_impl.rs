@@ -226,19 +226,29 @@ impl web_transport_trait::Error for StreamError {
     }
 }
 
+/// The trait has no "ended normally" for an accept: a session that ended, however, is its
+/// error.
+async fn ended_is_error<T>(
+    session: &Session,
+    accepted: Result<Option<T>, SessionError>,
+) -> Result<T, SessionError> {
+    match accepted? {
+        Some(accepted) => Ok(accepted),
+        None => Err(session.closed().await),
+    }
+}
+
 impl web_transport_trait::Session for Session {
     type SendStream = SendStream;
     type RecvStream = RecvStream;
     type Error = SessionError;
 
-    fn accept_uni(&self) -> impl Future<Output = Result<RecvStream, SessionError>> + MaybeSend {
-        Self::accept_uni(self)
+    async fn accept_uni(&self) -> Result<RecvStream, SessionError> {
+        ended_is_error(self, Self::accept_uni(self).await).await
     }
 
-    fn accept_bi(
-        &self,
-    ) -> impl Future<Output = Result<(SendStream, RecvStream), SessionError>> + MaybeSend {
-        Self::accept_bi(self)
+    async fn accept_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
+        ended_is_error(self, Self::accept_bi(self).await).await
     }
 
     fn open_bi(
@@ -290,7 +300,9 @@ impl poll::Session for Session {
         self.poll_op(
             cx,
             |ops| &mut ops.accept_uni,
-            |session| Box::pin(async move { session.accept_uni().await }),
+            |session| {
+                Box::pin(async move { ended_is_error(&session, session.accept_uni().await).await })
+            },
         )
     }
 
@@ -301,7 +313,9 @@ impl poll::Session for Session {
         self.poll_op(
             cx,
             |ops| &mut ops.accept_bi,
-            |session| Box::pin(async move { session.accept_bi().await }),
+            |session| {
+                Box::pin(async move { ended_is_error(&session, session.accept_bi().await).await })
+            },
         )
     }
 

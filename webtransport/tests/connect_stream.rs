@@ -219,7 +219,7 @@ async fn a_read_or_write_that_waits_ends_with_the_session_and_its_stream_is_rese
     let (parked_tx, mut parked) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let session = server.accept().await.unwrap().ok().await.unwrap();
-        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let (mut send, mut recv) = session.accept_bi().await.unwrap().unwrap();
         // A reader that waits for more, and a writer that waits for room the peer never gives
         // (the peer reads nothing, and its stream window is 6 MiB).
         let reader = tokio::spawn(async move { recv.read_to_end(1 << 20).await });
@@ -300,7 +300,7 @@ async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
     let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let session = server.accept().await.unwrap().ok().await.unwrap();
-        let accepted = session.accept_bi().await.unwrap();
+        let accepted = session.accept_bi().await.unwrap().expect("a stream");
         let mut opened = session.open_uni().await.unwrap();
         opened.write_all(b"from the server").await.unwrap();
         let _ = ready_tx.send(());
@@ -317,7 +317,7 @@ async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
         .unwrap();
     // The h3 client's connection task takes WebTransport's streams and hands them out.
     let Some(quay_h3::stream::ExtensionStream::Uni { recv: mut uni, .. }) =
-        bounded(client.accept_extension_stream()).await
+        bounded(client.accept_extension_stream()).await.unwrap()
     else {
         panic!("the server's unidirectional stream");
     };

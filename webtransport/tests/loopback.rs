@@ -75,7 +75,7 @@ impl Fixture {
 fn echo(session: Session) {
     let bidi = session.clone();
     tokio::spawn(async move {
-        while let Ok((mut send, mut recv)) = bidi.accept_bi().await {
+        while let Ok(Some((mut send, mut recv))) = bidi.accept_bi().await {
             tokio::spawn(async move {
                 // Chunk by chunk, so a large stream is never held whole.
                 while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX).await {
@@ -89,7 +89,7 @@ fn echo(session: Session) {
     });
     let uni = session.clone();
     tokio::spawn(async move {
-        while let Ok(mut recv) = uni.accept_uni().await {
+        while let Ok(Some(mut recv)) = uni.accept_uni().await {
             let uni = uni.clone();
             tokio::spawn(async move {
                 let data = recv.read_to_end(1 << 20).await.unwrap();
@@ -125,7 +125,7 @@ async fn streams_and_datagrams_echo() {
         let mut send = session.open_uni().await.unwrap();
         send.write_all(b"one way").await.unwrap();
         send.finish().unwrap();
-        let mut back = session.accept_uni().await.unwrap();
+        let mut back = session.accept_uni().await.unwrap().unwrap();
         assert_eq!(back.read_to_end(100).await.unwrap(), b"one way");
         // Datagrams: resend until one echo arrives (they may be lost).
         let max = session.max_datagram_size().unwrap();
@@ -155,7 +155,7 @@ async fn server_opens_bidi_and_uni_streams() {
         let (mut send, mut recv) = server.open_bi().await.unwrap();
         send.write_all(b"from the server").await.unwrap();
         send.finish().unwrap();
-        let (mut answer, mut question) = session.accept_bi().await.unwrap();
+        let (mut answer, mut question) = session.accept_bi().await.unwrap().unwrap();
         assert_eq!(question.read_to_end(100).await.unwrap(), b"from the server");
         answer.write_all(b"from the client").await.unwrap();
         answer.finish().unwrap();
@@ -163,7 +163,7 @@ async fn server_opens_bidi_and_uni_streams() {
         let mut uni = server.open_uni().await.unwrap();
         uni.write_all(b"uni").await.unwrap();
         uni.finish().unwrap();
-        let mut got = session.accept_uni().await.unwrap();
+        let mut got = session.accept_uni().await.unwrap().unwrap();
         assert_eq!(got.read_to_end(100).await.unwrap(), b"uni");
     })
     .await;
@@ -215,7 +215,7 @@ async fn a_100_mib_stream_arrives_byte_for_byte() {
             send.finish().unwrap();
             server
         });
-        let mut recv = session.accept_uni().await.unwrap();
+        let mut recv = session.accept_uni().await.unwrap().unwrap();
         let mut offset = 0usize;
         while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
             for (i, byte) in chunk.iter().enumerate() {
@@ -284,6 +284,40 @@ async fn close_codes_and_reasons_both_ways() {
         // The connection outlives both sessions.
         let (session, _server) = fx.pair(&client, "/c").await;
         assert!(session.close_reason().is_none());
+    })
+    .await;
+}
+
+/// Every accept has one shape: `Ok(None)` when its source ended normally, the error when it
+/// ended otherwise. A session closed with code 0 ends normally; one closed with any other code
+/// does not, and the accept carries the peer's code and reason.
+#[tokio::test]
+async fn accepts_end_with_none_on_a_clean_close_and_the_reason_otherwise() {
+    let fx = fixture(Config::default());
+    bounded(async {
+        let client = fx.client().await;
+        let (session, server) = fx.pair(&client, "/clean").await;
+        let (bidi, uni) = (server.clone(), server.clone());
+        let bidi = tokio::spawn(async move { bidi.accept_bi().await.map(|s| s.is_some()) });
+        let uni = tokio::spawn(async move { uni.accept_uni().await.map(|s| s.is_some()) });
+        session.close(0, "");
+        assert!(matches!(bidi.await.unwrap(), Ok(false)));
+        assert!(matches!(uni.await.unwrap(), Ok(false)));
+        // We closed it ourselves: also normal.
+        assert!(matches!(session.accept_uni().await, Ok(None)));
+
+        let (session, server) = fx.pair(&client, "/code").await;
+        session.close(42, "not clean");
+        match server.accept_bi().await {
+            Err(SessionError::PeerClosed { code, reason }) => {
+                assert_eq!((code, reason.as_str()), (42, "not clean"));
+            }
+            other => panic!("{:?}", other.map(|s| s.is_some())),
+        }
+        assert!(matches!(
+            server.accept_uni().await,
+            Err(SessionError::PeerClosed { code: 42, .. })
+        ));
     })
     .await;
 }
@@ -369,7 +403,7 @@ async fn reset_and_stop_codes_are_application_codes() {
         let (session, server) = fx.pair(&client, "/codes").await;
         let (mut send, mut recv) = session.open_bi().await.unwrap();
         send.write_all(b"x").await.unwrap();
-        let (server_send, mut server_recv) = server.accept_bi().await.unwrap();
+        let (server_send, mut server_recv) = server.accept_bi().await.unwrap().unwrap();
         send.reset(77).unwrap();
         // Bounded: the reset arrives after at most the one byte.
         let error = loop {
@@ -457,9 +491,9 @@ async fn two_sessions_share_a_connection_and_close_apart() {
         let mut uni = second.open_uni().await.unwrap();
         uni.write_all(b"for two").await.unwrap();
         uni.finish().unwrap();
-        let mut got = second_server.accept_uni().await.unwrap();
+        let mut got = second_server.accept_uni().await.unwrap().unwrap();
         assert_eq!(got.read_to_end(100).await.unwrap(), b"for two");
-        let mut got = first_server.accept_uni().await.unwrap();
+        let mut got = first_server.accept_uni().await.unwrap().unwrap();
         assert_eq!(got.read_to_end(100).await.unwrap(), b"for one");
         // Both sessions' readers wait at once; whichever reads a datagram off the connection
         // hands the other's over. Resent until both arrive (datagrams may be lost).
@@ -684,7 +718,7 @@ async fn http3_requests_and_sessions_share_one_connection() {
     let port = h3.local_addr().unwrap().port();
     let server_config = config.clone();
     tokio::spawn(async move {
-        while let Some(Ok(connection)) = h3.accept().await {
+        while let Some(connection) = h3.accept().await {
             let connection = Connection::new(connection, server_config.clone());
             tokio::spawn(async move {
                 while let Some(incoming) = connection.accept().await {
@@ -786,7 +820,7 @@ async fn flow_control_limits_streams_and_data_when_both_sides_turn_it_on() {
         first.0.write_all(b"x").await.unwrap();
         let third = tokio::time::timeout(Duration::from_millis(200), session.open_bi()).await;
         assert!(third.is_err(), "a third stream opened past the limit of 2");
-        let (_send, mut recv) = server_session.accept_bi().await.unwrap();
+        let (_send, mut recv) = server_session.accept_bi().await.unwrap().unwrap();
         assert_eq!(recv.read(&mut [0; 8]).await.unwrap(), Some(1));
         let _third = session.open_bi().await.unwrap();
         // 100 kB through a session window of 1,000 bytes: credit follows the reader.
@@ -799,7 +833,7 @@ async fn flow_control_limits_streams_and_data_when_both_sides_turn_it_on() {
                 uni.finish().unwrap();
             }
         });
-        let mut got = server_session.accept_uni().await.unwrap();
+        let mut got = server_session.accept_uni().await.unwrap().unwrap();
         assert_eq!(got.read_to_end(200_000).await.unwrap(), payload);
         writer.await.unwrap();
         // And the other way, through AsyncWrite.
@@ -813,7 +847,7 @@ async fn flow_control_limits_streams_and_data_when_both_sides_turn_it_on() {
                 uni.finish().unwrap();
             }
         });
-        let mut got = session.accept_uni().await.unwrap();
+        let mut got = session.accept_uni().await.unwrap().unwrap();
         assert_eq!(got.read_to_end(200_000).await.unwrap(), payload);
         assert!(session.close_reason().is_none());
     })

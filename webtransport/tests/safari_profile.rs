@@ -73,7 +73,7 @@ fn serve(server: Server) -> mpsc::UnboundedReceiver<SessionError> {
 fn echo(session: &Session) {
     let bidi = session.clone();
     tokio::spawn(async move {
-        while let Ok((mut send, mut recv)) = bidi.accept_bi().await {
+        while let Ok(Some((mut send, mut recv))) = bidi.accept_bi().await {
             tokio::spawn(async move {
                 let data = recv.read_to_end(1 << 20).await.unwrap();
                 send.write_all(&data).await.unwrap();
@@ -83,7 +83,7 @@ fn echo(session: &Session) {
     });
     let uni = session.clone();
     tokio::spawn(async move {
-        while let Ok(mut recv) = uni.accept_uni().await {
+        while let Ok(Some(mut recv)) = uni.accept_uni().await {
             let data = recv.read_to_end(1 << 20).await.unwrap();
             let mut send = uni.open_uni().await.unwrap();
             send.write_all(&data).await.unwrap();
@@ -276,7 +276,8 @@ impl Safari {
             self.client.accept_extension_stream(),
         )
         .await
-        .expect("the connection ended");
+        .expect("the connection ended")
+        .expect("a stream");
         let ExtensionStream::Uni {
             session_id,
             mut recv,

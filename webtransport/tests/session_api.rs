@@ -63,7 +63,11 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
     let mut uni = session.open_uni().await.unwrap();
     uni.write_all(b"uni").await.unwrap();
     uni.finish().unwrap();
-    match bounded(client.accept_extension_stream()).await.unwrap() {
+    match bounded(client.accept_extension_stream())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         ExtensionStream::Uni {
             ty,
             session_id,
@@ -79,7 +83,11 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
     let (mut send, _recv) = session.open_bi().await.unwrap();
     send.write_all(b"bidi").await.unwrap();
     send.finish().unwrap();
-    match bounded(client.accept_extension_stream()).await.unwrap() {
+    match bounded(client.accept_extension_stream())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         ExtensionStream::Bidi {
             signal,
             session_id,
@@ -107,7 +115,7 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
     .await
     .unwrap();
     send.finish().unwrap();
-    let mut recv = bounded(session.accept_uni()).await.unwrap();
+    let mut recv = bounded(session.accept_uni()).await.unwrap().unwrap();
     assert_eq!(recv.read_to_end(64).await.unwrap(), b"peer uni");
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     let signal = FrameType::WEBTRANSPORT_STREAM.to_varint();
@@ -115,7 +123,7 @@ async fn each_shadowed_method_speaks_for_the_session_on_the_wire() {
         .await
         .unwrap();
     send.finish().unwrap();
-    let (_send, mut recv) = bounded(session.accept_bi()).await.unwrap();
+    let (_send, mut recv) = bounded(session.accept_bi()).await.unwrap().unwrap();
     assert_eq!(recv.read_to_end(64).await.unwrap(), b"peer bidi");
 
     // close sends WT_CLOSE_SESSION and FIN (draft-16 §6); awaited, it returns once the peer

@@ -42,7 +42,7 @@ async fn stats_count_streams_bytes_and_datagrams_and_metrics_count_sessions() {
         assert_eq!(request.uri().path(), "/s");
         assert_eq!(request.uri().query(), Some("room=1"));
         assert_eq!(session.draft(), Some(Draft::Draft15));
-        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let (mut send, mut recv) = session.accept_bi().await.unwrap().unwrap();
         let message = recv.read_to_end(1024).await.unwrap();
         send.write_all(&message).await.unwrap();
         send.finish().unwrap();

@@ -284,9 +284,10 @@ async fn echo(session: &Session) {
     let streams = async {
         loop {
             match session.accept_bi().await {
-                Ok((send, recv)) => {
+                Ok(Some((send, recv))) => {
                     tokio::spawn(echo_stream(send, recv).in_current_span());
                 }
+                Ok(None) => return session.closed().await,
                 Err(reason) => return reason,
             }
         }
@@ -334,9 +335,10 @@ async fn chat(
     let posts = async {
         loop {
             match session.accept_uni().await {
-                Ok(recv) => {
+                Ok(Some(recv)) => {
                     tokio::spawn(post(recv, room.clone()).in_current_span());
                 }
+                Ok(None) => return session.closed().await,
                 Err(reason) => return reason,
             }
         }

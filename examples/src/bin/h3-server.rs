@@ -370,7 +370,7 @@ async fn open_session(
 /// the client to wind the session down (WT_DRAIN_SESSION) and goes on echoing.
 async fn serve_session(session: Session, mut mode: watch::Receiver<Mode>) {
     let echo = async {
-        while let Ok((mut send, mut recv)) = session.accept_bi().await {
+        while let Ok(Some((mut send, mut recv))) = session.accept_bi().await {
             tokio::spawn(async move {
                 match recv.read_to_end(MAX_ECHO).await {
                     Ok(data) => {

@@ -459,7 +459,7 @@ impl Exchange {
 
     async fn accept_uni(self: Arc<Self>) {
         // Bounded by the session: each turn takes one of the peer's streams.
-        while let Ok(recv) = self.session.accept_uni().await {
+        while let Ok(Some(recv)) = self.session.accept_uni().await {
             let exchange = self.clone();
             tokio::spawn(async move {
                 if let Err(error) = exchange.on_uni(recv).await {
@@ -493,7 +493,7 @@ impl Exchange {
 
     async fn accept_bi(self: Arc<Self>) {
         // Bounded by the session: each turn takes one of the peer's streams.
-        while let Ok((send, recv)) = self.session.accept_bi().await {
+        while let Ok(Some((send, recv))) = self.session.accept_bi().await {
             let exchange = self.clone();
             tokio::spawn(async move {
                 if let Err(error) = exchange.on_bi(send, recv).await {

@@ -13,20 +13,28 @@ use super::shared::{Shared, Taker};
 use crate::error::Code;
 use crate::proto::frame::FrameType;
 use crate::stream::extension::ExtensionStream;
+use crate::stream::{ConnectionError, StreamError};
 
 impl Shared {
-    /// Hands the next extension stream to `taker`: `None` when `taker` does not take them (none
-    /// are configured, or they were taken by someone else) or the connection is gone.
-    pub(crate) async fn next_extension_stream(&self, taker: Taker) -> Option<ExtensionStream> {
-        self.wait_for(|inner| {
+    /// Hands the next extension stream to `taker`: `Ok(None)` when `taker` does not take them
+    /// (none are configured, or they were taken by someone else) or the connection ended
+    /// normally.
+    pub(crate) async fn next_extension_stream(
+        &self,
+        taker: Taker,
+    ) -> Result<Option<ExtensionStream>, ConnectionError> {
+        let next = self.wait_for(|inner| {
             if inner.extension_taker != taker {
                 return Some(None);
             }
             Some(Some(inner.next_extension()?))
-        })
-        .await
-        .ok()
-        .flatten()
+        });
+        match next.await {
+            Ok(next) => Ok(next),
+            Err(StreamError::ConnectionLost(error)) => error.end_of_accept(),
+            // `wait_for` ends only with the connection.
+            Err(_) => Ok(None),
+        }
     }
 
     /// The next extension stream for an [`ExtensionStreams`]; `None` once they were given up

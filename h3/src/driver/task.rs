@@ -259,8 +259,10 @@ fn drive(shared: Arc<Shared>) -> impl Future<Output = ()> + Send + 'static {
             })
             .await;
         }
-        // The connection is gone: every datagram receiver sees the end.
+        // The connection is gone: every datagram receiver sees the end, and so does every
+        // `wait_for` (it reads the close reason when woken).
         shared.end_datagrams();
+        shared.changed.notify_waiters();
         crate::metrics::connection_closed(shared.side, &shared.conn.stats());
     }
 }

@@ -32,6 +32,28 @@ pub enum ConnectionError {
     Transport(quay_transport::ConnectionError),
 }
 
+impl ConnectionError {
+    /// Whether this is a normal end: we closed the connection, or the peer closed it with
+    /// H3_NO_ERROR. Every accept on a connection returns `Ok(None)` for such an end and the
+    /// error for any other, so `while let Some(x) = connection.accept().await? { .. }` ends
+    /// quietly on a normal close and with the reason otherwise.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self,
+            Self::LocallyClosed
+                | Self::PeerClosed {
+                    code: Code::H3_NO_ERROR,
+                    ..
+                }
+        )
+    }
+
+    /// `Ok(None)` for a [clean](Self::is_clean) end, the error otherwise: the end of an accept.
+    pub(crate) fn end_of_accept<T>(self) -> Result<Option<T>, Self> {
+        if self.is_clean() { Ok(None) } else { Err(self) }
+    }
+}
+
 impl From<quay_transport::ConnectionError> for ConnectionError {
     fn from(error: quay_transport::ConnectionError) -> Self {
         match error {

@@ -134,16 +134,7 @@ impl Connection {
         loop {
             let (mut send, mut recv) = match shared.conn.accept_bi().await {
                 Ok(streams) => streams,
-                Err(error) => {
-                    return match shared.connection_error(error) {
-                        ConnectionError::LocallyClosed => Ok(None),
-                        ConnectionError::PeerClosed {
-                            code: Code::H3_NO_ERROR,
-                            ..
-                        } => Ok(None),
-                        error => Err(error),
-                    };
-                }
+                Err(error) => return shared.connection_error(error).end_of_accept(),
             };
             let id: u64 = send.id().into();
             {
@@ -204,9 +195,12 @@ impl Connection {
     }
 
     /// Waits for the next stream claimed by an extension (see
-    /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]). `None`
-    /// when none are configured or the connection is gone.
-    pub async fn accept_extension_stream(&self) -> Option<ExtensionStream> {
+    /// [`Config::extension_uni_stream_types`] and [`Config::extension_bidi_signals`]).
+    /// `Ok(None)` when none are configured, they were taken, or the connection ended normally
+    /// (see [`ConnectionError::is_clean`]); the error when it ended otherwise.
+    pub async fn accept_extension_stream(
+        &self,
+    ) -> Result<Option<ExtensionStream>, ConnectionError> {
         self.shared.next_extension_stream(Taker::Handle).await
     }
 

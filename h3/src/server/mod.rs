@@ -15,7 +15,6 @@
 //! let server = Server::bind("[::]:4433".parse()?, Identity::self_signed(["localhost"])?, Config::default())?;
 //! while let Some(connection) = server.accept().await {
 //!     tokio::spawn(async move {
-//!         let Ok(connection) = connection else { return };
 //!         while let Ok(Some((request, mut stream))) = connection.accept().await {
 //!             tokio::spawn(async move {
 //!                 let response = http::Response::builder().status(200).body(()).unwrap();
@@ -124,24 +123,32 @@ impl Server {
         &self.endpoints
     }
 
-    /// Waits for the next connection and its handshake, from any endpoint. `None` once every
-    /// endpoint is closed.
+    /// Waits for the next connection whose handshake succeeded, from any endpoint. `None` once
+    /// every endpoint is closed.
+    ///
+    /// A handshake that fails (a client that does not speak `h3`, a TLS alert, a timeout) is
+    /// not returned: it is counted in the `quay_h3_handshakes_failed_total` metric by reason and
+    /// logged at debug level, and `accept` waits for the next one. A server that wants each
+    /// failure runs its own loop with [`Connection::from_incoming`].
+    ///
+    /// Like every accept in quay, the shape is "`None` when the source has ended": a server's
+    /// endpoints cannot fail, so there is no error to return.
     ///
     /// Cancel-safe: handshakes run in tasks of their own, so dropping this future (in a
     /// `select!`, say) loses no connection, and one slow handshake does not hold up others.
-    pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
+    pub async fn accept(&self) -> Option<Connection> {
         let mut handshakes = self.handshakes.lock().await;
         let mut endpoints_open = true;
         // Bounded by the endpoints: each turn starts a handshake, finishes one, or ends.
         loop {
             tokio::select! {
                 biased;
-                Some(done) = handshakes.join_next() => {
+                Some(done) = handshakes.join_next() => match done {
+                    Ok(Ok(connection)) => return Some(connection),
+                    Ok(Err(error)) => tracing::debug!(%error, "handshake failed"),
                     // A handshake task that panicked or was aborted loses only its connection.
-                    if let Ok(done) = done {
-                        return Some(done);
-                    }
-                }
+                    Err(_) => {}
+                },
                 incoming = self.next_incoming(), if endpoints_open => match incoming {
                     Some(incoming) => {
                         let config = self.config.clone();

@@ -77,5 +77,5 @@ pub async fn client(target: Target, config: Config) -> Client {
 
 /// Accepts one connection from the fixture.
 pub async fn accept(fixture: &Fixture) -> server::Connection {
-    t(fixture.server.accept()).await.unwrap().unwrap()
+    t(fixture.server.accept()).await.unwrap()
 }
