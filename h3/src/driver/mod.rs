@@ -7,12 +7,16 @@
 //!   writes ours, and sorts the peer's new streams;
 //! - [`datagrams`] and [`routes`]: HTTP datagrams, read by whoever waits for one and routed by
 //!   stream;
-//! - [`extensions`]: streams claimed by an extension, handed out or refused.
+//! - [`extensions`]: streams claimed by an extension, handed out or refused;
+//! - [`prefix`]: reading the type or signal a peer's stream starts with;
+//! - [`grease`]: the GREASE stream one connection in eight opens.
 //!
 //! Any connection error closes the QUIC connection with its code.
 
 pub(crate) mod datagrams;
 pub(crate) mod extensions;
+mod grease;
+pub(crate) mod prefix;
 pub(crate) mod routes;
 pub(crate) mod shared;
 pub(crate) mod task;

@@ -24,7 +24,7 @@ use std::ops::ControlFlow;
 use std::pin::{Pin, pin};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -32,12 +32,13 @@ use quay_transport::{Connection, RecvStream, SendStream, VarInt, quinn};
 use tokio::sync::Notify;
 
 use super::extensions::{hand_out, hand_out_bidi};
+use super::grease::{send_grease_stream, sends_grease_stream};
+use super::prefix::poll_prefix;
 use super::routes::DatagramRoutes;
 use super::shared::{BUDGET, Inner, Shared, Taker};
 use crate::config::Config;
 use crate::connection::{ConnectionState, Side, UniStream};
 use crate::error::Code;
-use crate::proto::Codec;
 use crate::proto::stream::{UniStreamHeader, decode_bidi_signal, decode_uni_prefix};
 use crate::stream::extension::ExtensionStream;
 use crate::waiter::Waiters;
@@ -527,60 +528,6 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// Reads from `recv` into `buf` until `decode` finds the prefix the stream starts with: `Some`
-/// with the prefix and the bytes after it, or `None` if the stream ended first. While more
-/// bytes are needed they wait in `buf`, so the caller can stop polling and go on later.
-pub(crate) fn poll_prefix<T>(
-    cx: &mut Context<'_>,
-    recv: &mut RecvStream,
-    buf: &mut BytesMut,
-    decode: impl Fn(&mut &[u8]) -> Option<T>,
-) -> Poll<Result<Option<(T, Bytes)>, quay_transport::ReadError>> {
-    // Bounded: a prefix is a few varints, and each turn consumes a chunk.
-    loop {
-        let mut cur = &buf[..];
-        if let Some(value) = decode(&mut cur) {
-            let used = buf.len() - cur.len();
-            buf.advance(used);
-            return Poll::Ready(Ok(Some((value, std::mem::take(buf).freeze()))));
-        }
-        match ready!(pin!(recv.read_chunk(usize::MAX, true)).poll(cx))? {
-            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
-            None => return Poll::Ready(Ok(None)),
-        }
-    }
-}
-
-/// One connection in this many opens a GREASE stream: enough, across a peer's connections, to
-/// find one that chokes on unknown stream types, while most connections spare both sides a
-/// stream (its packets at set-up, and the state QUIC keeps for it).
-const GREASE_STREAM_ONE_IN: u64 = 8;
-
-/// Whether the connection with this random `seed` opens a GREASE stream.
-fn sends_grease_stream(seed: u64) -> bool {
-    // The high bits: the low ones choose the GREASE setting and frame types.
-    (seed >> 32).is_multiple_of(GREASE_STREAM_ONE_IN)
-}
-
-/// Opens a unidirectional stream of a reserved type with a few bytes and FIN on it, which the
-/// peer must ignore (RFC 9114 §6.2.3). Without waiting: called right after our control stream's
-/// first bytes are written, so that it leaves in the same packet as our SETTINGS rather than in
-/// one of its own. Skipped when quinn cannot open or write it at once (no stream credit yet).
-fn send_grease_stream(conn: &Connection) {
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Ok(mut stream)) = pin!(conn.open_uni()).poll(&mut cx) else {
-        return;
-    };
-    let n = RandomState::new().hash_one(conn.stable_id()) % 1000;
-    let mut bytes = BytesMut::new();
-    UniStreamHeader::grease(n).encode(&mut bytes);
-    bytes.extend_from_slice(b"quay");
-    let written = Pin::new(&mut stream).poll_write(&mut cx, &bytes);
-    if matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()) {
-        let _ = stream.finish();
-    }
-}
-
 /// Feeds a chunk of a critical stream; returns false once the connection failed.
 fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
     let (result, flush, changed) = {
@@ -613,19 +560,4 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
         shared.maybe_close();
     }
     true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_connection_in_eight_sends_a_grease_stream() {
-        let hasher = RandomState::new();
-        let sending = (0..8_000u64)
-            .filter(|n| sends_grease_stream(hasher.hash_one(n)))
-            .count();
-        // 1,000 expected; the bounds are six standard deviations out.
-        assert!((820..1_180).contains(&sending), "{sending} of 8,000");
-    }
 }

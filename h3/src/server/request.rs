@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::connection::Side;
 use crate::driver::extensions::hand_out_bidi;
+use crate::driver::prefix::poll_prefix;
 use crate::driver::shared::Shared;
-use crate::driver::task::poll_prefix;
 use crate::error::Code;
 use crate::error::Misuse;
 use crate::proto::capsule::Capsule;

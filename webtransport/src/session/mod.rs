@@ -12,12 +12,13 @@
 //! Establishing a session (the CONNECT request and its response) is [`crate::server`]'s and
 //! [`crate::client`]'s.
 
-use std::fmt;
+mod closing;
+
+pub use closing::Closing;
+
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use quay_h3::proto::datagram::Datagram;
@@ -529,14 +530,12 @@ impl Session {
             self.inner
                 .conn
                 .close(VarInt::from_u32(code), reason.as_bytes());
-            return Closing { state: None };
+            return Closing::done();
         };
         if h3.state.close(code, reason) {
             h3.routes.close(h3.id.into_inner());
         }
-        Closing {
-            state: Some(ClosingState::Started(h3.state.clone())),
-        }
+        Closing::started(h3.state.clone())
     }
 
     /// Asks the peer to wind the session down (WT_DRAIN_SESSION); the session stays open. Does
@@ -567,49 +566,6 @@ impl Session {
     /// Why the session ended, if it has.
     pub fn close_reason(&self) -> Option<SessionError> {
         self.check_open().err()
-    }
-}
-
-/// A session's close, started by [`Session::close`]; await it to wait until the CONNECT
-/// stream is done: the peer answered with its FIN or its own close, or the few seconds a closed
-/// session waits for that passed, or the connection is gone. Ready at once on a raw session.
-pub struct Closing {
-    state: Option<ClosingState>,
-}
-
-enum ClosingState {
-    Started(Arc<SessionState>),
-    /// Boxed: built on the first poll; a close is rare.
-    Waiting(Pin<Box<dyn Future<Output = ()> + Send>>),
-}
-
-impl fmt::Debug for Closing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Closing")
-            .field("done", &self.state.is_none())
-            .finish()
-    }
-}
-
-impl Future for Closing {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let waiting = match self.state.take() {
-            None => return Poll::Ready(()),
-            Some(ClosingState::Started(state)) => {
-                Box::pin(async move { state.connect_done().await }) as Pin<Box<_>>
-            }
-            Some(ClosingState::Waiting(waiting)) => waiting,
-        };
-        let mut waiting = waiting;
-        match waiting.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(()),
-            Poll::Pending => {
-                self.state = Some(ClosingState::Waiting(waiting));
-                Poll::Pending
-            }
-        }
     }
 }
 
