@@ -5,6 +5,8 @@ use std::error::Error;
 
 use quay_transport::workers::MAX_WORKERS;
 
+pub mod panel;
+
 /// The default of the servers' `--workers`: one endpoint per core, as many as this system's
 /// worker groups allow.
 pub fn default_workers() -> usize {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
+use quay_tests::browser::{self, BrowserKind, Page};
 use quay_transport::{CertificateHash, ClientBuilder, Trust};
 use quay_webtransport::{ConnectError, ReadToEndError, Session, StreamError};
 
@@ -266,4 +267,53 @@ async fn ctrl_c_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status}");
+}
+
+/// The checking script added to the demo's page for the live panel (`demo_panel.js`).
+const PANEL_JS: &str = include_str!("demo_panel.js");
+/// How long the page may take for all the panel's checks.
+const PANEL_TIMEOUT: Duration = Duration::from_secs(20);
+/// The whole browser run, from its start to the page's last report.
+const BROWSER_RUN: Duration = Duration::from_secs(40);
+
+/// The demo's page as the demo serves it, with [`PANEL_JS`] added at its end, run in `browser`
+/// from a page server of the test's own (the page's script reports there); every check the
+/// script reports must pass. The page still talks WebTransport to the demo.
+async fn panel_in(browser: BrowserKind) {
+    // One browser at a time, so that two never share this machine's cores.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _running = ONE_AT_A_TIME.lock().await;
+    let demo = Demo::start();
+    let response = demo.get("/");
+    let (_, page) = response
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response with a body");
+    let script = format!(
+        "<script>\nconst PANEL_TIMEOUT_MS = {};\n{PANEL_JS}</script>\n</body>",
+        PANEL_TIMEOUT.as_millis()
+    );
+    assert!(page.contains("</body>"), "{page}");
+    let page = Page::from_html(&page.replacen("</body>", &script, 1));
+    let report = browser::run(browser, page, BROWSER_RUN)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for check in ["panel_echo", "panel_chat", "panel_plot"] {
+        match report.passed(check) {
+            Ok(detail) => println!("{} {check}: {detail}", browser.name()),
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+}
+
+// The page's live panel fills in from the server's stats feed (`quay_examples::panel`): RTT
+// above 0, bytes and datagrams each way after an echo and none before it, further samples,
+// and a plot drawn on each session's canvas.
+#[tokio::test]
+async fn panel_fills_in_and_updates_in_chromium() {
+    panel_in(BrowserKind::Chromium).await;
+}
+
+#[tokio::test]
+async fn panel_fills_in_and_updates_in_firefox() {
+    panel_in(BrowserKind::Firefox).await;
 }

@@ -350,6 +350,12 @@ impl Page {
         Self { html: html.into() }
     }
 
+    /// A page of its own: `html` served as it is (e.g. an application's page with a checking
+    /// script added, which reports to `/result` like the WebTransport page does).
+    pub fn from_html(html: &str) -> Self {
+        Self { html: html.into() }
+    }
+
     /// The WebTransport page ([`WEBTRANSPORT_JS`]) against the server at `base` (e.g.
     /// `https://127.0.0.1:4433`, no trailing slash), whose certificate has the SHA-256 `hash`.
     pub fn webtransport(base: &str, hash: &CertificateHash) -> Self {

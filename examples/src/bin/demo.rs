@@ -12,6 +12,11 @@
 //!   its hash (`serverCertificateHashes`); no certificate needs installing. `/metrics` on the
 //!   same port is quay's metrics in the Prometheus text format (`metrics-exporter-prometheus`).
 //!
+//! - Each session gets a live panel on the page: the server opens one bidirectional stream on it
+//!   and sends the session's stats there about once a second, one JSON line each
+//!   (`quay_examples::panel`); the page shows the latest and plots the last minute of RTT and
+//!   throughput on a canvas of its own.
+//!
 //! Both listen on every IPv6 and IPv4 address, or on IPv4 only where IPv6 is missing.
 //! `--wt-port` and `--http-port` pick other ports. The first lines on stdout are the page URL, the
 //! WebTransport URL and `certificate hash: HEX`; the log goes to stderr (`RUST_LOG` filters it).
@@ -41,7 +46,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use quay_examples::{default_workers, one_line};
+use quay_examples::{default_workers, one_line, panel};
 use quay_transport::workers::Worker;
 use quay_transport::{Identity, ServerBuilder};
 use quay_webtransport::server::Request;
@@ -257,6 +262,7 @@ async fn serve_session(request: Request, room: broadcast::Sender<Bytes>) {
         "/echo" => match request.ok().await {
             Ok(session) => {
                 info!(origin, "echo session open");
+                stats_panel(&session);
                 echo(&session).await;
             }
             Err(error) => warn!(%error, "cannot accept the session"),
@@ -267,6 +273,7 @@ async fn serve_session(request: Request, room: broadcast::Sender<Bytes>) {
             match request.ok().await {
                 Ok(session) => {
                     info!(origin, "chat session open");
+                    stats_panel(&session);
                     chat(&session, messages, &room).await;
                 }
                 Err(error) => warn!(%error, "cannot accept the session"),
@@ -277,6 +284,17 @@ async fn serve_session(request: Request, room: broadcast::Sender<Bytes>) {
             request.reject(StatusCode::NOT_FOUND).await;
         }
     }
+}
+
+/// Feeds the page's live panel with `session`'s stats (`quay_examples::panel`), on a task that
+/// ends with the session.
+fn stats_panel(session: &Session) {
+    let feed = panel::feed(session.clone());
+    let logged = async move {
+        let end = feed.await;
+        debug!(%end, "stats feed ended");
+    };
+    tokio::spawn(logged.in_current_span());
 }
 
 /// Sends back every bidirectional stream and every datagram of `session`, until it ends.

@@ -267,6 +267,71 @@ impl WtStack for Quay {
     }
 }
 
+/// [`Quay`] with a metrics recorder installed in both processes (`metrics-exporter-prometheus`,
+/// as the demo installs it, its upkeep every 5 s), where the other columns have none: the cost
+/// of quay's metrics when someone records them. A column of its own only when
+/// [`METRICS_COLUMN_VAR`] is set.
+#[derive(Debug)]
+pub struct QuayWithMetrics;
+
+/// Set to `1` to add the [`QuayWithMetrics`] column to the WebTransport benchmark.
+pub const METRICS_COLUMN_VAR: &str = "QUAY_BENCH_METRICS";
+
+/// Installs the Prometheus recorder once per process, and its upkeep on the current runtime.
+fn record_metrics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder of this process");
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        });
+    });
+}
+
+impl WtStack for QuayWithMetrics {
+    const NAME: &'static str = "quay + metrics";
+    type Session = quay_webtransport::Session;
+
+    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+        record_metrics();
+        Quay::serve(endpoint).await
+    }
+
+    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        record_metrics();
+        Quay::connect(endpoint, server).await
+    }
+
+    async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
+        Quay::download(session, size).await
+    }
+
+    async fn echo(session: &Self::Session, payload: &[u8]) -> anyhow::Result<usize> {
+        Quay::echo(session, payload).await
+    }
+
+    fn send_datagram(session: &Self::Session, payload: Bytes) -> anyhow::Result<()> {
+        Quay::send_datagram(session, payload)
+    }
+
+    async fn read_datagram(session: &Self::Session) -> anyhow::Result<Bytes> {
+        Quay::read_datagram(session).await
+    }
+
+    fn close(session: Self::Session) {
+        Quay::close(session);
+    }
+
+    fn connection(session: &Self::Session) -> quinn::Connection {
+        Quay::connection(session)
+    }
+}
+
 /// The table column of stack `S`.
 pub fn column<S: WtStack + 'static>() -> Column {
     Column {
