@@ -128,9 +128,25 @@ pub enum UniStream {
     /// A configured extension type: read the session ID varint that follows and hand the stream
     /// out.
     Extension(StreamType),
-    /// Anything else (unknown, GREASE): stop reading it with H3_STREAM_CREATION_ERROR
-    /// (RFC 9114 §6.2).
+    /// Anything else (unknown, GREASE): discard it if [`UniStream::discards_whole`] says so,
+    /// else stop reading it with H3_STREAM_CREATION_ERROR (RFC 9114 §6.2.3).
     Discard,
+}
+
+impl UniStream {
+    /// The most bytes after its type that a [`UniStream::Discard`] stream may hold and still be
+    /// read to its end and dropped rather than stopped.
+    pub const DISCARD_LIMIT: usize = 1024;
+
+    /// Whether a stream of an unknown type is read to its end and its bytes dropped (`true`)
+    /// rather than stopped with H3_STREAM_CREATION_ERROR: RFC 9114 §6.2.3 allows either. Only
+    /// a stream whose end has arrived (`finished`) with at most [`Self::DISCARD_LIMIT`] bytes
+    /// after its type is discarded: the GREASE streams peers send are like that, and stopping
+    /// them would cost a STOP_SENDING frame, often a packet of its own, for a stream that has
+    /// already ended. Anything else is stopped, so a peer cannot make us read without bound.
+    pub fn discards_whole(len: usize, finished: bool) -> bool {
+        finished && len <= Self::DISCARD_LIMIT
+    }
 }
 
 /// The outcome of [`ConnectionState::decode_headers`] that concerns only one stream.

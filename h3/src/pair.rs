@@ -463,11 +463,14 @@ impl Peer {
                         self.feed_critical(kind, rest, fin);
                     }
                     Ok(_) => {
-                        // RFC 9114 §6.2.3: unknown stream types are not read.
+                        // RFC 9114 §6.2.3: an unknown stream is dropped if it is whole and
+                        // small, and stopped otherwise.
                         self.incoming.insert(id, Incoming::Discarded);
-                        let code = Code::H3_STREAM_CREATION_ERROR;
-                        self.actions.push(StreamAction::Stopped(id, code));
-                        self.outbox.push_back(Transfer::StopSending { id, code });
+                        if !UniStream::discards_whole(rest.len(), fin) {
+                            let code = Code::H3_STREAM_CREATION_ERROR;
+                            self.actions.push(StreamAction::Stopped(id, code));
+                            self.outbox.push_back(Transfer::StopSending { id, code });
+                        }
                     }
                 }
             }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quay_h3::Code;
 use quay_h3::Config;
+use quay_h3::connection::UniStream;
 use quay_h3::pair::{Direction, Pair, StreamAction, Transfer};
 
 fn config() -> Config {
@@ -273,8 +274,10 @@ fn our_control_stream_stopped_by_the_peer() {
 #[test]
 fn unknown_stream_types_are_read_no_further_and_ignored() {
     // RFC 9114 §6.2.3, §7.2.8: a GREASE stream type (0x21, and 0x40 in a two-byte varint) is
-    // stopped with H3_STREAM_CREATION_ERROR without closing the connection; a GREASE frame on the
-    // control stream is skipped.
+    // ignored without closing the connection: one still open is stopped with
+    // H3_STREAM_CREATION_ERROR, one that arrived whole and small is dropped without a
+    // STOP_SENDING (either is allowed; the second spares a frame); a GREASE frame on the control
+    // stream is skipped.
     let mut pair = Pair::new(config(), config());
     replace_control(
         &mut pair,
@@ -282,10 +285,13 @@ fn unknown_stream_types_are_read_no_further_and_ignored() {
         &[0x00, 0x04, 0x00, 0x21, 0x02, 0xbe, 0xef],
     );
     pair.drive();
-    let a = pair.client.open_uni_raw(&[0x21, 0xde, 0xad], true);
-    let b = pair
+    let whole = pair.client.open_uni_raw(&[0x21, 0xde, 0xad], true);
+    let open = pair
         .client
         .open_uni_raw(&[0x40, 0x40, 0x02, 0xbe, 0xef], false);
+    let mut large = vec![0x21];
+    large.resize(2 + UniStream::DISCARD_LIMIT, 0xee);
+    let large = pair.client.open_uni_raw(&large, true);
     pair.drive();
     assert_eq!(pair.server.closed_with(), None);
     assert!(pair.server.state().peer_settings().is_some());
@@ -293,10 +299,14 @@ fn unknown_stream_types_are_read_no_further_and_ignored() {
     assert_eq!(
         stopped,
         [
-            StreamAction::Stopped(a, Code::H3_STREAM_CREATION_ERROR),
-            StreamAction::Stopped(b, Code::H3_STREAM_CREATION_ERROR),
+            StreamAction::Stopped(open, Code::H3_STREAM_CREATION_ERROR),
+            StreamAction::Stopped(large, Code::H3_STREAM_CREATION_ERROR),
         ]
     );
+    assert!(!stopped.contains(&StreamAction::Stopped(
+        whole,
+        Code::H3_STREAM_CREATION_ERROR
+    )));
 }
 
 #[test]

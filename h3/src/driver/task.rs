@@ -24,7 +24,7 @@ use std::ops::ControlFlow;
 use std::pin::{Pin, pin};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -352,9 +352,12 @@ impl<'a> Driver<'a> {
                 }
                 *self.peer_slot(kind) = Some(recv);
             }
-            // RFC 9114 §6.2: unknown stream types are not read.
+            // RFC 9114 §6.2.3: an unknown stream is dropped if it is whole and small, and
+            // stopped otherwise.
             Ok(_) => {
-                let _ = recv.stop(Code::H3_STREAM_CREATION_ERROR.to_varint());
+                if !read_whole(&mut recv, rest.len()) {
+                    let _ = recv.stop(Code::H3_STREAM_CREATION_ERROR.to_varint());
+                }
             }
         }
         ControlFlow::Continue(())
@@ -524,6 +527,27 @@ impl<'a> Driver<'a> {
             UniStream::Encoder => &mut self.qpack.get_or_insert_default().peer_encoder,
             UniStream::Decoder => &mut self.qpack.get_or_insert_default().peer_decoder,
             _ => &mut self.peer_control,
+        }
+    }
+}
+
+/// Reads what has arrived of `recv`, which has `read` bytes after its type already, without
+/// waiting: true if its end came within what [`UniStream::discards_whole`] allows, so the
+/// stream can be dropped without a STOP_SENDING (quinn sends one for a stream dropped before
+/// its end was read).
+fn read_whole(recv: &mut RecvStream, mut read: usize) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    // Bounded: each turn reads at least a byte, and the total is bounded below.
+    loop {
+        match pin!(recv.read_chunk(UniStream::DISCARD_LIMIT + 1, true)).poll(&mut cx) {
+            Poll::Ready(Ok(Some(chunk))) => {
+                read += chunk.bytes.len();
+                if read > UniStream::DISCARD_LIMIT {
+                    return false;
+                }
+            }
+            Poll::Ready(Ok(None)) => return UniStream::discards_whole(read, true),
+            Poll::Ready(Err(_)) | Poll::Pending => return false,
         }
     }
 }
