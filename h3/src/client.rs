@@ -1,22 +1,30 @@
-//! HTTP/3 clients: [`Client`] sends requests on one connection; [`RequestStream`] is one request
-//! and its response.
+//! HTTP/3 clients: [`Client`] pools connections per origin on one endpoint; [`Connection`] sends
+//! requests on one connection; [`RequestStream`] is one request and its response.
 //!
 //! A client opens each request as a QUIC bidirectional stream and reads and writes it in the
-//! caller's task. [`Client::connect`] also sets up the QUIC endpoint (through `quay-transport`);
-//! [`Client::new`] wraps a connection made elsewhere. Connection-level work (SETTINGS, QPACK
+//! caller's task. [`Connection::connect`] also sets up the QUIC endpoint (through `quay-transport`);
+//! [`Connection::new`] wraps a connection made elsewhere. Connection-level work (SETTINGS, QPACK
 //! streams, GOAWAY, datagram routing) runs in the connection's own task.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use bytes::Bytes;
 //! use quay_h3::Config;
-//! use quay_h3::client::Client;
+//! use quay_h3::client::{Client, Connection};
 //! use quay_transport::ClientBuilder;
 //!
-//! let client = Client::connect("https://localhost:4433/", &ClientBuilder::new(), Config::default()).await?;
+//! // A pool: connections per origin, opened as requests need them.
+//! let client = Client::new(&ClientBuilder::new(), Config::default())?;
 //! let request = http::Request::get("https://localhost:4433/hello").body(Bytes::new())?;
 //! let response = client.request(request).await?;
 //! println!("{}: {:?}", response.status(), response.body());
+//! client.close();
+//! client.wait_idle().await;
+//!
+//! // One connection, for what only a connection has (Extended CONNECT, datagrams, stats).
+//! let url = "https://localhost:4433/";
+//! let connection = Connection::connect(url, &ClientBuilder::new(), Config::default()).await?;
+//! println!("{:?}", connection.stats());
 //! # Ok(())
 //! # }
 //! ```
@@ -28,7 +36,16 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use quay_qpack::Field;
-use quay_transport::{ClientBuilder, Connection, Endpoint, EndpointError, VarInt};
+use quay_transport::{ClientBuilder, Endpoint, EndpointError, VarInt};
+
+#[cfg(feature = "http-body")]
+mod body;
+pub(crate) mod pool;
+mod rules;
+
+#[cfg(feature = "http-body")]
+pub use body::Incoming;
+pub use pool::{Client, Options, RequestError};
 
 use crate::config::Config;
 use crate::connection::Side;
@@ -45,7 +62,7 @@ use crate::stream::{
     ConnectionError, ExtensionStream, ExtensionStreams, Live, RecvHalf, SendHalf, StreamError,
 };
 
-/// Why [`Client::connect`] failed.
+/// Why [`Connection::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -111,7 +128,7 @@ async fn connect_any(
     endpoint: &Endpoint,
     addrs: &[SocketAddr],
     host: &str,
-) -> Result<Connection, ConnectError> {
+) -> Result<quay_transport::Connection, ConnectError> {
     let candidates = [
         addrs.iter().find(|a| a.is_ipv6()),
         addrs.iter().find(|a| a.is_ipv4()),
@@ -149,10 +166,10 @@ async fn connect_any(
     }
 }
 
-/// An HTTP/3 client on one connection. Cheap to clone; the connection closes (H3_NO_ERROR) when
+/// An HTTP/3 client on one connection (see [`Client`] for a pool of them). Cheap to clone; the connection closes (H3_NO_ERROR) when
 /// every clone and every request stream is dropped.
 #[derive(Clone, Debug)]
-pub struct Client {
+pub struct Connection {
     inner: Arc<Handle>,
 }
 
@@ -168,7 +185,7 @@ impl Drop for Handle {
     }
 }
 
-impl Client {
+impl Connection {
     /// Connects to the host and port of `url` (port 443 when absent): resolves the host, binds a
     /// client endpoint from `builder`, and uses the host as the TLS server name.
     pub async fn connect(
@@ -205,8 +222,8 @@ impl Client {
     }
 
     /// Waits until the connections of the endpoint this client made for itself
-    /// ([`Client::connect`]) are closed and their closes have been sent: call it after
-    /// [`Client::close`] (or dropping every request) before a program exits, or the peer may
+    /// ([`Connection::connect`]) are closed and their closes have been sent: call it after
+    /// [`Connection::close`] (or dropping every request) before a program exits, or the peer may
     /// never learn of the close. Returns at once for a client on an endpoint it was given.
     pub async fn wait_idle(&self) {
         if let Some(endpoint) = &self.inner.endpoint {
@@ -216,12 +233,12 @@ impl Client {
 
     /// Speaks HTTP/3 on an established QUIC connection (ALPN `h3`). Must be called inside a tokio
     /// runtime.
-    pub fn new(connection: Connection, config: Config) -> Self {
+    pub fn new(connection: quay_transport::Connection, config: Config) -> Self {
         Self::start(connection, config, None, None)
     }
 
     fn start(
-        connection: Connection,
+        connection: quay_transport::Connection,
         config: Config,
         endpoint: Option<Endpoint>,
         handshake: Option<Duration>,
@@ -233,7 +250,7 @@ impl Client {
     }
 
     /// The QUIC connection.
-    pub fn connection(&self) -> &Connection {
+    pub fn connection(&self) -> &quay_transport::Connection {
         &self.inner.shared.conn
     }
 
@@ -267,6 +284,20 @@ impl Client {
     /// A request with a [`Protocol`] extension is an Extended CONNECT (RFC 9220): it waits for
     /// the server's SETTINGS and fails unless both sides enabled it.
     pub async fn send_request(&self, request: Request<()>) -> Result<RequestStream, StreamError> {
+        let opened = self.open(request, &mut None, true).await?;
+        // Waiting for stream credit, `open` always returns a stream.
+        opened.ok_or(StreamError::Invalid(Misuse::StreamClosed))
+    }
+
+    /// [`Connection::send_request`] for the pool: the stream carries `lease` (the pool counts the
+    /// request in flight until both halves are gone), and with `wait_for_credit` false it returns
+    /// `Ok(None)` at once when the server's stream limit is reached instead of waiting.
+    pub(crate) async fn open(
+        &self,
+        request: Request<()>,
+        lease: &mut Option<pool::Lease>,
+        wait_for_credit: bool,
+    ) -> Result<Option<RequestStream>, StreamError> {
         let shared = &self.inner.shared;
         let extended = request.extensions().get::<Protocol>().is_some();
         if extended {
@@ -277,12 +308,25 @@ impl Client {
         }
         let fields: Vec<Field> = headers::request_fields(&request)?;
         self.check_goaway(None)?;
-        let (send, recv) = shared
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| StreamError::ConnectionLost(shared.connection_error(e)))?;
-        let live = Live::new(shared.clone());
+        let open = shared.conn.open_bi();
+        tokio::pin!(open);
+        let opened = if wait_for_credit {
+            open.await
+        } else {
+            // One poll: ready unless the server's stream limit is reached.
+            let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(open.as_mut().poll(cx)));
+            match polled.await {
+                std::task::Poll::Ready(opened) => opened,
+                std::task::Poll::Pending => return Ok(None),
+            }
+        };
+        let (send, recv) =
+            opened.map_err(|e| StreamError::ConnectionLost(shared.connection_error(e)))?;
+        let lease = lease.take().map(|mut lease| {
+            lease.opened();
+            lease
+        });
+        let live = Live::leased(shared.clone(), lease);
         let mut send = SendHalf::new(send, live.clone());
         if let Err(error) = self.check_goaway(Some(send.id().into())) {
             send.reset(Code::H3_REQUEST_CANCELLED);
@@ -295,13 +339,25 @@ impl Client {
             recv.listen_datagrams();
         }
         send.send_head(&fields, true).await?;
-        Ok(RequestStream {
+        Ok(Some(RequestStream {
             send,
             recv,
             response_received: false,
             sent_at: Instant::now(),
             time_to_response_head: None,
-        })
+        }))
+    }
+
+    /// The ID of the server's GOAWAY, once received: request streams at or above it will not be
+    /// processed (RFC 9114 §5.2).
+    pub(crate) fn goaway_received(&self) -> Option<VarInt> {
+        self.inner.shared.lock().proto.goaway_received()
+    }
+
+    /// Whether the connection has ended (closed by either side or lost).
+    pub(crate) fn is_closed(&self) -> bool {
+        let shared = &self.inner.shared;
+        shared.lock().error.is_some() || shared.conn.close_reason().is_some()
     }
 
     fn check_goaway(&self, id: Option<VarInt>) -> Result<(), StreamError> {
@@ -331,32 +387,7 @@ impl Client {
         let (mut parts, body) = request.into_parts();
         let trailers = parts.extensions.remove::<Trailers>();
         let mut stream = self.send_request(Request::from_parts(parts, ())).await?;
-        stream.send_data(body).await?;
-        match trailers {
-            Some(Trailers(trailers)) => stream.send_trailers(trailers).await?,
-            None => stream.finish()?,
-        }
-        let response = stream.recv_response().await?;
-        // The common one-chunk body is returned without a copy.
-        let mut first = None;
-        let mut buf = BytesMut::new();
-        // Bounded by the stream's length.
-        while let Some(chunk) = stream.recv_data().await? {
-            match first.take() {
-                None if buf.is_empty() => first = Some(chunk),
-                None => buf.extend_from_slice(&chunk),
-                Some(previous) => {
-                    buf.extend_from_slice(&previous);
-                    buf.extend_from_slice(&chunk);
-                }
-            }
-        }
-        let body = first.unwrap_or_else(|| buf.freeze());
-        let (mut parts, ()) = response.into_parts();
-        if let Some(trailers) = stream.recv_trailers().await? {
-            parts.extensions.insert(Trailers(trailers));
-        }
-        Ok(Response::from_parts(parts, body))
+        exchange(&mut stream, body, trailers).await
     }
 
     /// Takes the extension streams out, for a task that routes them (see
@@ -389,7 +420,60 @@ impl Client {
     }
 }
 
-/// The trailers of a message handled whole by [`Client::request`], in the extensions of its
+/// Waits for the final response head on `recv` (interim 1xx responses are skipped).
+async fn recv_response_head(recv: &mut RecvHalf) -> Result<Response<()>, StreamError> {
+    // Bounded by the stream: each turn consumes a head.
+    loop {
+        let Some(fields) = recv.recv_head().await? else {
+            return Err(StreamError::Incomplete);
+        };
+        match recv.state_mut().handle_response_head(&fields) {
+            Ok(Some(head)) => {
+                crate::metrics::response(Side::Client, head.response.status());
+                return Ok(head.response);
+            }
+            // An interim (1xx) response: the final one follows.
+            Ok(None) => {}
+            Err(error) => return Err(recv.message_error(error)),
+        }
+    }
+}
+
+/// Sends a whole request body (and trailers) on `stream` and reads the whole response.
+async fn exchange(
+    stream: &mut RequestStream,
+    body: Bytes,
+    trailers: Option<Trailers>,
+) -> Result<Response<Bytes>, StreamError> {
+    stream.send_data(body).await?;
+    match trailers {
+        Some(Trailers(trailers)) => stream.send_trailers(trailers).await?,
+        None => stream.finish()?,
+    }
+    let response = stream.recv_response().await?;
+    // The common one-chunk body is returned without a copy.
+    let mut first = None;
+    let mut buf = BytesMut::new();
+    // Bounded by the stream's length.
+    while let Some(chunk) = stream.recv_data().await? {
+        match first.take() {
+            None if buf.is_empty() => first = Some(chunk),
+            None => buf.extend_from_slice(&chunk),
+            Some(previous) => {
+                buf.extend_from_slice(&previous);
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    let body = first.unwrap_or_else(|| buf.freeze());
+    let (mut parts, ()) = response.into_parts();
+    if let Some(trailers) = stream.recv_trailers().await? {
+        parts.extensions.insert(Trailers(trailers));
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The trailers of a message handled whole by [`Connection::request`], in the extensions of its
 /// `http::Request` or `http::Response`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trailers(pub HeaderMap);
@@ -445,21 +529,10 @@ impl RequestStream {
         if self.response_received {
             return Err(StreamError::Invalid(Misuse::ResponseAlreadyReceived));
         }
-        loop {
-            let Some(fields) = self.recv.recv_head().await? else {
-                return Err(StreamError::Incomplete);
-            };
-            let head = match self.recv.state_mut().handle_response_head(&fields) {
-                Ok(Some(head)) => head,
-                // An interim (1xx) response: the final one follows.
-                Ok(None) => continue,
-                Err(error) => return Err(self.recv.message_error(error)),
-            };
-            self.response_received = true;
-            self.time_to_response_head = Some(self.sent_at.elapsed());
-            crate::metrics::response(Side::Client, head.response.status());
-            return Ok(head.response);
-        }
+        let response = recv_response_head(&mut self.recv).await?;
+        self.response_received = true;
+        self.time_to_response_head = Some(self.sent_at.elapsed());
+        Ok(response)
     }
 
     /// The next piece of the response body, `None` at its end.

@@ -9,11 +9,15 @@
 //! requests, close-when-idle, the H3_DATAGRAM rule) and [`request`] the state of one request
 //! stream (frame order, content-length, interim responses, HEAD/204/304, CONNECT tunnels, the
 //! head deadline). The async glue reads quinn into them and writes what they say.
-//! [`client::Client`] and [`server::Server`] / [`server::Connection`] speak
+//! [`client::Connection`] and [`server::Server`] / [`server::Connection`] speak
 //! HTTP/3 over quinn with `http::Request` / `http::Response` heads, streaming bodies, trailers,
 //! Extended CONNECT, capsules and datagrams; [`Config`] holds the settings and limits. Each
 //! connection runs one small tokio task for its control and QPACK streams and datagrams;
 //! request bodies are read and written in the caller's task, straight on the QUIC stream.
+//! [`Client`] pools client connections per origin on one endpoint: it reuses a connection up
+//! to the server's stream limit, closes idle ones, and moves off a connection that sent GOAWAY.
+//! With the cargo feature `http-body`, [`Client::send`] takes and returns `http_body::Body`
+//! bodies.
 //!
 //! # Quick start
 //!
@@ -46,12 +50,12 @@
 //! });
 //!
 //! let builder = ClientBuilder::new().trust(Trust::CertificateHashes(vec![hash]));
+//! let client = Client::new(&builder, Config::default())?;
 //! let url = format!("https://localhost:{port}/hello");
-//! let client = Client::connect(&url, &builder, Config::default()).await?;
 //! let response = client.request(http::Request::get(&url).body(Bytes::new())?).await?;
 //! assert_eq!(response.status(), 200);
 //! assert_eq!(response.body(), "/hello");
-//! client.close(quay_h3::Code::H3_NO_ERROR, b"");
+//! client.close();
 //! client.wait_idle().await;
 //! # Ok(())
 //! # }

@@ -179,7 +179,7 @@ async fn malformed_datagram_is_a_connection_error() {
         tx.send(matches!(read, Ok(Some(_)))).unwrap();
     });
     let conn = common::raw_connection(target).await;
-    let client = quay_h3::Client::new(conn.clone(), extended());
+    let client = quay_h3::client::Connection::new(conn.clone(), extended());
     let mut stream = t(client.send_request(connect_udp())).await.unwrap();
     t(stream.recv_response()).await.unwrap();
     // The first byte announces a two-byte varint that never comes.

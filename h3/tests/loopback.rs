@@ -74,9 +74,13 @@ async fn connect_by_url() {
         stream.send_response(ok()).await.unwrap();
         stream.finish().unwrap();
     });
-    let client = t(quay_h3::Client::connect(&url, &builder, Config::default()))
-        .await
-        .unwrap();
+    let client = t(quay_h3::client::Connection::connect(
+        &url,
+        &builder,
+        Config::default(),
+    ))
+    .await
+    .unwrap();
     let request = Request::get(url).body(Bytes::new()).unwrap();
     let response = t(client.request(request)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -599,7 +603,7 @@ async fn last_response_survives_a_dropped_connection_handle() {
 fn handles_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}
-    send_sync::<quay_h3::Client>();
+    send_sync::<quay_h3::client::Connection>();
     send_sync::<quay_h3::Server>();
     send_sync::<quay_h3::server::Connection>();
     send_sync::<Config>();
@@ -757,7 +761,8 @@ async fn clients_share_one_endpoint_and_wait_until_their_closes_have_left() {
     let served = serve_connections(fixture, 2);
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let connecting = quay_h3::Client::connect_on(&endpoint, &url, Config::default());
+        let connecting =
+            quay_h3::client::Connection::connect_on(&endpoint, &url, Config::default());
         clients.push(t(connecting).await.unwrap());
     }
     for client in &clients {
@@ -785,9 +790,13 @@ async fn a_client_with_its_own_endpoint_waits_until_its_close_has_left() {
     let url = format!("https://localhost:{}/", fixture.addr.port());
     let builder = common::client_builder(&fixture.hash);
     let served = serve_connections(fixture, 1);
-    let client = t(quay_h3::Client::connect(&url, &builder, Config::default()))
-        .await
-        .unwrap();
+    let client = t(quay_h3::client::Connection::connect(
+        &url,
+        &builder,
+        Config::default(),
+    ))
+    .await
+    .unwrap();
     client.close(quay_h3::Code::H3_NO_ERROR, b"done");
     t(client.wait_idle()).await;
     drop(client);
@@ -826,9 +835,13 @@ async fn stats_on_both_ends() {
     // Connected by URL, so that the client saw its handshake.
     let url = format!("https://127.0.0.1:{}/stats", target.addr.port());
     let builder = common::client_builder(&target.hash);
-    let client = t(quay_h3::Client::connect(&url, &builder, Config::default()))
-        .await
-        .unwrap();
+    let client = t(quay_h3::client::Connection::connect(
+        &url,
+        &builder,
+        Config::default(),
+    ))
+    .await
+    .unwrap();
     let request = Request::post("https://localhost/stats").body(()).unwrap();
     let mut stream = t(client.send_request(request)).await.unwrap();
     stream.send_data(Bytes::from_static(b"ping")).await.unwrap();
@@ -899,7 +912,7 @@ async fn one_server_on_several_addresses() {
         let connection = t(endpoint.connect(addr, "localhost").unwrap())
             .await
             .unwrap();
-        let client = quay_h3::Client::new(connection, Config::default());
+        let client = quay_h3::client::Connection::new(connection, Config::default());
         let request = Request::get(&url).body(Bytes::new()).unwrap();
         let response = t(client.request(request)).await.unwrap();
         let peer: std::net::SocketAddr = std::str::from_utf8(response.body())
@@ -932,7 +945,7 @@ async fn ipv4_peers_of_dual_stack_endpoints_are_reported_as_ipv4() {
         "a dual-stack client endpoint"
     );
     let url = format!("https://127.0.0.1:{port}/");
-    let client = t(quay_h3::Client::connect_on(
+    let client = t(quay_h3::client::Connection::connect_on(
         &endpoint,
         &url,
         Config::default(),

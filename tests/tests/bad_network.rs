@@ -172,7 +172,8 @@ async fn http3_body_of_10_mib_arrives_intact() {
         // Until the client has it all and closes.
         connection.closed().await;
     });
-    let client = quay_h3::Client::new(network.connect().await, quay_h3::Config::default());
+    let client =
+        quay_h3::client::Connection::new(network.connect().await, quay_h3::Config::default());
     let started = Instant::now();
     let request = Request::get(network.url("/large")).body(Bytes::new());
     let response = within("response", client.request(request.unwrap()))
@@ -448,7 +449,8 @@ async fn goaway_round(seed: u64) -> usize {
             }
         });
     });
-    let client = quay_h3::Client::new(network.connect().await, quay_h3::Config::default());
+    let client =
+        quay_h3::client::Connection::new(network.connect().await, quay_h3::Config::default());
     let request = Request::get(network.url("/in-flight")).body(()).unwrap();
     let mut in_flight = within("request", client.send_request(request))
         .await

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use quay_h3::Config;
+use quay_h3::client::Connection;
 use quay_h3::server::Server;
-use quay_h3::{Client, Config};
 use quay_tests::setup::{bounded, connect_pinned};
 use quay_tests::{hyperium, setup};
 
@@ -15,7 +16,7 @@ async fn our_client_against_hyperium_server() {
     let endpoint = setup::server_endpoint(identity).unwrap();
     let addr = endpoint.local_addr().unwrap();
     tokio::spawn(hyperium::serve(endpoint));
-    let client = Client::new(connect_pinned(addr, hash).await, Config::default());
+    let client = Connection::new(connect_pinned(addr, hash).await, Config::default());
     // A download, several times so QPACK state carries over between requests.
     for _ in 0..3 {
         let request = Request::get(hyperium::url("/bytes/100000"))
@@ -86,7 +87,7 @@ async fn hyperium_client_against_our_server() {
             });
         }
     });
-    let client = bounded(hyperium::Client::new(connect_pinned(addr, hash).await))
+    let client = bounded(hyperium::Connection::new(connect_pinned(addr, hash).await))
         .await
         .unwrap();
     for i in 0..3 {

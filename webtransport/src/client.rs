@@ -76,7 +76,7 @@ pub async fn connect(url: &str, builder: &ClientBuilder) -> Result<Session, Conn
 /// closes when every clone and every session is dropped.
 #[derive(Clone, Debug)]
 pub struct Client {
-    h3: quay_h3::Client,
+    h3: quay_h3::client::Connection,
     routes: Arc<Routes>,
     flow_control: Option<FlowControlLimits>,
     /// [`Config::max_sessions`], our cap when flow control lets the server take more than one.
@@ -91,7 +91,7 @@ impl Client {
         builder: &ClientBuilder,
         config: Config,
     ) -> Result<Self, ConnectError> {
-        let h3 = quay_h3::Client::connect(url, builder, config.h3_config())
+        let h3 = quay_h3::client::Connection::connect(url, builder, config.h3_config())
             .await
             .map_err(ConnectError::from_h3_connect)?;
         Ok(Self::start(h3, &config))
@@ -106,7 +106,7 @@ impl Client {
         url: &str,
         config: Config,
     ) -> Result<Self, ConnectError> {
-        let h3 = quay_h3::Client::connect_on(endpoint, url, config.h3_config())
+        let h3 = quay_h3::client::Connection::connect_on(endpoint, url, config.h3_config())
             .await
             .map_err(ConnectError::from_h3_connect)?;
         Ok(Self::start(h3, &config))
@@ -124,12 +124,12 @@ impl Client {
     /// on). Must be called inside a tokio runtime.
     pub fn new(connection: Connection, config: Config) -> Self {
         Self::start(
-            quay_h3::Client::new(connection, config.h3_config()),
+            quay_h3::client::Connection::new(connection, config.h3_config()),
             &config,
         )
     }
 
-    fn start(h3: quay_h3::Client, config: &Config) -> Self {
+    fn start(h3: quay_h3::client::Connection, config: &Config) -> Self {
         let routes = Routes::new(config.max_buffered_streams);
         if let Some(streams) = h3.take_extension_streams() {
             tokio::spawn(route_streams(
@@ -152,7 +152,7 @@ impl Client {
     }
 
     /// The HTTP/3 client underneath, for plain requests on the same connection.
-    pub fn h3(&self) -> &quay_h3::Client {
+    pub fn h3(&self) -> &quay_h3::client::Connection {
         &self.h3
     }
 

@@ -154,7 +154,7 @@ async fn connect_with_settings(
     config.enable_extended_connect = true;
     config.enable_datagrams = datagrams;
     config.extra_settings = settings;
-    let client = quay_h3::Client::connect(url, builder, config)
+    let client = quay_h3::client::Connection::connect(url, builder, config)
         .await
         .expect("connecting");
     let mut request = http::Request::connect(url).body(()).unwrap();

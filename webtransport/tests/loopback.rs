@@ -633,7 +633,7 @@ async fn a_draft16_client_without_flow_control_gets_one_session() {
         h3.enable_extended_connect = true;
         h3.enable_datagrams = true;
         h3.extra_settings = vec![(SettingId::WT_ENABLED, VarInt::from_u32(1))];
-        let client = quay_h3::Client::connect(&fx.url("/"), &fx.builder, h3)
+        let client = quay_h3::client::Connection::connect(&fx.url("/"), &fx.builder, h3)
             .await
             .unwrap();
         let connect = || {

@@ -107,7 +107,7 @@ const PROFILE_LIMITS: [(SettingId, u32); 3] = [
 
 /// A connection of the Safari profile, its session's CONNECT stream and what the server granted.
 struct Safari {
-    client: quay_h3::Client,
+    client: quay_h3::client::Connection,
     session_id: VarInt,
     connect: quay_h3::stream::SendHalf,
     datagrams: quay_h3::stream::Datagrams,
@@ -169,7 +169,7 @@ impl Safari {
         config.extension_uni_stream_types = vec![StreamType::WEBTRANSPORT];
         config.extension_bidi_signals = vec![FrameType::WEBTRANSPORT_STREAM];
         let url = format!("https://localhost:{}{path}", addr.port());
-        let client = quay_h3::Client::connect(&url, builder, config)
+        let client = quay_h3::client::Connection::connect(&url, builder, config)
             .await
             .expect("connecting");
         let settings = client.settings().await.expect("the server's SETTINGS");

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use quay_transport::VarInt;
 
+use crate::client::pool::Lease;
 use crate::driver::shared::Shared;
 use crate::error::Code;
 
@@ -20,15 +21,23 @@ pub(crate) struct Live {
     pub(super) malformed: AtomicU64,
     /// Settled ([`SendHalf::settle`](super::SendHalf::settle)).
     pub(super) settled: AtomicBool,
+    /// A pooled client's count of this request: held until both halves are gone.
+    _lease: Option<Lease>,
 }
 
 impl Live {
     pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Self::leased(shared, None)
+    }
+
+    /// A request stream that a pooled client counts in flight until both halves are gone.
+    pub(crate) fn leased(shared: Arc<Shared>, lease: Option<Lease>) -> Arc<Self> {
         shared.stream_opened();
         Arc::new(Self {
             shared,
             malformed: AtomicU64::new(0),
             settled: AtomicBool::new(false),
+            _lease: lease,
         })
     }
 

@@ -7,8 +7,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use quay_h3::Config;
+use quay_h3::client::Connection;
 use quay_h3::server::{self, Server};
-use quay_h3::{Client, Config};
 use quay_transport::{CertificateHash, ClientBuilder, Identity, ServerBuilder, Trust};
 
 /// Awaits `future` for at most 30 seconds.
@@ -71,8 +72,8 @@ pub async fn raw_connection(target: Target) -> quay_transport::Connection {
 }
 
 /// A client of this crate. The server must be accepting.
-pub async fn client(target: Target, config: Config) -> Client {
-    Client::new(raw_connection(target).await, config)
+pub async fn client(target: Target, config: Config) -> Connection {
+    Connection::new(raw_connection(target).await, config)
 }
 
 /// Accepts one connection from the fixture.

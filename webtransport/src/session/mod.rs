@@ -92,7 +92,7 @@ struct Http3Session {
     state: Arc<SessionState>,
     routes: Arc<Routes>,
     /// Keeps a client's HTTP/3 connection open while the session lives.
-    _client: Option<quay_h3::Client>,
+    _client: Option<quay_h3::client::Connection>,
 }
 
 /// What [`Session::new_http3`] needs: an established session's CONNECT stream and routes.
@@ -106,7 +106,7 @@ pub(crate) struct Established {
     pub(crate) draft: Draft,
     /// Server: the CONNECT request, kept for [`Session::request`].
     pub(crate) request: Option<Box<http::Request<()>>>,
-    pub(crate) client: Option<quay_h3::Client>,
+    pub(crate) client: Option<quay_h3::client::Connection>,
     /// Our flow-control limits and the peer's, when both sides turned it on.
     pub(crate) flow: Option<(FlowControlLimits, FlowControlLimits)>,
 }

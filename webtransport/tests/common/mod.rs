@@ -30,8 +30,8 @@ pub(crate) fn default_server() -> (Server, ClientBuilder) {
 pub(crate) async fn open_raw_session(
     url: &str,
     builder: &ClientBuilder,
-) -> (quay_h3::Client, RequestStream) {
-    let client = quay_h3::Client::connect(url, builder, Config::default().h3_config())
+) -> (quay_h3::client::Connection, RequestStream) {
+    let client = quay_h3::client::Connection::connect(url, builder, Config::default().h3_config())
         .await
         .expect("connecting");
     let mut request = Request::new(());
