@@ -76,6 +76,8 @@ pub async fn client(target: Target, config: Config) -> Connection {
     Connection::new(raw_connection(target).await, config)
 }
 
+pub mod origin;
+
 /// Accepts one connection from the fixture.
 pub async fn accept(fixture: &Fixture) -> server::Connection {
     t(fixture.server.accept()).await.unwrap()
