@@ -21,6 +21,8 @@ struct ServerProcess {
     child: Child,
     port: u16,
     hash: String,
+    /// The server's log lines after those read at startup.
+    lines: mpsc::Receiver<String>,
 }
 
 impl ServerProcess {
@@ -57,11 +59,13 @@ impl ServerProcess {
             child,
             port: 0,
             hash: String::new(),
+            lines,
         };
         let deadline = Instant::now() + STARTUP;
         while server.port == 0 || (self_signed && server.hash.is_empty()) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
+            let line = server
+                .lines
                 .recv_timeout(left)
                 .expect("h3-server prints its address and hash in time");
             if let Some(addr) = line.strip_prefix("listening on ") {
@@ -78,6 +82,22 @@ impl ServerProcess {
 
     fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Reads the server's log until `enough` says so; returns the lines read.
+    fn log_until(&self, mut enough: impl FnMut(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + CLIENT_RUN;
+        let mut seen = Vec::new();
+        // Bounded by the deadline: each turn waits for one line until then.
+        while !enough(&seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("h3-server logs in time");
+            seen.push(line);
+        }
+        seen
     }
 }
 
@@ -320,4 +340,61 @@ fn server_with_pem_files_and_client_trust_options() {
     let run = run_client(&["--ca", cert, "-X", "DELETE", &server.url("/index.html")]);
     assert_eq!(run.code, Some(22), "stderr: {}", run.stderr);
     assert_eq!(run.stderr, "h3-client: HTTP 405 Method Not Allowed\n");
+}
+
+#[test]
+fn several_urls_in_parallel_share_one_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let names = ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt"];
+    for name in names {
+        std::fs::write(dir.path().join(name), format!("this is {name}\n")).unwrap();
+    }
+    let big = pseudo_random(1024 * 1024 + 7);
+    std::fs::write(dir.path().join("big.bin"), &big).unwrap();
+    let server = ServerProcess::start(dir.path());
+
+    let mut urls: Vec<String> = names
+        .iter()
+        .map(|name| server.url(&format!("/{name}")))
+        .collect();
+    urls.insert(2, server.url("/big.bin"));
+    let mut args = vec!["--parallel", "3"];
+    args.extend(urls.iter().map(String::as_str));
+    let run = client(&server, &args);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.stderr, "");
+    // The bodies in the order of the URLs, whatever order they finished in.
+    let mut expected = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if i == 2 {
+            expected.extend_from_slice(&big);
+        }
+        expected.extend_from_slice(format!("this is {name}\n").as_bytes());
+    }
+    assert!(run.stdout == expected, "bodies differ or are out of order");
+
+    // The server logged every request, and one connection for all of them.
+    let log = server.log_until(|lines| {
+        lines.iter().filter(|line| line.contains(" GET /")).count() == urls.len()
+    });
+    let connections = log
+        .iter()
+        .filter(|line| line.ends_with(" connected"))
+        .count();
+    assert_eq!(connections, 1, "{log:#?}");
+
+    // A 404 among several: the others are still written, and the exit code says so.
+    let run = client(
+        &server,
+        &[
+            "--parallel",
+            "2",
+            &urls[0],
+            &server.url("/missing"),
+            &urls[1],
+        ],
+    );
+    assert_eq!(run.code, Some(22), "stderr: {}", run.stderr);
+    assert!(run.stdout.starts_with(b"this is a.txt\n"));
+    assert!(run.stdout.ends_with(b"this is b.txt\n"));
 }

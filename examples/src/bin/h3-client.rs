@@ -1,7 +1,10 @@
 //! A small curl-like HTTP/3 client.
 //!
-//! Sends one request to an `https://` URL and writes the response body to stdout, or to a file
-//! with `-o`. `-i` puts the status line and headers before the body on stdout, as curl does; `-v`
+//! Sends a request to each `https://` URL given and writes the response bodies to stdout, in the
+//! order of the URLs, or (one URL only) to a file with `-o`. Requests to one origin share a
+//! connection (the pooled `quay_h3::Client`); `--parallel N` keeps up to N requests in flight
+//! (default 1: one after the other), each body held in memory until the ones before it are
+//! written. `-i` puts the status line and headers before the body on stdout, as curl does; `-v`
 //! prints the request and response heads on stderr instead. While a long download runs and stderr
 //! is a terminal, a progress bar is drawn on stderr.
 //!
@@ -12,12 +15,13 @@
 //! file with `--ca`, or by its SHA-256 hash with `--cert-hash` (as `h3-server` prints it;
 //! repeatable), or not at all with `--danger-insecure`.
 //!
-//! The exit code is 0 for a 1xx-3xx response, 22 for a response of 400 or more (the body is still
-//! written), 1 when the request could not be made (the reason is then one line on stderr), and 2
+//! The exit code is 0 for 1xx-3xx responses, 22 for a response of 400 or more (the body is still
+//! written), 1 when a request could not be made (the reason is then one line on stderr), and 2
 //! for bad arguments.
 //!
 //! ```text
 //! cargo run -p quay-examples --bin h3-client -- --cert-hash HEX https://localhost:4433/file.txt
+//! cargo run -p quay-examples --bin h3-client -- --cert-hash HEX --parallel 4 https://localhost:4433/a https://localhost:4433/b
 //! cargo run -p quay-examples --bin h3-client -- --ca ca.pem -d @photo.jpg -H "content-type: image/jpeg" https://example.test/echo
 //! ```
 
@@ -32,8 +36,8 @@ use clap::Parser;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use indicatif::{ProgressBar, ProgressStyle};
 use quay_examples::one_line;
-use quay_h3::client::{Client, RequestStream};
-use quay_h3::{Code, Config, StreamError};
+use quay_h3::client::{Client, Options, RequestError, RequestStream};
+use quay_h3::{Config, StreamError};
 use quay_transport::{CertificateHash, ClientBuilder, Trust};
 use tokio::io::AsyncReadExt;
 
@@ -44,13 +48,17 @@ const PROGRESS_MIN: u64 = 1024 * 1024;
 /// Exit code for an HTTP error status, as `curl --fail` uses.
 const EXIT_HTTP_ERROR: u8 = 22;
 
-/// Sends one HTTP/3 request and prints the response.
+/// Sends HTTP/3 requests and prints the responses.
 #[derive(Debug, Parser)]
 // As in curl, a repeated option takes its last value.
 #[command(version, args_override_self = true)]
 struct Args {
-    /// The `https://` URL to request.
-    url: String,
+    /// The `https://` URLs to request.
+    #[arg(required = true, value_name = "URL")]
+    urls: Vec<String>,
+    /// Keep up to N requests in flight (with several URLs).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
     /// The request method [default: GET, or POST with -d, or HEAD with -I].
     #[arg(short = 'X', long)]
     method: Option<Method>,
@@ -77,7 +85,7 @@ struct Args {
     /// Accept any certificate: the connection is encrypted but the server is not authenticated.
     #[arg(long)]
     danger_insecure: bool,
-    /// Write the body to this file instead of stdout.
+    /// Write the body to this file instead of stdout (one URL only).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Include the status line and response headers on stdout, before the body.
@@ -119,7 +127,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<StatusCode, Box<dyn Error>> {
-    let request = build_request(&args)?;
+    if args.urls.len() > 1 && (args.data.is_some() || args.output.is_some()) {
+        return Err("-d and -o take one URL".into());
+    }
     let trust = if let Some(ca) = &args.ca {
         Trust::roots_from_pem_file(ca)?
     } else if !args.cert_hashes.is_empty() {
@@ -129,6 +139,22 @@ async fn run(args: Args) -> Result<StatusCode, Box<dyn Error>> {
     } else {
         Trust::SystemRoots
     };
+    let builder = ClientBuilder::new().trust(trust);
+    let client = Client::with_options(&builder, Config::default(), Options::default())?;
+    let result = match args.urls.as_slice() {
+        [url] => single(&args, &client, url).await,
+        urls => several(&args, &client, urls).await,
+    };
+    // H3_NO_ERROR; wait until the CONNECTION_CLOSEs have left before the runtime (and the
+    // endpoint with it) goes away, so the servers need not wait for their idle timeouts.
+    client.close();
+    client.wait_idle().await;
+    result
+}
+
+/// One URL: the body streams to stdout or the `-o` file, with a progress bar.
+async fn single(args: &Args, client: &Client, url: &str) -> Result<StatusCode, Box<dyn Error>> {
+    let request = build_request(args, url)?;
     // Open the body file before connecting, so a typo fails fast.
     let body = match args.data.as_deref() {
         Some(data) => Some(Body::open(data).await?),
@@ -147,38 +173,123 @@ async fn run(args: Args) -> Result<StatusCode, Box<dyn Error>> {
     if args.verbose {
         print_request_head(&request);
     }
-
-    let builder = ClientBuilder::new().trust(trust);
-    let client = Client::connect(&args.url, &builder, Config::default())
+    let stream = client
+        .send_request(request)
         .await
-        .map_err(|error| format!("cannot connect to {}: {}", args.url, one_line(&error)))?;
-    if args.verbose {
-        eprintln!("* connected to {}", client.connection().remote_address());
+        .map_err(|error| connect_error(url, error))?;
+    exchange(args, stream, body).await
+}
+
+/// Several URLs: up to `--parallel` requests in flight on the pool's connections, the bodies
+/// written to stdout in the order of the URLs. Returns the worst status, or the first error.
+async fn several(
+    args: &Args,
+    client: &Client,
+    urls: &[String],
+) -> Result<StatusCode, Box<dyn Error>> {
+    let requests = urls
+        .iter()
+        .map(|url| build_request(args, url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress = if io::stderr().is_terminal() && !io::stdout().is_terminal() {
+        ProgressBar::new(urls.len() as u64).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .expect("the template is valid"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut fetches = tokio::task::JoinSet::new();
+    let mut done: Vec<Option<Result<Fetched, String>>> = (0..urls.len()).map(|_| None).collect();
+    let mut next_to_write = 0;
+    let mut pending = requests.into_iter().enumerate();
+    let mut worst = StatusCode::OK;
+    let mut out = io::stdout().lock();
+    // Each turn starts fetches up to the limit, then takes one finished fetch.
+    loop {
+        while fetches.len() < usize::from(args.parallel)
+            && let Some((index, request)) = pending.next()
+        {
+            if args.verbose {
+                print_request_head(&request);
+            }
+            let (client, url) = (client.clone(), urls[index].clone());
+            fetches.spawn(async move {
+                let fetched = fetch(&client, request)
+                    .await
+                    .map_err(|error| one_line(connect_error(&url, error).as_ref()));
+                (index, fetched)
+            });
+        }
+        let Some(finished) = fetches.join_next().await else {
+            break;
+        };
+        let (index, fetched) = finished?;
+        progress.inc(1);
+        done[index] = Some(fetched);
+        // Bodies go out in the order of the URLs.
+        while let Some(Some(fetched)) = done.get_mut(next_to_write).map(Option::take) {
+            let fetched = fetched?;
+            if args.verbose {
+                print_response_head(&mut io::stderr().lock(), &fetched.head, "< ")?;
+            }
+            if args.include || args.head {
+                print_response_head(&mut out, &fetched.head, "")?;
+            }
+            out.write_all(&fetched.body)?;
+            worst = worst.max(fetched.head.status());
+            next_to_write += 1;
+        }
     }
-    let result = exchange(&args, &client, request, body).await;
-    // H3_NO_ERROR; wait until the CONNECTION_CLOSE has left before the runtime (and the
-    // endpoint with it) goes away, so the server need not wait for its idle timeout.
-    client.close(Code::H3_NO_ERROR, b"");
-    client.wait_idle().await;
-    result
+    progress.finish_and_clear();
+    out.flush()?;
+    Ok(worst)
+}
+
+/// A whole response.
+struct Fetched {
+    head: Response<()>,
+    body: Bytes,
+}
+
+async fn fetch(client: &Client, request: Request<()>) -> Result<Fetched, RequestError> {
+    let (parts, ()) = request.into_parts();
+    let response = client
+        .request(Request::from_parts(parts, Bytes::new()))
+        .await?;
+    let (head, body) = response.into_parts();
+    Ok(Fetched {
+        head: Response::from_parts(head, ()),
+        body,
+    })
+}
+
+/// A request error, with the URL when no connection could be made.
+fn connect_error(url: &str, error: RequestError) -> Box<dyn Error> {
+    match error {
+        RequestError::Connect(_) | RequestError::ConnectTimeout(_) => {
+            format!("cannot connect to {url}: {}", one_line(&error)).into()
+        }
+        error => error.into(),
+    }
 }
 
 /// The request head from the arguments.
-fn build_request(args: &Args) -> Result<Request<()>, Box<dyn Error>> {
+fn build_request(args: &Args, url: &str) -> Result<Request<()>, Box<dyn Error>> {
     let method = match (&args.method, args.head, &args.data) {
         (Some(method), _, _) => method.clone(),
         (None, true, _) => Method::HEAD,
         (None, false, Some(_)) => Method::POST,
         (None, false, None) => Method::GET,
     };
-    if !args.url.starts_with("https://") {
-        return Err(format!("{}: only https:// URLs are supported", args.url).into());
+    if !url.starts_with("https://") {
+        return Err(format!("{url}: only https:// URLs are supported").into());
     }
     let mut request = Request::builder()
         .method(method)
-        .uri(args.url.as_str())
+        .uri(url)
         .body(())
-        .map_err(|error| format!("{}: {error}", args.url))?;
+        .map_err(|error| format!("{url}: {error}"))?;
     for line in &args.headers {
         let (name, value) = line
             .split_once(':')
@@ -256,11 +367,9 @@ impl Body {
 /// Sends the request, then writes the response head and body where the arguments say.
 async fn exchange(
     args: &Args,
-    client: &Client,
-    request: Request<()>,
+    mut stream: RequestStream,
     body: Option<Body>,
 ) -> Result<StatusCode, Box<dyn Error>> {
-    let mut stream = client.send_request(request).await?;
     let sent = match body {
         Some(body) => body.send(&mut stream).await,
         None => Ok(()),

@@ -320,6 +320,7 @@ async fn serve_connection(
     drain_timeout: Duration,
 ) {
     let peer = connection.connection().remote_address();
+    say!("{peer} connected");
     let connection = quay_webtransport::server::Connection::new(connection, config);
     let accept = async {
         while let Some(incoming) = connection.accept().await {
