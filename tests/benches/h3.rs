@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use http::{Request, Response, StatusCode};
-use quay_h3::client::Connection;
+use quay_h3::client;
 use quay_h3::server::{Connection, IncomingRequest};
 use quay_h3::{Code, Config};
 use quay_tests::bench::h3::{H3Stack, Hyperium, MEASUREMENTS, RawQuinn, column};
@@ -41,7 +41,7 @@ struct Quay;
 
 impl H3Stack for Quay {
     const NAME: &'static str = "quay";
-    type Client = Connection;
+    type Client = client::Connection;
 
     async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
         while let Some(incoming) = endpoint.accept().await {
@@ -57,7 +57,7 @@ impl H3Stack for Quay {
     async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client> {
         // Nothing to wait for: the client opens its control and QPACK streams in the background
         // and needs no SETTINGS from the server before a plain GET.
-        Ok(Connection::new(
+        Ok(client::Connection::new(
             setup::connect(endpoint, server).await?,
             Config::default(),
         ))

@@ -87,7 +87,7 @@ async fn hyperium_client_against_our_server() {
             });
         }
     });
-    let client = bounded(hyperium::Connection::new(connect_pinned(addr, hash).await))
+    let client = bounded(hyperium::Client::new(connect_pinned(addr, hash).await))
         .await
         .unwrap();
     for i in 0..3 {

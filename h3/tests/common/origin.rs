@@ -146,18 +146,13 @@ async fn serve(
         });
         return;
     }
-    loop {
-        match conn.accept().await {
-            Ok(Some((request, stream))) => {
-                let path = request.uri().path().to_owned();
-                let _ = events.send(Event::Request {
-                    conn: n,
-                    path: path.clone(),
-                });
-                tokio::spawn(answer(stream, path, released.clone()));
-            }
-            _ => break,
-        }
+    while let Ok(Some((request, stream))) = conn.accept().await {
+        let path = request.uri().path().to_owned();
+        let _ = events.send(Event::Request {
+            conn: n,
+            path: path.clone(),
+        });
+        tokio::spawn(answer(stream, path, released.clone()));
     }
     let _ = events.send(Event::Closed {
         conn: n,
