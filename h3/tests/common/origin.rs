@@ -59,7 +59,6 @@ impl Origin {
         let count = connections.clone();
         tokio::spawn(async move {
             while let Some(conn) = server.accept().await {
-                let Ok(conn) = conn else { continue };
                 let n = count.fetch_add(1, Ordering::SeqCst) + 1;
                 let _ = events_tx.send(Event::Connected(n));
                 let events = events_tx.clone();
