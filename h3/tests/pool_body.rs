@@ -94,3 +94,22 @@ async fn a_send_past_the_request_timeout_fails_with_timeout() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_past_the_request_timeout_fails_with_timeout() {
+    let origin = Origin::start(100, Mode::Normal);
+    let limit = Duration::from_millis(300);
+    let options = Options::default().request_timeout(limit);
+    let client = Client::with_options(&origin.builder, Config::default(), options).unwrap();
+    // The head comes at once; the body is never released.
+    let request = http::Request::get(format!("{}/head-then-hold", origin.url))
+        .body(Frames(VecDeque::new()))
+        .unwrap();
+    let response = t(client.send(request)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let result = t(response.into_body().collect()).await;
+    assert!(
+        matches!(result, Err(RequestError::Timeout(d)) if d == limit),
+        "{result:?}"
+    );
+}

@@ -1,7 +1,8 @@
 //! An origin for pooled-client tests: a server on 127.0.0.1 that reports each connection, request
 //! and close as an [`Event`], so that tests count connections on the server.
 //!
-//! Paths: `/hold` answers once [`Origin::release`] was called; `/echo` answers with the request
+//! Paths: `/hold` answers once [`Origin::release`] was called; `/head-then-hold` sends the
+//! response head at once and the body once released; `/echo` answers with the request
 //! body and the request trailers as response trailers; anything else answers 200 with the path.
 //! In [`Mode::GoawayAfterTwo`], the first connection takes two requests, sends GOAWAY, refuses
 //! the one to `/refused` with H3_REQUEST_REJECTED and answers the other.
@@ -169,6 +170,12 @@ async fn answer(
         "/hold" => {
             let _ = released.wait_for(|released| *released).await;
             stream.send_response(ok).await?;
+            stream.send_data(Bytes::from_static(b"held")).await?;
+            stream.finish()
+        }
+        "/head-then-hold" => {
+            stream.send_response(ok).await?;
+            let _ = released.wait_for(|released| *released).await;
             stream.send_data(Bytes::from_static(b"held")).await?;
             stream.finish()
         }
