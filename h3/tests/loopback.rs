@@ -604,6 +604,7 @@ fn handles_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}
     send_sync::<quay_h3::client::Connection>();
+    send_sync::<quay_h3::Client>();
     send_sync::<quay_h3::Server>();
     send_sync::<quay_h3::server::Connection>();
     send_sync::<Config>();

@@ -25,13 +25,6 @@ fn client(origin: &Origin, options: Options) -> Client {
 async fn requests_to_one_origin_share_one_connection() {
     let mut origin = Origin::start(100, Mode::Normal);
     let client = client(&origin, Options::default());
-    for i in 0..5 {
-        let response = t(client.request(get(format!("{}/seq{i}", origin.url))))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.body(), &format!("/seq{i}"));
-    }
     // Concurrent first requests to a new client's origin do not open one connection each.
     let mut tasks = Vec::new();
     for i in 0..10 {
@@ -40,6 +33,13 @@ async fn requests_to_one_origin_share_one_connection() {
     }
     for task in tasks {
         assert_eq!(t(task).await.unwrap().unwrap().status(), 200);
+    }
+    for i in 0..5 {
+        let response = t(client.request(get(format!("{}/seq{i}", origin.url))))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body(), &format!("/seq{i}"));
     }
     let conns: BTreeSet<usize> = origin.requests(15).await.into_iter().collect();
     assert_eq!(conns, BTreeSet::from([1]));
