@@ -48,7 +48,7 @@ impl Client {
                 let stream_id = u64::from(stream.id());
                 let (mut send, mut recv) = (stream.send, stream.recv);
                 let sender = match body.take() {
-                    Some(body) => Some(tokio::spawn(send_body(send, body)).abort_handle()),
+                    Some(body) => Some(Sender(tokio::spawn(send_body(send, body)).abort_handle())),
                     None => {
                         send.finish()?;
                         None
@@ -63,12 +63,7 @@ impl Client {
                         tracing::debug!(%error, "request refused unprocessed; sending it again");
                         refused_by = Some(id);
                     }
-                    Err(error) => {
-                        if let Some(sender) = sender {
-                            sender.abort();
-                        }
-                        return Err(error.into());
-                    }
+                    Err(error) => return Err(error.into()),
                     Ok(head) => return Ok((head, recv, sender)),
                 }
             }
@@ -82,7 +77,7 @@ impl Client {
         let (parts, ()) = head.into_parts();
         let incoming = Incoming {
             recv: Some(recv),
-            sender,
+            _sender: sender,
             deadline: deadline.map(|(at, limit)| (Box::pin(tokio::time::sleep_until(at)), limit)),
         };
         Ok(Response::from_parts(parts, incoming))
@@ -152,15 +147,18 @@ pub struct Incoming {
     /// `None` once the body ended or failed.
     recv: Option<RecvHalf>,
     /// The task sending the request body, stopped when this body is dropped.
-    sender: Option<AbortHandle>,
+    _sender: Option<Sender>,
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
 }
 
-impl Drop for Incoming {
+/// The task sending a request body; stopped when dropped (the request failed or timed out, or
+/// its response body is gone), so that a body nobody waits for is not sent on.
+#[derive(Debug)]
+struct Sender(AbortHandle);
+
+impl Drop for Sender {
     fn drop(&mut self) {
-        if let Some(sender) = &self.sender {
-            sender.abort();
-        }
+        self.0.abort();
     }
 }
 
