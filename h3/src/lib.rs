@@ -16,7 +16,7 @@
 //! request bodies are read and written in the caller's task, straight on the QUIC stream.
 //! [`Client`] pools client connections per origin on one endpoint: it reuses a connection up
 //! to the server's stream limit, closes idle ones, and moves off a connection that sent GOAWAY.
-//! With the cargo feature `http-body`, [`Client::send`] takes and returns `http_body::Body`
+//! With the cargo feature `http-body`, `Client::send` takes and returns `http_body::Body`
 //! bodies.
 //!
 //! # Quick start
