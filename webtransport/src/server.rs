@@ -140,15 +140,21 @@ impl Server {
 }
 
 async fn accept_connections(endpoint: Endpoint, config: Arc<Config>, tx: mpsc::Sender<Incoming>) {
+    // Worked out once, not per connection.
+    let h3_config = config.h3_config();
     while let Some(incoming) = endpoint.accept().await {
         let config = config.clone();
+        let h3_config = h3_config.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let accepted = quay_h3::server::Connection::from_incoming(incoming, config.h3_config());
-            let Ok(h3) = accepted.await else { return };
-            // A task of its own: one that lives as long as the connection should not keep room
-            // for the handshake's large state.
-            tokio::spawn(serve(Arc::new(h3), config, tx));
+            // Boxed, so that the task, which lives as long as the connection, keeps no room
+            // for the handshake's large state once it is done (one allocation instead of a
+            // second task).
+            let accepted = quay_h3::server::Connection::from_incoming(incoming, h3_config);
+            let Ok(h3) = Box::pin(accepted).await else {
+                return;
+            };
+            serve(Arc::new(h3), config, tx).await;
         });
     }
 }
