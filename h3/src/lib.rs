@@ -94,6 +94,8 @@ pub mod metrics;
 pub mod pair;
 pub mod proto;
 pub mod request;
+#[cfg(feature = "tower")]
+pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod stream;
@@ -102,6 +104,8 @@ mod waiter;
 pub use client::{Client, Trailers};
 pub use config::Config;
 pub use error::{Code, ConnectionError, StreamError};
+#[cfg(feature = "tower")]
+pub use serve::serve;
 pub use server::Server;
 
 pub use http;
