@@ -203,7 +203,7 @@ pub async fn echo_session(request: SessionRequest) {
         return;
     };
     // Bounded by the session: each turn echoes a stream, until the session ends.
-    while let Ok((mut send, mut recv)) = session.accept_bi().await {
+    while let Ok(Some((mut send, mut recv))) = session.accept_bi().await {
         tokio::spawn(async move {
             let data = recv.read_to_end(MAX_ECHO).await?;
             send.write_all(&data).await?;

@@ -238,12 +238,11 @@ impl<S, F> Serve<S, F> {
             tokio::select! {
                 () = &mut signal => break,
                 accepted = server.accept() => match accepted {
-                    Some(Ok(connection)) => {
+                    Some(connection) => {
                         let connection = accept(connection);
                         let task = serve_connection(connection, service.clone(), stopped.clone(), timeout);
                         connections.spawn(task);
                     }
-                    Some(Err(_)) => {}
                     None => break,
                 },
                 Some(_) = connections.join_next() => {}
