@@ -19,6 +19,13 @@
 //! With the cargo feature `http-body`, `Client::send` takes and returns `http_body::Body`
 //! bodies.
 //!
+//! # Features
+//!
+//! - `http-body`: `server::RequestBody`, a request's body and trailers as an `http_body::Body`.
+//! - `tower`: `quay_h3::serve(server, service)` (module `serve`) runs any tower service of
+//!   `http::Request<RequestBody>` (an axum `Router`, say) on a [`Server`], with graceful
+//!   shutdown and a hook for WebTransport beside it.
+//!
 //! # Quick start
 //!
 //! A server that answers every request with its path, and a client that asks it once, on
