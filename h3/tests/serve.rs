@@ -180,7 +180,7 @@ async fn response_body_is_polled_as_the_client_reads() {
     let connection = t(endpoint.connect(target.addr, "localhost").unwrap())
         .await
         .unwrap();
-    let client = quay_h3::Client::new(connection, Config::default());
+    let client = quay_h3::client::Connection::new(connection, Config::default());
     let mut stream =
         t(client.send_request(Request::get("https://localhost/big").body(()).unwrap()))
             .await

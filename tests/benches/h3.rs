@@ -99,7 +99,7 @@ struct QuayAxum;
 
 impl H3Stack for QuayAxum {
     const NAME: &'static str = "quay + axum";
-    type Client = Client;
+    type Client = client::Connection;
 
     async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
         let router = axum::Router::new().route(
