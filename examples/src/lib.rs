@@ -6,6 +6,7 @@ use std::error::Error;
 use quay_transport::workers::MAX_WORKERS;
 
 pub mod panel;
+pub mod site;
 
 /// The default of the servers' `--workers`: one endpoint per core, as many as this system's
 /// worker groups allow.

@@ -19,6 +19,13 @@
 //! With the cargo feature `http-body`, `Client::send` takes and returns `http_body::Body`
 //! bodies.
 //!
+//! # Features
+//!
+//! - `http-body`: `server::RequestBody`, a request's body and trailers as an `http_body::Body`.
+//! - `tower`: `quay_h3::serve(server, service)` (module `serve`) runs any tower service of
+//!   `http::Request<RequestBody>` (an axum `Router`, say) on a [`Server`], with graceful
+//!   shutdown and a hook for WebTransport beside it.
+//!
 //! # Quick start
 //!
 //! A server that answers every request with its path, and a client that asks it once, on
@@ -94,6 +101,8 @@ pub mod metrics;
 pub mod pair;
 pub mod proto;
 pub mod request;
+#[cfg(feature = "tower")]
+pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod stream;
@@ -102,6 +111,8 @@ mod waiter;
 pub use client::{Client, Trailers};
 pub use config::Config;
 pub use error::{Code, ConnectionError, StreamError};
+#[cfg(feature = "tower")]
+pub use serve::serve;
 pub use server::Server;
 
 pub use http;

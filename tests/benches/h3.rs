@@ -4,8 +4,9 @@
 //! `quay_tests::bench` for the harness and `quay_tests::bench::h3` for the measurements and
 //! for how to add a column.
 //!
-//! The columns: raw quinn (the floor), hyperium h3 (the reference) and quay-h3 ([`Quay`],
-//! defined here because quay-h3 is a dev-dependency of quay-tests).
+//! The columns: raw quinn (the floor), hyperium h3 (the reference), quay-h3 ([`Quay`],
+//! defined here because quay-h3 is a dev-dependency of quay-tests), and an axum `Router` served
+//! by `quay_h3::serve` ([`QuayAxum`]: what a tower service costs on top of quay-h3).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,7 +24,12 @@ use quinn::Endpoint;
 
 fn main() -> ExitCode {
     // The floor first, then the reference; both are used as ratio bases.
-    let columns = [column::<RawQuinn>(), column::<Hyperium>(), column::<Quay>()];
+    let columns = [
+        column::<RawQuinn>(),
+        column::<Hyperium>(),
+        column::<Quay>(),
+        column::<QuayAxum>(),
+    ];
     quay_tests::bench::main(
         "quay HTTP/3 benchmark (loopback, 127.0.0.1)",
         &columns,
@@ -83,6 +89,43 @@ impl H3Stack for Quay {
 
     fn close(client: Self::Client) {
         client.close(Code::H3_NO_ERROR, b"done");
+    }
+}
+
+/// An axum `Router` answering `GET /bytes/{n}` with a streamed body of n zero bytes, served by
+/// `quay_h3::serve` with its default [`Config`]; the client is [`Quay`]'s.
+#[derive(Debug)]
+struct QuayAxum;
+
+impl H3Stack for QuayAxum {
+    const NAME: &'static str = "quay + axum";
+    type Client = client::Connection;
+
+    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+        let router = axum::Router::new().route(
+            &format!("{BYTES_PATH}{{size}}"),
+            axum::routing::get(
+                |axum::extract::Path(size): axum::extract::Path<u64>| async move {
+                    let chunks = zero_chunks(size).map(Ok::<_, std::convert::Infallible>);
+                    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+                },
+            ),
+        );
+        let server = quay_h3::Server::from_endpoint(endpoint, Config::default());
+        quay_h3::serve(server, router).await;
+        Ok(())
+    }
+
+    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client> {
+        Quay::connect(endpoint, server).await
+    }
+
+    async fn download(client: &Self::Client, size: u64) -> anyhow::Result<u64> {
+        Quay::download(client, size).await
+    }
+
+    fn close(client: Self::Client) {
+        Quay::close(client);
     }
 }
 

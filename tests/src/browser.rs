@@ -211,6 +211,17 @@ impl Browser {
     /// private constant of this module); WebTransport with `serverCertificateHashes` needs no
     /// preference.
     pub fn launch(kind: BrowserKind, url: &str) -> anyhow::Result<Self> {
+        Self::launch_with_args(kind, url, &[])
+    }
+
+    /// [`Browser::launch`], with `chromium_args` added to Chromium's command line (such as
+    /// `--origin-to-force-quic-on=HOST:PORT` and `--ignore-certificate-errors-spki-list=HASH`,
+    /// for HTTP/3 to a self-signed server); Firefox ignores them.
+    pub fn launch_with_args(
+        kind: BrowserKind,
+        url: &str,
+        chromium_args: &[String],
+    ) -> anyhow::Result<Self> {
         let binary = kind.binary()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("quay-{}-", kind.package()))
@@ -237,7 +248,8 @@ impl Browser {
                         "--enable-logging=stderr",
                         "--v=0",
                     ])
-                    .arg(format!("--user-data-dir={}", profile.display()));
+                    .arg(format!("--user-data-dir={}", profile.display()))
+                    .args(chromium_args);
             }
             BrowserKind::Firefox => {
                 std::fs::write(profile.join("user.js"), FIREFOX_PREFS)
@@ -553,12 +565,23 @@ impl Report {
 /// `timeout`. Fails, with the results so far and the tail of the browser's log, when the time
 /// is up or the browser exits first. The browser is killed before this returns.
 pub async fn run(browser: BrowserKind, page: Page, timeout: Duration) -> anyhow::Result<Report> {
+    run_with_args(browser, page, timeout, &[]).await
+}
+
+/// [`run`], with `chromium_args` added to Chromium's command line (see
+/// [`Browser::launch_with_args`]).
+pub async fn run_with_args(
+    browser: BrowserKind,
+    page: Page,
+    timeout: Duration,
+    chromium_args: &[String],
+) -> anyhow::Result<Report> {
     // Fail before serving anything when there is no browser.
     browser.binary()?;
     let name = browser.name();
     let mut server = PageServer::start(page).await?;
     let start = Instant::now();
-    let mut running = Browser::launch(browser, &server.url())?;
+    let mut running = Browser::launch_with_args(browser, &server.url(), chromium_args)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut results = Vec::new();
     loop {

@@ -193,8 +193,14 @@ impl Server {
     }
 }
 
+#[cfg(feature = "http-body")]
+mod body;
 mod connection;
 mod request;
 
+#[cfg(feature = "http-body")]
+pub use body::RequestBody;
 pub use connection::Connection;
+#[cfg(feature = "tower")]
+pub(crate) use request::send_response_head;
 pub use request::{IncomingRequest, RequestStream};

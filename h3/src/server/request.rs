@@ -178,11 +178,7 @@ impl RequestStream {
     /// Sends the response head. An interim (1xx) response may be sent first; the final one
     /// follows. A 2xx answer to CONNECT opens the tunnel (RFC 9114 §4.4).
     pub async fn send_response(&mut self, response: Response<()>) -> Result<(), StreamError> {
-        let fields: Vec<Field> = headers::response_fields(&response)?;
-        let status = response.status();
-        let interim = status.is_informational();
-        self.send.send_head(&fields, !interim).await?;
-        crate::metrics::response(Side::Server, status);
+        let status = send_response_head(&mut self.send, &response).await?;
         if self.connect && status.is_success() {
             self.recv.state_mut().tunnel();
         }
@@ -257,9 +253,29 @@ impl RequestStream {
         received
     }
 
+    /// The halves, and whether the request was HEAD (so the response has no body), for
+    /// [`crate::serve()`], which sends the head on the sending half with [`send_response_head`]
+    /// while the service reads the request body from the receiving half.
+    #[cfg(feature = "tower")]
+    pub(crate) fn into_serve_parts(self) -> (SendHalf, RecvHalf, bool) {
+        (self.send, self.recv, self.head_request)
+    }
+
     /// Splits into the sending and receiving halves, for use from two tasks. Send the response
     /// head first: the halves have no `send_response`.
     pub fn split(self) -> (SendHalf, RecvHalf) {
         (self.send, self.recv)
     }
+}
+
+/// Sends a response head (interim or final) on `send`; the status it had.
+pub(crate) async fn send_response_head(
+    send: &mut SendHalf,
+    response: &Response<()>,
+) -> Result<http::StatusCode, StreamError> {
+    let fields: Vec<Field> = headers::response_fields(response)?;
+    let status = response.status();
+    send.send_head(&fields, !status.is_informational()).await?;
+    crate::metrics::response(Side::Server, status);
+    Ok(status)
 }

@@ -275,6 +275,20 @@ impl RecvHalf {
         }
     }
 
+    /// The trailers, once [`RecvHalf::poll_recv_data`] has returned the body's end; `None` if
+    /// there were none (or they were taken).
+    #[cfg(feature = "http-body")]
+    pub(crate) fn take_trailers(&mut self) -> Option<HeaderMap> {
+        match self.trailers.take().map(|trailers| *trailers) {
+            Some(Trailers::Received(trailers)) => Some(trailers),
+            Some(decoding @ Trailers::Decoding(_)) => {
+                self.trailers = Some(Box::new(decoding));
+                None
+            }
+            None => None,
+        }
+    }
+
     /// The trailers, after the body. Reads and drops what is left of the body first.
     pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
         // Bounded by the stream: each turn consumes input or ends.
