@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use quay_qpack::Field;
-use quay_transport::{ClientBuilder, Endpoint, EndpointError, VarInt};
+use quay_transport::{ClientBuilder, Connector, Endpoint, EndpointError, Qlog, VarInt};
 
 #[cfg(feature = "http-body")]
 mod body;
@@ -126,9 +126,10 @@ fn count_failed_handshake(error: &ConnectError) {
 /// listen on one family only).
 async fn connect_any(
     endpoint: &Endpoint,
+    connector: Option<&Connector>,
     addrs: &[SocketAddr],
     host: &str,
-) -> Result<quay_transport::Connection, ConnectError> {
+) -> Result<(quay_transport::Connection, Option<Qlog>), ConnectError> {
     let candidates = [
         addrs.iter().find(|a| a.is_ipv6()),
         addrs.iter().find(|a| a.is_ipv4()),
@@ -137,8 +138,14 @@ async fn connect_any(
     let mut refused = None;
     for addr in candidates.into_iter().flatten() {
         // An endpoint without IPv6 refuses an IPv6 address at once: try the other.
-        match endpoint.connect(*addr, host) {
-            Ok(connecting) => attempts.push(connecting),
+        let connecting = match connector {
+            Some(connector) => connector.connect(endpoint, *addr, host),
+            None => endpoint.connect(*addr, host).map(|c| (c, None)),
+        };
+        match connecting {
+            Ok((connecting, qlog)) => {
+                attempts.push(async move { connecting.await.map(|c| (c, qlog)) })
+            }
             Err(error) => refused = Some(error),
         }
     }
@@ -195,12 +202,19 @@ impl Connection {
     ) -> Result<Self, ConnectError> {
         let (host, addrs) = resolve(url).await?;
         let endpoint = builder.build()?;
+        let connector = builder.connector()?;
         let started = Instant::now();
-        let connection = connect_any(&endpoint, &addrs, &host)
+        let (connection, qlog) = connect_any(&endpoint, Some(&connector), &addrs, &host)
             .await
             .inspect_err(count_failed_handshake)?;
         let handshake = Some(started.elapsed());
-        Ok(Self::start(connection, config, Some(endpoint), handshake))
+        Ok(Self::start(
+            connection,
+            config,
+            Some(endpoint),
+            handshake,
+            qlog,
+        ))
     }
 
     /// Connects to the host and port of `url` (port 443 when absent) on `endpoint`, which may
@@ -214,11 +228,11 @@ impl Connection {
     ) -> Result<Self, ConnectError> {
         let (host, addrs) = resolve(url).await?;
         let started = Instant::now();
-        let connection = connect_any(endpoint, &addrs, &host)
+        let (connection, qlog) = connect_any(endpoint, None, &addrs, &host)
             .await
             .inspect_err(count_failed_handshake)?;
         let handshake = Some(started.elapsed());
-        Ok(Self::start(connection, config, None, handshake))
+        Ok(Self::start(connection, config, None, handshake, qlog))
     }
 
     /// Waits until the connections of the endpoint this client made for itself
@@ -234,7 +248,7 @@ impl Connection {
     /// Speaks HTTP/3 on an established QUIC connection (ALPN `h3`). Must be called inside a tokio
     /// runtime.
     pub fn new(connection: quay_transport::Connection, config: Config) -> Self {
-        Self::start(connection, config, None, None)
+        Self::start(connection, config, None, None, None)
     }
 
     fn start(
@@ -242,11 +256,18 @@ impl Connection {
         config: Config,
         endpoint: Option<Endpoint>,
         handshake: Option<Duration>,
+        qlog: Option<Qlog>,
     ) -> Self {
-        let shared = task::start(connection, config, Side::Client, handshake, None);
+        let shared = task::start(connection, config, Side::Client, handshake, None, qlog);
         Self {
             inner: Arc::new(Handle { shared, endpoint }),
         }
+    }
+
+    /// The connection's qlog file, if it has one: extensions (WebTransport) write their events
+    /// to it, next to quinn's and this crate's.
+    pub fn qlog(&self) -> Option<&Qlog> {
+        self.inner.shared.qlog.as_ref()
     }
 
     /// The QUIC connection.
@@ -495,6 +516,12 @@ impl RequestStream {
         self.send.id()
     }
 
+    /// The connection's qlog file, if it has one: extensions (WebTransport) write their events
+    /// to it, next to quinn's and this crate's.
+    pub fn qlog(&self) -> Option<&Qlog> {
+        self.send.qlog()
+    }
+
     /// Sends a piece of the request body.
     pub async fn send_data(&mut self, data: Bytes) -> Result<(), StreamError> {
         self.send.send_data(data).await
@@ -625,14 +652,18 @@ mod tests {
             SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)),
             SocketAddr::from(([127, 0, 0, 1], port)),
         ];
-        let connection = tokio::time::timeout(
+        let (connection, _) = tokio::time::timeout(
             Duration::from_secs(10),
-            connect_any(&endpoint, &addrs, "localhost"),
+            connect_any(&endpoint, None, &addrs, "localhost"),
         )
         .await
         .unwrap()
         .unwrap();
         assert!(connection.remote_address().port() == port);
-        assert!(connect_any(&endpoint, &[], "localhost").await.is_err());
+        assert!(
+            connect_any(&endpoint, None, &[], "localhost")
+                .await
+                .is_err()
+        );
     }
 }

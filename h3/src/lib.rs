@@ -100,6 +100,7 @@ pub mod metrics;
 #[doc(hidden)]
 pub mod pair;
 pub mod proto;
+mod qlog;
 pub mod request;
 #[cfg(feature = "tower")]
 pub mod serve;

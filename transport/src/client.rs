@@ -4,14 +4,15 @@
 //! This module does not speak HTTP/3; it only sets up QUIC and TLS.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Endpoint, EndpointConfig};
 
-use crate::EndpointError;
 use crate::options::{TransportOptions, bind_endpoint};
 use crate::trust::Trust;
+use crate::{Connector, EndpointError};
 
 /// Builds client endpoints.
 ///
@@ -32,6 +33,7 @@ use crate::trust::Trust;
 pub struct ClientBuilder {
     trust: Trust,
     options: TransportOptions,
+    qlog_dir: Option<PathBuf>,
 }
 
 impl ClientBuilder {
@@ -50,6 +52,26 @@ impl ClientBuilder {
     pub fn options(mut self, options: TransportOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// Writes a qlog file for each connection into `dir` (created if missing), named
+    /// `<odcid>_client.sqlog`; without this, into `$QLOGDIR` when it is set. Needs the `qlog`
+    /// feature (without it, nothing is written), and connections opened through
+    /// [`ClientBuilder::connector`]'s [`Connector`] (quay-h3's `Client::connect` does).
+    pub fn qlog_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.qlog_dir = Some(dir.into());
+        self
+    }
+
+    /// Opens connections with per-connection settings: a qlog file each when
+    /// [`ClientBuilder::qlog_dir`] or `$QLOGDIR` names a directory (read now), otherwise as
+    /// `Endpoint::connect` with the endpoint's default client configuration.
+    pub fn connector(&self) -> Result<Connector, EndpointError> {
+        Connector::new(
+            crate::qlog::qlog_dir(self.qlog_dir.as_deref()),
+            || self.client_config(),
+            &self.options,
+        )
     }
 
     /// The quinn client configuration, for callers that set up their own endpoint or want to

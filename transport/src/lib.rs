@@ -46,6 +46,7 @@ pub mod client;
 pub mod identity;
 pub mod keys;
 pub mod options;
+pub mod qlog;
 pub mod quic_lb;
 #[cfg(target_os = "linux")]
 mod reuseport;
@@ -56,6 +57,7 @@ pub mod workers;
 pub use client::ClientBuilder;
 pub use identity::{CertificateError, CertificateHash, Identity};
 pub use options::{ALPN_H3, CongestionController, TransportOptions};
+pub use qlog::{Acceptor, Connector, Qlog};
 pub use server::ServerBuilder;
 pub use trust::{PinningError, Trust};
 

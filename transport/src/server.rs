@@ -9,6 +9,7 @@
 //! This module does not speak HTTP/3; it only sets up QUIC and TLS.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use quinn::crypto::rustls::QuicServerConfig;
@@ -20,7 +21,7 @@ use crate::keys::ServiceKeys;
 use crate::options::{TransportOptions, bind_endpoint};
 use crate::quic_lb::{QuicLbConfig, QuicLbError, QuicLbGenerator, ServerId, WorkerField};
 use crate::workers::Handover;
-use crate::{EndpointError, crypto_provider};
+use crate::{Acceptor, EndpointError, crypto_provider};
 
 /// Builds server endpoints.
 ///
@@ -46,6 +47,7 @@ pub struct ServerBuilder {
     keys: Option<ServiceKeys>,
     quic_lb: Option<(QuicLbConfig, ServerId)>,
     pub(crate) handover: Option<Handover>,
+    qlog_dir: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -57,6 +59,7 @@ impl ServerBuilder {
             keys: None,
             quic_lb: None,
             handover: None,
+            qlog_dir: None,
         }
     }
 
@@ -64,6 +67,33 @@ impl ServerBuilder {
     pub fn options(mut self, options: TransportOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// Writes a qlog file for each connection into `dir` (created if missing), named
+    /// `<odcid>_server.sqlog`; without this, into `$QLOGDIR` when it is set. Needs the `qlog`
+    /// feature (without it, nothing is written), and connections accepted through
+    /// [`ServerBuilder::acceptor`]'s [`Acceptor`] (quay-h3's and quay-webtransport's servers do).
+    pub fn qlog_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.qlog_dir = Some(dir.into());
+        self
+    }
+
+    /// Accepts connections with per-connection settings: a qlog file each when
+    /// [`ServerBuilder::qlog_dir`] or `$QLOGDIR` names a directory (read now), otherwise as
+    /// `Incoming::accept`.
+    pub fn acceptor(&self) -> Result<Acceptor, EndpointError> {
+        self.acceptor_with(|| self.server_config())
+    }
+
+    pub(crate) fn acceptor_with(
+        &self,
+        config: impl FnOnce() -> Result<quinn::ServerConfig, EndpointError>,
+    ) -> Result<Acceptor, EndpointError> {
+        Acceptor::new(
+            crate::qlog::qlog_dir(self.qlog_dir.as_deref()),
+            config,
+            &self.options,
+        )
     }
 
     /// Uses `keys` for stateless resets, address-validation tokens and connection-ID checks

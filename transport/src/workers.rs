@@ -188,6 +188,8 @@ pub struct Worker {
     pub slot: Option<usize>,
     /// The worker's endpoint; it accepts the connections the kernel steers to this worker.
     pub endpoint: Endpoint,
+    /// Accepts the endpoint's connections with the builder's per-connection settings (qlog).
+    pub acceptor: crate::Acceptor,
 }
 
 /// Endpoints on one UDP port, one per thread, made by [`ServerBuilder::bind_workers`].
@@ -283,6 +285,7 @@ impl ServerBuilder {
             });
         }
         let server_config = self.server_config()?;
+        let acceptor = self.acceptor_with(|| Ok(server_config.clone()))?;
         let sockets = reuseport_group(addr, workers, self.options.socket_buffer_size)?;
         let local_addr = sockets[0]
             .local_addr()
@@ -345,6 +348,7 @@ impl ServerBuilder {
                 count: workers,
                 slot: group.slots.as_ref().map(|slots| slots.start + index),
                 endpoint,
+                acceptor: acceptor.clone(),
             };
             let spawned = thread::Builder::new()
                 .name(format!("quay-worker-{index}"))

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+use crate::qlog::{initiator, session_event};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, Uri};
@@ -203,6 +204,8 @@ impl Client {
         if self.routes.sessions() >= limit {
             return Err(ConnectError::NotSupported(Missing::SessionRoom));
         }
+        // Only for the qlog: nothing is copied without one.
+        let request_path = self.h3.qlog().map(|_| request.uri().path().to_owned());
         let mut stream = self
             .h3
             .send_request(request)
@@ -213,6 +216,12 @@ impl Client {
             stream.cancel();
             return Err(ConnectError::NotSupported(Missing::SessionRoom));
         }
+        if let Some(qlog) = stream.qlog() {
+            session_event(qlog, "quay-webtransport:session_opened", id, |data| {
+                data.str("initiator", initiator(true))
+                    .str("path", request_path.as_deref().unwrap_or_default());
+            });
+        }
         let response = match stream.recv_response().await {
             Ok(response) => response,
             Err(error) => {
@@ -220,6 +229,21 @@ impl Client {
                 return Err(ConnectError::from_h3(error));
             }
         };
+        if let Some(qlog) = stream.qlog() {
+            let success = response.status().is_success();
+            let name = if success {
+                "quay-webtransport:session_accepted"
+            } else {
+                "quay-webtransport:session_refused"
+            };
+            session_event(qlog, name, id, |data| {
+                data.str("initiator", initiator(false))
+                    .u64("status", response.status().as_u16().into());
+                if let Some(protocol) = connect::chosen_protocol(response.headers()) {
+                    data.str("protocol", &protocol);
+                }
+            });
+        }
         if !response.status().is_success() {
             self.routes.close(id);
             stream.cancel();

@@ -76,6 +76,7 @@ pub mod fuzzing;
 mod held;
 pub mod metrics;
 pub mod proto;
+mod qlog;
 mod routes;
 pub mod server;
 pub mod session;

@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+use crate::qlog::{initiator, session_event};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -46,7 +47,7 @@ use quay_h3::Code;
 use quay_h3::proto::VarInt;
 use quay_h3::proto::headers::Protocol;
 use quay_h3::server::RequestStream;
-use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder};
+use quay_transport::{Acceptor, Endpoint, EndpointError, Identity, ServerBuilder};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -87,21 +88,39 @@ impl Drop for Server {
 
 impl Server {
     /// Binds a server endpoint with `identity` and quay-transport's default options (which
-    /// enable datagrams). Must be called inside a tokio runtime.
+    /// enable datagrams), with a qlog file per connection in `$QLOGDIR` when it is set. Must be
+    /// called inside a tokio runtime.
     pub fn bind(
         addr: SocketAddr,
         identity: Identity,
         config: Config,
     ) -> Result<Self, EndpointError> {
-        let endpoint = ServerBuilder::new(identity).bind(addr)?;
-        Ok(Self::from_endpoint(endpoint, config))
+        let builder = ServerBuilder::new(identity);
+        let endpoint = builder.bind(addr)?;
+        Ok(Self::start(endpoint, Some(builder.acceptor()?), config))
     }
 
     /// Serves WebTransport on an endpoint set up elsewhere (ALPN `h3`, QUIC datagrams on). Must
     /// be called inside a tokio runtime.
     pub fn from_endpoint(endpoint: Endpoint, config: Config) -> Self {
+        Self::start(endpoint, None, config)
+    }
+
+    /// As [`Server::from_endpoint`], accepting connections through `acceptor`
+    /// (`ServerBuilder::acceptor`, or a worker's), which gives each a qlog file when the builder
+    /// has a qlog directory.
+    pub fn from_endpoint_with(endpoint: Endpoint, acceptor: Acceptor, config: Config) -> Self {
+        Self::start(endpoint, Some(acceptor), config)
+    }
+
+    fn start(endpoint: Endpoint, acceptor: Option<Acceptor>, config: Config) -> Self {
         let (tx, rx) = mpsc::channel(config.accept_queue.max(1));
-        let acceptor = tokio::spawn(accept_connections(endpoint.clone(), Arc::new(config), tx));
+        let acceptor = tokio::spawn(accept_connections(
+            endpoint.clone(),
+            acceptor,
+            Arc::new(config),
+            tx,
+        ));
         Self {
             endpoint,
             incoming: tokio::sync::Mutex::new(rx),
@@ -139,18 +158,27 @@ impl Server {
     }
 }
 
-async fn accept_connections(endpoint: Endpoint, config: Arc<Config>, tx: mpsc::Sender<Incoming>) {
+async fn accept_connections(
+    endpoint: Endpoint,
+    acceptor: Option<Acceptor>,
+    config: Arc<Config>,
+    tx: mpsc::Sender<Incoming>,
+) {
     // Worked out once, not per connection.
     let h3_config = config.h3_config();
     while let Some(incoming) = endpoint.accept().await {
         let config = config.clone();
         let h3_config = h3_config.clone();
         let tx = tx.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             // Boxed, so that the task, which lives as long as the connection, keeps no room
             // for the handshake's large state once it is done (one allocation instead of a
-            // second task).
-            let accepted = quay_h3::server::Connection::from_incoming(incoming, h3_config);
+            // second task); the acceptor goes with it.
+            let accepted = async move {
+                let acceptor = acceptor.as_ref();
+                quay_h3::server::Connection::accept_with(incoming, acceptor, h3_config).await
+            };
             let Ok(h3) = Box::pin(accepted).await else {
                 return;
             };
@@ -365,6 +393,12 @@ fn sort(
         stream.reject(Code::H3_REQUEST_REJECTED);
         return;
     }
+    if let Some(qlog) = stream.qlog() {
+        session_event(qlog, "quay-webtransport:session_opened", id, |data| {
+            data.str("initiator", initiator(false))
+                .str("path", request.uri().path());
+        });
+    }
     let request = Request {
         head: Box::new(request),
         stream: Some(Box::new(stream)),
@@ -497,6 +531,19 @@ impl Request {
                 _ => SessionError::Protocol(Violation::ResponseNotSent),
             });
         }
+        if let Some(qlog) = stream.qlog() {
+            session_event(
+                qlog,
+                "quay-webtransport:session_accepted",
+                self.id,
+                |data| {
+                    data.str("initiator", initiator(true)).u64("status", 200);
+                    if let Some((protocol, _)) = &protocol {
+                        data.str("protocol", protocol);
+                    }
+                },
+            );
+        }
         let (send, recv) = stream.split();
         // The session keeps its request (Session::request); a placeholder stays behind.
         let head = std::mem::take(&mut self.head);
@@ -524,6 +571,12 @@ impl Request {
         let Some(mut stream) = self.stream.take().map(|stream| *stream) else {
             return;
         };
+        if let Some(qlog) = stream.qlog() {
+            session_event(qlog, "quay-webtransport:session_refused", self.id, |data| {
+                data.str("initiator", initiator(true))
+                    .u64("status", status.as_u16().into());
+            });
+        }
         let mut response = Response::new(());
         *response.status_mut() = status;
         if stream.send_response(response).await.is_ok() {

@@ -23,6 +23,7 @@ use crate::held::HeldRef;
 use crate::metrics::SessionLabels;
 use crate::proto::capsule::Direction;
 use crate::proto::error::WT_SESSION_GONE;
+use crate::qlog::{Qlog, initiator, session_event};
 use crate::stats::{FlowCredit, SessionCounters};
 use crate::waiter::{Interest, WaitKey, Waiters};
 
@@ -52,6 +53,9 @@ pub(crate) struct SessionState {
     /// When the session was established, and its metrics' labels.
     started: Instant,
     labels: SessionLabels,
+    /// The connection's qlog and the session ID, when the connection has a qlog (boxed: most
+    /// have none).
+    qlog: Option<Box<(Qlog, u64)>>,
 }
 
 #[derive(Debug)]
@@ -85,6 +89,9 @@ impl SessionState {
     ) -> Self {
         let core = SessionCore::new(flow);
         crate::metrics::session_started(labels);
+        let qlog = connect
+            .qlog()
+            .map(|qlog| Box::new((qlog.clone(), u64::from(connect.id()))));
         Self {
             gone: AtomicBool::new(false),
             drained: AtomicBool::new(false),
@@ -101,6 +108,7 @@ impl SessionState {
             counters: SessionCounters::default(),
             started: Instant::now(),
             labels,
+            qlog,
         }
     }
 
@@ -235,6 +243,11 @@ impl SessionState {
                     Interest::ENDED
                 }
                 Event::Drained => {
+                    self.log(|qlog, id| {
+                        session_event(qlog, "quay-webtransport:session_drained", id, |data| {
+                            data.str("initiator", initiator(false));
+                        });
+                    });
                     self.drained.store(true, Ordering::Release);
                     Interest::DRAINED
                 }
@@ -254,6 +267,7 @@ impl SessionState {
         let why = ended.then(|| end_of(&inner));
         drop(inner);
         if let Some(why) = why {
+            self.log_end(&why);
             tracing::debug!(parent: &self.connection_span(), %why, "session ended");
             crate::metrics::session_ended(self.labels, &why, self.started.elapsed());
         }
@@ -333,17 +347,73 @@ impl SessionState {
 
     /// The application closes the session; `false` if it had ended.
     pub(crate) fn close(self: &Arc<Self>, code: u32, reason: &str) -> bool {
-        self.with_core(|core| core.handle_close(code, reason))
+        let closed = self.with_core(|core| core.handle_close(code, reason));
+        if closed {
+            self.log_close(code, reason);
+        }
+        closed
     }
 
     /// Every handle is gone; `false` if the session had ended.
     pub(crate) fn dropped(self: &Arc<Self>) -> bool {
-        self.with_core(SessionCore::handle_dropped)
+        let closed = self.with_core(SessionCore::handle_dropped);
+        if closed {
+            self.log_close(0, "");
+        }
+        closed
     }
 
     /// Asks the peer to drain the session.
     pub(crate) fn drain(self: &Arc<Self>) {
         self.with_core(SessionCore::handle_drain);
+        self.log(|qlog, id| {
+            session_event(qlog, "quay-webtransport:session_drained", id, |data| {
+                data.str("initiator", initiator(true));
+            });
+        });
+    }
+
+    /// Writes an event to the connection's qlog, if it has one.
+    pub(crate) fn log(&self, event: impl FnOnce(&Qlog, u64)) {
+        if let Some(qlog) = &self.qlog {
+            event(&qlog.0, qlog.1);
+        }
+    }
+
+    /// `session_closed` for a close of ours.
+    fn log_close(&self, code: u32, reason: &str) {
+        self.log(|qlog, id| {
+            session_event(qlog, "quay-webtransport:session_closed", id, |data| {
+                data.str("initiator", initiator(true))
+                    .u64("code", code.into())
+                    .str("reason", reason);
+            });
+        });
+    }
+
+    /// `session_closed` for an end that was not our close (that one is logged by
+    /// [`Self::log_close`]).
+    fn log_end(&self, why: &SessionError) {
+        self.log(|qlog, id| {
+            let name = "quay-webtransport:session_closed";
+            match why {
+                SessionError::LocallyClosed => {}
+                SessionError::PeerClosed { code, reason } => {
+                    session_event(qlog, name, id, |data| {
+                        data.str("initiator", initiator(false))
+                            .u64("code", (*code).into())
+                            .str("reason", reason);
+                    })
+                }
+                SessionError::PeerDrained => session_event(qlog, name, id, |data| {
+                    data.str("initiator", initiator(false))
+                        .str("error", &why.to_string());
+                }),
+                _ => session_event(qlog, name, id, |data| {
+                    data.str("error", &why.to_string());
+                }),
+            }
+        });
     }
 
     /// Queues a routed stream for `accept_bi` / `accept_uni`; gives it back if the session has

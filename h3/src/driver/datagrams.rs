@@ -114,13 +114,26 @@ impl Shared {
             }
         };
         let (stream_id, payload) = (datagram.stream_id.into_inner(), datagram.payload);
+        if let Some(qlog) = &self.qlog {
+            crate::qlog::datagram(qlog, false, stream_id, payload.len());
+        }
         if stream_id == reader {
             return Routed::Mine(payload);
         }
-        let readers = self
-            .lock()
-            .datagrams
-            .push(stream_id, Instant::now(), payload);
+        let readers = {
+            let mut inner = self.lock();
+            let dropped = self
+                .qlog
+                .as_ref()
+                .map(|_| inner.datagrams.dropped(stream_id));
+            let readers = inner.datagrams.push(stream_id, Instant::now(), payload);
+            if let (Some(qlog), Some(before)) = (&self.qlog, dropped)
+                && inner.datagrams.dropped(stream_id) > before
+            {
+                crate::qlog::datagram_dropped(qlog, stream_id);
+            }
+            readers
+        };
         readers.for_each(Waker::wake);
         Routed::Elsewhere
     }

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     /// connection ID): the connection's task runs in it, and extensions start their own spans
     /// inside it.
     pub(crate) span: tracing::Span,
+    /// The connection's qlog file, if it has one (see `crate::qlog`).
+    pub(crate) qlog: Option<quay_transport::Qlog>,
 }
 
 #[derive(Debug)]
@@ -246,6 +248,9 @@ impl Shared {
         let (section, flush, wait) = {
             let mut inner = self.lock();
             let section = inner.proto.encode_headers(stream_id, fields);
+            if let Some(qlog) = &self.qlog {
+                crate::qlog::headers_frame(qlog, true, stream_id, fields);
+            }
             let wait = inner.proto.encoder_stream_started() && !inner.encoder_stream_open;
             (section, inner.flush_waker(), wait)
         };
@@ -302,8 +307,15 @@ impl Shared {
             result
         };
         match result {
-            Ok(HeaderBlock::Blocked) => {}
-            Ok(block) => return Ok(block),
+            Ok(HeaderBlock::Blocked) => {
+                if let Some(qlog) = &self.qlog {
+                    crate::qlog::section_blocked(qlog, true, stream_id);
+                }
+            }
+            Ok(block) => {
+                self.log_headers(stream_id, &block);
+                return Ok(block);
+            }
             Err(error) => {
                 self.fail(error);
                 return Err(StreamError::ConnectionLost(
@@ -321,7 +333,18 @@ impl Shared {
             .wait_for(|inner| inner.proto.take_unblocked(stream_id))
             .await?;
         cancel.armed = false;
+        if let Some(qlog) = &self.qlog {
+            crate::qlog::section_blocked(qlog, false, stream_id);
+        }
+        self.log_headers(stream_id, &block);
         Ok(block)
+    }
+
+    /// The HEADERS frame whose section decoded into `block`, for the qlog.
+    fn log_headers(&self, stream_id: u64, block: &HeaderBlock) {
+        if let (Some(qlog), HeaderBlock::Fields(fields)) = (&self.qlog, block) {
+            crate::qlog::headers_frame(qlog, false, stream_id, fields);
+        }
     }
 
     /// A request stream ended as a stream error with `code` (for the stats).

@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::connection::{ConnectionState, Side, UniStream};
 use crate::error::Code;
 use crate::proto::stream::{UniStreamHeader, decode_bidi_signal, decode_uni_prefix};
+use crate::qlog::StreamKind;
 use crate::stream::extension::ExtensionStream;
 use crate::waiter::Waiters;
 
@@ -52,6 +53,7 @@ pub(crate) fn start(
     side: Side,
     handshake: Option<Duration>,
     odcid: Option<quinn::ConnectionId>,
+    qlog: Option<quay_transport::Qlog>,
 ) -> Arc<Shared> {
     // RUST_LOG can follow one connection: its events carry these fields.
     let span = tracing::debug_span!(
@@ -95,6 +97,7 @@ pub(crate) fn start(
         grease_stream: grease && sends_grease_stream(seed),
         handshake,
         span: span.clone(),
+        qlog,
     });
     crate::metrics::connection_opened(side, handshake);
     // Not instrumented: the span would ride in every idle connection's task; events carry it
@@ -327,7 +330,19 @@ impl<'a> Driver<'a> {
         mut recv: RecvStream,
         rest: Bytes,
     ) -> ControlFlow<()> {
+        let ty = header.ty();
         let kind = shared.lock().proto.handle_uni_stream(header);
+        if let Some(qlog) = &shared.qlog {
+            let logged = match kind {
+                Err(_) if matches!(header, UniStreamHeader::Push { .. }) => StreamKind::Push,
+                Ok(kind @ (UniStream::Control | UniStream::Encoder | UniStream::Decoder)) => {
+                    StreamKind::Known(kind)
+                }
+                Ok(UniStream::Extension(ty)) => StreamKind::Known(UniStream::Extension(ty)),
+                _ => StreamKind::Unknown(ty),
+            };
+            crate::qlog::stream_type_set(qlog, false, u64::from(recv.id()), logged);
+        }
         match kind {
             Err(error) => {
                 shared.fail(error);
@@ -347,7 +362,7 @@ impl<'a> Driver<'a> {
                 }
             }
             Ok(kind @ (UniStream::Control | UniStream::Encoder | UniStream::Decoder)) => {
-                if !rest.is_empty() && !feed(shared, kind, rest) {
+                if !rest.is_empty() && !feed(shared, kind, u64::from(recv.id()), rest) {
                     return ControlFlow::Break(());
                 }
                 *self.peer_slot(kind) = Some(recv);
@@ -379,7 +394,7 @@ impl<'a> Driver<'a> {
                 let read = pin!(recv.read_chunk(usize::MAX, true)).poll(cx);
                 match read {
                     Poll::Ready(Ok(Some(chunk))) => {
-                        if !feed(shared, kind, chunk.bytes) {
+                        if !feed(shared, kind, u64::from(recv.id()), chunk.bytes) {
                             return ControlFlow::Break(());
                         }
                     }
@@ -474,6 +489,15 @@ impl<'a> Driver<'a> {
 
     /// One of our streams is open.
     fn opened(&mut self, shared: &Shared, kind: UniStream, stream: SendStream) {
+        if let Some(qlog) = &shared.qlog {
+            let id = u64::from(stream.id());
+            crate::qlog::stream_type_set(qlog, true, id, StreamKind::Known(kind));
+            if kind == UniStream::Control {
+                let inner = shared.lock();
+                crate::qlog::settings_frame(qlog, true, id, inner.proto.local_settings());
+                crate::qlog::parameters_set(qlog, true, inner.proto.local_settings());
+            }
+        }
         match kind {
             UniStream::Encoder => {
                 // QPACK instructions unblock header sections: send them before request data.
@@ -553,7 +577,7 @@ fn read_whole(recv: &mut RecvStream, mut read: usize) -> bool {
 }
 
 /// Feeds a chunk of a critical stream; returns false once the connection failed.
-fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
+fn feed(shared: &Shared, kind: UniStream, stream_id: u64, chunk: Bytes) -> bool {
     let (result, flush, changed) = {
         let mut inner = shared.lock();
         let before = (
@@ -570,6 +594,13 @@ fn feed(shared: &Shared, kind: UniStream, chunk: Bytes) -> bool {
             inner.proto.goaway_received(),
         );
         let changed = matches!(result, Ok(true)) || before != after;
+        if let Some(qlog) = &shared.qlog
+            && !before.0
+            && let Some(settings) = inner.proto.peer_settings()
+        {
+            crate::qlog::settings_frame(qlog, false, stream_id, settings);
+            crate::qlog::parameters_set(qlog, false, settings);
+        }
         (result, inner.flush_waker(), changed)
     };
     if let Some(driver) = flush {

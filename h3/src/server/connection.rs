@@ -45,12 +45,31 @@ impl Connection {
         incoming: quay_transport::quinn::Incoming,
         config: Config,
     ) -> Result<Self, ConnectionError> {
+        Self::accept_with(incoming, None, config).await
+    }
+
+    /// As [`Connection::from_incoming`], accepting through `acceptor` when given (see
+    /// `ServerBuilder::acceptor`: with a qlog directory, the connection gets a qlog file, which
+    /// quinn's events and this crate's share).
+    pub async fn accept_with(
+        incoming: quay_transport::quinn::Incoming,
+        acceptor: Option<&quay_transport::Acceptor>,
+        config: Config,
+    ) -> Result<Self, ConnectionError> {
         let started = std::time::Instant::now();
         let odcid = Some(incoming.orig_dst_cid());
-        match incoming.await {
-            Ok(connection) => {
+        let accepted = match acceptor {
+            Some(acceptor) => acceptor.accept(incoming),
+            None => incoming.accept().map(|connecting| (connecting, None)),
+        };
+        let result = match accepted {
+            Ok((connecting, qlog)) => connecting.await.map(|connection| (connection, qlog)),
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok((connection, qlog)) => {
                 let handshake = Some(started.elapsed());
-                let shared = task::start(connection, config, Side::Server, handshake, odcid);
+                let shared = task::start(connection, config, Side::Server, handshake, odcid, qlog);
                 Ok(Self { shared })
             }
             Err(error) => {
@@ -63,8 +82,14 @@ impl Connection {
     /// Speaks HTTP/3 on an established QUIC connection. Must be called inside a tokio runtime.
     pub fn new(connection: quay_transport::Connection, config: Config) -> Self {
         Self {
-            shared: task::start(connection, config, Side::Server, None, None),
+            shared: task::start(connection, config, Side::Server, None, None, None),
         }
+    }
+
+    /// The connection's qlog file, if it has one: extensions (WebTransport) write their events
+    /// to it, next to quinn's and this crate's.
+    pub fn qlog(&self) -> Option<&quay_transport::Qlog> {
+        self.shared.qlog.as_ref()
     }
 
     /// The QUIC connection.

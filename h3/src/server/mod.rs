@@ -34,7 +34,7 @@ use std::task::Poll;
 
 use tokio::task::JoinSet;
 
-use quay_transport::{Endpoint, EndpointError, Identity, ServerBuilder};
+use quay_transport::{Acceptor, Endpoint, EndpointError, Identity, ServerBuilder};
 
 use crate::config::Config;
 use crate::stream::ConnectionError;
@@ -48,18 +48,22 @@ pub struct Server {
     /// Handshakes under way, each in a task of its own: a slow one does not hold up the
     /// others, and a cancelled `accept` loses none.
     handshakes: tokio::sync::Mutex<JoinSet<Result<Connection, ConnectionError>>>,
+    /// Accepts connections with per-connection settings (qlog), when given.
+    acceptor: Option<Acceptor>,
 }
 
 impl Server {
     /// Binds a server at `addr` presenting `identity`, with quay-transport's default transport
-    /// options. Must be called inside a tokio runtime.
+    /// options (and a qlog file per connection in `$QLOGDIR` when it is set). Must be called
+    /// inside a tokio runtime.
     pub fn bind(
         addr: SocketAddr,
         identity: Identity,
         config: Config,
     ) -> Result<Self, EndpointError> {
-        let endpoint = ServerBuilder::new(identity).bind(addr)?;
-        Ok(Self::from_endpoint(endpoint, config))
+        let builder = ServerBuilder::new(identity);
+        let endpoint = builder.bind(addr)?;
+        Ok(Self::from_endpoint(endpoint, config).with_acceptor(builder.acceptor()?))
     }
 
     /// Binds a server on each of `addrs` (say `0.0.0.0:443` and `[::]:443` with IPv6 only, or
@@ -76,7 +80,9 @@ impl Server {
             .iter()
             .map(|addr| builder.bind(*addr))
             .collect::<Result<Vec<_>, _>>()?;
-        Self::from_endpoints(endpoints, config).ok_or_else(|| {
+        let acceptor = builder.acceptor()?;
+        let server = Self::from_endpoints(endpoints, config).map(|s| s.with_acceptor(acceptor));
+        server.ok_or_else(|| {
             let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
             EndpointError::Bind {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -91,6 +97,7 @@ impl Server {
             endpoints: vec![endpoint],
             config,
             handshakes: Default::default(),
+            acceptor: None,
         }
     }
 
@@ -100,7 +107,15 @@ impl Server {
             endpoints,
             config,
             handshakes: Default::default(),
+            acceptor: None,
         })
+    }
+
+    /// Accepts connections through `acceptor` (`ServerBuilder::acceptor`, or a worker's), which
+    /// gives each a qlog file when the builder has a qlog directory.
+    pub fn with_acceptor(mut self, acceptor: Acceptor) -> Self {
+        self.acceptor = Some(acceptor);
+        self
     }
 
     /// The local address (of the first endpoint).
@@ -152,7 +167,10 @@ impl Server {
                 incoming = self.next_incoming(), if endpoints_open => match incoming {
                     Some(incoming) => {
                         let config = self.config.clone();
-                        handshakes.spawn(Connection::from_incoming(incoming, config));
+                        let acceptor = self.acceptor.clone();
+                        handshakes.spawn(async move {
+                            Connection::accept_with(incoming, acceptor.as_ref(), config).await
+                        });
                     }
                     None => endpoints_open = false,
                 },

@@ -162,6 +162,12 @@ impl RequestStream {
         self.send.id()
     }
 
+    /// The connection's qlog file, if it has one: extensions (WebTransport) write their events
+    /// to it, next to quinn's and this crate's.
+    pub fn qlog(&self) -> Option<&quay_transport::Qlog> {
+        self.send.qlog()
+    }
+
     /// This request's stats: body bytes and header sizes each way, and the codes of the peer's
     /// reset or stop.
     pub fn stats(&self) -> RequestStats {

@@ -70,6 +70,12 @@ impl SendHalf {
         &self.live.shared.span
     }
 
+    /// The connection's qlog file, if it has one: extensions (WebTransport) write their events
+    /// to it, next to quinn's and this crate's.
+    pub fn qlog(&self) -> Option<&quay_transport::Qlog> {
+        self.live.shared.qlog.as_ref()
+    }
+
     /// The QUIC stream ID.
     pub fn id(&self) -> quay_transport::StreamId {
         self.stream.id()
@@ -303,6 +309,9 @@ pub(crate) fn send_datagram(shared: &Shared, id: u64, payload: Bytes) -> Result<
     Datagram::encode_prefix(stream_id, &mut buf)
         .map_err(|_| StreamError::Invalid(Misuse::NotARequestStream))?;
     buf.extend_from_slice(&payload);
+    if let Some(qlog) = &shared.qlog {
+        crate::qlog::datagram(qlog, true, id, payload.len());
+    }
     shared
         .conn
         .send_datagram(buf.freeze())

@@ -425,13 +425,19 @@ impl Session {
     /// [`Session::send_datagram_wait`] waits instead.
     pub fn send_datagram(&self, payload: Bytes) -> Result<(), DatagramError> {
         self.check_open()?;
+        let length = payload.len();
         let datagram = self.datagram(payload);
         let sent = self.inner.conn.send_datagram(datagram);
-        self.count_datagram_sent(sent.is_ok());
+        self.count_datagram_sent(sent.is_ok(), length);
         sent.map_err(|error| self.datagram_error(error))
     }
 
-    fn count_datagram_sent(&self, sent: bool) {
+    /// Counts a datagram of `length` payload bytes, sent or dropped, and logs it.
+    fn count_datagram_sent(&self, sent: bool, length: usize) {
+        if let Some(h3) = &self.inner.h3 {
+            h3.state
+                .log(|qlog, id| crate::qlog::datagram_sent(qlog, id, sent, length));
+        }
         if !sent {
             crate::metrics::datagram_dropped_on_send();
         }
@@ -446,9 +452,10 @@ impl Session {
     /// still be lost on the way.
     pub async fn send_datagram_wait(&self, payload: Bytes) -> Result<(), DatagramError> {
         self.check_open()?;
+        let length = payload.len();
         let datagram = self.datagram(payload);
         let sent = self.inner.conn.send_datagram_wait(datagram).await;
-        self.count_datagram_sent(sent.is_ok());
+        self.count_datagram_sent(sent.is_ok(), length);
         sent.map_err(|error| self.datagram_error(error))
     }
 

@@ -1,0 +1,68 @@
+//! The WebTransport events quay writes to a connection's qlog file (see
+//! `quay_transport::qlog`), in quay's own namespace `quay-webtransport` (no qlog draft defines
+//! WebTransport events). Each has the session ID (`session_id`, the CONNECT stream's ID) and,
+//! where both ends can cause it, an `initiator` ("local" or "remote"):
+//!
+//! - `session_opened`: a CONNECT sent (client, "local") or received (server, "remote");
+//! - `session_accepted`: its 2xx response sent (server) or received (client), with `status`
+//!   and the chosen `protocol` if any;
+//! - `session_refused`: a response other than 2xx, with `status`;
+//! - `session_closed`: the session ended: with `code` and `reason` when closed by
+//!   WT_CLOSE_SESSION or [`Session::close`](crate::Session::close) (a session dropped without a
+//!   close has code 0), or with `error` (the reason as text) when the CONNECT stream was reset,
+//!   the peer broke the protocol or the connection was lost;
+//! - `session_drained`: WT_DRAIN_SESSION sent or received;
+//! - `datagram_dropped`: a datagram the send buffer had no room for (`direction` "send").
+//!   Received datagrams dropped because a session's queue was full are quay-h3's
+//!   `quay-h3:datagram_dropped`.
+//!
+//! This module only formats; the glue decides when, after checking the connection's
+//! `Option<Qlog>` once, and the session core (`core::session`) does not know about it.
+
+use std::time::Instant;
+
+use quay_transport::qlog::Fields;
+
+pub(crate) use quay_transport::Qlog;
+
+/// One `quay-webtransport:` event about session `session_id`, its other fields added by
+/// `fill`.
+pub(crate) fn session_event(
+    qlog: &Qlog,
+    name: &str,
+    session_id: u64,
+    fill: impl FnOnce(&mut Fields<'_>),
+) {
+    qlog.emit(Instant::now(), name, |data| {
+        data.u64("session_id", session_id);
+        fill(data);
+    });
+}
+
+/// A datagram of session `session_id` with `length` payload bytes: `http3:datagram_created`
+/// (draft-ietf-quic-qlog-h3-events §4.7; the session ID is the stream's, so the quarter stream
+/// ID is a quarter of it) if it was handed to QUIC, else `quay-webtransport:datagram_dropped`.
+pub(crate) fn datagram_sent(qlog: &Qlog, session_id: u64, sent: bool, length: usize) {
+    if sent {
+        qlog.emit(Instant::now(), "http3:datagram_created", |data| {
+            data.u64("quarter_stream_id", session_id / 4)
+                .object("raw", |raw| {
+                    raw.u64("payload_length", length as u64);
+                });
+        });
+    } else {
+        session_event(
+            qlog,
+            "quay-webtransport:datagram_dropped",
+            session_id,
+            |data| {
+                data.str("direction", "send").u64("length", length as u64);
+            },
+        );
+    }
+}
+
+/// `"local"` or `"remote"`.
+pub(crate) fn initiator(local: bool) -> &'static str {
+    if local { "local" } else { "remote" }
+}
