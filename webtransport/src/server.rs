@@ -483,6 +483,11 @@ impl Request {
         &self.conn
     }
 
+    /// The connection's qlog file, if it has one.
+    pub fn qlog(&self) -> Option<&quay_transport::Qlog> {
+        self.stream.as_ref().and_then(|stream| stream.qlog())
+    }
+
     /// Accepts the session (200).
     ///
     /// The returned future is boxed: a task that awaits it and then serves the session for
