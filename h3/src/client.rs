@@ -226,9 +226,20 @@ impl Connection {
         url: &str,
         config: Config,
     ) -> Result<Self, ConnectError> {
+        Self::connect_through(endpoint, None, url, config).await
+    }
+
+    /// [`Connection::connect_on`] through `connector` when given (a qlog file per connection
+    /// when its builder has a qlog directory).
+    pub(crate) async fn connect_through(
+        endpoint: &Endpoint,
+        connector: Option<&Connector>,
+        url: &str,
+        config: Config,
+    ) -> Result<Self, ConnectError> {
         let (host, addrs) = resolve(url).await?;
         let started = Instant::now();
-        let (connection, qlog) = connect_any(endpoint, None, &addrs, &host)
+        let (connection, qlog) = connect_any(endpoint, connector, &addrs, &host)
             .await
             .inspect_err(count_failed_handshake)?;
         let handshake = Some(started.elapsed());

@@ -68,6 +68,23 @@
 //! # }
 //! ```
 //!
+//! # qlog
+//!
+//! With the `qlog` feature and a qlog directory (`ServerBuilder::qlog_dir`,
+//! `ClientBuilder::qlog_dir`, or `$QLOGDIR`; see `quay_transport::qlog`), each connection this
+//! crate accepts or opens through a builder writes these events into its file, next to quinn's
+//! transport events, with the names and fields of draft-ietf-quic-qlog-h3-events:
+//! `http3:parameters_set` (our SETTINGS with `initiator` "local" when our control stream opens,
+//! the peer's as "remote"), `http3:stream_type_set` (each unidirectional stream, ours and the
+//! peer's), `http3:frame_created` / `http3:frame_parsed` (SETTINGS; HEADERS with the field
+//! lines, values of never-indexed fields left out), `http3:datagram_created` /
+//! `http3:datagram_parsed` (`quarter_stream_id`, payload length). In quay's own namespaces:
+//! `quay-qpack:section_blocked` / `quay-qpack:section_unblocked` (`stream_id`: a header section
+//! waiting for the encoder stream, RFC 9204 §2.2.1, and its decode), and
+//! `quay-h3:datagram_dropped` (`quarter_stream_id`, `trigger` "queue_full": a received
+//! datagram its stream's queue had no room for). A connection without a qlog pays one check of
+//! an `Option` per event site.
+//!
 //! # Limitations
 //!
 //! - No server push: a client never sends MAX_PUSH_ID (so push streams are H3_ID_ERROR) and a

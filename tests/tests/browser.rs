@@ -100,10 +100,14 @@ fn outcome(browser: BrowserKind) -> &'static Result<Outcome, String> {
 async fn run(browser: BrowserKind) -> anyhow::Result<Outcome> {
     let identity = Identity::self_signed(["localhost", "127.0.0.1"])?;
     let hash = identity.certificate_hash();
-    let endpoint = ServerBuilder::new(identity).bind(loopback_any_port())?;
+    let builder = ServerBuilder::new(identity);
+    let endpoint = builder.bind(loopback_any_port())?;
     let port = endpoint.local_addr()?.port();
     let (events, mut server_results) = mpsc::unbounded_channel();
-    let server = Server::from_endpoint(endpoint.clone(), Config::default());
+    // With quay-webtransport's `qlog` feature and $QLOGDIR set, each browser connection is
+    // logged there.
+    let acceptor = builder.acceptor()?;
+    let server = Server::from_endpoint_with(endpoint.clone(), acceptor, Config::default());
     let server = tokio::spawn(serve(server, events));
 
     let page = Page::webtransport(&format!("https://127.0.0.1:{port}"), &hash);

@@ -60,6 +60,21 @@
 //! Draft-16 flow control ([`Config::flow_control`]) is offered by default and on with every peer
 //! that offers it too; Chromium, Firefox and the older drafts do not, and run without it. Not
 //! done: RESET_STREAM_AT is not sent (quinn lacks it).
+//!
+//! # qlog
+//!
+//! With the `qlog` feature (quay-transport's, forwarded) and a qlog directory (see
+//! `quay_transport::qlog`), a session's events go to its connection's qlog file beside quinn's
+//! and quay-h3's, in the namespace `quay-webtransport` (no qlog draft defines WebTransport
+//! events). Each has `session_id` (the CONNECT stream's ID) and, where either end can cause it,
+//! `initiator` ("local" or "remote"): `session_opened` (CONNECT sent or received, with `path`),
+//! `session_accepted` and `session_refused` (with `status`, and `protocol` if one was chosen),
+//! `session_closed` (`code` and `reason`; a session dropped without a close has code 0; an end
+//! by reset, protocol error or lost connection has `error` instead), `session_drained`, and
+//! `datagram_dropped` (`direction` "send", `length`: the send buffer had no room). A session's
+//! datagrams sent are `http3:datagram_created`; received ones are quay-h3's
+//! `http3:datagram_parsed`. Servers log through an `Acceptor` ([`Server::bind`] uses one;
+//! [`Server::from_endpoint_with`] takes one); [`Client::connect`] logs through its builder.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -82,6 +82,10 @@ struct Args {
     /// Linux). Default: one per core.
     #[arg(long, default_value_t = default_workers())]
     workers: usize,
+    /// Write a qlog file per connection into this directory (`<odcid>_server.sqlog`, JSON-SEQ);
+    /// without it, into `$QLOGDIR` when that is set.
+    #[arg(long, value_name = "DIR")]
+    qlog_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -108,7 +112,10 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let hash = identity.certificate_hash();
     let (room, _) = broadcast::channel(CHAT_BACKLOG);
     let (shutdown, stop) = watch::channel(false);
-    let builder = ServerBuilder::new(identity);
+    let mut builder = ServerBuilder::new(identity);
+    if let Some(dir) = &args.qlog_dir {
+        builder = builder.qlog_dir(dir);
+    }
     let group = bind_any("UDP", args.wt_port, |addr| {
         let (room, stop) = (room.clone(), stop.clone());
         builder.bind_workers(addr, args.workers, move |worker| {
@@ -168,7 +175,7 @@ async fn serve_worker(
     room: broadcast::Sender<Bytes>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let server = Server::from_endpoint(worker.endpoint, Config::default());
+    let server = Server::from_endpoint_with(worker.endpoint, worker.acceptor, Config::default());
     loop {
         tokio::select! {
             request = server.accept() => {

@@ -97,6 +97,10 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     max_time: Option<f64>,
+    /// Write a qlog file per connection into this directory (`<odcid>_client.sqlog`, JSON-SEQ);
+    /// without it, into `$QLOGDIR` when that is set.
+    #[arg(long, value_name = "DIR")]
+    qlog_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -139,7 +143,10 @@ async fn run(args: Args) -> Result<StatusCode, Box<dyn Error>> {
     } else {
         Trust::SystemRoots
     };
-    let builder = ClientBuilder::new().trust(trust);
+    let mut builder = ClientBuilder::new().trust(trust);
+    if let Some(dir) = &args.qlog_dir {
+        builder = builder.qlog_dir(dir);
+    }
     let client = Client::with_options(&builder, Config::default(), Options::default())?;
     let result = match args.urls.as_slice() {
         [url] => single(&args, &client, url).await,

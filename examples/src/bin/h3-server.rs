@@ -115,6 +115,10 @@ struct Args {
     /// How long a drain (SIGTERM) waits for connections to end before closing them.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     drain_timeout: u64,
+    /// Write a qlog file per connection into this directory (`<odcid>_server.sqlog`, JSON-SEQ);
+    /// without it, into `$QLOGDIR` when that is set.
+    #[arg(long, value_name = "DIR")]
+    qlog_dir: Option<PathBuf>,
 }
 
 /// What the workers are told by the main task.
@@ -164,6 +168,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut builder = ServerBuilder::new(identity);
     if let Some(dir) = &args.handover {
         builder = builder.handover(Handover::new(dir));
+    }
+    if let Some(dir) = &args.qlog_dir {
+        builder = builder.qlog_dir(dir);
     }
     let group = bind(args.listen, &builder, args.workers, serve)?;
     let addr = group.local_addr();
@@ -234,7 +241,9 @@ async fn serve_worker(
     drain_timeout: Duration,
 ) {
     let config = Config::default();
-    let endpoint = worker.endpoint;
+    let Worker {
+        endpoint, acceptor, ..
+    } = worker;
     let mut connections = JoinSet::new();
     // Handed to each connection; `mode` itself is watched here.
     let for_connections = mode.clone();
@@ -246,10 +255,11 @@ async fn serve_worker(
                 Some(incoming) => {
                     let (root, mode, config) =
                         (root.clone(), for_connections.clone(), config.clone());
+                    let acceptor = acceptor.clone();
                     connections.spawn(async move {
-                        match incoming.await {
+                        let h3 = config.h3_config();
+                        match Connection::accept_with(incoming, Some(&acceptor), h3).await {
                             Ok(connection) => {
-                                let connection = Connection::new(connection, config.h3_config());
                                 serve_connection(connection, config, root, mode, drain_timeout)
                                     .await;
                             }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use quay_transport::{ClientBuilder, Endpoint, EndpointError};
+use quay_transport::{ClientBuilder, Connector, Endpoint, EndpointError};
 use tokio::sync::Notify;
 
 use super::rules::{Blocked, Health, Origin, Pick, Rules};
@@ -115,6 +115,8 @@ pub struct Client {
 
 struct Inner {
     endpoint: Endpoint,
+    /// Opens connections with the builder's per-connection settings (qlog), when built from one.
+    connector: Option<Connector>,
     config: Config,
     options: Options,
     rules: Mutex<Rules<Connection>>,
@@ -154,7 +156,11 @@ impl Client {
         config: Config,
         options: Options,
     ) -> Result<Self, EndpointError> {
-        Ok(Self::on_endpoint(builder.build()?, config, options))
+        let mut client = Self::on_endpoint(builder.build()?, config, options);
+        Arc::get_mut(&mut client.inner)
+            .expect("not shared yet")
+            .connector = Some(builder.connector()?);
+        Ok(client)
     }
 
     /// A client on `endpoint` (from `ClientBuilder::build` or `bind`), which other clients may
@@ -164,6 +170,7 @@ impl Client {
         Self {
             inner: Arc::new(Inner {
                 endpoint,
+                connector: None,
                 config,
                 options,
                 rules: Mutex::new(Rules::new(idle_timeout)),
@@ -324,7 +331,9 @@ impl Client {
         };
         let limit = inner.options.connect_timeout;
         let url = origin.url();
-        let connect = Connection::connect_on(&inner.endpoint, &url, inner.config.clone());
+        let connector = inner.connector.as_ref();
+        let connect =
+            Connection::connect_through(&inner.endpoint, connector, &url, inner.config.clone());
         let conn = match tokio::time::timeout(limit, connect).await {
             Ok(connected) => connected?,
             Err(_) => return Err(RequestError::ConnectTimeout(limit)),
