@@ -41,8 +41,7 @@ pub(crate) fn parameters_set(qlog: &Qlog, local: bool, settings: &Settings) {
                 "extended_connect",
                 settings.enable_connect_protocol().into(),
             )
-            .u64("h3_datagram", settings.h3_datagram().into())
-            .bool("waits_for_settings", false);
+            .u64("h3_datagram", settings.h3_datagram().into());
     });
 }
 

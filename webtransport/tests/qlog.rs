@@ -42,7 +42,7 @@ async fn exchange(server_dir: Option<&Path>, client_dir: Option<&Path>) -> (bool
         let had_qlog = request.qlog().is_some();
         let session = request.ok().await.expect("accepting");
         // Echo one stream and one datagram.
-        let (mut send, mut recv) = session.accept_bi().await.expect("a stream");
+        let (mut send, mut recv) = session.accept_bi().await.unwrap().expect("a stream");
         let data = recv.read_to_end(1024).await.expect("the stream's data");
         send.write_all(&data).await.unwrap();
         send.finish().unwrap();
@@ -165,7 +165,10 @@ fn events(path: &Path) -> Vec<Value> {
 
 /// Finds each of `expected` (a name and a check of the event) in `events`, in order; fails
 /// with the names seen if one is missing.
-fn assert_in_order(events: &[Value], expected: &[(&str, &dyn Fn(&Value) -> bool)]) {
+/// An event's name and a check of its data.
+type Expected<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
+
+fn assert_in_order(events: &[Value], expected: &[Expected<'_>]) {
     let mut rest = events.iter();
     for (name, check) in expected {
         let found = rest.any(|event| event["name"] == *name && check(&event["data"]));
