@@ -313,9 +313,11 @@ mod enabled {
 
     impl Write for TransportWriter {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            // Serialized JSON has no raw newline: each one ends a record. The pending bytes
+            // have none, so only the new ones are looked at.
+            let ends_record = buf.contains(&b'\n');
             self.pending.extend_from_slice(buf);
-            // Serialized JSON has no raw newline: each one ends a record.
-            if let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') {
+            if ends_record && let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') {
                 let mut out = self
                     .qlog
                     .inner
