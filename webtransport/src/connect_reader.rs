@@ -152,7 +152,11 @@ fn poll_capsules(
     cx: &mut Context<'_>,
 ) -> Poll<ConnectRead> {
     for _ in 0..CAPSULE_BUDGET {
-        let read = match ready!(recv.poll_recv_capsule(cx)) {
+        let read = ready!(recv.poll_recv_capsule(cx));
+        if let Ok(Some(capsule)) = &read {
+            state.log(|qlog, id| crate::qlog::capsule(qlog, false, id, capsule));
+        }
+        let read = match read {
             Ok(Some(capsule)) if capsule.ty == CapsuleType::WT_CLOSE_SESSION => {
                 ConnectRead::Close(capsule)
             }

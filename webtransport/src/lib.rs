@@ -73,7 +73,9 @@
 //! by reset, protocol error or lost connection has `error` instead), `session_drained`, and
 //! `datagram_dropped` (`direction` "send", `length`: the send buffer had no room). A session's
 //! datagrams sent are `http3:datagram_created`; received ones are quay-h3's
-//! `http3:datagram_parsed`. Servers log through an `Acceptor` ([`Server::bind`] uses one;
+//! `http3:datagram_parsed`. Capsules on the CONNECT stream are `http:capsule_created` and
+//! `http:capsule_parsed` (draft-ietf-quic-qlog-h3-events §7; `capsule_type` "datagram", or
+//! WebTransport's types in lowercase, such as "wt_close_session"). Servers log through an `Acceptor` ([`Server::bind`] uses one;
 //! [`Server::from_endpoint_with`] takes one); [`Client::connect`] logs through its builder.
 
 #![forbid(unsafe_code)]

@@ -12,6 +12,9 @@
 //!   close has code 0), or with `error` (the reason as text) when the CONNECT stream was reset,
 //!   the peer broke the protocol or the connection was lost;
 //! - `session_drained`: WT_DRAIN_SESSION sent or received;
+//! - `http:capsule_created` and `http:capsule_parsed` (draft-ietf-quic-qlog-h3-events §7),
+//!   each capsule on the CONNECT stream, sent or received, with `capsule_type` (WebTransport's
+//!   in lowercase, such as "wt_close_session") and the payload length;
 //! - `datagram_dropped`: a datagram the send buffer had no room for (`direction` "send").
 //!   Received datagrams dropped because a session's queue was full are quay-h3's
 //!   `quay-h3:datagram_dropped`.
@@ -21,6 +24,7 @@
 
 use std::time::Instant;
 
+use quay_h3::proto::capsule::{Capsule, CapsuleType};
 use quay_transport::qlog::Fields;
 
 pub(crate) use quay_transport::Qlog;
@@ -60,6 +64,46 @@ pub(crate) fn datagram_sent(qlog: &Qlog, session_id: u64, sent: bool, length: us
             },
         );
     }
+}
+
+/// `http:capsule_created` (`local`) or `http:capsule_parsed` (draft-ietf-quic-qlog-h3-events
+/// §7.1, §7.2) of a capsule on the CONNECT stream `stream_id`: its type (WebTransport's by
+/// their names in lowercase, others "unknown" with `capsule_type_value`) and payload length.
+pub(crate) fn capsule(qlog: &Qlog, local: bool, stream_id: u64, capsule: &Capsule) {
+    let name = if local {
+        "http:capsule_created"
+    } else {
+        "http:capsule_parsed"
+    };
+    qlog.emit(Instant::now(), name, |data| {
+        data.u64("stream_id", stream_id)
+            .object("capsule", |fields| {
+                match capsule_type_name(capsule.ty) {
+                    Some(name) => fields.str("capsule_type", name),
+                    None => fields
+                        .str("capsule_type", "unknown")
+                        .u64("capsule_type_value", capsule.ty.into_inner()),
+                };
+                fields.object("raw", |raw| {
+                    raw.u64("payload_length", capsule.payload.len() as u64);
+                });
+            });
+    });
+}
+
+fn capsule_type_name(ty: CapsuleType) -> Option<&'static str> {
+    Some(match ty {
+        CapsuleType::DATAGRAM => "datagram",
+        CapsuleType::WT_CLOSE_SESSION => "wt_close_session",
+        CapsuleType::WT_DRAIN_SESSION => "wt_drain_session",
+        CapsuleType::WT_MAX_DATA => "wt_max_data",
+        CapsuleType::WT_MAX_STREAMS_BIDI => "wt_max_streams_bidi",
+        CapsuleType::WT_MAX_STREAMS_UNI => "wt_max_streams_uni",
+        CapsuleType::WT_DATA_BLOCKED => "wt_data_blocked",
+        CapsuleType::WT_STREAMS_BLOCKED_BIDI => "wt_streams_blocked_bidi",
+        CapsuleType::WT_STREAMS_BLOCKED_UNI => "wt_streams_blocked_uni",
+        _ => return None,
+    })
 }
 
 /// `"local"` or `"remote"`.

@@ -329,7 +329,9 @@ impl SessionState {
             match transmit {
                 Transmit::Capsules(capsules) => {
                     for capsule in capsules {
-                        if send.send_capsule(&capsule.to_capsule()).await.is_err() {
+                        let capsule = capsule.to_capsule();
+                        self.log(|qlog, id| crate::qlog::capsule(qlog, true, id, &capsule));
+                        if send.send_capsule(&capsule).await.is_err() {
                             let mut inner = self.lock();
                             inner.core.handle_transmit_failed();
                             inner.writing = false;

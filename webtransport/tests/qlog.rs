@@ -197,6 +197,12 @@ fn closed_with(initiator: &'static str) -> impl Fn(&Value) -> bool {
     move |data| data["initiator"] == initiator && data["code"] == 7 && data["reason"] == "done"
 }
 
+/// A WT_CLOSE_SESSION capsule: 4 bytes of code and the reason "done".
+fn close_capsule(data: &Value) -> bool {
+    data["capsule"]["capsule_type"] == "wt_close_session"
+        && data["capsule"]["raw"]["payload_length"] == 8
+}
+
 fn any(_: &Value) -> bool {
     true
 }
@@ -265,6 +271,7 @@ async fn both_ends_write_a_qlog_with_the_exchange_in_order() {
             ("quay-webtransport:session_accepted", &initiator("local")),
             ("http3:datagram_parsed", &any),
             ("http3:datagram_created", &any),
+            ("http:capsule_parsed", &close_capsule),
             ("quay-webtransport:session_closed", &closed_with("remote")),
         ],
     );
@@ -280,6 +287,7 @@ async fn both_ends_write_a_qlog_with_the_exchange_in_order() {
             ("http3:datagram_created", &any),
             ("http3:datagram_parsed", &any),
             ("quay-webtransport:session_closed", &closed_with("local")),
+            ("http:capsule_created", &close_capsule),
         ],
     );
     // The settings a side sent are the ones the other parsed.
