@@ -156,21 +156,27 @@ impl Client {
         config: Config,
         options: Options,
     ) -> Result<Self, EndpointError> {
-        let mut client = Self::on_endpoint(builder.build()?, config, options);
-        Arc::get_mut(&mut client.inner)
-            .expect("not shared yet")
-            .connector = Some(builder.connector()?);
-        Ok(client)
+        let connector = Some(builder.connector()?);
+        Ok(Self::start(builder.build()?, connector, config, options))
     }
 
     /// A client on `endpoint` (from `ClientBuilder::build` or `bind`), which other clients may
     /// share.
     pub fn on_endpoint(endpoint: Endpoint, config: Config, options: Options) -> Self {
+        Self::start(endpoint, None, config, options)
+    }
+
+    fn start(
+        endpoint: Endpoint,
+        connector: Option<Connector>,
+        config: Config,
+        options: Options,
+    ) -> Self {
         let idle_timeout = options.idle_timeout;
         Self {
             inner: Arc::new(Inner {
                 endpoint,
-                connector: None,
+                connector,
                 config,
                 options,
                 rules: Mutex::new(Rules::new(idle_timeout)),
