@@ -349,20 +349,25 @@ impl SessionState {
 
     /// The application closes the session; `false` if it had ended.
     pub(crate) fn close(self: &Arc<Self>, code: u32, reason: &str) -> bool {
-        let closed = self.with_core(|core| core.handle_close(code, reason));
-        if closed {
-            self.log_close(code, reason);
-        }
-        closed
+        // Logged under the lock, so before the writer task logs the close's capsule.
+        self.with_core(|core| {
+            let closed = core.handle_close(code, reason);
+            if closed {
+                self.log_close(code, reason);
+            }
+            closed
+        })
     }
 
     /// Every handle is gone; `false` if the session had ended.
     pub(crate) fn dropped(self: &Arc<Self>) -> bool {
-        let closed = self.with_core(SessionCore::handle_dropped);
-        if closed {
-            self.log_close(0, "");
-        }
-        closed
+        self.with_core(|core| {
+            let closed = core.handle_dropped();
+            if closed {
+                self.log_close(0, "");
+            }
+            closed
+        })
     }
 
     /// Asks the peer to drain the session.
