@@ -1,5 +1,5 @@
 //! The `axum` example's site: one axum [`Router`] served over TCP (HTTP/1.1 and HTTP/2 with
-//! TLS, through hyper-util) and over HTTP/3 (through [`quay_h3::serve`]) on the same port
+//! TLS, through hyper-util) and over HTTP/3 (through [`quay_h3::serve()`]) on the same port
 //! number, with WebTransport echo sessions beside the routes on the HTTP/3 side.
 //!
 //! Kept in the library so that the example binary and its browser test serve the same thing.
