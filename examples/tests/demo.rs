@@ -217,6 +217,8 @@ async fn metrics_are_scraped_after_a_session() {
         "{scrape}"
     );
     assert!(scrape.contains("quay_h3_handshake_seconds"), "{scrape}");
+    // For the record (`--nocapture`): what an operator's scraper sees.
+    println!("{scrape}");
     session.close(0, "done");
 }
 
