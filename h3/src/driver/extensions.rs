@@ -13,7 +13,7 @@ use super::shared::{Shared, Taker};
 use crate::error::Code;
 use crate::proto::frame::FrameType;
 use crate::stream::extension::ExtensionStream;
-use crate::stream::{ConnectionError, StreamError};
+use crate::error::{ConnectionError, StreamError};
 
 impl Shared {
     /// Hands the next extension stream to `taker`: `Ok(None)` when `taker` does not take them
