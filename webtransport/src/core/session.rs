@@ -40,9 +40,9 @@ use crate::flow::FlowControl;
 use crate::proto::capsule::{Direction, WtCapsule};
 use crate::proto::error::WT_FLOW_CONTROL_ERROR;
 
-/// Why a session ended: the first cause the core was told of.
+/// Why a session ended: the first cause the core was told of. Public for `crate::pair` only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum End<E> {
+pub enum End<E> {
     /// WT_CLOSE_SESSION from the peer, or the clean end of its CONNECT stream (code 0, no
     /// reason).
     PeerClosed {
