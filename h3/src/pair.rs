@@ -108,7 +108,8 @@ pub struct Message {
 enum Incoming {
     /// A peer unidirectional stream whose type is not complete yet.
     UniPrefix(BytesMut),
-    /// A peer bidirectional stream (server) whose extension signal is not known yet.
+    /// A peer bidirectional stream whose extension signal is not known yet (on a client, only
+    /// with an extension configured).
     BidiPrefix(BytesMut),
     /// The peer's control or QPACK stream.
     Critical(UniStream),
@@ -443,6 +444,9 @@ impl Peer {
                     return;
                 }
                 Incoming::BidiPrefix(BytesMut::new())
+            } else if !self.config.extension_bidi_signals.is_empty() {
+                // An extension's signal may start it: read on.
+                Incoming::BidiPrefix(BytesMut::new())
             } else {
                 // Without an extension, a server-initiated bidirectional stream is an error.
                 if let Err(error) = self.state.handle_peer_bidi_stream(false) {
@@ -507,6 +511,17 @@ impl Peer {
                         let (session, bytes) = (session.into_inner(), cur.to_vec());
                         self.incoming
                             .insert(id, Incoming::Extension { session, bytes });
+                        if self.side == Side::Client {
+                            // Counted; an extension's stream is no error.
+                            let _ = self.state.handle_peer_bidi_stream(true);
+                        }
+                    }
+                    _ if self.side == Side::Client => {
+                        // RFC 9114 §6.1: a server's bidirectional stream without a signal.
+                        self.incoming.insert(id, Incoming::Discarded);
+                        if let Err(error) = self.state.handle_peer_bidi_stream(false) {
+                            self.fail(error);
+                        }
                     }
                     _ => {
                         let buffered = std::mem::take(buf).freeze();

@@ -17,9 +17,10 @@
 //! played through the HTTP/3 pair underneath ([`Pair::h3`]): raw streams, raw bytes on the
 //! CONNECT stream, tampered transfers.
 //!
-//! Not modelled: datagrams, and a server's bidirectional WebTransport streams (the HTTP/3 pair
-//! reads a server-initiated bidirectional stream as an error on the client). The glue's
-//! loopback tests prove the same rules over quinn. It is not part of the stable API.
+//! Not modelled: datagrams, and what the server writes back on a bidirectional stream the
+//! client opened (the HTTP/3 pair reads a client's own bidirectional stream as a response).
+//! The glue's loopback tests prove the same rules over quinn. It is not part of the stable
+//! API.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -14,7 +14,9 @@ use quay_h3::proto::capsule::{Capsule, CapsuleType};
 use quay_h3::proto::settings::SettingId;
 use quay_webtransport::Config;
 use quay_webtransport::Violation;
-use quay_webtransport::pair::{CLOSE_LINGER, Pair, SessionEnd, data_frame, uni_prefix};
+use quay_webtransport::pair::{
+    CLOSE_LINGER, Pair, SessionEnd, bidi_prefix, data_frame, uni_prefix,
+};
 use quay_webtransport::proto::capsule::WtCapsule;
 use quay_webtransport::proto::error::{
     WT_BUFFERED_STREAM_REJECTED, WT_FLOW_CONTROL_ERROR, WT_SESSION_GONE,
@@ -253,6 +255,29 @@ fn early_streams_wait_for_their_session() {
     assert_eq!(pair.server().read(early[0]).unwrap(), b"first");
     assert_eq!(pair.server().read(early[1]).unwrap(), b"second");
     assert_eq!(pair.server().refused(), []);
+}
+
+// draft-16 §4.3, §4.6: a server may open a stream of a session once it has the CONNECT
+// request; one that reaches the client before the response waits for it.
+#[test]
+fn a_server_stream_before_the_response_waits_for_it() {
+    let mut pair = Pair::new(config(), config());
+    pair.drive();
+    let id = pair.client().open_session("/s").unwrap();
+    pair.drive();
+    let mut bytes = bidi_prefix(id);
+    bytes.extend_from_slice(b"from the server");
+    let stream = pair.server().h3().open_bidi_raw(&bytes, true);
+    // The stream goes before the response.
+    pair.step();
+    pair.step();
+    assert!(!pair.client().is_established(id));
+    assert!(pair.client().h3().extension_bytes(stream).is_some());
+    pair.server().accept(id);
+    pair.drive();
+    assert_eq!(pair.client().accept_bi(id), Some(stream));
+    assert_eq!(pair.client().read(stream).unwrap(), b"from the server");
+    assert_eq!(pair.client().refused(), []);
 }
 
 // draft-16 §4.6: past the bound on buffered streams, a stream is refused with
