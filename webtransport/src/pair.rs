@@ -4,7 +4,7 @@
 //! joined in memory, with a virtual clock, a tamper hook and raw injection): per side a session
 //! table (which session a peer's stream belongs to, early streams, refusals) and, per session,
 //! a session core (capsules on the CONNECT stream, the end reason, draft-16 flow control). The
-//! client opens a session with Extended CONNECT (`:protocol` `webtransport`), the server accepts
+//! client opens a session with Extended CONNECT (`:protocol` `webtransport-h3`), the server accepts
 //! it with 200, capsules go in DATA frames on the CONNECT stream, and WebTransport streams
 //! (unidirectional type 0x54, bidirectional signal 0x41, each with its session ID) are routed
 //! by the tables. There is no task, socket or real clock: [`Pair::step`] delivers one
@@ -261,15 +261,20 @@ impl Pair {
     }
 }
 
-/// The request a client sends to open a session (Extended CONNECT, `:protocol`
-/// `webtransport`).
+/// The request a client sends to open a session: Extended CONNECT with `:protocol`
+/// `webtransport-h3` (draft-16 §3.2).
 pub fn connect_request(path: &str) -> Request<()> {
+    connect_request_with(path, Protocol::WEBTRANSPORT_H3)
+}
+
+/// A CONNECT request to `path` with `protocol` as its `:protocol`.
+pub fn connect_request_with(path: &str, protocol: Protocol) -> Request<()> {
     let mut request = Request::builder()
         .method(Method::CONNECT)
         .uri(format!("https://example.com{path}"))
         .body(())
         .expect("a valid request");
-    request.extensions_mut().insert(Protocol::WEBTRANSPORT);
+    request.extensions_mut().insert(protocol);
     request
 }
 

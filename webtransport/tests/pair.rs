@@ -10,14 +10,16 @@
 use bytes::Bytes;
 use quay_h3::Code;
 use quay_h3::pair::{Direction, Transfer};
+use quay_h3::proto::VarInt;
 use quay_h3::proto::capsule::{Capsule, CapsuleType};
+use quay_h3::proto::headers::Protocol;
 use quay_h3::proto::settings::SettingId;
 use quay_webtransport::Config;
 use quay_webtransport::Violation;
 use quay_webtransport::pair::{
-    CLOSE_LINGER, Pair, SessionEnd, bidi_prefix, data_frame, uni_prefix,
+    CLOSE_LINGER, Pair, SessionEnd, bidi_prefix, connect_request_with, data_frame, uni_prefix,
 };
-use quay_webtransport::proto::capsule::WtCapsule;
+use quay_webtransport::proto::capsule::{Direction as Kind, WtCapsule};
 use quay_webtransport::proto::error::{
     WT_BUFFERED_STREAM_REJECTED, WT_FLOW_CONTROL_ERROR, WT_SESSION_GONE,
 };
@@ -220,7 +222,7 @@ fn a_malformed_close_capsule_is_a_message_error() {
 fn an_unknown_capsule_is_skipped() {
     let (mut pair, id) = session();
     let capsule = Capsule {
-        ty: CapsuleType::from_varint(quay_h3::proto::VarInt::from_u32(0x1f * 7 + 0x21)),
+        ty: CapsuleType::from_varint(VarInt::from_u32(0x1f * 7 + 0x21)),
         payload: Bytes::from_static(b"grease"),
     };
     pair.client()
@@ -387,6 +389,52 @@ fn sessions_past_the_limit_are_refused() {
     assert_eq!(pair.server().requests(), [third]);
 }
 
+// draft-16 §3.2: the session is requested with `webtransport-h3`; a server takes the older
+// drafts' `webtransport` too (both announced, DESIGN.md), and no other token.
+#[test]
+fn the_upgrade_tokens_a_server_takes() {
+    let mut pair = Pair::new(config(), config());
+    pair.drive();
+    let ids: Vec<u64> = [Protocol::WEBTRANSPORT, Protocol::WEBSOCKET]
+        .into_iter()
+        .map(|token| {
+            let request = connect_request_with("/old", token);
+            pair.client().h3().send_request(&request, b"", false)
+        })
+        .collect();
+    pair.drive();
+    assert_eq!(pair.server().requests(), [ids[0]]);
+    assert_eq!(pair.server().rejected(), []);
+}
+
+// draft-16 §3.1: a client whose SETTINGS announce no WebTransport draft has its sessions
+// treated as malformed: the CONNECT stream is reset with H3_MESSAGE_ERROR.
+#[test]
+fn a_client_without_webtransport_settings_is_refused() {
+    let client = config();
+    let mut client_h3 = client.h3_config();
+    client_h3.extra_settings.retain(|(id, _)| {
+        ![
+            SettingId::WT_ENABLED,
+            SettingId::WT_MAX_SESSIONS,
+            SettingId::WEBTRANSPORT_MAX_SESSIONS,
+            SettingId::ENABLE_WEBTRANSPORT,
+        ]
+        .contains(id)
+    });
+    let server = config();
+    let server_h3 = server.h3_config();
+    let mut pair = Pair::with_h3(client, client_h3, server, server_h3);
+    pair.drive();
+    let id = pair.client().open_session_raw("/s");
+    pair.drive();
+    assert_eq!(pair.server().rejected(), [(id, Code::H3_MESSAGE_ERROR)]);
+    assert_eq!(
+        client_saw_reset(&mut pair, id),
+        Some(Code::H3_MESSAGE_ERROR)
+    );
+}
+
 // draft-16 §5.1, §5.2: a draft-16 client that announces no session count, without flow
 // control, gets one session per connection, whatever the server's own count.
 #[test]
@@ -441,6 +489,45 @@ fn a_stream_past_max_streams_is_a_flow_control_error() {
     pair.drive();
     assert_eq!(pair.server().end(id), None);
     pair.client().h3().open_uni_raw(&uni_prefix(id), false);
+    pair.drive();
+    assert_flow_control_broken(&mut pair, id);
+}
+
+// draft-16 §5.3, §5.6.1, §5.6.3: a client at its stream limit says WT_STREAMS_BLOCKED; the
+// server's application accepting a stream sends WT_MAX_STREAMS, and the client goes on.
+#[test]
+fn accepting_gives_stream_credit() {
+    let (mut pair, id) = flowing(limits(1000, 10, 2));
+    let first = pair.client().open_uni(id).unwrap();
+    pair.client().open_uni(id).unwrap();
+    assert_eq!(pair.client().open_uni(id), None);
+    pair.drive();
+    assert_eq!(pair.client().open_uni(id), None, "still none");
+    assert_eq!(pair.server().accept_uni(id), Some(first));
+    pair.drive();
+    assert!(pair.client().open_uni(id).is_some());
+    pair.drive();
+    assert_eq!(pair.server().end(id), None);
+    // What the client told the server on the CONNECT stream: it was blocked at 2.
+    let mut blocked = Vec::new();
+    WtCapsule::StreamsBlocked(Kind::Uni, VarInt::from_u32(2))
+        .to_capsule()
+        .encode(&mut blocked);
+    let body = &pair.server().h3().message(id).unwrap().body;
+    assert!(body.windows(blocked.len()).any(|w| w == blocked));
+}
+
+// draft-16 §5.6.4: a WT_MAX_DATA that does not raise the limit breaks flow control:
+// WT_FLOW_CONTROL_ERROR.
+#[test]
+fn a_max_data_that_lowers_the_limit_is_a_flow_control_error() {
+    let client = config().with_flow_control(Some(limits(1000, 10, 10)));
+    let mut pair = Pair::new(client, config());
+    let id = pair.establish("/s");
+    let capsule = WtCapsule::MaxData(VarInt::from_u32(999)).to_capsule();
+    pair.client()
+        .h3()
+        .send_raw(id, &capsule_frame(&capsule), false);
     pair.drive();
     assert_flow_control_broken(&mut pair, id);
 }
