@@ -48,16 +48,13 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(3);
 
 /// Which end of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Side {
     /// The client, which opens sessions.
     Client,
     /// The server, which accepts them.
     Server,
 }
-
-/// Why a session ended, as its core decided; the connection's loss carries the code the
-/// connection closed with.
-pub type SessionEnd = End<Code>;
 
 /// How far the CONNECT stream of a session has been read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,7 +479,7 @@ impl<'a> Endpoint<'a> {
     }
 
     /// Why session `id` ended, if it has.
-    pub fn end(&self, id: u64) -> Option<SessionEnd> {
+    pub fn end(&self, id: u64) -> Option<End<Code>> {
         self.wt.sessions.get(&id)?.core.end().cloned()
     }
 

@@ -17,7 +17,7 @@ use quay_h3::proto::settings::SettingId;
 use quay_webtransport::Config;
 use quay_webtransport::Violation;
 use quay_webtransport::pair::{
-    CLOSE_LINGER, Pair, SessionEnd, bidi_prefix, connect_request_with, data_frame, uni_prefix,
+    CLOSE_LINGER, End, Pair, bidi_prefix, connect_request_with, data_frame, uni_prefix,
 };
 use quay_webtransport::proto::capsule::{Direction as Kind, WtCapsule};
 use quay_webtransport::proto::error::{
@@ -59,8 +59,8 @@ fn close_capsule(code: u32, reason: &str) -> Vec<u8> {
     bytes
 }
 
-fn peer_closed(code: u32, reason: &str) -> Option<SessionEnd> {
-    Some(SessionEnd::PeerClosed {
+fn peer_closed(code: u32, reason: &str) -> Option<End<Code>> {
+    Some(End::PeerClosed {
         code,
         reason: reason.into(),
     })
@@ -79,7 +79,7 @@ fn the_client_closes_with_code_and_reason() {
     pair.client().close(id, 7, "bye");
     pair.drive();
     assert_eq!(pair.server().end(id), peer_closed(7, "bye"));
-    assert_eq!(pair.client().end(id), Some(SessionEnd::LocallyClosed));
+    assert_eq!(pair.client().end(id), Some(End::LocallyClosed));
     let answer = pair.client().h3().message(id).unwrap();
     assert!(answer.ended, "the server answered with FIN");
     assert_eq!(answer.reset_by_peer, None);
@@ -99,7 +99,7 @@ fn the_server_closes_with_code_and_reason() {
         pair.client().end(id),
         peer_closed(0x1234_5678, "server done")
     );
-    assert_eq!(pair.server().end(id), Some(SessionEnd::LocallyClosed));
+    assert_eq!(pair.server().end(id), Some(End::LocallyClosed));
     let answer = pair.server().h3().message(id).unwrap();
     assert!(answer.ended, "the client answered with FIN");
     assert_eq!(answer.reset_by_peer, None);
@@ -145,7 +145,7 @@ fn the_connection_close_first_is_the_end() {
     pair.drive();
     assert_eq!(
         pair.server().end(id),
-        Some(SessionEnd::ConnectionLost(Code::H3_NO_ERROR))
+        Some(End::ConnectionLost(Code::H3_NO_ERROR))
     );
 }
 
@@ -176,7 +176,7 @@ fn data_after_the_close_capsule_is_a_message_error() {
 
 /// The client writes `bytes` (with `fin`) on the CONNECT stream of a new session; returns how
 /// the server's session ended and the code the client saw the CONNECT stream reset with.
-fn server_after_connect_bytes(bytes: &[u8], fin: bool) -> (Option<SessionEnd>, Option<Code>) {
+fn server_after_connect_bytes(bytes: &[u8], fin: bool) -> (Option<End<Code>>, Option<Code>) {
     let (mut pair, id) = session();
     pair.client().h3().send_raw(id, bytes, fin);
     pair.drive();
@@ -192,7 +192,7 @@ fn a_capsule_cut_by_fin_is_a_message_error() {
     assert_eq!(
         server_after_connect_bytes(&cut, true),
         (
-            Some(SessionEnd::Protocol(Violation::MalformedConnectCapsule)),
+            Some(End::Protocol(Violation::MalformedConnectCapsule)),
             Some(Code::H3_MESSAGE_ERROR)
         )
     );
@@ -210,7 +210,7 @@ fn a_malformed_close_capsule_is_a_message_error() {
         assert_eq!(
             server_after_connect_bytes(&capsule_frame(&capsule), false),
             (
-                Some(SessionEnd::Protocol(Violation::MalformedCapsule)),
+                Some(End::Protocol(Violation::MalformedCapsule)),
                 Some(Code::H3_MESSAGE_ERROR)
             )
         );
@@ -473,7 +473,7 @@ fn flowing(server_limits: FlowControlLimits) -> (Pair, u64) {
 fn assert_flow_control_broken(pair: &mut Pair, id: u64) {
     assert_eq!(
         pair.server().end(id),
-        Some(SessionEnd::Protocol(Violation::FlowControl))
+        Some(End::Protocol(Violation::FlowControl))
     );
     assert_eq!(client_saw_reset(pair, id), Some(WT_FLOW_CONTROL_ERROR));
 }
@@ -565,7 +565,7 @@ fn a_drain_surfaces_then_ends_as_drained() {
     assert_eq!(pair.client().end(id), None);
     pair.server().h3().send_raw(id, &[], true);
     pair.drive();
-    assert_eq!(pair.client().end(id), Some(SessionEnd::PeerDrained));
+    assert_eq!(pair.client().end(id), Some(End::PeerDrained));
 }
 
 // draft-16 §6: after our close, the CONNECT stream is read for the peer's answer for a while
