@@ -307,12 +307,12 @@ fn direction_of(stream: u64) -> Direction {
 impl<'a> Endpoint<'a> {
     // ---- The application's calls.
 
-    /// Client: opens a session to `path`, within the number of sessions the client may have
-    /// (draft-16 §5.2); `None` past it.
+    /// Client: opens a session to `path`, once the server's SETTINGS are in (draft-16 §4.6)
+    /// and within the number of sessions the client may have (draft-16 §5.2); `None`
+    /// otherwise.
     pub fn open_session(&mut self, path: &str) -> Option<u64> {
-        let settings = self.h3.state().peer_settings();
-        let announced = settings
-            .and_then(announced_session_count)
+        let settings = self.h3.state().peer_settings()?;
+        let announced = announced_session_count(settings)
             .map(|count| usize::try_from(count).unwrap_or(usize::MAX));
         let limit = client_session_limit(
             announced,
