@@ -108,12 +108,13 @@ pub struct Message {
 enum Incoming {
     /// A peer unidirectional stream whose type is not complete yet.
     UniPrefix(BytesMut),
-    /// A peer bidirectional stream (server) whose extension signal is not known yet.
+    /// A peer bidirectional stream whose extension signal is not known yet (on a client, only
+    /// with an extension configured).
     BidiPrefix(BytesMut),
     /// The peer's control or QPACK stream.
     Critical(UniStream),
-    /// An extension's stream, handed out: its bytes are kept.
-    Extension(Vec<u8>),
+    /// An extension's stream, handed out: its session ID and bytes are kept.
+    Extension { session: u64, bytes: Vec<u8> },
     /// A stream of an unknown type, stopped and ignored.
     Discarded,
     /// A request stream (either side).
@@ -221,9 +222,24 @@ impl Peer {
     /// The bytes an extension's stream delivered (after its prefix).
     pub fn extension_bytes(&self, id: u64) -> Option<&[u8]> {
         match self.incoming.get(&id)? {
-            Incoming::Extension(bytes) => Some(bytes),
+            Incoming::Extension { bytes, .. } => Some(bytes),
             _ => None,
         }
+    }
+
+    /// The peer's extension streams (WebTransport's), in stream ID order: the stream ID, the
+    /// session ID its prefix named, and the bytes it delivered after the prefix.
+    pub fn extension_streams(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
+        self.incoming.iter().filter_map(|(id, entry)| match entry {
+            Incoming::Extension { session, bytes } => Some((*id, *session, &bytes[..])),
+            _ => None,
+        })
+    }
+
+    /// Closes the connection with `code` (CONNECTION_CLOSE), as an extension does on a
+    /// connection error.
+    pub fn close_connection(&mut self, code: Code) {
+        self.close(code);
     }
 
     /// Client: sends `request` with `body` on a new request stream; returns its ID.
@@ -428,6 +444,9 @@ impl Peer {
                     return;
                 }
                 Incoming::BidiPrefix(BytesMut::new())
+            } else if !self.config.extension_bidi_signals.is_empty() {
+                // An extension's signal may start it: read on.
+                Incoming::BidiPrefix(BytesMut::new())
             } else {
                 // Without an extension, a server-initiated bidirectional stream is an error.
                 if let Err(error) = self.state.handle_peer_bidi_stream(false) {
@@ -445,7 +464,7 @@ impl Peer {
                 buf.extend_from_slice(&bytes);
                 let types: &[StreamType] = &self.config.extension_uni_stream_types;
                 let mut cur = &buf[..];
-                let Some((header, _session_id)) = decode_uni_prefix(types, &mut cur) else {
+                let Some((header, session_id)) = decode_uni_prefix(types, &mut cur) else {
                     if fin {
                         // Ended before its type: nothing to do.
                         self.incoming.insert(id, Incoming::Done);
@@ -456,7 +475,10 @@ impl Peer {
                 match self.state.handle_uni_stream(header) {
                     Err(error) => self.fail(error),
                     Ok(UniStream::Extension(_)) => {
-                        self.incoming.insert(id, Incoming::Extension(rest.to_vec()));
+                        let session = session_id.map_or(0, VarInt::into_inner);
+                        let bytes = rest.to_vec();
+                        self.incoming
+                            .insert(id, Incoming::Extension { session, bytes });
                     }
                     Ok(kind @ (UniStream::Control | UniStream::Encoder | UniStream::Decoder)) => {
                         self.incoming.insert(id, Incoming::Critical(kind));
@@ -478,16 +500,28 @@ impl Peer {
                 let kind = *kind;
                 self.feed_critical(kind, bytes, fin);
             }
-            Incoming::Extension(kept) => kept.extend_from_slice(&bytes),
+            Incoming::Extension { bytes: kept, .. } => kept.extend_from_slice(&bytes),
             Incoming::BidiPrefix(buf) => {
                 buf.extend_from_slice(&bytes);
                 let signals = &self.config.extension_bidi_signals;
                 let mut cur = &buf[..];
                 match decode_bidi_signal(signals, &mut cur) {
                     None if !fin => {}
-                    Some(Some(_)) => {
-                        let rest = cur.to_vec();
-                        self.incoming.insert(id, Incoming::Extension(rest));
+                    Some(Some((_, session))) => {
+                        let (session, bytes) = (session.into_inner(), cur.to_vec());
+                        self.incoming
+                            .insert(id, Incoming::Extension { session, bytes });
+                        if self.side == Side::Client {
+                            // Counted; an extension's stream is no error.
+                            let _ = self.state.handle_peer_bidi_stream(true);
+                        }
+                    }
+                    _ if self.side == Side::Client => {
+                        // RFC 9114 §6.1: a server's bidirectional stream without a signal.
+                        self.incoming.insert(id, Incoming::Discarded);
+                        if let Err(error) = self.state.handle_peer_bidi_stream(false) {
+                            self.fail(error);
+                        }
                     }
                     _ => {
                         let buffered = std::mem::take(buf).freeze();

@@ -92,6 +92,8 @@ mod flow;
 pub mod fuzzing;
 mod held;
 pub mod metrics;
+#[doc(hidden)]
+pub mod pair;
 pub mod proto;
 mod qlog;
 mod routes;

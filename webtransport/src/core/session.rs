@@ -40,9 +40,11 @@ use crate::flow::FlowControl;
 use crate::proto::capsule::{Direction, WtCapsule};
 use crate::proto::error::WT_FLOW_CONTROL_ERROR;
 
-/// Why a session ended: the first cause the core was told of.
+/// Why a session ended: the first cause the core was told of. Public for `crate::pair` only,
+/// whose sessions carry the code the connection closed with in [`End::ConnectionLost`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum End<E> {
+#[non_exhaustive]
+pub enum End<E> {
     /// WT_CLOSE_SESSION from the peer, or the clean end of its CONNECT stream (code 0, no
     /// reason).
     PeerClosed {
