@@ -11,9 +11,9 @@ use quay_transport::{RecvStream, SendStream, VarInt};
 
 use super::shared::{Shared, Taker};
 use crate::error::Code;
+use crate::error::{ConnectionError, StreamError};
 use crate::proto::frame::FrameType;
 use crate::stream::extension::ExtensionStream;
-use crate::error::{ConnectionError, StreamError};
 
 impl Shared {
     /// Hands the next extension stream to `taker`: `Ok(None)` when `taker` does not take them
