@@ -360,3 +360,98 @@ async fn trait_stream_priority_orders_quinn_sends() {
         "high-priority streams finished late: {order}"
     );
 }
+
+/// moq-net's track priority holds on a quay session: a publisher's broadcast has two tracks, and
+/// the subscriber, behind a UDP link with 60 ms of delay each way (so the congestion window
+/// holds the data back at the relay), subscribes to `high` at priority 200 and to `low` at
+/// priority 10. The publisher writes ten groups of 40 KB to `low` first, then ten to `high`;
+/// the relay serves each group on a stream whose send order moq-net sets from the
+/// subscription's priority, so the `high` groups arrive first.
+///
+/// Counted, not timed: the `low` groups that complete before the last `high` one. Only what
+/// the relay sent before the `high` groups reached it may get ahead (the first congestion
+/// window, a fraction of a 40 KB group), so at most one. With `set_priority` ignored, `low`
+/// groups finish among the `high` ones (`llllllllhhhhhhhhlhlh`, `llllllhhhhhhhhhllllh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moq_high_priority_track_arrives_first_through_a_delayed_link() {
+    const GROUPS: u64 = 10;
+    const FRAMES: u64 = 8;
+    const SIZE: usize = 5_000;
+    let started = Instant::now();
+    let relay = start_relay();
+    let delay = Impairment::NONE.delay(Duration::from_millis(60), Duration::ZERO);
+    let link = Relay::start_each_way(relay.addr, delay, delay, 17).unwrap();
+
+    let publish = origin(1);
+    let broadcast = publish.create_broadcast(BROADCAST).unwrap();
+    let info = track::Info::default().with_max_age(MAX_AGE);
+    let low = broadcast.create_track("low", info.clone()).unwrap();
+    let high = broadcast.create_track("high", info).unwrap();
+    broadcast.announce(Default::default()).unwrap();
+    let _publisher = connect(
+        relay.addr,
+        relay.hash,
+        moq_net::ALPNS,
+        moq_net::Client::new().with_publisher(&publish),
+    )
+    .await;
+
+    let subscribe_origin = origin(3);
+    let _subscriber = connect(
+        link.local_addr(),
+        relay.hash,
+        moq_net::ALPNS,
+        moq_net::Client::new().with_subscriber(subscribe_origin.clone()),
+    )
+    .await;
+    let relayed = bounded(subscribe_origin.consume().routed_broadcast(BROADCAST))
+        .await
+        .unwrap();
+    let (done, mut arrived) = mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for (name, priority) in [("low", 10), ("high", 200)] {
+        let subscriber = subscribe(&relayed, name, priority).await;
+        readers.push(tokio::spawn(read_groups(
+            subscriber,
+            name,
+            GROUPS,
+            done.clone(),
+        )));
+    }
+    bounded(low.used()).await.unwrap();
+    bounded(high.used()).await.unwrap();
+    publish_groups(&low, "low", GROUPS, FRAMES, SIZE);
+    publish_groups(&high, "high", GROUPS, FRAMES, SIZE);
+
+    let mut order = String::new();
+    let mut groups = HashMap::new();
+    for _ in 0..2 * GROUPS {
+        let (name, sequence, frames) = bounded(arrived.recv()).await.expect("a group is missing");
+        order.push(if name == "high" { 'h' } else { 'l' });
+        assert!(
+            groups.insert((name, sequence), frames).is_none(),
+            "{name} group {sequence} arrived twice"
+        );
+    }
+    for reader in readers {
+        bounded(reader).await.unwrap();
+    }
+    for name in ["low", "high"] {
+        for group in 0..GROUPS {
+            let expected: Vec<Bytes> = (0..FRAMES)
+                .map(|frame| payload(name, group, frame, SIZE))
+                .collect();
+            assert_eq!(
+                groups.get(&(name, group)),
+                Some(&expected),
+                "{name} group {group}"
+            );
+        }
+    }
+    eprintln!("group arrival order {order} in {:?}", started.elapsed());
+    let low_before_last_high = order[..order.rfind('h').unwrap()].matches('l').count();
+    assert!(
+        low_before_last_high <= 1,
+        "low-priority groups arrived before the high-priority ones: {order}"
+    );
+}
