@@ -368,10 +368,12 @@ async fn trait_stream_priority_orders_quinn_sends() {
 /// the relay serves each group on a stream whose send order moq-net sets from the
 /// subscription's priority, so the `high` groups arrive first.
 ///
-/// Counted, not timed: the `low` groups that complete before the last `high` one. Only what
-/// the relay sent before the `high` groups reached it may get ahead (the first congestion
-/// window, a fraction of a 40 KB group), so at most one. With `set_priority` ignored, `low`
-/// groups finish among the `high` ones (`llllllllhhhhhhhhlhlh`, `llllllhhhhhhhhhllllh`).
+/// Counted, not timed: the `low` groups among the first ten to arrive. A few may get ahead:
+/// what the relay sent before the `high` groups reached it (the first congestion window, a
+/// fraction of a 40 KB group), and, at the end, `low` groups that finish while the last `high`
+/// one still waits (seen once in 20 runs, `hhhhhhhhhllhllllllll`; a lost packet of that group
+/// is the likely cause, not confirmed). So at most two. With `set_priority` ignored, six to nine of the
+/// first ten are `low` (`llllllllhhhhhhhhlhlh`, `lllllllllhhhlhhhhhhh`, six runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moq_high_priority_track_arrives_first_through_a_delayed_link() {
     const GROUPS: u64 = 10;
@@ -449,9 +451,9 @@ async fn moq_high_priority_track_arrives_first_through_a_delayed_link() {
         }
     }
     eprintln!("group arrival order {order} in {:?}", started.elapsed());
-    let low_before_last_high = order[..order.rfind('h').unwrap()].matches('l').count();
+    let low_first = order[..GROUPS as usize].matches('l').count();
     assert!(
-        low_before_last_high <= 1,
+        low_first <= 2,
         "low-priority groups arrived before the high-priority ones: {order}"
     );
 }
