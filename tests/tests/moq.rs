@@ -360,3 +360,101 @@ async fn trait_stream_priority_orders_quinn_sends() {
         "high-priority streams finished late: {order}"
     );
 }
+
+/// moq-net's track priority holds on a quay session: a publisher's broadcast has two tracks, and
+/// the subscriber, behind a UDP link with 60 ms of delay each way (so the congestion window
+/// holds the data back at the relay), subscribes to `high` at priority 200 and to `low` at
+/// priority 10. The publisher writes ten groups of 40 KB to `low` first, then ten to `high`;
+/// the relay serves each group on a stream whose send order moq-net sets from the
+/// subscription's priority, so the `high` groups arrive first.
+///
+/// Counted, not timed: the `low` groups among the first ten to arrive. A few may get ahead:
+/// what the relay sent before the `high` groups reached it (the first congestion window, a
+/// fraction of a 40 KB group), and, at the end, `low` groups that finish while the last `high`
+/// one still waits (seen twice in 42 runs, `hhhhhhhhhllhllllllll`; a lost packet of that group
+/// is the likely cause, not confirmed). So at most two. With `set_priority` ignored, the streams
+/// share the link and finish in no set order: in 26 runs the first ten held 0 to 10 `low`
+/// groups, and 22 of those runs failed here (`llllllllhhhhhhhhlhlh`, `lhhhhhhhhlllllhllllh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moq_high_priority_track_arrives_first_through_a_delayed_link() {
+    const GROUPS: u64 = 10;
+    const FRAMES: u64 = 8;
+    const SIZE: usize = 5_000;
+    let started = Instant::now();
+    let relay = start_relay();
+    let delay = Impairment::NONE.delay(Duration::from_millis(60), Duration::ZERO);
+    let link = Relay::start_each_way(relay.addr, delay, delay, 17).unwrap();
+
+    let publish = origin(1);
+    let broadcast = publish.create_broadcast(BROADCAST).unwrap();
+    let info = track::Info::default().with_max_age(MAX_AGE);
+    let low = broadcast.create_track("low", info.clone()).unwrap();
+    let high = broadcast.create_track("high", info).unwrap();
+    broadcast.announce(Default::default()).unwrap();
+    let _publisher = connect(
+        relay.addr,
+        relay.hash,
+        moq_net::ALPNS,
+        moq_net::Client::new().with_publisher(&publish),
+    )
+    .await;
+
+    let subscribe_origin = origin(3);
+    let _subscriber = connect(
+        link.local_addr(),
+        relay.hash,
+        moq_net::ALPNS,
+        moq_net::Client::new().with_subscriber(subscribe_origin.clone()),
+    )
+    .await;
+    let relayed = bounded(subscribe_origin.consume().routed_broadcast(BROADCAST))
+        .await
+        .unwrap();
+    let (done, mut arrived) = mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for (name, priority) in [("low", 10), ("high", 200)] {
+        let subscriber = subscribe(&relayed, name, priority).await;
+        readers.push(tokio::spawn(read_groups(
+            subscriber,
+            name,
+            GROUPS,
+            done.clone(),
+        )));
+    }
+    bounded(low.used()).await.unwrap();
+    bounded(high.used()).await.unwrap();
+    publish_groups(&low, "low", GROUPS, FRAMES, SIZE);
+    publish_groups(&high, "high", GROUPS, FRAMES, SIZE);
+
+    let mut order = String::new();
+    let mut groups = HashMap::new();
+    for _ in 0..2 * GROUPS {
+        let (name, sequence, frames) = bounded(arrived.recv()).await.expect("a group is missing");
+        order.push(if name == "high" { 'h' } else { 'l' });
+        assert!(
+            groups.insert((name, sequence), frames).is_none(),
+            "{name} group {sequence} arrived twice"
+        );
+    }
+    for reader in readers {
+        bounded(reader).await.unwrap();
+    }
+    for name in ["low", "high"] {
+        for group in 0..GROUPS {
+            let expected: Vec<Bytes> = (0..FRAMES)
+                .map(|frame| payload(name, group, frame, SIZE))
+                .collect();
+            assert_eq!(
+                groups.get(&(name, group)),
+                Some(&expected),
+                "{name} group {group}"
+            );
+        }
+    }
+    eprintln!("group arrival order {order} in {:?}", started.elapsed());
+    let low_first = order[..GROUPS as usize].matches('l').count();
+    assert!(
+        low_first <= 2,
+        "low-priority groups arrived before the high-priority ones: {order}"
+    );
+}
