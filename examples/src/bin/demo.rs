@@ -108,6 +108,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    // Before anything is served: a connection counted before the recorder exists is lost.
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|error| format!("cannot record metrics: {error}"))?;
     let identity = Identity::self_signed(["localhost", "127.0.0.1", "::1"])?;
     let hash = identity.certificate_hash();
     let (room, _) = broadcast::channel(CHAT_BACKLOG);
@@ -141,9 +145,6 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
          tab to chat with yourself.\n\
          The certificate is new on every start: reload the page after a restart. Ctrl-C stops.\n"
     );
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|error| format!("cannot record metrics: {error}"))?;
     let upkeep = metrics.clone();
     // Histograms are summarised on upkeep; render() also runs it, this bounds the memory between
     // scrapes.
