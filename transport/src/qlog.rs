@@ -357,12 +357,40 @@ mod enabled {
         Some((qlog, Arc::new(transport)))
     }
 
+    /// What an [`Acceptor`] or a [`Connector`] keeps when it has a qlog directory.
+    #[derive(Debug)]
+    struct QlogParts<C> {
+        dir: PathBuf,
+        /// The QUIC configuration each connection's own is copied from (built only when
+        /// there is a directory).
+        config: C,
+        /// What each connection's transport configuration is made from.
+        options: TransportOptions,
+    }
+
+    impl<C> QlogParts<C> {
+        fn new(
+            dir: Option<PathBuf>,
+            config: impl FnOnce() -> Result<C, crate::EndpointError>,
+            options: &TransportOptions,
+        ) -> Result<Option<Arc<Self>>, crate::EndpointError> {
+            dir.map(|dir| {
+                Ok(Arc::new(Self {
+                    dir,
+                    config: config()?,
+                    options: options.clone(),
+                }))
+            })
+            .transpose()
+        }
+    }
+
     /// Accepts a server's connections, each with a qlog file when the server has a qlog
     /// directory. Made by [`ServerBuilder::acceptor`](crate::ServerBuilder::acceptor); cheap to
     /// clone.
     #[derive(Clone, Debug)]
     pub struct Acceptor {
-        qlog: Option<Arc<(PathBuf, quinn::ServerConfig, TransportOptions)>>,
+        qlog: Option<Arc<QlogParts<quinn::ServerConfig>>>,
     }
 
     impl Acceptor {
@@ -371,11 +399,9 @@ mod enabled {
             config: impl FnOnce() -> Result<quinn::ServerConfig, crate::EndpointError>,
             options: &TransportOptions,
         ) -> Result<Self, crate::EndpointError> {
-            let qlog = match dir {
-                Some(dir) => Some(Arc::new((dir, config()?, options.clone()))),
-                None => None,
-            };
-            Ok(Self { qlog })
+            Ok(Self {
+                qlog: QlogParts::new(dir, config, options)?,
+            })
         }
 
         /// Accepts `incoming`: with a qlog directory, with a transport configuration of its own
@@ -387,7 +413,11 @@ mod enabled {
             let Some(parts) = &self.qlog else {
                 return Ok((incoming.accept()?, None));
             };
-            let (dir, config, options) = &**parts;
+            let QlogParts {
+                dir,
+                config,
+                options,
+            } = &**parts;
             let odcid = incoming.orig_dst_cid();
             match open(dir, &odcid, Role::Server, options) {
                 Some((qlog, transport)) => {
@@ -405,7 +435,7 @@ mod enabled {
     /// to clone.
     #[derive(Clone, Debug)]
     pub struct Connector {
-        qlog: Option<Arc<(PathBuf, quinn::ClientConfig, TransportOptions)>>,
+        qlog: Option<Arc<QlogParts<quinn::ClientConfig>>>,
     }
 
     impl Connector {
@@ -414,11 +444,9 @@ mod enabled {
             config: impl FnOnce() -> Result<quinn::ClientConfig, crate::EndpointError>,
             options: &TransportOptions,
         ) -> Result<Self, crate::EndpointError> {
-            let qlog = match dir {
-                Some(dir) => Some(Arc::new((dir, config()?, options.clone()))),
-                None => None,
-            };
-            Ok(Self { qlog })
+            Ok(Self {
+                qlog: QlogParts::new(dir, config, options)?,
+            })
         }
 
         /// Connects `endpoint` to `addr` (TLS server name `server_name`): with a qlog
@@ -433,7 +461,11 @@ mod enabled {
             let Some(parts) = &self.qlog else {
                 return Ok((endpoint.connect(addr, server_name)?, None));
             };
-            let (dir, config, options) = &**parts;
+            let QlogParts {
+                dir,
+                config,
+                options,
+            } = &**parts;
             // RFC 9000 §7.2: at least 8 unpredictable bytes; quinn's default length.
             let odcid: ConnectionId = RandomConnectionIdGenerator::new(20).generate_cid();
             match open(dir, &odcid, Role::Client, options) {
