@@ -13,8 +13,9 @@ use crate::proto::capsule::Capsule;
 use crate::stats::RequestStats;
 use crate::stream::{RecvHalf, SendHalf, StreamError};
 
-/// The trailers of a message handled whole by [`Connection::request`](super::Connection::request), in the extensions of its
-/// `http::Request` or `http::Response`.
+/// The trailers of a message handled whole by
+/// [`Connection::request`](super::Connection::request), in the extensions of its `http::Request`
+/// or `http::Response`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trailers(pub HeaderMap);
 

@@ -8,9 +8,10 @@ use std::task::{Context, Poll};
 
 use crate::state::SessionState;
 
-/// A session's close, started by [`Session::close`](super::Session::close); await it to wait until the CONNECT
-/// stream is done: the peer answered with its FIN or its own close, or the few seconds a closed
-/// session waits for that passed, or the connection is gone. Ready at once on a raw session.
+/// A session's close, started by [`Session::close`](super::Session::close); await it to wait
+/// until the CONNECT stream is done: the peer answered with its FIN or its own close, or the few
+/// seconds a closed session waits for that passed, or the connection is gone. Ready at once on a
+/// raw session.
 pub struct Closing {
     state: Option<ClosingState>,
 }
