@@ -79,7 +79,7 @@ async fn end_session(
             match linger.await {
                 Ok(read) => read,
                 Err(_) => {
-                    recv.stop(state.with_core(SessionCore::handle_linger_over));
+                    recv.stop(state.with_core_then_write(SessionCore::handle_linger_over));
                     state.write_pending().await;
                     routes.close(id);
                     return;
@@ -93,19 +93,23 @@ async fn end_session(
             // which a connection close makes moot. Said before the application learns of the
             // close, so that a GOAWAY its reaction causes leaves at once.
             state.settle_connect().await;
-            match state.with_core(|core| core.handle_capsule(&capsule)) {
+            match state.with_core_then_write(|core| core.handle_capsule(&capsule)) {
                 ReadOn::FinOnly => after_close_capsule(&mut recv, &state).await,
                 ReadOn::Stop(code) => recv.stop(code),
                 ReadOn::Capsules => {}
             }
         }
         ConnectRead::Stopped => {}
-        ConnectRead::Fin => state.with_core(SessionCore::handle_connect_fin),
-        ConnectRead::Reset(code) => state.with_core(|core| core.handle_connect_reset(code)),
-        ConnectRead::Malformed(code) => {
-            state.with_core(|core| core.handle_connect_malformed(code));
+        ConnectRead::Fin => state.with_core_then_write(SessionCore::handle_connect_fin),
+        ConnectRead::Reset(code) => {
+            state.with_core_then_write(|core| core.handle_connect_reset(code))
         }
-        ConnectRead::Lost(error) => state.with_core(|core| core.handle_connection_lost(error)),
+        ConnectRead::Malformed(code) => {
+            state.with_core_then_write(|core| core.handle_connect_malformed(code));
+        }
+        ConnectRead::Lost(error) => {
+            state.with_core_then_write(|core| core.handle_connection_lost(error))
+        }
     }
     state.write_pending().await;
     routes.close(id);
@@ -117,10 +121,12 @@ async fn end_session(
 async fn after_close_capsule(recv: &mut RecvHalf, state: &Arc<SessionState>) {
     let rest = tokio::time::timeout(CLOSE_LINGER, poll_fn(|cx| recv.poll_clean_end(cx))).await;
     match rest {
-        Ok(Ok(false)) => recv.stop(state.with_core(SessionCore::handle_data_after_close)),
+        Ok(Ok(false)) => {
+            recv.stop(state.with_core_then_write(SessionCore::handle_data_after_close))
+        }
         // FIN, or the stream or connection is gone: nothing more to check.
-        Ok(Ok(true) | Err(_)) => state.with_core(SessionCore::handle_connect_fin),
-        Err(_) => recv.stop(state.with_core(SessionCore::handle_linger_over)),
+        Ok(Ok(true) | Err(_)) => state.with_core_then_write(SessionCore::handle_connect_fin),
+        Err(_) => recv.stop(state.with_core_then_write(SessionCore::handle_linger_over)),
     }
 }
 

@@ -38,6 +38,7 @@
 
 use crate::qlog::{initiator, session_event};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -167,23 +168,42 @@ async fn accept_connections(
     // Worked out once, not per connection.
     let h3_config = config.h3_config();
     while let Some(incoming) = endpoint.accept().await {
-        let config = config.clone();
         let h3_config = h3_config.clone();
-        let tx = tx.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            // Boxed, so that the task, which lives as long as the connection, keeps no room
-            // for the handshake's large state once it is done (one allocation instead of a
-            // second task); the acceptor goes with it.
-            let accepted = async move {
-                let acceptor = acceptor.as_ref();
-                quay_h3::server::Connection::accept_with(incoming, acceptor, h3_config).await
-            };
-            let Ok(h3) = Box::pin(accepted).await else {
-                return;
-            };
-            serve(Arc::new(h3), config, tx).await;
+        // Boxed with what it needs: the connection's task, which lives as long as the
+        // connection, then keeps no room for the handshake's state or its inputs (a future
+        // keeps room for what it captured even after moving it out).
+        let handshake = Box::pin(async move {
+            quay_h3::server::Connection::accept_with(incoming, acceptor.as_ref(), h3_config).await
         });
+        tokio::spawn(serve_connection(handshake, config.clone(), tx.clone()));
+    }
+}
+
+/// A connection's handshake, as [`serve_connection`] takes it.
+trait Handshake:
+    Future<Output = Result<quay_h3::server::Connection, quay_h3::ConnectionError>> + Send + 'static
+{
+}
+
+impl<F> Handshake for F where
+    F: Future<Output = Result<quay_h3::server::Connection, quay_h3::ConnectionError>>
+        + Send
+        + 'static
+{
+}
+
+/// The task of one connection: its handshake, then [`serve`].
+#[allow(clippy::manual_async_fn)] // Keeps the arguments once; see `serve`.
+fn serve_connection(
+    handshake: Pin<Box<impl Handshake>>,
+    config: Arc<Config>,
+    tx: mpsc::Sender<Incoming>,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        if let Ok(h3) = handshake.await {
+            serve(Arc::new(h3), config, tx).await;
+        }
     }
 }
 
@@ -241,6 +261,17 @@ impl Connection {
     pub async fn accept(&self) -> Option<Incoming> {
         self.incoming.lock().await.recv().await
     }
+}
+
+/// `request`, holding none of the bytes it was received in: its URI is a slice of the buffer
+/// quinn received the HEADERS frame in, which a session that keeps its request would keep
+/// allocated for its whole life. The URI is copied (one allocation for the authority and the
+/// path together); header values are copies already.
+fn detach(mut request: Box<http::Request<()>>) -> Box<http::Request<()>> {
+    if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 /// Answers `stream` with an empty response of `status`, in the background.
@@ -551,7 +582,7 @@ impl Request {
         }
         let (send, recv) = stream.split();
         // The session keeps its request (Session::request); a placeholder stays behind.
-        let head = std::mem::take(&mut self.head);
+        let head = detach(std::mem::take(&mut self.head));
         Session::new_http3(Established {
             conn: self.conn.clone(),
             send,
@@ -596,5 +627,29 @@ impl Drop for Request {
             self.routes.close(self.id);
             stream.reject(Code::H3_REQUEST_REJECTED);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_request_holds_no_received_bytes() {
+        let received = bytes::Bytes::from_static(b"/echo?x=1 example.com:4433");
+        let uri = Uri::builder()
+            .scheme("https")
+            .authority(http::uri::Authority::from_maybe_shared(received.slice(10..)).unwrap())
+            .path_and_query(
+                http::uri::PathAndQuery::from_maybe_shared(received.slice(..9)).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let request = Box::new(http::Request::builder().uri(uri).body(()).unwrap());
+        let kept = detach(request);
+        assert_eq!(kept.uri(), "https://example.com:4433/echo?x=1");
+        let inside = |part: &str| received.as_ptr_range().contains(&part.as_ptr());
+        assert!(!inside(kept.uri().path()));
+        assert!(!inside(kept.uri().authority().unwrap().as_str()));
     }
 }

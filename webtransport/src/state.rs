@@ -222,16 +222,34 @@ impl SessionState {
         self: &Arc<Self>,
         input: impl FnOnce(&mut SessionCore<ExtensionStream, quay_h3::ConnectionError>) -> T,
     ) -> T {
+        self.run_core(input, Writer::Task)
+    }
+
+    /// As [`Self::with_core`], for a caller that writes the core's transmits itself
+    /// ([`Self::write_pending`]) right after: the CONNECT stream's reader as the session ends.
+    /// No task is started for them.
+    pub(crate) fn with_core_then_write<T>(
+        self: &Arc<Self>,
+        input: impl FnOnce(&mut SessionCore<ExtensionStream, quay_h3::ConnectionError>) -> T,
+    ) -> T {
+        self.run_core(input, Writer::Caller)
+    }
+
+    fn run_core<T>(
+        self: &Arc<Self>,
+        input: impl FnOnce(&mut SessionCore<ExtensionStream, quay_h3::ConnectionError>) -> T,
+        writer: Writer,
+    ) -> T {
         let mut inner = self.lock();
         let value = input(&mut inner.core);
-        self.after(inner);
+        self.after(inner, writer);
         value
     }
 
     /// Carries out what the core asks for after an input, in its documented order: wakes
     /// waiters, publishes the end (stopping datagrams), refuses streams, and starts a task
     /// for the CONNECT stream's writes if none runs.
-    fn after(self: &Arc<Self>, mut inner: MutexGuard<'_, StateInner>) {
+    fn after(self: &Arc<Self>, mut inner: MutexGuard<'_, StateInner>, writer: Writer) {
         let mut wake = Vec::new();
         let mut ended = false;
         while let Some(event) = inner.core.poll_event() {
@@ -259,7 +277,7 @@ impl SessionState {
         }
         let refused: Vec<_> = std::iter::from_fn(|| inner.core.poll_refused()).collect();
 
-        let write = inner.core.wants_transmit() && !inner.writing;
+        let write = writer == Writer::Task && inner.core.wants_transmit() && !inner.writing;
         if write {
             inner.writing = true;
         }
@@ -539,7 +557,7 @@ impl SessionState {
             Some(_) => inner.waiters.remove(key),
             None => inner.waiters.register(key, interest, cx.waker()),
         }
-        self.after(inner);
+        self.after(inner, Writer::Task);
         match value {
             Some(value) => Poll::Ready(value),
             None => Poll::Pending,
@@ -624,6 +642,16 @@ fn direction(stream: &ExtensionStream) -> Option<Direction> {
         ExtensionStream::Uni { .. } => Some(Direction::Uni),
         _ => None,
     }
+}
+
+/// Who writes what the core has for the CONNECT stream after an input (see
+/// [`SessionState::after`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// A task started for it, unless one runs already.
+    Task,
+    /// The caller, right after.
+    Caller,
 }
 
 #[cfg(test)]

@@ -107,9 +107,22 @@ impl Protocol {
     /// `connect-udp` (RFC 9298).
     pub const CONNECT_UDP: Self = Self(Bytes::from_static(b"connect-udp"));
 
-    /// Checks that `value` is a non-empty token (RFC 9110 §5.6.2).
+    /// The tokens known by name: one of these takes no allocation and holds no received bytes.
+    const KNOWN: [Self; 4] = [
+        Self::WEBTRANSPORT,
+        Self::WEBTRANSPORT_H3,
+        Self::WEBSOCKET,
+        Self::CONNECT_UDP,
+    ];
+
+    /// Checks that `value` is a non-empty token (RFC 9110 §5.6.2). A known token (one of the
+    /// constants) is kept as that constant, so a long-lived request (a session's CONNECT)
+    /// does not keep the buffer it was received in.
     pub fn new(value: impl Into<Bytes>) -> Result<Self, MessageError> {
         let value = value.into();
+        if let Some(known) = Self::KNOWN.into_iter().find(|known| known.0 == value) {
+            return Ok(known);
+        }
         if value.is_empty() || !value.iter().all(|&b| is_tchar(b)) {
             return Err(MessageError::InvalidPseudoValue(":protocol"));
         }
@@ -676,6 +689,22 @@ mod tests {
         let err = parse_request(fields).unwrap_err();
         assert_eq!(Code::from(err.clone()), Code::H3_MESSAGE_ERROR);
         err
+    }
+
+    #[test]
+    fn known_protocol_tokens_keep_no_received_bytes() {
+        // A session keeps its CONNECT request, and with it this token, for its whole life.
+        let received = Bytes::copy_from_slice(b"xwebtransport-h3");
+        let protocol = Protocol::new(received.slice(1..)).unwrap();
+        assert_eq!(protocol, Protocol::WEBTRANSPORT_H3);
+        let inside = received
+            .as_ptr_range()
+            .contains(&protocol.as_bytes().as_ptr());
+        assert!(!inside, "the token is a slice of the received bytes");
+        // RFC 9110 §5.6.2: any other token is kept as it came.
+        let other = Bytes::copy_from_slice(b"my-protocol");
+        assert_eq!(Protocol::new(other.clone()).unwrap().as_bytes(), &other);
+        assert!(Protocol::new(Bytes::from_static(b"not a token")).is_err());
     }
 
     #[test]
