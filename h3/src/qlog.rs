@@ -340,3 +340,152 @@ fn setting_name(id: SettingId) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+#[cfg(all(test, feature = "qlog"))]
+mod tests {
+    use quay_transport::qlog::Role;
+
+    use super::*;
+    use crate::proto::frame::{PriorityUpdate, PushPromise};
+
+    /// The events `log` writes to a fresh qlog file, each as its name and its `data` object's
+    /// JSON text (members in the order they are written).
+    fn logged(log: impl FnOnce(&Qlog)) -> Vec<(String, String)> {
+        let dir = std::env::temp_dir().join(format!(
+            "quay-h3-qlog-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let qlog = Qlog::create(&dir, &[1, 2, 3], Role::Client).unwrap();
+        log(&qlog);
+        let text = std::fs::read_to_string(qlog.path()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        text.split('\u{1e}')
+            .filter(|record| !record.is_empty())
+            .map(|record| {
+                let name = record.split("\"name\":\"").nth(1).unwrap();
+                let name = &name[..name.find('"').unwrap()];
+                let data = &record[record.find("\"data\":").unwrap() + 7..];
+                // The record ends with the event's `}` and a newline.
+                (
+                    name.to_owned(),
+                    data.trim_end()[..data.trim_end().len() - 1].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn parsed(data: &str) -> (String, String) {
+        ("http3:frame_parsed".to_owned(), data.to_owned())
+    }
+
+    /// The frames quay only parses (RFC 9114 §7.2.3, §7.2.5, §7.2.7; RFC 9218 §7.2) and the
+    /// ones logged by their header (DATA, §7.2.1, and an unknown type, §9), as
+    /// draft-ietf-quic-qlog-h3-events §8 defines them; HEADERS and pieces of DATA are not
+    /// logged here.
+    #[test]
+    fn frames_by_type() {
+        let id = VarInt::from_u32;
+        let events = [
+            FrameEvent::Frame(Frame::MaxPushId(id(5))),
+            FrameEvent::Frame(Frame::CancelPush(id(2))),
+            FrameEvent::Frame(Frame::Goaway(id(8))),
+            FrameEvent::Frame(Frame::PushPromise(PushPromise {
+                push_id: id(1),
+                field_section: Bytes::from_static(b"\0\0"),
+            })),
+            FrameEvent::Frame(Frame::PriorityUpdate(PriorityUpdate {
+                element: PriorityElement::Request(id(4)),
+                field_value: Bytes::from_static(b"u=1"),
+            })),
+            // 0x30 = 0x21 + 15: not a reserved type.
+            FrameEvent::Header(FrameHeader {
+                ty: FrameType::from_u32(0x30),
+                len: id(3),
+            }),
+            // A 100-byte payload takes a 2-byte length (RFC 9000 §16).
+            FrameEvent::Header(FrameHeader::data(id(100))),
+            FrameEvent::Header(FrameHeader {
+                ty: FrameType::HEADERS,
+                len: id(3),
+            }),
+            FrameEvent::Frame(Frame::Headers(Bytes::from_static(b"\0\0\0"))),
+            FrameEvent::Data(Bytes::from_static(b"abc")),
+        ];
+        let logged = logged(|qlog| {
+            for event in &events {
+                frame_event(qlog, false, 3, event);
+            }
+        });
+        assert_eq!(
+            logged,
+            [
+                parsed(r#"{"stream_id":3,"frame":{"frame_type":"max_push_id","push_id":5}}"#),
+                parsed(r#"{"stream_id":3,"frame":{"frame_type":"cancel_push","push_id":2}}"#),
+                parsed(r#"{"stream_id":3,"frame":{"frame_type":"goaway","id":8}}"#),
+                parsed(r#"{"stream_id":3,"frame":{"frame_type":"push_promise","push_id":1}}"#),
+                parsed(concat!(
+                    r#"{"stream_id":3,"frame":{"frame_type":"priority_update","stream_id":4,"#,
+                    r#""priority_field_value":"u=1"}}"#
+                )),
+                parsed(concat!(
+                    r#"{"stream_id":3,"frame":{"frame_type":"unknown","frame_type_bytes":48,"#,
+                    r#""raw":{"length":5,"payload_length":3}}}"#
+                )),
+                parsed(concat!(
+                    r#"{"stream_id":3,"frame":{"frame_type":"data","#,
+                    r#""raw":{"length":103,"payload_length":100}}}"#
+                )),
+            ]
+        );
+    }
+
+    /// Our control stream's bytes are logged frame by frame, after the stream type.
+    #[test]
+    fn control_bytes_are_logged_as_created_frames() {
+        // Control stream type, an empty SETTINGS, a reserved frame (0x21, 1 byte), GOAWAY 4.
+        let bytes = Bytes::from_static(&[0x00, 0x04, 0x00, 0x21, 0x01, 0xff, 0x07, 0x01, 0x04]);
+        let logged = logged(|qlog| control_bytes_sent(qlog, 3, bytes, true));
+        let created = |data: &str| ("http3:frame_created".to_owned(), data.to_owned());
+        assert_eq!(
+            logged,
+            [
+                created(r#"{"stream_id":3,"frame":{"frame_type":"settings","settings":[]}}"#),
+                created(concat!(
+                    r#"{"stream_id":3,"frame":{"frame_type":"reserved","frame_type_bytes":33,"#,
+                    r#""raw":{"length":3,"payload_length":1}}}"#
+                )),
+                created(r#"{"stream_id":3,"frame":{"frame_type":"goaway","id":4}}"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn table_changes() {
+        let logged = logged(|qlog| {
+            table_event(qlog, QpackTable::Decoder, &TableEvent::Capacity(220));
+            let insert = TableEvent::Inserted {
+                index: 3,
+                name: Bytes::from_static(b"x"),
+                value: Bytes::from_static(&[0xff]),
+            };
+            table_event(qlog, QpackTable::Encoder, &insert);
+            table_event(qlog, QpackTable::Encoder, &TableEvent::Evicted { index: 0 });
+        });
+        let event = |name: &str, data: &str| (name.to_owned(), data.to_owned());
+        assert_eq!(
+            logged,
+            [
+                event(
+                    "quay-qpack:table_capacity",
+                    r#"{"table":"decoder","capacity":220}"#
+                ),
+                event(
+                    "quay-qpack:table_insert",
+                    r#"{"table":"encoder","index":3,"name":"x","value_bytes":"ff"}"#
+                ),
+                event("quay-qpack:table_evict", r#"{"table":"encoder","index":0}"#),
+            ]
+        );
+    }
+}
