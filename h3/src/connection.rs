@@ -28,6 +28,10 @@
 //!    [`ConnectionState::take_unblocked`] after a later encoder-stream chunk.
 //! 4. After any call, poll the three outputs again and write what they return.
 //!
+//! For logs (quay-h3's qlog): [`ConnectionState::handle_control_observed`] shows each frame of
+//! the peer's control stream as it is read, and after [`ConnectionState::record_table_events`]
+//! [`ConnectionState::take_table_events`] gives the changes to both QPACK tables.
+//!
 //! After a `ProtocolError` close the connection with its code; the state is not meant to be used
 //! further.
 

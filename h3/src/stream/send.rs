@@ -19,6 +19,10 @@ use crate::proto::frame::{FrameHeader, FrameType};
 use crate::proto::headers;
 use crate::stats::{FrameStats, RequestStats, StreamFrames};
 
+/// The payload of the GREASE frame sent before the first header section of a connection
+/// (RFC 9114 §7.2.8: any payload).
+const GREASE_PAYLOAD: &[u8] = b"quay";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SendState {
     Head,
@@ -119,24 +123,20 @@ impl SendHalf {
         }
         // The GREASE frame goes before the HEADERS frame: decided, and logged, before the
         // section is encoded (which logs the HEADERS frame).
-        let grease = self.shared().take_grease_frame().then(|| {
-            let payload = Bytes::from_static(b"quay");
-            let header = FrameHeader {
-                ty: FrameType::grease(self.stream_id() % 1000),
-                len: len_varint(payload.len()),
-            };
-            (header, payload)
+        let grease = self.shared().take_grease_frame().then(|| FrameHeader {
+            ty: FrameType::grease(self.stream_id() % 1000),
+            len: len_varint(GREASE_PAYLOAD.len()),
         });
-        if let (Some((grease, _)), Some(qlog)) = (&grease, self.qlog()) {
+        if let (Some(grease), Some(qlog)) = (&grease, self.qlog()) {
             crate::qlog::frame_header(qlog, true, self.stream_id(), grease);
         }
         let section = self.shared().encode(self.stream_id(), fields).await?;
         let mut header = BytesMut::with_capacity(16);
-        if let Some((grease, payload)) = grease {
-            let size = grease.encoded_len() + payload.len();
+        if let Some(grease) = grease {
+            let size = grease.encoded_len() + GREASE_PAYLOAD.len();
             self.frames.count(grease.ty, size as u64);
             grease.encode(&mut header);
-            header.extend_from_slice(&payload);
+            header.extend_from_slice(GREASE_PAYLOAD);
         }
         let headers = FrameHeader {
             ty: FrameType::HEADERS,
