@@ -28,13 +28,17 @@
 //!    [`ConnectionState::take_unblocked`] after a later encoder-stream chunk.
 //! 4. After any call, poll the three outputs again and write what they return.
 //!
+//! For logs (quay-h3's qlog): [`ConnectionState::handle_control_observed`] shows each frame of
+//! the peer's control stream as it is read, and after [`ConnectionState::record_table_events`]
+//! [`ConnectionState::take_table_events`] gives the changes to both QPACK tables.
+//!
 //! After a `ProtocolError` close the connection with its code; the state is not meant to be used
 //! further.
 
 use crate::proto::Codec;
 use crate::proto::VarInt;
 use bytes::Bytes;
-use quay_qpack::{Decoded, Decoder, DecoderConfig, Encoder, EncoderConfig, Field};
+use quay_qpack::{Decoded, Decoder, DecoderConfig, Encoder, EncoderConfig, Field, TableEvent};
 
 use crate::config::Config;
 use crate::error::Code;
@@ -147,6 +151,15 @@ impl UniStream {
     pub fn discards_whole(len: usize, finished: bool) -> bool {
         finished && len <= Self::DISCARD_LIMIT
     }
+}
+
+/// Which QPACK dynamic table a [`TableEvent`] happened to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QpackTable {
+    /// Our encoder's: the table our encoder stream builds in the peer's decoder.
+    Encoder,
+    /// Our decoder's: the table the peer's encoder stream builds.
+    Decoder,
 }
 
 /// The outcome of [`ConnectionState::decode_headers`] that concerns only one stream.
@@ -392,8 +405,20 @@ impl ConnectionState {
 
     /// Processes bytes from the peer's control stream (after its type).
     pub fn handle_control(&mut self, chunk: Bytes) -> Result<(), ProtocolError> {
+        self.handle_control_observed(chunk, |_| {})
+    }
+
+    /// [`ConnectionState::handle_control`], showing `observe` each frame event as it is read,
+    /// before it is checked: every frame's header (unknown and reserved types included, whose
+    /// payload is then skipped) and each whole frame. For logs (qlog's `frame_parsed`).
+    pub fn handle_control_observed(
+        &mut self,
+        chunk: Bytes,
+        mut observe: impl FnMut(&FrameEvent),
+    ) -> Result<(), ProtocolError> {
         self.control_reader.handle_data(chunk);
         while let Some(event) = self.control_reader.poll_event()? {
+            observe(&event);
             match event {
                 FrameEvent::Header(header) => {
                     let bytes = header.encoded_len() as u64 + header.len.into_inner();
@@ -515,6 +540,24 @@ impl ConnectionState {
         self.stats.decoder_stream_received += chunk.len() as u64;
         self.encoder.handle_decoder_stream(chunk)?;
         Ok(())
+    }
+
+    /// Makes the QPACK encoder and decoder record the changes to their dynamic tables, for
+    /// [`ConnectionState::take_table_events`] (for logs; nothing is recorded without this).
+    pub fn record_table_events(&mut self) {
+        self.encoder.record_table_events();
+        self.decoder.record_table_events();
+    }
+
+    /// The changes to the QPACK dynamic tables since the last call, each with the table it
+    /// happened to: the encoder's after [`ConnectionState::encode_headers`], the decoder's
+    /// after [`ConnectionState::handle_encoder_stream`]. None unless
+    /// [`ConnectionState::record_table_events`] was called.
+    pub fn take_table_events(&mut self) -> impl Iterator<Item = (QpackTable, TableEvent)> + '_ {
+        let encoder = self.encoder.take_table_events();
+        let decoder = self.decoder.take_table_events();
+        let encoder = encoder.map(|event| (QpackTable::Encoder, event));
+        encoder.chain(decoder.map(|event| (QpackTable::Decoder, event)))
     }
 
     /// QPACK-encodes a field section to send on `stream_id`; returns the HEADERS payload. The
@@ -994,6 +1037,38 @@ mod tests {
         assert_eq!(
             Code::from(s.handle_critical_end(UniStream::Control)),
             Code::H3_CLOSED_CRITICAL_STREAM
+        );
+    }
+
+    /// The observer sees every frame of the control stream as it is read, a reserved one
+    /// (whose payload is skipped, RFC 9114 §7.2.8) by its header, and a frame that breaks a
+    /// rule before the error.
+    #[test]
+    fn control_frames_are_observed() {
+        let mut s = state(Side::Client);
+        let mut seen = Vec::new();
+        // SETTINGS (empty), a reserved frame 0x21 with 2 bytes, GOAWAY 8, GOAWAY 12.
+        let bytes = [
+            0x04, 0x00, 0x21, 0x02, 0xaa, 0xbb, 0x07, 0x01, 0x08, 0x07, 0x01, 0x0c,
+        ];
+        let result = s.handle_control_observed(Bytes::copy_from_slice(&bytes), |event| {
+            if !matches!(event, FrameEvent::Header(h) if h.ty.is_known()) {
+                seen.push(event.clone());
+            }
+        });
+        assert_eq!(Code::from(result.unwrap_err()), Code::H3_ID_ERROR);
+        let reserved = crate::proto::frame::FrameHeader {
+            ty: FrameType::from_u32(0x21),
+            len: VarInt::from_u32(2),
+        };
+        assert_eq!(
+            seen,
+            [
+                FrameEvent::Frame(Frame::Settings(Settings::default())),
+                FrameEvent::Header(reserved),
+                FrameEvent::Frame(Frame::Goaway(VarInt::from_u32(8))),
+                FrameEvent::Frame(Frame::Goaway(VarInt::from_u32(12))),
+            ]
         );
     }
 

@@ -76,11 +76,17 @@
 //! transport events, with the names and fields of draft-ietf-quic-qlog-h3-events:
 //! `http3:parameters_set` (our SETTINGS with `initiator` "local" when our control stream opens,
 //! the peer's as "remote"), `http3:stream_type_set` (each unidirectional stream, ours and the
-//! peer's), `http3:frame_created` / `http3:frame_parsed` (SETTINGS; HEADERS with the field
-//! lines, values of never-indexed fields left out), `http3:datagram_created` /
-//! `http3:datagram_parsed` (`quarter_stream_id`, payload length). In quay's own namespaces:
+//! peer's), `http3:frame_created` / `http3:frame_parsed` for every frame on the control and
+//! request streams (HEADERS, trailers included, with the field lines, values of never-indexed
+//! fields left out; DATA with its length, never its bytes; SETTINGS, GOAWAY, MAX_PUSH_ID,
+//! CANCEL_PUSH, PRIORITY_UPDATE, a refused PUSH_PROMISE; reserved and unknown types with
+//! their type and length), `http3:datagram_created` / `http3:datagram_parsed`
+//! (`quarter_stream_id`, payload length). In quay's own namespaces:
 //! `quay-qpack:section_blocked` / `quay-qpack:section_unblocked` (`stream_id`: a header section
-//! waiting for the encoder stream, RFC 9204 §2.2.1, and its decode), and
+//! waiting for the encoder stream, RFC 9204 §2.2.1, and its decode),
+//! `quay-qpack:table_capacity` / `quay-qpack:table_insert` / `quay-qpack:table_evict` (the
+//! changes to our encoder's dynamic table and to our decoder's, with the absolute index and,
+//! for an insert, the entry), and
 //! `quay-h3:datagram_dropped` (`quarter_stream_id`, `trigger` "queue_full": a received
 //! datagram its stream's queue had no room for). A connection without a qlog pays one check of
 //! an `Option` per event site.

@@ -191,6 +191,18 @@ impl RequestState {
 
     /// The next event, `Ok(None)` when more bytes (or the end) are needed.
     pub fn poll_event(&mut self) -> Result<Option<RecvEvent>, RecvError> {
+        self.poll_event_observed(|_| {})
+    }
+
+    /// [`RequestState::poll_event`], showing `observe` each frame event as it is read, before
+    /// it is checked: every frame's header (unknown and reserved types included, whose
+    /// payload is then skipped), each piece of DATA, and each whole frame other than DATA.
+    /// For logs (qlog's `frame_parsed`); the events say nothing about whether the frame is
+    /// allowed.
+    pub fn poll_event_observed(
+        &mut self,
+        mut observe: impl FnMut(&FrameEvent),
+    ) -> Result<Option<RecvEvent>, RecvError> {
         // Bounded by the buffered bytes: each turn consumes a frame event or returns.
         loop {
             if self.body_done && !self.has_body_left() {
@@ -216,6 +228,7 @@ impl RequestState {
                 }
                 return Ok(Some(RecvEvent::End));
             };
+            observe(&event);
             match event {
                 FrameEvent::Header(header) => {
                     let bytes = header.encoded_len() as u64 + header.len.into_inner();

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::error::{Error, Reason};
 use crate::field::{ENTRY_OVERHEAD, Field, entry_size};
 use crate::static_table;
+use crate::table_event::{TableEvent, TableLog};
 use crate::wire::{RawString, Reader, WireError, put_int};
 
 /// Limits the decoder enforces; the first two are what we announce in SETTINGS.
@@ -224,6 +225,22 @@ impl Decoder {
     /// Acknowledgment are not acknowledged twice (RFC 9204 §2.2.2.3).
     pub fn poll_decoder_stream(&mut self) -> Option<Bytes> {
         self.state.as_mut()?.poll_decoder_stream()
+    }
+
+    /// Makes the decoder record each change to its dynamic table (the capacity the peer's
+    /// encoder sets, the inserts and evictions) for [`Decoder::take_table_events`]. Without
+    /// this call nothing is recorded or allocated for it; with it, the table state (otherwise
+    /// made on first use) is made now.
+    pub fn record_table_events(&mut self) {
+        self.state_mut().table.log.enable();
+    }
+
+    /// The changes to the dynamic table since the last call, oldest first (none unless
+    /// [`Decoder::record_table_events`] was called).
+    pub fn take_table_events(&mut self) -> impl Iterator<Item = TableEvent> + '_ {
+        self.state
+            .iter_mut()
+            .flat_map(|state| state.table.log.drain())
     }
 
     fn state_mut(&mut self) -> &mut State {
@@ -680,6 +697,8 @@ struct Table {
     dropped: u64,
     size: u64,
     capacity: u64,
+    /// The table's changes, when asked for.
+    log: TableLog,
 }
 
 impl Table {
@@ -705,13 +724,16 @@ impl Table {
                 break;
             };
             self.size -= entry_size(&n, &v);
+            let index = self.dropped;
             self.dropped += 1;
+            self.log.record(|| TableEvent::Evicted { index });
         }
     }
 
     /// §3.2.3: a smaller capacity evicts the oldest entries.
     fn set_capacity(&mut self, capacity: u64) {
         self.capacity = capacity;
+        self.log.record(|| TableEvent::Capacity(capacity));
         self.evict_to(capacity);
     }
 
@@ -723,6 +745,12 @@ impl Table {
         }
         self.evict_to(self.capacity - size);
         self.size += size;
+        let index = self.insert_count();
+        self.log.record(|| TableEvent::Inserted {
+            index,
+            name: name.clone(),
+            value: value.clone(),
+        });
         self.entries.push_back((name, value));
         Ok(())
     }
@@ -731,7 +759,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::hex;
+    use crate::test_util::{hex, inserted};
 
     fn f(name: &str, value: &str) -> Field {
         Field::new(name.to_owned(), value.to_owned())
@@ -800,6 +828,60 @@ mod tests {
             table(&d).get(4),
             Some(&(Bytes::from("custom-key"), Bytes::from("custom-value2")))
         );
+    }
+
+    // RFC 9204 Appendix B's encoder stream, reported as table changes: the capacity (§3.2.3),
+    // the inserts with their absolute indices (§3.2.4, a Duplicate is an insert too, §4.3.4),
+    // and the eviction B.5's insert needs (§3.2.2: 217 + 55 bytes exceed 220, so the oldest
+    // entry, 57 bytes, goes first). Then a smaller capacity evicts the oldest entries until
+    // the rest fits (§3.2.3): 215 - 49 - 54 - 57 = 55 <= 100.
+    #[test]
+    fn table_events_follow_the_encoder_stream() {
+        let mut d = appendix_b_decoder();
+        d.record_table_events();
+        let stream = hex(
+            "3fbd01 c00f 7777 772e 6578 616d 706c 652e 636f 6d c10c 2f73 616d 706c 652f 7061 7468 \
+             4a63 7573 746f 6d2d 6b65 790c 6375 7374 6f6d 2d76 616c 7565 \
+             02 \
+             810d 6375 7374 6f6d 2d76 616c 7565 32",
+        );
+        assert_eq!(d.handle_encoder_stream(&stream), Ok(vec![]));
+        let events: Vec<_> = d.take_table_events().collect();
+        assert_eq!(
+            events,
+            [
+                TableEvent::Capacity(220),
+                inserted(0, ":authority", "www.example.com"),
+                inserted(1, ":path", "/sample/path"),
+                inserted(2, "custom-key", "custom-value"),
+                inserted(3, ":authority", "www.example.com"),
+                TableEvent::Evicted { index: 0 },
+                inserted(4, "custom-key", "custom-value2"),
+            ]
+        );
+        assert_eq!(d.take_table_events().count(), 0, "taken once");
+        // §4.3.1 Set Dynamic Table Capacity 100 (31 + 69).
+        assert_eq!(d.handle_encoder_stream(&hex("3f45")), Ok(vec![]));
+        let events: Vec<_> = d.take_table_events().collect();
+        assert_eq!(
+            events,
+            [
+                TableEvent::Capacity(100),
+                TableEvent::Evicted { index: 1 },
+                TableEvent::Evicted { index: 2 },
+                TableEvent::Evicted { index: 3 },
+            ]
+        );
+        assert_eq!(table(&d).size, 55);
+    }
+
+    #[test]
+    fn table_events_are_not_recorded_unless_asked() {
+        let mut d = appendix_b_decoder();
+        let enc = hex("3fbd01 c00f 7777 772e 6578 616d 706c 652e 636f 6d");
+        assert_eq!(d.handle_encoder_stream(&enc), Ok(vec![]));
+        assert_eq!(d.insert_count(), 1);
+        assert_eq!(d.take_table_events().count(), 0);
     }
 
     // RFC 9204 §2.2.1: a blocked section decodes once its inserts arrive, even when the

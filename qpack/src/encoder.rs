@@ -69,6 +69,7 @@ use bytes::Bytes;
 use crate::error::{Error, Reason};
 use crate::field::{ENTRY_OVERHEAD, Field, entry_size};
 use crate::static_table::{self, Match};
+use crate::table_event::{TableEvent, TableLog};
 use crate::wire::{Reader, WireError, put_int, put_string, string_len};
 
 /// Local choices for the encoder. The peer's limits come from
@@ -168,6 +169,8 @@ pub struct Encoder {
     sections: u64,
     /// Created on first use (module docs: the first section never uses the table).
     state: Option<Box<State>>,
+    /// [`Encoder::record_table_events`] was called: the state records from its creation.
+    record: bool,
 }
 
 /// The dynamic table, the history and the peer's acknowledgements.
@@ -196,6 +199,8 @@ struct State {
     unacked: HashMap<u64, VecDeque<Section>>,
     /// Bytes of our encoder stream not handed out yet.
     encoder_stream: Vec<u8>,
+    /// The table's changes, when asked for.
+    log: TableLog,
     /// The start of a decoder instruction whose end has not arrived yet.
     partial: Vec<u8>,
     history: History,
@@ -272,7 +277,25 @@ impl Encoder {
             peer: None,
             sections: 0,
             state: None,
+            record: false,
         }
+    }
+
+    /// Makes the encoder record each change to its dynamic table (the capacity it sets, its
+    /// inserts and evictions) for [`Encoder::take_table_events`]. Without this call nothing is
+    /// recorded or allocated for it.
+    pub fn record_table_events(&mut self) {
+        self.record = true;
+        if let Some(state) = &mut self.state {
+            state.log.enable();
+        }
+    }
+
+    /// The changes to the dynamic table since the last call, oldest first (none unless
+    /// [`Encoder::record_table_events`] was called). The capacity is reported when its Set
+    /// Dynamic Table Capacity instruction is written, which is just before the first insert.
+    pub fn take_table_events(&mut self) -> impl Iterator<Item = TableEvent> + '_ {
+        self.state.iter_mut().flat_map(|state| state.log.drain())
     }
 
     /// Applies the peer's `SETTINGS_QPACK_MAX_TABLE_CAPACITY` and
@@ -340,6 +363,9 @@ impl Encoder {
             // No decoder instruction came before (it would have created the state), so every
             // section encoded so far came after the last one.
             state.since_ack = self.sections;
+            if self.record {
+                state.log.enable();
+            }
             if let Some((max_table_capacity, max_blocked_streams)) = self.peer {
                 state.apply_peer_settings(max_table_capacity, max_blocked_streams);
             }
@@ -423,6 +449,7 @@ impl State {
             by_name: HashMap::default(),
             unacked: HashMap::new(),
             encoder_stream: Vec::new(),
+            log: TableLog::default(),
             partial: Vec::new(),
             history: History::new(HISTORY_NO_BLOCKING),
             scratch: Vec::new(),
@@ -455,6 +482,8 @@ impl State {
         if std::mem::take(&mut self.capacity_pending) {
             // RFC 9204 §4.3.1 Set Dynamic Table Capacity.
             put_int(&mut self.encoder_stream, 5, 0x20, self.capacity);
+            let capacity = self.capacity;
+            self.log.record(|| TableEvent::Capacity(capacity));
         }
         &mut self.encoder_stream
     }
@@ -964,6 +993,7 @@ impl State {
             let abs = self.dropped;
             self.dropped += 1;
             self.size -= old.size;
+            self.log.record(|| TableEvent::Evicted { index: abs });
             if let MapEntry::Occupied(o) = self.by_field.entry(old.field_hash)
                 && *o.get() == abs
             {
@@ -976,6 +1006,11 @@ impl State {
             }
         }
         let abs = self.insert_count();
+        self.log.record(|| TableEvent::Inserted {
+            index: abs,
+            name: name.clone(),
+            value: value.clone(),
+        });
         self.entries.push_back(Entry {
             name,
             value,
@@ -1122,7 +1157,7 @@ fn hash_field(name_hash: u64, value: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::hex;
+    use crate::test_util::{hex, inserted};
     use crate::{Decoded, Decoder, DecoderConfig};
 
     fn f(name: &'static str, value: &'static str) -> Field {
@@ -1149,6 +1184,54 @@ mod tests {
     fn skip_first_section(enc: &mut Encoder) {
         let out = enc.encode(0, &[f(":method", "GET")]);
         assert!(out.encoder_stream.is_empty());
+    }
+
+    // The encoder's table changes (RFC 9204 §3.2): the capacity goes out with the first insert
+    // (§3.2.3, §4.3.1), inserts get absolute indices from 0 (§3.2.4), and an insert that does
+    // not fit evicts the oldest entry first (§3.2.2: 54 + 53 bytes exceed 100), which it may
+    // only once the decoder acknowledged it (§2.1.1).
+    #[test]
+    fn table_events_report_capacity_inserts_and_evictions() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.record_table_events();
+        enc.apply_peer_settings(100, 10);
+        skip_first_section(&mut enc);
+        assert_eq!(enc.take_table_events().count(), 0, "no table change yet");
+        assert_eq!(insert(&mut enc, "custom-key", "custom-value"), 0);
+        let events: Vec<_> = enc.take_table_events().collect();
+        assert_eq!(
+            events,
+            [
+                TableEvent::Capacity(100),
+                inserted(0, "custom-key", "custom-value")
+            ]
+        );
+        // §4.4.3 Insert Count Increment 1: entry 0 may now be evicted.
+        enc.handle_decoder_stream(&[0x01]).unwrap();
+        assert_eq!(insert(&mut enc, "other-key", "other-value1"), 1);
+        let events: Vec<_> = enc.take_table_events().collect();
+        assert_eq!(
+            events,
+            [
+                TableEvent::Evicted { index: 0 },
+                inserted(1, "other-key", "other-value1")
+            ]
+        );
+        assert_eq!(enc.table_size(), (53, 1));
+    }
+
+    #[test]
+    fn table_events_are_not_recorded_unless_asked() {
+        let mut enc = Encoder::new(EncoderConfig::default());
+        enc.apply_peer_settings(100, 10);
+        skip_first_section(&mut enc);
+        insert(&mut enc, "custom-key", "custom-value");
+        assert_eq!(enc.take_table_events().count(), 0);
+        // Asked for later: only the changes from then on.
+        enc.record_table_events();
+        enc.handle_decoder_stream(&[0x01]).unwrap();
+        insert(&mut enc, "other-key", "other-value1");
+        assert_eq!(enc.take_table_events().count(), 2);
     }
 
     // RFC 9204 Appendix B, encoder side: every encoder instruction is byte for byte the RFC's,

@@ -10,6 +10,9 @@
 //!   Stream Cancellation, Insert Count Increment).
 //! - [`Encoder`]: encodes field lists using the static table and a dynamic table within what
 //!   the peer allows, produces our encoder stream and processes the peer's decoder stream.
+//! - [`TableEvent`]: what changed in either one's dynamic table (capacity, inserts,
+//!   evictions), reported to a caller that asked for it ([`Encoder::record_table_events`],
+//!   [`Decoder::record_table_events`]) and costing nothing otherwise.
 //!
 //! Errors are [`Error`]s; [`Error::code`] gives the HTTP/3 error code (0x200, 0x201, 0x202).
 //!
@@ -45,6 +48,7 @@ mod field;
 pub mod fuzzing;
 mod huffman;
 mod static_table;
+mod table_event;
 #[cfg(test)]
 mod test_util;
 mod wire;
@@ -56,3 +60,4 @@ pub use error::{
     Reason,
 };
 pub use field::{ENTRY_OVERHEAD, Field};
+pub use table_event::TableEvent;

@@ -5,13 +5,18 @@
 //! events with the fields draft-ietf-quic-qlog-main-schema §6 requires (`time`, `name`,
 //! `data`), and have the exchange's events in order. Without a qlog directory (and without
 //! `$QLOGDIR`) no connection has a qlog.
+//!
+//! A plain HTTP/3 exchange (quay-h3's client and server, whose events the WebTransport ones
+//! sit on) checks the frames in both directions: DATA with its length, trailers, the GREASE
+//! frames, the server's GOAWAY at a graceful shutdown, and the QPACK dynamic table's changes,
+//! the client encoder's mirrored by the server's decoder.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use quay_transport::{ClientBuilder, Identity, ServerBuilder, Trust};
 use quay_webtransport::{Client, Config, Server, SessionError, SessionOptions};
 use serde_json::Value;
@@ -312,4 +317,288 @@ async fn without_a_qlog_directory_no_connection_has_a_qlog() {
     );
     let (server_had, client_had) = exchange(None, None).await;
     assert!(!server_had && !client_had);
+}
+
+/// The body and trailers each side of the HTTP/3 exchange sends.
+const REQUEST_BODY: &[u8] = b"hello";
+const RESPONSE_BODY: &[u8] = b"response body!";
+
+fn trailers(name: &'static str) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert(name, HeaderValue::from_static("end"));
+    trailers
+}
+
+/// One request of the HTTP/3 exchange: a POST to `path` with `x-token: token` when given,
+/// [`REQUEST_BODY`] and an `x-trailer`, answered with [`RESPONSE_BODY`] and an
+/// `x-reply-trailer`.
+async fn round(client: &quay_h3::client::Connection, port: u16, path: &str, token: Option<&str>) {
+    let mut request = Request::new(());
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = format!("https://localhost:{port}{path}").parse().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("x-token", HeaderValue::from_str(token).unwrap());
+    }
+    let mut stream = bounded(client.send_request(request)).await.unwrap();
+    bounded(stream.send_data(Bytes::from_static(REQUEST_BODY)))
+        .await
+        .unwrap();
+    bounded(stream.send_trailers(trailers("x-trailer")))
+        .await
+        .unwrap();
+    let response = bounded(stream.recv_response()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = Vec::new();
+    // Bounded by the response: the server sends one piece.
+    while let Some(piece) = bounded(stream.recv_data()).await.unwrap() {
+        body.extend_from_slice(&piece);
+    }
+    assert_eq!(body, RESPONSE_BODY);
+    let received = bounded(stream.recv_trailers()).await.unwrap();
+    assert_eq!(received, Some(trailers("x-reply-trailer")));
+}
+
+/// The server of the HTTP/3 exchange: answers each request of its one connection as
+/// [`round`] expects until `done`, then shuts the connection down gracefully (GOAWAY,
+/// RFC 9114 §5.2).
+async fn serve_rounds(server: quay_h3::Server, mut done: tokio::sync::oneshot::Receiver<()>) {
+    let conn = server.accept().await.expect("a connection");
+    loop {
+        let accepted = tokio::select! {
+            accepted = conn.accept() => accepted,
+            _ = &mut done => break,
+        };
+        let Ok(Some((_request, mut stream))) = accepted else {
+            break;
+        };
+        let mut body = Vec::new();
+        // Bounded by the request: the client sends one piece.
+        while let Some(piece) = stream.recv_data().await.unwrap() {
+            body.extend_from_slice(&piece);
+        }
+        assert_eq!(body, REQUEST_BODY);
+        let received = stream.recv_trailers().await.unwrap();
+        assert_eq!(received, Some(trailers("x-trailer")));
+        stream.send_response(Response::new(())).await.unwrap();
+        stream
+            .send_data(Bytes::from_static(RESPONSE_BODY))
+            .await
+            .unwrap();
+        stream
+            .send_trailers(trailers("x-reply-trailer"))
+            .await
+            .unwrap();
+    }
+    conn.shutdown(Duration::from_secs(5)).await;
+    server.endpoint().wait_idle().await;
+}
+
+/// A frame event's data for a frame of `frame_type` on `stream_id`.
+fn frame_on(frame_type: &'static str, stream_id: u64) -> impl Fn(&Value) -> bool {
+    move |data| data["stream_id"] == stream_id && data["frame"]["frame_type"] == frame_type
+}
+
+/// A DATA frame on `stream_id` with `payload_length` bytes (and a 2-byte header: type 0 and a
+/// one-byte length, RFC 9114 §7.1).
+fn data_frame(stream_id: u64, payload_length: usize) -> impl Fn(&Value) -> bool {
+    move |data| {
+        let raw = &data["frame"]["raw"];
+        frame_on("data", stream_id)(data)
+            && raw["payload_length"] == payload_length
+            && raw["length"] == payload_length + 2
+    }
+}
+
+/// The `quay-qpack:table_*` events of `table` ("encoder" or "decoder"), each as its name and
+/// its data without the table.
+fn table_events(events: &[Value], table: &str) -> Vec<(String, Value)> {
+    events
+        .iter()
+        .filter(|e| {
+            e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("quay-qpack:table_"))
+                && e["data"]["table"] == table
+        })
+        .map(|e| {
+            let mut data = e["data"].clone();
+            data.as_object_mut().unwrap().remove("table");
+            (e["name"].as_str().unwrap().to_owned(), data)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_frames_and_qpack_table_changes_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_dir, client_dir) = (dir.path().join("server"), dir.path().join("client"));
+    let identity = Identity::self_signed(["localhost"]).expect("a certificate");
+    let hash = identity.certificate_hash();
+    let server_builder = ServerBuilder::new(identity).qlog_dir(&server_dir);
+    let endpoint = server_builder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    // A small table: the client's encoder uses what the server's decoder allows (RFC 9204
+    // §3.2.3). 160 bytes hold `:authority` (32 + 10 + 15 bytes, §3.2.1) and one `x-token`
+    // (32 + 7 + 40) but leave less than the quarter quay's encoder keeps free, so each new
+    // token pushes the oldest entries out.
+    let config = quay_h3::Config::default().with_qpack_max_table_capacity(160);
+    let server = quay_h3::Server::from_endpoint(endpoint, config)
+        .with_acceptor(server_builder.acceptor().unwrap());
+    let port = server.local_addr().unwrap().port();
+    let (done, done_rx) = tokio::sync::oneshot::channel();
+    let serving = tokio::spawn(serve_rounds(server, done_rx));
+
+    let client_builder = ClientBuilder::new()
+        .trust(Trust::CertificateHashes(vec![hash]))
+        .qlog_dir(&client_dir);
+    let url = format!("https://localhost:{port}/");
+    let client = bounded(quay_h3::client::Connection::connect(
+        &url,
+        &client_builder,
+        quay_h3::Config::default(),
+    ))
+    .await
+    .expect("connecting");
+    let client_file = file_ending(&client_dir, "_client.sqlog");
+    // The first section never inserts (quay-qpack's encoder docs); later ones insert their
+    // `x-token`, each a new value that needs the previous one evicted, which the encoder may
+    // do once the server acknowledged it (RFC 9204 §2.1.1). Go on until the client logged an
+    // eviction, then one more round so its insert is surely used.
+    round(&client, port, "/first", None).await;
+    let mut rounds = 1;
+    let evicted = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.contains("quay-qpack:table_evict")
+    };
+    while rounds < 20 && !evicted(&client_file) {
+        let token = format!("{rounds:0>40}");
+        round(&client, port, &format!("/r{rounds}"), Some(&token)).await;
+        rounds += 1;
+    }
+    assert!(evicted(&client_file), "no eviction in {rounds} rounds");
+    round(&client, port, "/last", Some(&format!("{rounds:0>40}"))).await;
+    rounds += 1;
+    done.send(()).unwrap();
+    // The server's GOAWAY makes the idle client close (RFC 9114 §5.2).
+    bounded(client.closed()).await;
+    drop(client);
+    bounded(serving).await.unwrap();
+
+    let server = events(&file_ending(&server_dir, "_server.sqlog"));
+    let client = events(&client_file);
+    // Request stream 0, both ways: the GREASE frame before the first HEADERS (RFC 9114
+    // §7.2.8), the head, the body as one DATA frame with its length, the trailers.
+    let reserved = |data: &Value| {
+        frame_on("reserved", 0)(data)
+            && data["frame"]["frame_type_bytes"]
+                .as_u64()
+                .is_some_and(|ty| ty >= 0x21 && (ty - 0x21) % 0x1f == 0)
+            && data["frame"]["raw"]["payload_length"] == 4
+    };
+    let request_side: [&dyn Fn(&Value) -> bool; 4] = [
+        &reserved,
+        &headers_with(":method", "POST"),
+        &data_frame(0, REQUEST_BODY.len()),
+        &headers_with("x-trailer", "end"),
+    ];
+    let response_side: [&dyn Fn(&Value) -> bool; 4] = [
+        &reserved,
+        &headers_with(":status", "200"),
+        &data_frame(0, RESPONSE_BODY.len()),
+        &headers_with("x-reply-trailer", "end"),
+    ];
+    for (sender, receiver, frames) in [
+        (&client, &server, &request_side),
+        (&server, &client, &response_side),
+    ] {
+        let created: Vec<Expected<'_>> = frames
+            .iter()
+            .map(|check| ("http3:frame_created", *check))
+            .collect();
+        let parsed: Vec<Expected<'_>> = frames
+            .iter()
+            .map(|check| ("http3:frame_parsed", *check))
+            .collect();
+        assert_in_order(sender, &created);
+        assert_in_order(receiver, &parsed);
+    }
+    // Every request's body, each way: one DATA frame per request stream.
+    for (events, name) in [
+        (&client, "http3:frame_created"),
+        (&server, "http3:frame_parsed"),
+    ] {
+        let data: Vec<_> = events
+            .iter()
+            .filter(|e| e["name"] == name && e["data"]["frame"]["frame_type"] == "data")
+            .map(|e| e["data"]["stream_id"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..rounds).map(|i| i * 4).collect();
+        assert_eq!(data, expected, "{name}");
+    }
+    // The GREASE frame after each side's SETTINGS on its control stream, and the server's
+    // GOAWAY naming the first request it did not accept (RFC 9114 §5.2).
+    let control_reserved = |data: &Value| {
+        data["frame"]["frame_type"] == "reserved" && data["stream_id"].as_u64() != Some(0)
+    };
+    let goaway =
+        |data: &Value| data["frame"]["frame_type"] == "goaway" && data["frame"]["id"] == rounds * 4;
+    let settings = |data: &Value| data["frame"]["frame_type"] == "settings";
+    for (sender, receiver) in [(&client, &server), (&server, &client)] {
+        assert_in_order(
+            sender,
+            &[
+                ("http3:frame_created", &settings),
+                ("http3:frame_created", &control_reserved),
+            ],
+        );
+        assert_in_order(
+            receiver,
+            &[
+                ("http3:frame_parsed", &settings),
+                ("http3:frame_parsed", &control_reserved),
+            ],
+        );
+    }
+    assert_in_order(&server, &[("http3:frame_created", &goaway)]);
+    assert_in_order(&client, &[("http3:frame_parsed", &goaway)]);
+    // The client encoder's table changes: the capacity first (RFC 9204 §3.2.3), inserts of
+    // `x-token` and an eviction, by absolute index (§3.2.4). The server's decoder applies the
+    // same instructions, so it logs the same changes in the same order (up to the ones still
+    // on the way at the close).
+    let encoder = table_events(&client, "encoder");
+    let decoder = table_events(&server, "decoder");
+    assert_eq!(
+        encoder.first(),
+        Some(&(
+            "quay-qpack:table_capacity".to_owned(),
+            serde_json::json!({"capacity": 160})
+        ))
+    );
+    assert!(
+        encoder
+            .iter()
+            .any(|(name, data)| name == "quay-qpack:table_insert"
+                && data["name"] == "x-token"
+                && data["value"].as_str().is_some_and(|v| v.len() == 40)),
+        "{encoder:?}"
+    );
+    let evictions = |table: &[(String, Value)]| {
+        table
+            .iter()
+            .filter(|(name, _)| name == "quay-qpack:table_evict")
+            .count()
+    };
+    assert!(
+        evictions(&encoder) > 0 && evictions(&decoder) > 0,
+        "{decoder:?}"
+    );
+    assert!(encoder.starts_with(&decoder), "{encoder:?}\n{decoder:?}");
+    // Each eviction is of the oldest entry, in order (§3.2.2).
+    let evicted: Vec<u64> = encoder
+        .iter()
+        .filter(|(name, _)| name == "quay-qpack:table_evict")
+        .map(|(_, data)| data["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evicted, (0..evicted.len() as u64).collect::<Vec<_>>());
 }

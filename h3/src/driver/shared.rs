@@ -249,6 +249,10 @@ impl Shared {
             let mut inner = self.lock();
             let section = inner.proto.encode_headers(stream_id, fields);
             if let Some(qlog) = &self.qlog {
+                // The inserts go out on the encoder stream before the section they serve.
+                for (table, event) in inner.proto.take_table_events() {
+                    crate::qlog::table_event(qlog, table, &event);
+                }
                 crate::qlog::headers_frame(qlog, true, stream_id, fields);
             }
             let wait = inner.proto.encoder_stream_started() && !inner.encoder_stream_open;

@@ -66,6 +66,9 @@ pub(crate) fn start(
     let seed = RandomState::new().hash_one(conn.stable_id());
     let mut proto = ConnectionState::new(side, &config, seed);
     proto.set_quic_datagrams(conn.max_datagram_size().is_some());
+    if qlog.is_some() {
+        proto.record_table_events();
+    }
     let wants_extensions =
         !config.extension_uni_stream_types.is_empty() || !config.extension_bidi_signals.is_empty();
     if side == Side::Server
@@ -435,6 +438,13 @@ impl<'a> Driver<'a> {
                         _ => inner.proto.poll_decoder(),
                     };
                     if let Some(bytes) = bytes {
+                        // Logged once the stream is open (see `opened`), whose ID they need.
+                        if let (Some(qlog), UniStream::Control, Some(stream)) =
+                            (&shared.qlog, kind, &self.control.stream)
+                        {
+                            let id = u64::from(stream.id());
+                            crate::qlog::control_bytes_sent(qlog, id, bytes.clone(), false);
+                        }
                         self.ours_or_new(kind).pending = bytes;
                     }
                 }
@@ -493,8 +503,11 @@ impl<'a> Driver<'a> {
             let id = u64::from(stream.id());
             crate::qlog::stream_type_set(qlog, true, id, StreamKind::Known(kind));
             if kind == UniStream::Control {
+                // The stream's first bytes, queued before it opened: its type, our SETTINGS
+                // and what followed (a GREASE frame, a GOAWAY).
+                let pending = self.control.pending.clone();
+                crate::qlog::control_bytes_sent(qlog, id, pending, true);
                 let inner = shared.lock();
-                crate::qlog::settings_frame(qlog, true, id, inner.proto.local_settings());
                 crate::qlog::parameters_set(qlog, true, inner.proto.local_settings());
             }
         }
@@ -584,9 +597,15 @@ fn feed(shared: &Shared, kind: UniStream, stream_id: u64, chunk: Bytes) -> bool 
             inner.proto.peer_settings().is_some(),
             inner.proto.goaway_received(),
         );
-        let result = match kind {
-            UniStream::Control => inner.proto.handle_control(chunk).map(|()| false),
-            UniStream::Encoder => inner.proto.handle_encoder_stream(&chunk),
+        let result = match (kind, &shared.qlog) {
+            (UniStream::Control, None) => inner.proto.handle_control(chunk).map(|()| false),
+            (UniStream::Control, Some(qlog)) => inner
+                .proto
+                .handle_control_observed(chunk, |event| {
+                    crate::qlog::frame_event(qlog, false, stream_id, event);
+                })
+                .map(|()| false),
+            (UniStream::Encoder, _) => inner.proto.handle_encoder_stream(&chunk),
             _ => inner.proto.handle_decoder_stream(&chunk).map(|()| false),
         };
         let after = (
@@ -594,12 +613,16 @@ fn feed(shared: &Shared, kind: UniStream, stream_id: u64, chunk: Bytes) -> bool 
             inner.proto.goaway_received(),
         );
         let changed = matches!(result, Ok(true)) || before != after;
-        if let Some(qlog) = &shared.qlog
-            && !before.0
-            && let Some(settings) = inner.proto.peer_settings()
-        {
-            crate::qlog::settings_frame(qlog, false, stream_id, settings);
-            crate::qlog::parameters_set(qlog, false, settings);
+        if let Some(qlog) = &shared.qlog {
+            // The peer's encoder stream changes our decoder's table.
+            for (table, event) in inner.proto.take_table_events() {
+                crate::qlog::table_event(qlog, table, &event);
+            }
+            if !before.0
+                && let Some(settings) = inner.proto.peer_settings()
+            {
+                crate::qlog::parameters_set(qlog, false, settings);
+            }
         }
         (result, inner.flush_waker(), changed)
     };

@@ -113,7 +113,16 @@ impl RecvHalf {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<RecvEvent, StreamError>> {
         // Bounded by the stream: each turn consumes a chunk, ends, or returns.
         loop {
-            match self.state.poll_event() {
+            let event = match &self.live.shared.qlog {
+                None => self.state.poll_event(),
+                Some(qlog) => {
+                    let id = u64::from(self.stream.id());
+                    self.state.poll_event_observed(|event| {
+                        crate::qlog::frame_event(qlog, false, id, event);
+                    })
+                }
+            };
+            match event {
                 Ok(Some(event)) => return Poll::Ready(Ok(event)),
                 Ok(None) => {}
                 Err(RecvError::Connection(error)) => return Poll::Ready(Err(self.fail(error))),

@@ -15,9 +15,13 @@ use crate::error::{Feature, Misuse};
 use crate::proto::Codec;
 use crate::proto::capsule::Capsule;
 use crate::proto::datagram::Datagram;
-use crate::proto::frame::{Frame, FrameHeader, FrameType};
+use crate::proto::frame::{FrameHeader, FrameType};
 use crate::proto::headers;
 use crate::stats::{FrameStats, RequestStats, StreamFrames};
+
+/// The payload of the GREASE frame sent before the first header section of a connection
+/// (RFC 9114 §7.2.8: any payload).
+const GREASE_PAYLOAD: &[u8] = b"quay";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SendState {
@@ -117,12 +121,22 @@ impl SendHalf {
         {
             return Err(StreamError::HeadersTooLarge);
         }
+        // The GREASE frame goes before the HEADERS frame: decided, and logged, before the
+        // section is encoded (which logs the HEADERS frame).
+        let grease = self.shared().take_grease_frame().then(|| FrameHeader {
+            ty: FrameType::grease(self.stream_id() % 1000),
+            len: len_varint(GREASE_PAYLOAD.len()),
+        });
+        if let (Some(grease), Some(qlog)) = (&grease, self.qlog()) {
+            crate::qlog::frame_header(qlog, true, self.stream_id(), grease);
+        }
         let section = self.shared().encode(self.stream_id(), fields).await?;
         let mut header = BytesMut::with_capacity(16);
-        if self.shared().take_grease_frame() {
-            let grease = Frame::grease(self.stream_id() % 1000, Bytes::from_static(b"quay"));
-            self.frames.count(grease.ty(), grease.encoded_len() as u64);
+        if let Some(grease) = grease {
+            let size = grease.encoded_len() + GREASE_PAYLOAD.len();
+            self.frames.count(grease.ty, size as u64);
             grease.encode(&mut header);
+            header.extend_from_slice(GREASE_PAYLOAD);
         }
         let headers = FrameHeader {
             ty: FrameType::HEADERS,
@@ -156,6 +170,9 @@ impl SendHalf {
         frame.encode(&mut header);
         let size = (frame.encoded_len() + data.len()) as u64;
         self.frames.count(FrameType::DATA, size);
+        if let Some(qlog) = self.qlog() {
+            crate::qlog::frame_header(qlog, true, self.stream_id(), &frame);
+        }
         self.body_sent += data.len() as u64;
         self.write(&mut [header.freeze(), data]).await
     }
