@@ -115,39 +115,44 @@ impl Config {
     /// [`Config::grease`] is on. Entries that break the SETTINGS rules (duplicates, HTTP/2
     /// identifiers) in [`Config::extra_settings`] are left out.
     pub fn settings(&self, grease_seed: u64) -> Settings {
-        let mut settings = Settings::new();
-        let mut put = |id: SettingId, value: u64| {
-            if let Ok(value) = VarInt::from_u64(value) {
-                // Only duplicates or HTTP/2 identifiers fail, and those are dropped on purpose.
-                let _ = settings.insert(id, value);
-            }
-        };
-        put(
-            SettingId::QPACK_MAX_TABLE_CAPACITY,
-            self.qpack_max_table_capacity,
-        );
-        put(SettingId::QPACK_BLOCKED_STREAMS, self.qpack_blocked_streams);
-        put(
-            SettingId::MAX_FIELD_SECTION_SIZE,
-            self.max_field_section_size,
-        );
-        if self.enable_extended_connect {
-            put(SettingId::ENABLE_CONNECT_PROTOCOL, 1);
-        }
-        if self.enable_datagrams {
-            put(SettingId::H3_DATAGRAM, 1);
-        }
-        for &(id, value) in &self.extra_settings {
-            put(id, value.into_inner());
-        }
-        if self.grease {
-            // RFC 9114 §7.2.4.1: reserved identifiers with any value must be ignored.
-            let _ = settings.insert_grease(
-                grease_seed % 1000,
-                VarInt::from_u32(grease_seed as u32 & 0xffff),
-            );
-        }
-        settings
+        let flag = |on: bool, id: SettingId| on.then_some((id, 1));
+        let known = [
+            Some((
+                SettingId::QPACK_MAX_TABLE_CAPACITY,
+                self.qpack_max_table_capacity,
+            )),
+            Some((SettingId::QPACK_BLOCKED_STREAMS, self.qpack_blocked_streams)),
+            Some((
+                SettingId::MAX_FIELD_SECTION_SIZE,
+                self.max_field_section_size,
+            )),
+            flag(
+                self.enable_extended_connect,
+                SettingId::ENABLE_CONNECT_PROTOCOL,
+            ),
+            flag(self.enable_datagrams, SettingId::H3_DATAGRAM),
+        ];
+        let extra = self
+            .extra_settings
+            .iter()
+            .map(|&(id, value)| (id, value.into_inner()));
+        // RFC 9114 §7.2.4.1: reserved identifiers with any value must be ignored.
+        let grease = self.grease.then(|| {
+            (
+                SettingId::grease(grease_seed % 1000),
+                u64::from(grease_seed as u32 & 0xffff),
+            )
+        });
+        // Only duplicates, HTTP/2 identifiers and values past 2^62 fail, and those are dropped
+        // on purpose.
+        Settings::from_entries_lossy(
+            known
+                .into_iter()
+                .flatten()
+                .chain(extra)
+                .chain(grease)
+                .filter_map(|(id, value)| Some((id, VarInt::from_u64(value).ok()?))),
+        )
     }
 }
 

@@ -94,12 +94,29 @@ impl Settings {
         Self::default()
     }
 
+    /// The settings of `entries` that [`Settings::insert`] would take, in order, built in one
+    /// allocation; the others (duplicates, HTTP/2 identifiers, values out of range, entries past
+    /// [`Settings::MAX_ENTRIES`]) are left out.
+    pub(crate) fn from_entries_lossy(
+        entries: impl IntoIterator<Item = (SettingId, VarInt)>,
+    ) -> Self {
+        let mut builder = Builder::with_capacity(32);
+        for (id, value) in entries {
+            let _ = builder.push(id, value);
+        }
+        builder.finish()
+    }
+
     /// Adds a setting, enforcing the rules of RFC 9114 §7.2.4.1 and the value ranges of the known
     /// boolean settings.
     pub fn insert(&mut self, id: SettingId, value: VarInt) -> Result<(), SettingsError> {
-        let mut payload = Vec::from(std::mem::take(&mut self.payload));
-        let result = push(&mut payload, id, value);
-        self.payload = payload.into_boxed_slice();
+        let mut builder = Builder::with_capacity(self.payload.len() + 16);
+        for (known, value) in self.iter() {
+            // Already checked.
+            let _ = builder.push(known, value);
+        }
+        let result = builder.push(id, value);
+        *self = builder.finish();
         result
     }
 
@@ -169,15 +186,13 @@ impl Settings {
     pub fn decode<B: Buf>(payload: &mut B) -> Result<Self, SettingsError> {
         // The shortest encodings take no more room than the peer's, and no list takes more
         // than MAX_ENTRIES pairs of two 8-byte varints: one allocation, of a bounded size.
-        let mut settings = Vec::with_capacity(payload.remaining().min(Self::MAX_ENTRIES * 16));
+        let mut settings = Builder::with_capacity(payload.remaining().min(Self::MAX_ENTRIES * 16));
         while payload.has_remaining() {
             let id = SettingId::decode(payload).map_err(|_| SettingsError::Truncated)?;
             let value = VarInt::decode(payload).map_err(|_| SettingsError::Truncated)?;
-            push(&mut settings, id, value)?;
+            settings.push(id, value)?;
         }
-        Ok(Self {
-            payload: settings.into_boxed_slice(),
-        })
+        Ok(settings.finish())
     }
 
     /// Encodes the payload (without the frame header).
@@ -191,50 +206,86 @@ impl Settings {
     }
 }
 
-/// Appends a setting to an encoded payload after checking it against the rules of RFC 9114
-/// §7.2.4.1, the value ranges of the known boolean settings and the settings already there.
-fn push(payload: &mut Vec<u8>, id: SettingId, value: VarInt) -> Result<(), SettingsError> {
-    // RFC 9114 §7.2.4.1: HTTP/2 identifiers without an HTTP/3 meaning are a settings error.
-    if id.is_http2_reserved() {
-        return Err(SettingsError::Http2Reserved(id));
-    }
-    // RFC 9114 §7.2.4: one identifier may only appear once per frame.
-    let mut count = 0;
-    for (known, _) in pairs(payload) {
-        if known == id {
-            return Err(SettingsError::Duplicate(id));
-        }
-        count += 1;
-    }
-    // RFC 9220 §3 (via RFC 8441 §3) and RFC 9297 §2.1.1: these flags are 0 or 1.
-    if matches!(
-        id,
-        SettingId::ENABLE_CONNECT_PROTOCOL | SettingId::H3_DATAGRAM
-    ) && value.into_inner() > 1
-    {
-        return Err(SettingsError::InvalidValue { id, value });
-    }
-    if count >= Settings::MAX_ENTRIES {
-        return Err(SettingsError::TooMany);
-    }
-    payload.reserve_exact(varint_len(id.into_inner()) + varint_len(value.into_inner()));
-    id.encode(payload);
-    value.encode(payload);
-    Ok(())
+/// Builds a [`Settings`] payload, checking each setting against the rules of RFC 9114
+/// §7.2.4.1, the value ranges of the known boolean settings and the settings before it. It
+/// keeps the identifiers it took apart from the payload, so the duplicate check compares
+/// numbers instead of decoding the payload again for every setting.
+struct Builder {
+    payload: Vec<u8>,
+    ids: [u64; Settings::MAX_ENTRIES],
+    count: usize,
 }
 
-/// The settings of a payload that [`push`] built.
+impl Builder {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            payload: Vec::with_capacity(bytes),
+            ids: [0; Settings::MAX_ENTRIES],
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, id: SettingId, value: VarInt) -> Result<(), SettingsError> {
+        // RFC 9114 §7.2.4.1: HTTP/2 identifiers without an HTTP/3 meaning are a settings error.
+        if id.is_http2_reserved() {
+            return Err(SettingsError::Http2Reserved(id));
+        }
+        // RFC 9114 §7.2.4: one identifier may only appear once per frame.
+        if self.ids[..self.count].contains(&id.into_inner()) {
+            return Err(SettingsError::Duplicate(id));
+        }
+        // RFC 9220 §3 (via RFC 8441 §3) and RFC 9297 §2.1.1: these flags are 0 or 1.
+        if matches!(
+            id,
+            SettingId::ENABLE_CONNECT_PROTOCOL | SettingId::H3_DATAGRAM
+        ) && value.into_inner() > 1
+        {
+            return Err(SettingsError::InvalidValue { id, value });
+        }
+        let Some(slot) = self.ids.get_mut(self.count) else {
+            return Err(SettingsError::TooMany);
+        };
+        *slot = id.into_inner();
+        self.count += 1;
+        self.payload
+            .reserve(varint_len(id.into_inner()) + varint_len(value.into_inner()));
+        id.encode(&mut self.payload);
+        value.encode(&mut self.payload);
+        Ok(())
+    }
+
+    fn finish(self) -> Settings {
+        Settings {
+            payload: self.payload.into_boxed_slice(),
+        }
+    }
+}
+
+/// The settings of a payload that a [`Builder`] built.
 fn pairs(mut payload: &[u8]) -> impl Iterator<Item = (SettingId, VarInt)> + '_ {
     // Every pair was checked on the way in, so a decode error (which would end the list early)
     // cannot happen.
     std::iter::from_fn(move || {
-        if payload.is_empty() {
-            return None;
-        }
-        let id = SettingId::decode(&mut payload).ok()?;
-        let value = VarInt::decode(&mut payload).ok()?;
-        Some((id, value))
+        let id = read_varint(&mut payload)?;
+        let value = read_varint(&mut payload)?;
+        Some((SettingId::from_varint(id), value))
     })
+}
+
+/// Reads one varint (RFC 9000 §16) off the front of `payload`; `None` at its end. By hand
+/// rather than through [`Codec`]: lookups read the whole list each time, and this is most of
+/// what a connection's settings cost.
+fn read_varint(payload: &mut &[u8]) -> Option<VarInt> {
+    let first = *payload.first()?;
+    let (bytes, rest) = payload.split_at_checked(1 << (first >> 6))?;
+    let value = bytes[1..]
+        .iter()
+        .fold(u64::from(first & 0x3f), |value, &byte| {
+            value << 8 | u64::from(byte)
+        });
+    *payload = rest;
+    // Below 2^62 by construction: six bits and at most seven bytes.
+    VarInt::from_u64(value).ok()
 }
 
 impl fmt::Debug for Settings {
@@ -316,6 +367,52 @@ mod tests {
         assert!(settings.h3_datagram());
         assert!(!settings.enable_connect_protocol());
         assert_eq!(settings.max_field_section_size(), None);
+    }
+
+    #[test]
+    fn lookups_read_every_varint_length() {
+        // RFC 9000 Appendix A.1's examples, one of each length, as the values of four unknown
+        // settings (the fourth identifier in two bytes).
+        let bytes = [
+            0x0a, 0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c, // 8 bytes
+            0x0b, 0x9d, 0x7f, 0x3e, 0x7d, // 4 bytes
+            0x0c, 0x7b, 0xbd, // 2 bytes
+            0x40, 0x4d, 0x25, // 1 byte
+        ];
+        let settings = Settings::decode(&mut &bytes[..]).unwrap();
+        let values: Vec<_> = settings
+            .iter()
+            .map(|(id, value)| (id.into_inner(), value.into_inner()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                (0x0a, 151_288_809_941_952_652),
+                (0x0b, 494_878_333),
+                (0x0c, 15_293),
+                (0x4d, 37)
+            ]
+        );
+        assert_eq!(settings.get(SettingId::from_u32(0x4d)), Some(vi(37)));
+    }
+
+    #[test]
+    fn lossy_entries_skip_what_insert_refuses() {
+        let settings = Settings::from_entries_lossy([
+            (SettingId::QPACK_BLOCKED_STREAMS, vi(16)),
+            (SettingId::HTTP2_ENABLE_PUSH, vi(1)),
+            (SettingId::QPACK_BLOCKED_STREAMS, vi(17)),
+            (SettingId::H3_DATAGRAM, vi(2)),
+            (SettingId::H3_DATAGRAM, vi(1)),
+        ]);
+        let ids: Vec<_> = settings.iter().collect();
+        assert_eq!(
+            ids,
+            [
+                (SettingId::QPACK_BLOCKED_STREAMS, vi(16)),
+                (SettingId::H3_DATAGRAM, vi(1))
+            ]
+        );
     }
 
     #[test]
