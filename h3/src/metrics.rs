@@ -1,6 +1,8 @@
 //! Metrics pushed through the `metrics` crate's facade: the ecosystem's convention, with no
 //! exporter forced on the library. Nothing is recorded until the application installs a
-//! recorder (e.g. `metrics-exporter-prometheus`); until then each call is one atomic load.
+//! recorder (e.g. `metrics-exporter-prometheus`); until then each call builds its label list
+//! (one small allocation) and loads the recorder once. A connection makes about six calls in
+//! its life, so this is well under a microsecond per connection.
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
