@@ -263,6 +263,19 @@ impl Connection {
         Self::start(connection, config, None, None, None)
     }
 
+    /// As [`Connection::new`], on a connection opened through a `Connector`
+    /// (`quay_transport::Connector::connect`, e.g. on an endpoint shared by many connections):
+    /// this crate's events, and those of extensions such as WebTransport, go to `qlog`, the
+    /// connection's file that `Connector::connect` returned beside it, next to quinn's. `None`
+    /// is [`Connection::new`].
+    pub fn with_qlog(
+        connection: quay_transport::Connection,
+        qlog: Option<Qlog>,
+        config: Config,
+    ) -> Self {
+        Self::start(connection, config, None, None, qlog)
+    }
+
     fn start(
         connection: quay_transport::Connection,
         config: Config,

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use quay_h3::proto::headers::Protocol;
 use quay_h3::proto::settings::Settings;
-use quay_transport::{ClientBuilder, Connection};
+use quay_transport::{ClientBuilder, Connection, Qlog};
 
 use quay_h3::proto::VarInt;
 
@@ -126,6 +126,17 @@ impl Client {
     pub fn new(connection: Connection, config: Config) -> Self {
         Self::start(
             quay_h3::client::Connection::new(connection, config.h3_config()),
+            &config,
+        )
+    }
+
+    /// As [`Client::new`], on a connection opened through a `Connector`
+    /// (`quay_transport::Connector::connect`, e.g. on an endpoint shared by many connections):
+    /// HTTP/3 and WebTransport events go to `qlog`, the connection's file that
+    /// `Connector::connect` returned beside it, next to quinn's. `None` is [`Client::new`].
+    pub fn with_qlog(connection: Connection, qlog: Option<Qlog>, config: Config) -> Self {
+        Self::start(
+            quay_h3::client::Connection::with_qlog(connection, qlog, config.h3_config()),
             &config,
         )
     }

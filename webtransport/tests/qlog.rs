@@ -602,3 +602,51 @@ async fn h3_frames_and_qpack_table_changes_are_logged() {
         .collect();
     assert_eq!(evicted, (0..evicted.len() as u64).collect::<Vec<_>>());
 }
+
+/// A client on an endpoint of its own making (`ClientBuilder::build`, shared by its
+/// connections) opens each connection through the builder's `Connector` and hands the qlog it
+/// returns to `Client::with_qlog`: the file holds the session's events next to quinn's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_from_a_connector_logs_through_with_qlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::self_signed(["localhost"]).expect("a certificate");
+    let hash = identity.certificate_hash();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), identity, Config::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        let request = server.accept().await.expect("a session request");
+        let session = request.ok().await.expect("accepting");
+        let _ = session.closed().await;
+        server.endpoint().wait_idle().await;
+    });
+
+    let builder = ClientBuilder::new()
+        .trust(Trust::CertificateHashes(vec![hash]))
+        .qlog_dir(dir.path());
+    let endpoint = builder.build().unwrap();
+    let connector = builder.connector().unwrap();
+    let (connecting, qlog) = connector.connect(&endpoint, addr, "localhost").unwrap();
+    assert!(qlog.is_some());
+    let connection = bounded(connecting).await.expect("the handshake");
+    let client = Client::with_qlog(connection, qlog, Config::default());
+    let url = format!("https://localhost:{}/session", addr.port());
+    let session = bounded(client.open(&url, &SessionOptions::default()))
+        .await
+        .expect("opening the session");
+    bounded(session.close(7, "done")).await;
+    drop(session);
+    client.h3().close(quay_h3::Code::H3_NO_ERROR, b"");
+    bounded(endpoint.wait_idle()).await;
+    bounded(serving).await.unwrap();
+
+    let events = events(&file_ending(dir.path(), "_client.sqlog"));
+    assert_in_order(
+        &events,
+        &[
+            ("transport:packet_sent", &any),
+            ("http3:frame_created", &headers_with(":method", "CONNECT")),
+            ("quay-webtransport:session_opened", &initiator("local")),
+            ("quay-webtransport:session_closed", &closed_with("local")),
+        ],
+    );
+}
