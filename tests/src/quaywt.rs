@@ -5,6 +5,7 @@
 
 use anyhow::bail;
 use bytes::Bytes;
+use quay_transport::{Acceptor, Qlog};
 use quay_webtransport::{Client, Config, RecvStream, SendStream, Server, Session, SessionOptions};
 use quinn::Endpoint;
 
@@ -13,7 +14,21 @@ use crate::raw::{MAX_REQUEST, OP_ECHO, Request, download_request, parse_request,
 /// Accepts every session on `endpoint` and serves each on its own task, until the endpoint is
 /// closed.
 pub async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
-    let server = Server::from_endpoint(endpoint, Config::default());
+    serve_on(Server::from_endpoint(endpoint, Config::default())).await
+}
+
+/// As [`serve`], accepting connections through `acceptor` (a qlog file each when its builder
+/// has a qlog directory).
+pub async fn serve_with(endpoint: Endpoint, acceptor: Acceptor) -> anyhow::Result<()> {
+    serve_on(Server::from_endpoint_with(
+        endpoint,
+        acceptor,
+        Config::default(),
+    ))
+    .await
+}
+
+async fn serve_on(server: Server) -> anyhow::Result<()> {
     while let Some(request) = server.accept().await {
         tokio::spawn(async move {
             if let Ok(session) = request.ok().await {
@@ -58,7 +73,20 @@ pub async fn answer(mut send: SendStream, mut recv: RecvStream) -> anyhow::Resul
 
 /// Opens a session on a fresh QUIC `connection` to the server listening on `port`.
 pub async fn connect(connection: quinn::Connection, port: u16) -> anyhow::Result<Session> {
-    let client = Client::new(connection, Config::default());
+    open(Client::new(connection, Config::default()), port).await
+}
+
+/// As [`connect`], on a connection opened through a `quay_transport::Connector`, whose qlog
+/// (what the connector returned beside it) gets the session's events.
+pub async fn connect_with_qlog(
+    connection: quinn::Connection,
+    qlog: Option<Qlog>,
+    port: u16,
+) -> anyhow::Result<Session> {
+    open(Client::with_qlog(connection, qlog, Config::default()), port).await
+}
+
+async fn open(client: Client, port: u16) -> anyhow::Result<Session> {
     let url = crate::wtq::url(port)?;
     Ok(client
         .open(url.as_str(), &SessionOptions::default())

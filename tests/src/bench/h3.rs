@@ -146,8 +146,10 @@ impl H3Stack for Hyperium {
 pub fn column<S: H3Stack + 'static>() -> Column {
     Column {
         name: S::NAME,
-        server: |endpoint| Box::pin(S::serve(endpoint)),
-        client: |endpoint, args| Box::pin(client::<S>(endpoint, args)),
+        server: |endpoint, _builder| Box::pin(S::serve(endpoint)),
+        client: |endpoint, _builder, args| Box::pin(client::<S>(endpoint, args)),
+        qlog: false,
+        variant_of: None,
     }
 }
 

@@ -28,6 +28,14 @@
 //! closes, so none outlives the parent. Every wait has a time limit.
 //!
 //! Server and client talk on 127.0.0.1 only, with the endpoints of [`crate::setup`].
+//!
+//! A column with [`Column::qlog`] writes a qlog file per connection on both sides: for each run
+//! the parent makes a fresh directory under the system's temporary directory
+//! (`std::env::temp_dir()`, `$TMPDIR` or `/tmp`) and names it to both children
+//! ([`QLOG_DIR_VAR`]), which set it as their builders' `qlog_dir`; after the run it counts the
+//! files, bytes and records written (a run that wrote no events fails), prints them, and
+//! removes the directory. The writes go to a real file system, so what they cost depends on
+//! which one (a tmpfs costs less than a disk) and on how busy it is.
 
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -39,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use quay_transport::{CertificateHash, Endpoint};
+use quay_transport::{CertificateHash, ClientBuilder, Endpoint, ServerBuilder};
 
 use crate::setup;
 
@@ -71,6 +79,9 @@ const SETTLE: Duration = Duration::from_millis(500);
 pub const SERVER_WRAPPER_VAR: &str = "QUAY_BENCH_SERVER_WRAPPER";
 /// The start of every line a child prints for the parent.
 const LINE_PREFIX: &str = "quay-bench";
+/// The environment variable through which the parent names a [`Column::qlog`] column's qlog
+/// directory to its children.
+pub const QLOG_DIR_VAR: &str = "QUAY_BENCH_QLOG_DIR";
 
 /// One implementation under test: a column of the table.
 ///
@@ -81,11 +92,20 @@ pub struct Column {
     /// The column's name, also how the parent tells a child which implementation to run.
     pub name: &'static str,
     /// The server role: serves on the endpoint (bound to 127.0.0.1 with a fresh self-signed
-    /// identity) until the process is killed or its stdin closes.
-    pub server: fn(Endpoint) -> LocalBoxFuture<'static, anyhow::Result<()>>,
+    /// identity, by the builder given beside it) until the process is killed or its stdin
+    /// closes.
+    pub server: fn(Endpoint, ServerBuilder) -> LocalBoxFuture<'static, anyhow::Result<()>>,
     /// The client role: runs one measurement from the endpoint (which pins the server's
-    /// certificate) and prints its results with [`report_result`] or [`idle_protocol`].
-    pub client: fn(Endpoint, ClientArgs) -> LocalBoxFuture<'static, anyhow::Result<()>>,
+    /// certificate; bound by the builder given beside it) and prints its results with
+    /// [`report_result`] or [`idle_protocol`].
+    pub client:
+        fn(Endpoint, ClientBuilder, ClientArgs) -> LocalBoxFuture<'static, anyhow::Result<()>>,
+    /// Whether the column writes qlog files: its builders get a qlog directory, whose
+    /// contents the parent counts after every run (see the module docs).
+    pub qlog: bool,
+    /// The name of the column this one is a variant of (e.g. quay with something switched
+    /// on): the table adds the ratio of this column to that one.
+    pub variant_of: Option<&'static str>,
 }
 
 /// How a measurement is taken.
@@ -309,12 +329,16 @@ fn child(args: &[String], columns: &[Column]) -> anyhow::Result<()> {
                 hash: hash.parse()?,
                 runs: runs.parse()?,
             };
+            let mut builder = setup::client_builder(args.hash);
+            if let Some(dir) = std::env::var_os(QLOG_DIR_VAR) {
+                builder = builder.qlog_dir(dir);
+            }
             let runtime = runtime()?;
             let endpoint = {
                 let _guard = runtime.enter();
-                setup::client_endpoint(args.hash)?
+                builder.bind(setup::loopback_any_port())?
             };
-            runtime.block_on((column.client)(endpoint, args))
+            runtime.block_on((column.client)(endpoint, builder, args))
         }
         _ => bail!("bad child arguments: {args:?}"),
     }
@@ -329,13 +353,17 @@ fn server_role(column: &Column) -> anyhow::Result<()> {
     });
     let identity = setup::identity()?;
     let hash = identity.certificate_hash();
+    let mut builder = setup::server_builder(identity);
+    if let Some(dir) = std::env::var_os(QLOG_DIR_VAR) {
+        builder = builder.qlog_dir(dir);
+    }
     let runtime = runtime()?;
     let endpoint = {
         let _guard = runtime.enter();
-        setup::server_endpoint(identity)?
+        builder.bind(setup::loopback_any_port())?
     };
     report("listening", format!("{} {hash}", endpoint.local_addr()?));
-    runtime.block_on((column.server)(endpoint))
+    runtime.block_on((column.server)(endpoint, builder))
 }
 
 /// Whether child processes are pinned to cores, and why not if they are not.
@@ -402,9 +430,21 @@ struct Child {
 }
 
 impl Child {
-    fn spawn(pinning: &Pinning, core: usize, args: &[String]) -> anyhow::Result<Self> {
-        let mut process = pinning
-            .command(core, args)?
+    /// Starts a child with `args`, which writes its qlog files into `qlog_dir` if given and
+    /// writes none otherwise (whatever `$QLOGDIR` says).
+    fn spawn(
+        pinning: &Pinning,
+        core: usize,
+        args: &[String],
+        qlog_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let mut command = pinning.command(core, args)?;
+        command.env_remove(quay_transport::qlog::QLOGDIR);
+        match qlog_dir {
+            Some(dir) => command.env(QLOG_DIR_VAR, dir),
+            None => command.env_remove(QLOG_DIR_VAR),
+        };
+        let mut process = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -559,7 +599,9 @@ fn parent(
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?");
     println!("load average before the run: {load} (other work on these cores skews the numbers)");
-    let mut table = Table::new(columns.iter().map(|column| column.name).collect());
+    let mut table = Table::new(columns);
+    // What the qlog columns wrote, per measurement: a line each, printed under the table.
+    let mut qlog_lines = Vec::new();
     for measurement in measurements {
         if !filters.is_empty() && !filters.iter().any(|f| measurement.key.contains(f.as_str())) {
             continue;
@@ -574,14 +616,29 @@ fn parent(
         let labels = measurement.rows();
         let mut samples: Vec<anyhow::Result<Vec<Vec<f64>>>> =
             columns.iter().map(|_| Ok(Vec::new())).collect();
+        let mut written: Vec<QlogWritten> =
+            columns.iter().map(|_| QlogWritten::default()).collect();
         for _ in 0..rounds {
-            for (column, samples) in columns.iter().zip(&mut samples) {
+            for ((column, samples), written) in columns.iter().zip(&mut samples).zip(&mut written) {
                 if let Ok(list) = samples {
                     match measure(&pinning, column, measurement) {
-                        Ok(values) => list.push(values),
+                        Ok((values, run)) => {
+                            list.push(values);
+                            if let Some(run) = run {
+                                written.add(&run);
+                            }
+                        }
                         Err(error) => *samples = Err(error),
                     }
                 }
+            }
+        }
+        for (column, written) in columns.iter().zip(&written) {
+            if written.runs > 0 {
+                qlog_lines.push(format!(
+                    "  {:<20} {:<12} {written}",
+                    column.name, measurement.key
+                ));
             }
         }
         let mut rows: Vec<Vec<Option<f64>>> = labels.iter().map(|_| Vec::new()).collect();
@@ -620,17 +677,143 @@ fn parent(
     }
     println!();
     print!("{}", table.render());
+    if !qlog_lines.is_empty() {
+        println!("qlog written (files, bytes and records on disk after each run, summed):");
+        for line in qlog_lines {
+            println!("{line}");
+        }
+    }
     Ok(())
 }
 
+/// What a [`Column::qlog`] column's runs wrote into their qlog directories.
+#[derive(Clone, Copy, Debug, Default)]
+struct QlogWritten {
+    runs: u64,
+    files: u64,
+    bytes: u64,
+    /// JSON-SEQ records (RFC 7464: each starts with 0x1E), the files' header records included.
+    records: u64,
+    /// Files holding their header record only, no event.
+    without_events: u64,
+}
+
+impl QlogWritten {
+    /// Counts the files of one run's qlog directory `dir`; an error if they hold no event.
+    fn count(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let mut written = Self {
+            runs: 1,
+            ..Self::default()
+        };
+        let mut buffer = vec![0; 1 << 20];
+        for entry in std::fs::read_dir(dir)? {
+            let mut file = std::fs::File::open(entry?.path())?;
+            let mut records = 0;
+            loop {
+                let read = std::io::Read::read(&mut file, &mut buffer)?;
+                if read == 0 {
+                    break;
+                }
+                written.bytes += read as u64;
+                records += buffer[..read].iter().filter(|&&b| b == 0x1e).count() as u64;
+            }
+            written.files += 1;
+            written.records += records;
+            if records < 2 {
+                written.without_events += 1;
+            }
+        }
+        if written.records <= written.files {
+            bail!(
+                "the qlog column wrote no qlog events ({} files, {} bytes in {})",
+                written.files,
+                written.bytes,
+                dir.display()
+            );
+        }
+        Ok(written)
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.runs += other.runs;
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.records += other.records;
+        self.without_events += other.without_events;
+    }
+}
+
+impl std::fmt::Display for QlogWritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+        let runs = self.runs.max(1);
+        write!(
+            f,
+            "{} runs: {} files, {:.1} MiB, {} records ({:.1} MiB and {} records a run)",
+            self.runs,
+            self.files,
+            mib(self.bytes),
+            self.records,
+            mib(self.bytes / runs),
+            self.records / runs
+        )?;
+        if self.without_events > 0 {
+            write!(f, "; {} files without events", self.without_events)?;
+        }
+        Ok(())
+    }
+}
+
 /// One run of `measurement` for `column`, each with a fresh server process: one value per row
-/// ([`Measurement::rows`]).
+/// ([`Measurement::rows`]), and for a [`Column::qlog`] column what it wrote (see the module
+/// docs).
 fn measure(
     pinning: &Pinning,
     column: &Column,
     measurement: &Measurement,
+) -> anyhow::Result<(Vec<f64>, Option<QlogWritten>)> {
+    let qlog_dir = if column.qlog {
+        Some(
+            tempfile::Builder::new()
+                .prefix("quay-bench-qlog-")
+                .tempdir()?,
+        )
+    } else {
+        None
+    };
+    let values = run(
+        pinning,
+        column,
+        measurement,
+        qlog_dir.as_ref().map(|dir| dir.path()),
+    )?;
+    // Both children are gone (killed and waited for): every file is complete.
+    let Some(dir) = qlog_dir else {
+        return Ok((values, None));
+    };
+    let written = QlogWritten::count(dir.path())?;
+    println!(
+        "  {:<20} {:<46} qlog {} files, {:.1} MiB, {} records",
+        column.name,
+        measurement.key,
+        written.files,
+        written.bytes as f64 / f64::from(1 << 20),
+        written.records
+    );
+    dir.close()?;
+    Ok((values, Some(written)))
+}
+
+/// [`measure`] without the qlog directory's upkeep: the children of one run, writing their
+/// qlog files into `qlog_dir` if given. Both children are killed and waited for before it
+/// returns.
+fn run(
+    pinning: &Pinning,
+    column: &Column,
+    measurement: &Measurement,
+    qlog_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<f64>> {
-    let server = Child::spawn(pinning, 0, &["server".into(), column.name.into()])?;
+    let server = Child::spawn(pinning, 0, &["server".into(), column.name.into()], qlog_dir)?;
     let listening = server.expect("listening")?;
     let (addr, hash) = listening
         .split_once(' ')
@@ -646,6 +829,7 @@ fn measure(
             hash.into(),
             "1".into(),
         ],
+        qlog_dir,
     )?;
     match measurement.kind {
         Kind::Rate => Ok(vec![client.expect("result")?.parse()?]),
@@ -686,29 +870,44 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The results table: one row per measurement, one column per implementation, then ratios of
-/// every column to the first (the floor) and of every column after the second to the second.
+/// every column to the first (the floor), of every column after the second to the second, and
+/// of every variant to the column it is a variant of ([`Column::variant_of`]).
 #[derive(Debug)]
 struct Table {
     columns: Vec<&'static str>,
+    /// Pairs (column, base) whose ratio is shown, as indices into `columns`.
+    ratios: Vec<(usize, usize)>,
     /// Label, digits after the decimal point, and a median per column.
     rows: Vec<(&'static str, usize, Vec<Option<f64>>)>,
 }
 
 impl Table {
-    fn new(columns: Vec<&'static str>) -> Self {
+    fn new(columns: &[Column]) -> Self {
+        let mut ratios = Vec::new();
+        for base in 0..columns.len().min(2) {
+            for column in base + 1..columns.len() {
+                ratios.push((column, base));
+            }
+        }
+        for (column, variant) in columns.iter().enumerate() {
+            let base = variant
+                .variant_of
+                .and_then(|name| columns.iter().position(|c| c.name == name));
+            if let Some(base) = base
+                && !ratios.contains(&(column, base))
+            {
+                ratios.push((column, base));
+            }
+        }
         Self {
-            columns,
+            columns: columns.iter().map(|column| column.name).collect(),
+            ratios,
             rows: Vec::new(),
         }
     }
 
     fn render(&self) -> String {
-        let mut ratios = Vec::new();
-        for base in 0..self.columns.len().min(2) {
-            for column in base + 1..self.columns.len() {
-                ratios.push((column, base));
-            }
-        }
+        let ratios = &self.ratios;
         let mut header = vec!["measurement".to_string()];
         header.extend(self.columns.iter().map(|name| name.to_string()));
         header.extend(

@@ -3,7 +3,9 @@
 //!
 //! A stack is a type implementing [`WtStack`]; [`column()`] turns it into a table column. The
 //! columns are raw quinn (the floor), web-transport-quinn (the reference) and quay; each one's
-//! streams speak the tiny protocol of [`crate::raw`] and its datagrams are echoed.
+//! streams speak the tiny protocol of [`crate::raw`] and its datagrams are echoed. Two variants
+//! of quay come on request: [`QuayWithMetrics`] ([`METRICS_COLUMN_VAR`]) and [`QuayWithQlog`]
+//! ([`QLOG_COLUMN_VAR`]).
 //!
 //! Besides rates and memory, [`SESSION_COST`] (`-- cost`) counts what one session costs over
 //! 2,000 of them, in one run per column: the server process's CPU time and the UDP datagrams
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use bytes::Bytes;
+use quay_transport::{ClientBuilder, Connector, ServerBuilder};
 use quinn::Endpoint;
 
 use super::{
@@ -107,6 +110,17 @@ pub const MEASUREMENTS: [Measurement; 6] = [
     IDLE_MEMORY,
 ];
 
+/// A client process's means of connecting: the endpoint every connection leaves from, and the
+/// connector of the builder that bound it (a qlog file per connection when the harness gave
+/// the column a qlog directory, see [`Column::qlog`](super::Column::qlog)).
+#[derive(Debug)]
+pub struct ClientEnd {
+    /// The endpoint, pinning the server's certificate.
+    pub endpoint: Endpoint,
+    /// `ClientBuilder::connector` of the endpoint's builder.
+    pub connector: Connector,
+}
+
 /// A WebTransport implementation (or the raw-quinn floor) as the benchmark drives it.
 ///
 /// Everything runs on one single-threaded tokio runtime per process, so the futures need not be
@@ -115,15 +129,19 @@ pub const MEASUREMENTS: [Measurement; 6] = [
 pub trait WtStack {
     /// The column's name in the table.
     const NAME: &'static str;
+    /// Whether the column writes a qlog file per connection ([`Column::qlog`](super::Column::qlog)).
+    const QLOG: bool = false;
+    /// The column this one is a variant of ([`Column::variant_of`](super::Column::variant_of)).
+    const VARIANT_OF: Option<&'static str> = None;
     /// A client session.
     type Session;
 
-    /// Serves sessions on `endpoint` until it is closed, accepting every one: bidirectional
-    /// streams carry [`raw`] requests, datagrams are echoed.
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()>;
+    /// Serves sessions on `endpoint` (bound by `builder`) until it is closed, accepting every
+    /// one: bidirectional streams carry [`raw`] requests, datagrams are echoed.
+    async fn serve(endpoint: Endpoint, builder: ServerBuilder) -> anyhow::Result<()>;
 
     /// Opens a connection and a session on it to the server at `server`.
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session>;
+    async fn connect(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Session>;
 
     /// Asks for `size` bytes on a new bidirectional stream; returns how many arrived.
     async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64>;
@@ -152,12 +170,12 @@ impl WtStack for RawQuinn {
     const NAME: &'static str = "raw quinn";
     type Session = quinn::Connection;
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, _builder: ServerBuilder) -> anyhow::Result<()> {
         raw::serve(endpoint).await
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
-        setup::connect(endpoint, server).await
+    async fn connect(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        setup::connect(&client.endpoint, server).await
     }
 
     async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
@@ -193,12 +211,13 @@ impl WtStack for WebTransportQuinn {
     const NAME: &'static str = "web-transport-quinn";
     type Session = web_transport_quinn::Session;
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, _builder: ServerBuilder) -> anyhow::Result<()> {
         wtq::serve(endpoint).await
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
-        wtq::connect(setup::connect(endpoint, server).await?, server.port()).await
+    async fn connect(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        let connection = setup::connect(&client.endpoint, server).await?;
+        wtq::connect(connection, server.port()).await
     }
 
     async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
@@ -234,12 +253,13 @@ impl WtStack for Quay {
     const NAME: &'static str = "quay";
     type Session = quay_webtransport::Session;
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, _builder: ServerBuilder) -> anyhow::Result<()> {
         quaywt::serve(endpoint).await
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
-        quaywt::connect(setup::connect(endpoint, server).await?, server.port()).await
+    async fn connect(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        let connection = setup::connect(&client.endpoint, server).await?;
+        quaywt::connect(connection, server.port()).await
     }
 
     async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
@@ -265,6 +285,38 @@ impl WtStack for Quay {
     fn connection(session: &Self::Session) -> quinn::Connection {
         session.connection().clone()
     }
+}
+
+/// The session half of a [`WtStack`] impl for a variant of [`Quay`] (one that changes how it
+/// serves or connects): the session type and everything done with a session are Quay's.
+macro_rules! quay_sessions {
+    () => {
+        type Session = quay_webtransport::Session;
+
+        async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
+            Quay::download(session, size).await
+        }
+
+        async fn echo(session: &Self::Session, payload: &[u8]) -> anyhow::Result<usize> {
+            Quay::echo(session, payload).await
+        }
+
+        fn send_datagram(session: &Self::Session, payload: Bytes) -> anyhow::Result<()> {
+            Quay::send_datagram(session, payload)
+        }
+
+        async fn read_datagram(session: &Self::Session) -> anyhow::Result<Bytes> {
+            Quay::read_datagram(session).await
+        }
+
+        fn close(session: Self::Session) {
+            Quay::close(session);
+        }
+
+        fn connection(session: &Self::Session) -> quinn::Connection {
+            Quay::connection(session)
+        }
+    };
 }
 
 /// [`Quay`] with a metrics recorder installed in both processes (`metrics-exporter-prometheus`,
@@ -295,78 +347,99 @@ fn record_metrics() {
 
 impl WtStack for QuayWithMetrics {
     const NAME: &'static str = "quay + metrics";
-    type Session = quay_webtransport::Session;
+    const VARIANT_OF: Option<&'static str> = Some(Quay::NAME);
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, builder: ServerBuilder) -> anyhow::Result<()> {
         record_metrics();
-        Quay::serve(endpoint).await
+        Quay::serve(endpoint, builder).await
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Session> {
+    async fn connect(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Session> {
         record_metrics();
-        Quay::connect(endpoint, server).await
+        Quay::connect(client, server).await
     }
 
-    async fn download(session: &Self::Session, size: u64) -> anyhow::Result<u64> {
-        Quay::download(session, size).await
+    quay_sessions!();
+}
+
+/// [`Quay`] writing a qlog file for every connection, server and client: the server accepts
+/// through its builder's `Acceptor` (`Server::from_endpoint_with`), the client connects
+/// through its builder's `Connector` and hands the connection's qlog to
+/// `Client::with_qlog`. The harness names the directory (a fresh one under the system's
+/// temporary directory for each run, see [`super`]) and checks that events were written. A
+/// column of its own only when [`QLOG_COLUMN_VAR`] is set.
+#[derive(Debug)]
+pub struct QuayWithQlog;
+
+/// Set to `1` to add the [`QuayWithQlog`] column to the WebTransport benchmark.
+pub const QLOG_COLUMN_VAR: &str = "QUAY_BENCH_QLOG";
+
+impl WtStack for QuayWithQlog {
+    const NAME: &'static str = "quay + qlog";
+    const QLOG: bool = true;
+    const VARIANT_OF: Option<&'static str> = Some(Quay::NAME);
+
+    async fn serve(endpoint: Endpoint, builder: ServerBuilder) -> anyhow::Result<()> {
+        quaywt::serve_with(endpoint, builder.acceptor()?).await
     }
 
-    async fn echo(session: &Self::Session, payload: &[u8]) -> anyhow::Result<usize> {
-        Quay::echo(session, payload).await
+    async fn connect(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Session> {
+        let (connecting, qlog) =
+            client
+                .connector
+                .connect(&client.endpoint, server, setup::SERVER_NAME)?;
+        anyhow::ensure!(qlog.is_some(), "the qlog column's connection has no qlog");
+        quaywt::connect_with_qlog(connecting.await?, qlog, server.port()).await
     }
 
-    fn send_datagram(session: &Self::Session, payload: Bytes) -> anyhow::Result<()> {
-        Quay::send_datagram(session, payload)
-    }
-
-    async fn read_datagram(session: &Self::Session) -> anyhow::Result<Bytes> {
-        Quay::read_datagram(session).await
-    }
-
-    fn close(session: Self::Session) {
-        Quay::close(session);
-    }
-
-    fn connection(session: &Self::Session) -> quinn::Connection {
-        Quay::connection(session)
-    }
+    quay_sessions!();
 }
 
 /// The table column of stack `S`.
 pub fn column<S: WtStack + 'static>() -> Column {
     Column {
         name: S::NAME,
-        server: |endpoint| Box::pin(S::serve(endpoint)),
-        client: |endpoint, args| Box::pin(client::<S>(endpoint, args)),
+        server: |endpoint, builder| Box::pin(S::serve(endpoint, builder)),
+        client: |endpoint, builder, args| Box::pin(client::<S>(endpoint, builder, args)),
+        qlog: S::QLOG,
+        variant_of: S::VARIANT_OF,
     }
 }
 
-async fn client<S: WtStack>(endpoint: Endpoint, args: ClientArgs) -> anyhow::Result<()> {
+async fn client<S: WtStack>(
+    endpoint: Endpoint,
+    builder: ClientBuilder,
+    args: ClientArgs,
+) -> anyhow::Result<()> {
+    let client = &ClientEnd {
+        connector: builder.connector()?,
+        endpoint,
+    };
     let server = args.server;
     match args.measurement.as_str() {
-        "throughput" => report_runs(args.runs, || throughput::<S>(&endpoint, server)).await?,
-        "streams" => report_runs(args.runs, || streams::<S>(&endpoint, server)).await?,
-        "datagrams" => report_runs(args.runs, || datagrams::<S>(&endpoint, server)).await?,
-        "sessions" => report_runs(args.runs, || sessions::<S>(&endpoint, server)).await?,
+        "throughput" => report_runs(args.runs, || throughput::<S>(client, server)).await?,
+        "streams" => report_runs(args.runs, || streams::<S>(client, server)).await?,
+        "datagrams" => report_runs(args.runs, || datagrams::<S>(client, server)).await?,
+        "sessions" => report_runs(args.runs, || sessions::<S>(client, server)).await?,
         "cost" => {
-            cost_protocol(|count| closed_sessions::<S>(&endpoint, server, count)).await?;
+            cost_protocol(|count| closed_sessions::<S>(client, server, count)).await?;
         }
         "idle" => {
             idle_protocol(|count| {
                 bounded(run_concurrently(count, SESSION_CONCURRENCY, |_| {
-                    connect_and_echo::<S>(&endpoint, server)
+                    connect_and_echo::<S>(client, server)
                 }))
             })
             .await?;
         }
         other => bail!("unknown measurement {other:?}"),
     }
-    endpoint.close(0u32.into(), b"done");
+    client.endpoint.close(0u32.into(), b"done");
     Ok(())
 }
 
-async fn throughput<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
-    let session = S::connect(endpoint, server).await?;
+async fn throughput<S: WtStack>(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<f64> {
+    let session = S::connect(client, server).await?;
     S::echo(&session, &[0; SMALL_PAYLOAD]).await?;
     let start = Instant::now();
     let bytes = S::download(&session, LARGE).await?;
@@ -375,8 +448,8 @@ async fn throughput<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyh
     Ok(gbits)
 }
 
-async fn streams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
-    let session = S::connect(endpoint, server).await?;
+async fn streams<S: WtStack>(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<f64> {
+    let session = S::connect(client, server).await?;
     let payload = [0x5a; SMALL_PAYLOAD];
     let echo = |_| async {
         let echoed = S::echo(&session, &payload).await?;
@@ -396,8 +469,8 @@ async fn streams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow:
 /// Sends [`DATAGRAM_COUNT`] datagrams keeping at most [`DATAGRAM_WINDOW`] in flight; a
 /// datagram whose echo does not come within [`DATAGRAM_LOSS_TIMEOUT`] counts as lost. The rate
 /// is echoes received per second.
-async fn datagrams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
-    let session = S::connect(endpoint, server).await?;
+async fn datagrams<S: WtStack>(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<f64> {
+    let session = S::connect(client, server).await?;
     let payload = Bytes::from(vec![0xa5; DATAGRAM_SIZE]);
     // Wait for the session to be fully up: one echo round trip.
     S::echo(&session, &[0; SMALL_PAYLOAD]).await?;
@@ -432,10 +505,10 @@ async fn datagrams<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyho
     Ok(received as f64 / elapsed)
 }
 
-async fn sessions<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
+async fn sessions<S: WtStack>(client: &ClientEnd, server: SocketAddr) -> anyhow::Result<f64> {
     let start = Instant::now();
     let done = run_concurrently(SESSION_COUNT, SESSION_CONCURRENCY, |_| {
-        session_and_close::<S>(endpoint, server)
+        session_and_close::<S>(client, server)
     })
     .await?;
     Ok(done.len() as f64 / seconds(start))
@@ -444,16 +517,16 @@ async fn sessions<S: WtStack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow
 /// Runs `count` sessions ([`session_and_close`]) and waits until all their connections are
 /// closed and drained, so that every packet of theirs has been sent.
 async fn closed_sessions<S: WtStack>(
-    endpoint: &Endpoint,
+    client: &ClientEnd,
     server: SocketAddr,
     count: usize,
 ) -> anyhow::Result<Vec<()>> {
     let done = bounded(run_concurrently(count, SESSION_CONCURRENCY, |_| {
-        session_and_close::<S>(endpoint, server)
+        session_and_close::<S>(client, server)
     }))
     .await?;
     bounded(async {
-        endpoint.wait_idle().await;
+        client.endpoint.wait_idle().await;
         Ok(())
     })
     .await?;
@@ -521,20 +594,20 @@ fn print_frame_stats(name: &str, conns: &[quinn::Connection]) {
 /// A session's life in [`SESSIONS`] and [`SESSION_COST`]: connect, one echo, close. Returns
 /// the session's QUIC connection, whose statistics stay readable after the close.
 async fn session_and_close<S: WtStack>(
-    endpoint: &Endpoint,
+    client: &ClientEnd,
     server: SocketAddr,
 ) -> anyhow::Result<quinn::Connection> {
-    let session = connect_and_echo::<S>(endpoint, server).await?;
+    let session = connect_and_echo::<S>(client, server).await?;
     let connection = S::connection(&session);
     S::close(session);
     Ok(connection)
 }
 
 async fn connect_and_echo<S: WtStack>(
-    endpoint: &Endpoint,
+    client: &ClientEnd,
     server: SocketAddr,
 ) -> anyhow::Result<S::Session> {
-    let session = S::connect(endpoint, server).await?;
+    let session = S::connect(client, server).await?;
     S::echo(&session, &[0; SMALL_PAYLOAD]).await?;
     Ok(session)
 }
