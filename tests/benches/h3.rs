@@ -1,5 +1,11 @@
 //! HTTP/3 benchmark: `cargo bench -p quay-tests --bench h3 [-- <measurement>…]`.
 //!
+//! With `QUAY_BENCH_QLOG=1`, a column `quay + qlog` runs [`Quay`] writing a qlog file for every
+//! connection on both sides, into a fresh directory under the system's temporary directory
+//! (`$TMPDIR` or `/tmp`) for each run, removed after it; under the table, the files, bytes and
+//! records written (a run that wrote no event fails). What the writes cost depends on the file
+//! system (`TMPDIR=/dev/shm` for a tmpfs).
+//!
 //! Server and client run as two processes pinned to one core each; see
 //! `quay_tests::bench` for the harness and `quay_tests::bench::h3` for the measurements and
 //! for how to add a column.
@@ -16,20 +22,27 @@ use http::{Request, Response, StatusCode};
 use quay_h3::client;
 use quay_h3::server::{Connection, IncomingRequest};
 use quay_h3::{Code, Config};
+use quay_tests::bench::ClientEnd;
 use quay_tests::bench::h3::{H3Stack, Hyperium, MEASUREMENTS, RawQuinn, column};
+use quay_tests::bench::webtransport::QLOG_COLUMN_VAR;
 use quay_tests::hyperium::{BYTES_PATH, url};
 use quay_tests::raw::zero_chunks;
 use quay_tests::setup;
+use quay_transport::ServerBuilder;
 use quinn::Endpoint;
 
 fn main() -> ExitCode {
     // The floor first, then the reference; both are used as ratio bases.
-    let columns = [
+    let mut columns = vec![
         column::<RawQuinn>(),
         column::<Hyperium>(),
         column::<Quay>(),
         column::<QuayAxum>(),
     ];
+    // quay-h3 again writing qlog files: what qlog costs when it is on.
+    if std::env::var(QLOG_COLUMN_VAR).is_ok_and(|value| value == "1") {
+        columns.push(column::<QuayWithQlog>());
+    }
     quay_tests::bench::main(
         "quay HTTP/3 benchmark (loopback, 127.0.0.1)",
         &columns,
@@ -49,10 +62,11 @@ impl H3Stack for Quay {
     const NAME: &'static str = "quay";
     type Client = client::Connection;
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, _builder: ServerBuilder) -> anyhow::Result<()> {
         while let Some(incoming) = endpoint.accept().await {
             tokio::spawn(async move {
                 if let Ok(connection) = incoming.await {
+                    let connection = Connection::new(connection, Config::default());
                     let _ = serve_connection(connection).await;
                 }
             });
@@ -60,11 +74,11 @@ impl H3Stack for Quay {
         Ok(())
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client> {
+    async fn connect(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Client> {
         // Nothing to wait for: the client opens its control and QPACK streams in the background
         // and needs no SETTINGS from the server before a plain GET.
         Ok(client::Connection::new(
-            setup::connect(endpoint, server).await?,
+            setup::connect(&end.endpoint, server).await?,
             Config::default(),
         ))
     }
@@ -101,7 +115,7 @@ impl H3Stack for QuayAxum {
     const NAME: &'static str = "quay + axum";
     type Client = client::Connection;
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, _builder: ServerBuilder) -> anyhow::Result<()> {
         let router = axum::Router::new().route(
             &format!("{BYTES_PATH}{{size}}"),
             axum::routing::get(
@@ -116,8 +130,58 @@ impl H3Stack for QuayAxum {
         Ok(())
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client> {
-        Quay::connect(endpoint, server).await
+    async fn connect(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Client> {
+        Quay::connect(end, server).await
+    }
+
+    async fn download(client: &Self::Client, size: u64) -> anyhow::Result<u64> {
+        Quay::download(client, size).await
+    }
+
+    fn close(client: Self::Client) {
+        Quay::close(client);
+    }
+}
+
+/// [`Quay`] writing a qlog file for every connection, server and client: the server accepts
+/// through its builder's `Acceptor` (`server::Connection::accept_with`), the client connects
+/// through its builder's `Connector` and hands the connection's qlog to
+/// `client::Connection::with_qlog`. The harness names the directory and checks that events
+/// were written (see `quay_tests::bench`).
+#[derive(Debug)]
+struct QuayWithQlog;
+
+impl H3Stack for QuayWithQlog {
+    const NAME: &'static str = "quay + qlog";
+    const QLOG: bool = true;
+    const VARIANT_OF: Option<&'static str> = Some(Quay::NAME);
+    type Client = client::Connection;
+
+    async fn serve(endpoint: Endpoint, builder: ServerBuilder) -> anyhow::Result<()> {
+        let acceptor = builder.acceptor()?;
+        while let Some(incoming) = endpoint.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let accepted =
+                    Connection::accept_with(incoming, Some(&acceptor), Config::default()).await;
+                if let Ok(connection) = accepted {
+                    let _ = serve_connection(connection).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn connect(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Client> {
+        let (connecting, qlog) =
+            end.connector
+                .connect(&end.endpoint, server, setup::SERVER_NAME)?;
+        anyhow::ensure!(qlog.is_some(), "the qlog column's connection has no qlog");
+        Ok(client::Connection::with_qlog(
+            connecting.await?,
+            qlog,
+            Config::default(),
+        ))
     }
 
     async fn download(client: &Self::Client, size: u64) -> anyhow::Result<u64> {
@@ -130,8 +194,7 @@ impl H3Stack for QuayAxum {
 }
 
 /// Serves one connection until the client closes it; each request on its own task.
-async fn serve_connection(connection: quinn::Connection) -> anyhow::Result<()> {
-    let connection = Connection::new(connection, Config::default());
+async fn serve_connection(connection: Connection) -> anyhow::Result<()> {
     while let Some(incoming) = connection.accept_stream().await? {
         tokio::spawn(async move {
             let _ = respond(incoming).await;

@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::bail;
+use quay_transport::{ClientBuilder, ServerBuilder};
 use quinn::Endpoint;
 
 use super::{
-    ClientArgs, Column, Kind, Measurement, bounded, idle_protocol, report_runs, run_concurrently,
-    seconds,
+    ClientArgs, ClientEnd, Column, Kind, Measurement, bounded, idle_protocol, report_runs,
+    run_concurrently, seconds,
 };
 use crate::{hyperium, raw, setup};
 
@@ -73,16 +74,20 @@ pub const MEASUREMENTS: [Measurement; 4] = [REQUESTS, LARGE_RESPONSE, CONNECTION
 pub trait H3Stack {
     /// The column's name in the table.
     const NAME: &'static str;
+    /// Whether the column writes a qlog file per connection ([`Column::qlog`]).
+    const QLOG: bool = false;
+    /// The column this one is a variant of ([`Column::variant_of`]).
+    const VARIANT_OF: Option<&'static str> = None;
     /// A client connection, ready for requests.
     type Client;
 
-    /// Serves connections accepted on `endpoint` until it is closed: `GET /bytes/<n>` is
-    /// answered with status 200 and n bytes of body.
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()>;
+    /// Serves connections accepted on `endpoint` (bound by `builder`) until it is closed:
+    /// `GET /bytes/<n>` is answered with status 200 and n bytes of body.
+    async fn serve(endpoint: Endpoint, builder: ServerBuilder) -> anyhow::Result<()>;
 
-    /// Opens a connection to `server` from `endpoint` (server name [`setup::SERVER_NAME`]) and
+    /// Opens a connection to `server` from `end` (server name [`setup::SERVER_NAME`]) and
     /// does whatever the protocol needs before requests can be sent.
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client>;
+    async fn connect(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Client>;
 
     /// `GET /bytes/<size>` on `client`: reads the whole body (without keeping it) and returns
     /// its length. Many of these run at once on one client.
@@ -100,12 +105,12 @@ impl H3Stack for RawQuinn {
     const NAME: &'static str = "raw quinn";
     type Client = quinn::Connection;
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, _builder: ServerBuilder) -> anyhow::Result<()> {
         raw::serve(endpoint).await
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client> {
-        setup::connect(endpoint, server).await
+    async fn connect(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Client> {
+        setup::connect(&end.endpoint, server).await
     }
 
     async fn download(client: &Self::Client, size: u64) -> anyhow::Result<u64> {
@@ -125,12 +130,12 @@ impl H3Stack for Hyperium {
     const NAME: &'static str = "hyperium h3";
     type Client = hyperium::Client;
 
-    async fn serve(endpoint: Endpoint) -> anyhow::Result<()> {
+    async fn serve(endpoint: Endpoint, _builder: ServerBuilder) -> anyhow::Result<()> {
         hyperium::serve(endpoint).await
     }
 
-    async fn connect(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<Self::Client> {
-        hyperium::Client::new(setup::connect(endpoint, server).await?).await
+    async fn connect(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<Self::Client> {
+        hyperium::Client::new(setup::connect(&end.endpoint, server).await?).await
     }
 
     async fn download(client: &Self::Client, size: u64) -> anyhow::Result<u64> {
@@ -146,35 +151,40 @@ impl H3Stack for Hyperium {
 pub fn column<S: H3Stack + 'static>() -> Column {
     Column {
         name: S::NAME,
-        server: |endpoint, _builder| Box::pin(S::serve(endpoint)),
-        client: |endpoint, _builder, args| Box::pin(client::<S>(endpoint, args)),
-        qlog: false,
-        variant_of: None,
+        server: |endpoint, builder| Box::pin(S::serve(endpoint, builder)),
+        client: |endpoint, builder, args| Box::pin(client::<S>(endpoint, builder, args)),
+        qlog: S::QLOG,
+        variant_of: S::VARIANT_OF,
     }
 }
 
-async fn client<S: H3Stack>(endpoint: Endpoint, args: ClientArgs) -> anyhow::Result<()> {
+async fn client<S: H3Stack>(
+    endpoint: Endpoint,
+    builder: ClientBuilder,
+    args: ClientArgs,
+) -> anyhow::Result<()> {
+    let end = &ClientEnd::new(endpoint, &builder)?;
     let server = args.server;
     match args.measurement.as_str() {
-        "requests" => report_runs(args.runs, || requests::<S>(&endpoint, server)).await?,
-        "large" => report_runs(args.runs, || large::<S>(&endpoint, server)).await?,
-        "connections" => report_runs(args.runs, || connections::<S>(&endpoint, server)).await?,
+        "requests" => report_runs(args.runs, || requests::<S>(end, server)).await?,
+        "large" => report_runs(args.runs, || large::<S>(end, server)).await?,
+        "connections" => report_runs(args.runs, || connections::<S>(end, server)).await?,
         "idle" => {
             idle_protocol(|count| {
                 bounded(run_concurrently(count, CONNECTION_CONCURRENCY, |_| {
-                    connect_and_get::<S>(&endpoint, server)
+                    connect_and_get::<S>(end, server)
                 }))
             })
             .await?;
         }
         other => bail!("unknown measurement {other:?}"),
     }
-    endpoint.close(0u32.into(), b"done");
+    end.endpoint.close(0u32.into(), b"done");
     Ok(())
 }
 
-async fn requests<S: H3Stack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
-    let client = S::connect(endpoint, server).await?;
+async fn requests<S: H3Stack>(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<f64> {
+    let client = S::connect(end, server).await?;
     let get = |_| S::download(&client, SMALL);
     run_concurrently(REQUEST_WARMUP, REQUEST_CONCURRENCY, get).await?;
     let start = Instant::now();
@@ -184,8 +194,8 @@ async fn requests<S: H3Stack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow
     Ok(rate)
 }
 
-async fn large<S: H3Stack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
-    let client = S::connect(endpoint, server).await?;
+async fn large<S: H3Stack>(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<f64> {
+    let client = S::connect(end, server).await?;
     S::download(&client, SMALL).await?;
     let start = Instant::now();
     let bytes = S::download(&client, LARGE).await?;
@@ -194,10 +204,10 @@ async fn large<S: H3Stack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::R
     Ok(gbits)
 }
 
-async fn connections<S: H3Stack>(endpoint: &Endpoint, server: SocketAddr) -> anyhow::Result<f64> {
+async fn connections<S: H3Stack>(end: &ClientEnd, server: SocketAddr) -> anyhow::Result<f64> {
     let start = Instant::now();
     let clients = run_concurrently(CONNECTION_COUNT, CONNECTION_CONCURRENCY, |_| async {
-        let client = connect_and_get::<S>(endpoint, server).await?;
+        let client = connect_and_get::<S>(end, server).await?;
         S::close(client);
         Ok(())
     })
@@ -206,10 +216,10 @@ async fn connections<S: H3Stack>(endpoint: &Endpoint, server: SocketAddr) -> any
 }
 
 async fn connect_and_get<S: H3Stack>(
-    endpoint: &Endpoint,
+    end: &ClientEnd,
     server: SocketAddr,
 ) -> anyhow::Result<S::Client> {
-    let client = S::connect(endpoint, server).await?;
+    let client = S::connect(end, server).await?;
     S::download(&client, SMALL).await?;
     Ok(client)
 }

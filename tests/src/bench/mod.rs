@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use quay_transport::{CertificateHash, ClientBuilder, Endpoint, ServerBuilder};
+use quay_transport::{CertificateHash, ClientBuilder, Connector, Endpoint, ServerBuilder};
 
 use crate::setup;
 
@@ -106,6 +106,27 @@ pub struct Column {
     /// The name of the column this one is a variant of (e.g. quay with something switched
     /// on): the table adds the ratio of this column to that one.
     pub variant_of: Option<&'static str>,
+}
+
+/// A client process's means of connecting: the endpoint every connection leaves from, and the
+/// connector of the builder that bound it (a qlog file per connection when the harness gave
+/// the column a qlog directory, see [`Column::qlog`]).
+#[derive(Debug)]
+pub struct ClientEnd {
+    /// The endpoint, pinning the server's certificate.
+    pub endpoint: Endpoint,
+    /// `ClientBuilder::connector` of the endpoint's builder.
+    pub connector: Connector,
+}
+
+impl ClientEnd {
+    /// The client end of `endpoint`, bound by `builder`.
+    pub fn new(endpoint: Endpoint, builder: &ClientBuilder) -> anyhow::Result<Self> {
+        Ok(Self {
+            connector: builder.connector()?,
+            endpoint,
+        })
+    }
 }
 
 /// How a measurement is taken.

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use bytes::Bytes;
-use quay_transport::{ClientBuilder, Connector, ServerBuilder};
+use quay_transport::{ClientBuilder, ServerBuilder};
 use quinn::Endpoint;
 
 use super::{
-    ClientArgs, Column, Kind, Measurement, bounded, cost_protocol, idle_protocol, report_runs,
-    run_concurrently, seconds,
+    ClientArgs, ClientEnd, Column, Kind, Measurement, bounded, cost_protocol, idle_protocol,
+    report_runs, run_concurrently, seconds,
 };
 use crate::{quaywt, raw, setup, wtq};
 
@@ -109,17 +109,6 @@ pub const MEASUREMENTS: [Measurement; 6] = [
     SESSION_COST,
     IDLE_MEMORY,
 ];
-
-/// A client process's means of connecting: the endpoint every connection leaves from, and the
-/// connector of the builder that bound it (a qlog file per connection when the harness gave
-/// the column a qlog directory, see [`Column::qlog`](super::Column::qlog)).
-#[derive(Debug)]
-pub struct ClientEnd {
-    /// The endpoint, pinning the server's certificate.
-    pub endpoint: Endpoint,
-    /// `ClientBuilder::connector` of the endpoint's builder.
-    pub connector: Connector,
-}
 
 /// A WebTransport implementation (or the raw-quinn floor) as the benchmark drives it.
 ///
@@ -411,10 +400,7 @@ async fn client<S: WtStack>(
     builder: ClientBuilder,
     args: ClientArgs,
 ) -> anyhow::Result<()> {
-    let client = &ClientEnd {
-        connector: builder.connector()?,
-        endpoint,
-    };
+    let client = &ClientEnd::new(endpoint, &builder)?;
     let server = args.server;
     match args.measurement.as_str() {
         "throughput" => report_runs(args.runs, || throughput::<S>(client, server)).await?,
