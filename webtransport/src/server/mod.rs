@@ -36,14 +36,17 @@
 //! # }
 //! ```
 
-use crate::qlog::{initiator, session_event};
+mod request;
+
+pub use request::Request;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use http::{Method, Response, StatusCode};
 use quay_h3::Code;
 use quay_h3::proto::VarInt;
 use quay_h3::proto::headers::Protocol;
@@ -53,11 +56,10 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::core::table::server_session_limit;
-use crate::error::{SessionError, Violation};
 use crate::proto::connect;
-use crate::proto::settings::{Draft, FlowControlLimits, announced_session_count, client_draft};
+use crate::proto::settings::{FlowControlLimits, announced_session_count, client_draft};
+use crate::qlog::{initiator, session_event};
 use crate::routes::Routes;
-use crate::session::{Established, Session};
 
 /// What a connection's peer asked for, from [`Connection::accept`].
 #[derive(Debug)]
@@ -263,17 +265,6 @@ impl Connection {
     }
 }
 
-/// `request`, holding none of the bytes it was received in: its URI is a slice of the buffer
-/// quinn received the HEADERS frame in, which a session that keeps its request would keep
-/// allocated for its whole life. The URI is copied (one allocation for the authority and the
-/// path together); header values are copies already.
-fn detach(mut request: Box<http::Request<()>>) -> Box<http::Request<()>> {
-    if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
-        *request.uri_mut() = uri;
-    }
-    request
-}
-
 /// Answers `stream` with an empty response of `status`, in the background.
 fn answer(mut stream: RequestStream, status: StatusCode) {
     tokio::spawn(async move {
@@ -444,212 +435,5 @@ fn sort(
         && let Some(mut stream) = request.stream.take()
     {
         stream.reject(Code::H3_REQUEST_REJECTED);
-    }
-}
-
-/// A WebTransport session request, to accept with [`Request::ok`] or refuse with
-/// [`Request::reject`]. Dropping it refuses the session with H3_REQUEST_REJECTED.
-#[derive(Debug)]
-pub struct Request {
-    /// Boxed, as the stream is: a request waits in queues and in the application's task, and
-    /// is small there.
-    head: Box<http::Request<()>>,
-    stream: Option<Box<RequestStream>>,
-    routes: Arc<Routes>,
-    conn: quay_transport::Connection,
-    draft: Draft,
-    id: u64,
-    /// Our flow-control limits and the client's, when both sides turned it on.
-    flow: Option<(FlowControlLimits, FlowControlLimits)>,
-}
-
-impl Request {
-    /// The request URL (`https://authority/path?query`).
-    pub fn url(&self) -> &Uri {
-        self.head.uri()
-    }
-
-    /// The `:authority`.
-    pub fn authority(&self) -> &str {
-        self.head.uri().authority().map_or("", |a| a.as_str())
-    }
-
-    /// The `:path`, without the query.
-    pub fn path(&self) -> &str {
-        self.head.uri().path()
-    }
-
-    /// The `origin` header (browsers always send it), if present and text.
-    pub fn origin(&self) -> Option<&str> {
-        self.head.headers().get(http::header::ORIGIN)?.to_str().ok()
-    }
-
-    /// Every request header.
-    pub fn headers(&self) -> &HeaderMap {
-        self.head.headers()
-    }
-
-    /// The subprotocols the client offers (`wt-available-protocols`), most preferred first.
-    pub fn protocols(&self) -> Vec<String> {
-        connect::offered_protocols(self.head.headers())
-    }
-
-    /// The newest WebTransport draft the client's SETTINGS announce (Chromium and Firefox:
-    /// draft-02). A client that announces none has its CONNECT refused before it becomes a
-    /// `Request` (draft-16 §3.1).
-    pub fn draft(&self) -> Draft {
-        self.draft
-    }
-
-    /// The `:protocol` the client used (`webtransport` or `webtransport-h3`).
-    pub fn upgrade_token(&self) -> Option<&str> {
-        self.head
-            .extensions()
-            .get::<Protocol>()
-            .map(Protocol::as_str)
-    }
-
-    /// The QUIC connection the request came on.
-    pub fn connection(&self) -> &quay_transport::Connection {
-        &self.conn
-    }
-
-    /// The connection's qlog file, if it has one.
-    pub fn qlog(&self) -> Option<&quay_transport::Qlog> {
-        self.stream.as_ref().and_then(|stream| stream.qlog())
-    }
-
-    /// Accepts the session (200).
-    ///
-    /// The returned future is boxed: a task that awaits it and then serves the session for
-    /// hours keeps room for its largest await point the whole time, and sending a response
-    /// needs far more than serving a session does.
-    pub fn ok(self) -> impl Future<Output = Result<Session, SessionError>> + Send + 'static {
-        Box::pin(self.accept(None))
-    }
-
-    /// Accepts the session (200) and chooses `protocol`, which should be one of
-    /// [`Request::protocols`], in `wt-protocol`. Boxed, as [`Request::ok`] is.
-    pub fn ok_with_protocol(
-        self,
-        protocol: &str,
-    ) -> impl Future<Output = Result<Session, SessionError>> + Send + 'static {
-        Box::pin(self.accept(Some(protocol.to_owned())))
-    }
-
-    async fn accept(mut self, protocol: Option<String>) -> Result<Session, SessionError> {
-        let Some(mut stream) = self.stream.take().map(|stream| *stream) else {
-            return Err(SessionError::LocallyClosed);
-        };
-        let mut response = Response::new(());
-        if connect::asks_draft02(self.head.headers()) {
-            response.headers_mut().insert(
-                connect::DRAFT02_RESPONSE_HEADER,
-                HeaderValue::from_static("draft02"),
-            );
-        }
-        let protocol = protocol.and_then(|p| {
-            let value = connect::encode_chosen_protocol(&p)?;
-            Some((p, value))
-        });
-        if let Some((_, value)) = &protocol {
-            response
-                .headers_mut()
-                .insert(connect::PROTOCOL_HEADER, value.clone());
-        }
-        if let Err(error) = stream.send_response(response).await {
-            self.routes.close(self.id);
-            return Err(match error {
-                quay_h3::StreamError::ConnectionLost(error) => SessionError::ConnectionLost(error),
-                quay_h3::StreamError::Stopped(code) | quay_h3::StreamError::Reset(code) => {
-                    SessionError::Reset(code)
-                }
-                _ => SessionError::Protocol(Violation::ResponseNotSent),
-            });
-        }
-        if let Some(qlog) = stream.qlog() {
-            session_event(
-                qlog,
-                "quay-webtransport:session_accepted",
-                self.id,
-                |data| {
-                    data.str("initiator", initiator(true)).u64("status", 200);
-                    if let Some((protocol, _)) = &protocol {
-                        data.str("protocol", protocol);
-                    }
-                },
-            );
-        }
-        let (send, recv) = stream.split();
-        // The session keeps its request (Session::request); a placeholder stays behind.
-        let head = detach(std::mem::take(&mut self.head));
-        Session::new_http3(Established {
-            conn: self.conn.clone(),
-            send,
-            recv,
-            routes: self.routes.clone(),
-            protocol: protocol.map(|(p, _)| p),
-            draft: self.draft,
-            request: Some(head),
-            client: None,
-            flow: self.flow,
-        })
-    }
-
-    /// Refuses the session with `status` (which should not be 2xx) and an empty body. Boxed, as
-    /// [`Request::ok`] is.
-    pub fn reject(self, status: StatusCode) -> impl Future<Output = ()> + Send + 'static {
-        Box::pin(self.refuse(status))
-    }
-
-    async fn refuse(mut self, status: StatusCode) {
-        self.routes.close(self.id);
-        let Some(mut stream) = self.stream.take().map(|stream| *stream) else {
-            return;
-        };
-        if let Some(qlog) = stream.qlog() {
-            session_event(qlog, "quay-webtransport:session_refused", self.id, |data| {
-                data.str("initiator", initiator(true))
-                    .u64("status", status.as_u16().into());
-            });
-        }
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        if stream.send_response(response).await.is_ok() {
-            let _ = stream.finish();
-        }
-    }
-}
-
-impl Drop for Request {
-    fn drop(&mut self) {
-        if let Some(mut stream) = self.stream.take().map(|stream| *stream) {
-            self.routes.close(self.id);
-            stream.reject(Code::H3_REQUEST_REJECTED);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_kept_request_holds_no_received_bytes() {
-        let received = bytes::Bytes::from_static(b"/echo?x=1 example.com:4433");
-        let uri = Uri::builder()
-            .scheme("https")
-            .authority(http::uri::Authority::from_maybe_shared(received.slice(10..)).unwrap())
-            .path_and_query(
-                http::uri::PathAndQuery::from_maybe_shared(received.slice(..9)).unwrap(),
-            )
-            .build()
-            .unwrap();
-        let request = Box::new(http::Request::builder().uri(uri).body(()).unwrap());
-        let kept = detach(request);
-        assert_eq!(kept.uri(), "https://example.com:4433/echo?x=1");
-        let inside = |part: &str| received.as_ptr_range().contains(&part.as_ptr());
-        assert!(!inside(kept.uri().path()));
-        assert!(!inside(kept.uri().authority().unwrap().as_str()));
     }
 }
