@@ -3,20 +3,22 @@
 //! `std::sync::Mutex`, the wakers of the tasks waiting on it, the CONNECT stream's sending
 //! half and the session's datagrams; every method feeds the core one input and carries out
 //! what it returns (wakes, the end's publication, refusals, writes on the CONNECT stream).
+//! Waiting on the core (for credit, streams, the end) is [`wait`]'s.
 //!
 //! It decides no protocol rule (the core does), reads nothing from the network (the CONNECT
 //! stream's reader is `crate::connect_reader`, streams are routed by `crate::routes`) and has
 //! no public API ([`crate::Session`] is that).
 
-use std::future::poll_fn;
+mod wait;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::Instant;
 
 use quay_h3::stream::{Datagrams, ExtensionStream, SendHalf};
 
-use crate::core::session::{Credit, Event, SessionCore, Transmit};
+use crate::core::session::{Event, SessionCore, Transmit};
 use crate::error::{SessionError, StreamError};
 use crate::flow::FlowControl;
 use crate::held::HeldRef;
@@ -25,7 +27,7 @@ use crate::proto::capsule::Direction;
 use crate::proto::error::WT_SESSION_GONE;
 use crate::qlog::{Qlog, initiator, session_event};
 use crate::stats::{FlowCredit, SessionCounters};
-use crate::waiter::{Interest, WaitKey, Waiters};
+use crate::waiter::{Interest, Waiters};
 
 /// What one HTTP/3 session's handles, its streams and its CONNECT-stream task share: the
 /// session's core behind a lock, the wakers of those waiting on it, and the CONNECT stream's
@@ -450,45 +452,10 @@ impl SessionState {
         self.with_core(|core| core.handle_peer_stream(direction, arrival))
     }
 
-    /// Waits for one of the peer's stream credits of `direction`, when flow control is on.
-    pub(crate) async fn stream_credit(
-        self: &Arc<Self>,
-        direction: Direction,
-    ) -> Result<(), SessionError> {
-        if !self.flow_on {
-            return Ok(());
-        }
-        let wanted = Interest::CREDIT.or(Interest::ENDED);
-        self.wait(wanted, |inner| match inner.core.poll_open(direction) {
-            Credit::Ready(()) => Some(Ok(())),
-            Credit::Ended => Some(Err(end_of(inner))),
-            Credit::Blocked => None,
-        })
-        .await
-    }
-
     /// Whether flow control is on: writes and reads of the session's streams then go through
     /// [`SessionState::poll_data_credit`] and [`SessionState::on_read`].
     pub(crate) fn flow_on(&self) -> bool {
         self.flow_on
-    }
-
-    /// Takes up to `want` bytes of the peer's data credit, waiting while there is none; `key`
-    /// is the caller's place among the waiters, to give back with [`SessionState::forget`].
-    pub(crate) fn poll_data_credit(
-        self: &Arc<Self>,
-        cx: &mut Context<'_>,
-        key: &mut WaitKey,
-        want: usize,
-    ) -> Poll<Result<usize, StreamError>> {
-        let wanted = Interest::CREDIT.or(Interest::ENDED);
-        self.poll_wait(cx, key, wanted, |inner| {
-            match inner.core.poll_reserve(want) {
-                Credit::Ready(n) => Some(Ok(n)),
-                Credit::Ended => Some(Err(StreamError::SessionGone)),
-                Credit::Blocked => None,
-            }
-        })
     }
 
     /// Gives back data credit that was taken and not used.
@@ -508,69 +475,6 @@ impl SessionState {
             .map_err(|()| StreamError::SessionGone)
     }
 
-    /// Waits for the next routed stream of `direction`, or the end of the session.
-    pub(crate) async fn next_arrival(
-        self: &Arc<Self>,
-        direction: Direction,
-    ) -> Result<ExtensionStream, SessionError> {
-        let arrived = match direction {
-            Direction::Bidi => Interest::ARRIVED_BIDI,
-            Direction::Uni => Interest::ARRIVED_UNI,
-        };
-        self.wait(arrived.or(Interest::ENDED), |inner| {
-            if inner.core.end().is_some() {
-                return Some(Err(end_of(inner)));
-            }
-            // Accepting may make stream credit due: `poll_wait` carries that out.
-            inner.core.poll_accept(direction).map(Ok)
-        })
-        .await
-    }
-
-    /// Waits until `check`, run under the lock at first and after each change in `interest`,
-    /// gives a value. The only wait loop of the session: the others are built on it.
-    async fn wait<T>(
-        self: &Arc<Self>,
-        interest: Interest,
-        mut check: impl FnMut(&mut StateInner) -> Option<T>,
-    ) -> T {
-        let mut waiting = Registration {
-            state: self,
-            key: WaitKey::NONE,
-        };
-        poll_fn(|cx| self.poll_wait(cx, &mut waiting.key, interest, &mut check)).await
-    }
-
-    /// [`SessionState::wait`], polled: `check` under the lock; if it gives nothing, registers
-    /// at `key` for `interest`, else gives `key`'s place back. Then carries out what the core
-    /// asks for (a check may take credit or a stream).
-    fn poll_wait<T>(
-        self: &Arc<Self>,
-        cx: &mut Context<'_>,
-        key: &mut WaitKey,
-        interest: Interest,
-        check: impl FnOnce(&mut StateInner) -> Option<T>,
-    ) -> Poll<T> {
-        let mut inner = self.lock();
-        let value = check(&mut inner);
-        match value {
-            Some(_) => inner.waiters.remove(key),
-            None => inner.waiters.register(key, interest, cx.waker()),
-        }
-        self.after(inner, Writer::Task);
-        match value {
-            Some(value) => Poll::Ready(value),
-            None => Poll::Pending,
-        }
-    }
-
-    /// Gives back `key`'s place among the waiters, if it has one.
-    pub(crate) fn forget(&self, key: &mut WaitKey) {
-        if *key != WaitKey::NONE {
-            self.lock().waiters.remove(key);
-        }
-    }
-
     pub(crate) fn set_connect_done(&self) {
         let mut wake = Vec::new();
         {
@@ -579,37 +483,6 @@ impl SessionState {
             inner.waiters.wake(Interest::CONNECT_DONE, &mut wake);
         }
         wake.into_iter().for_each(Waker::wake);
-    }
-
-    pub(crate) async fn connect_done(self: &Arc<Self>) {
-        self.wait(Interest::CONNECT_DONE, |_| {
-            self.connect_done.load(Ordering::Acquire).then_some(())
-        })
-        .await;
-    }
-
-    pub(crate) async fn ended(self: &Arc<Self>) -> SessionError {
-        self.wait(Interest::ENDED, |inner| {
-            inner.core.end().is_some().then(|| end_of(inner))
-        })
-        .await
-    }
-
-    /// Ready once the session has ended; for the CONNECT stream's reader, whose place among
-    /// the waiters is `key`.
-    pub(crate) fn poll_ended(
-        self: &Arc<Self>,
-        cx: &mut Context<'_>,
-        key: &mut WaitKey,
-    ) -> Poll<()> {
-        self.poll_wait(cx, key, Interest::ENDED, |inner| {
-            inner.core.end().map(|_| ())
-        })
-    }
-
-    pub(crate) async fn drained(self: &Arc<Self>) {
-        self.wait(Interest::DRAINED, |_| self.is_drained().then_some(()))
-            .await;
     }
 }
 
@@ -620,18 +493,6 @@ fn end_of(inner: &StateInner) -> SessionError {
         .end()
         .cloned()
         .map_or(SessionError::LocallyClosed, SessionError::from)
-}
-
-/// A waiter's place, given back when its wait is over or dropped.
-struct Registration<'a> {
-    state: &'a SessionState,
-    key: WaitKey,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.state.forget(&mut self.key);
-    }
 }
 
 /// Which queue a peer's WebTransport stream goes to; `None` for a kind this crate does not
