@@ -343,3 +343,70 @@ async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
     assert_reset_with(&mut uni, gone).await;
     let _ = release_tx.send(());
 }
+
+// draft-16 §6, for a bidirectional stream whose application dropped one half and keeps the
+// other: the half still held is ended with the session. Stream `A`: the server drops its send
+// half and keeps the receive half, which must be stopped with WT_SESSION_GONE. Stream `B`: the
+// server reads it to the end, drops the receive half and keeps the send half, which must be
+// reset with WT_SESSION_GONE.
+#[tokio::test]
+async fn the_half_a_stream_keeps_is_ended_with_the_session_after_the_other_was_dropped() {
+    let (server, builder) = common::default_server();
+    let url = format!(
+        "https://localhost:{}/s",
+        server.local_addr().unwrap().port()
+    );
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let session = server.accept().await.unwrap().ok().await.unwrap();
+        let mut kept = (None, None);
+        // Bounded: two streams.
+        for _ in 0..2 {
+            let (send, mut recv) = session.accept_bi().await.unwrap().expect("a stream");
+            let mut which = [0; 1];
+            assert_eq!(recv.read(&mut which).await.unwrap(), Some(1));
+            if which == *b"A" {
+                drop(send);
+                kept.0 = Some(recv);
+            } else {
+                recv.read_to_end(64).await.unwrap();
+                drop(recv);
+                kept.1 = Some(send);
+            }
+        }
+        let _ = ready_tx.send(());
+        // Idle until the test is over: the kept halves are neither used nor dropped.
+        let _ = release.await;
+        drop((session, kept));
+    });
+    let (client, connect) = common::open_raw_session(&url, &builder).await;
+    let id = connect.id();
+    let signal = FrameType::WEBTRANSPORT_STREAM.to_varint();
+    let (mut a_send, mut a_recv) = client.connection().open_bi().await.unwrap();
+    a_send
+        .write_all(&common::stream_header(signal, id, b"A, no FIN"))
+        .await
+        .unwrap();
+    let (mut b_send, mut b_recv) = client.connection().open_bi().await.unwrap();
+    b_send
+        .write_all(&common::stream_header(signal, id, b"B"))
+        .await
+        .unwrap();
+    b_send.finish().unwrap();
+    bounded(ready).await.unwrap();
+    // The dropped send half of `A` was finished as usual.
+    let mut buf = [0; 64];
+    assert_eq!(bounded(a_recv.read(&mut buf)).await.unwrap(), None);
+    let (mut connect_send, _connect_recv) = connect.split();
+    connect_send
+        .send_capsule(&WtCapsule::close(7, "bye").to_capsule())
+        .await
+        .unwrap();
+    connect_send.finish().unwrap();
+
+    let gone = quay_webtransport::proto::error::WT_SESSION_GONE.to_varint();
+    assert_eq!(bounded(a_send.stopped()).await.unwrap(), Some(gone));
+    assert_reset_with(&mut b_recv, gone).await;
+    let _ = release_tx.send(());
+}

@@ -14,7 +14,7 @@ use super::{Session, raw_end};
 use crate::datagram::Prefix;
 use crate::error::{SessionError, Violation};
 use crate::proto::capsule::Direction;
-use crate::stream::{Mapping, RecvStream, SendStream};
+use crate::stream::{self, Mapping, RecvStream, SendStream};
 
 impl Session {
     /// Opens a bidirectional stream. Waits while the peer's stream limit is reached (QUIC's, and
@@ -33,10 +33,7 @@ impl Session {
         }
         self.count(|c| &c.streams_opened_bidi);
         let mapping = self.mapping();
-        Ok((
-            SendStream::new(send, mapping.clone()),
-            RecvStream::new(recv, Bytes::new(), mapping),
-        ))
+        Ok(stream::bidi(send, recv, Bytes::new(), mapping))
     }
 
     /// Opens a unidirectional stream. Waits while the peer's stream limit is reached (QUIC's,
@@ -96,10 +93,7 @@ impl Session {
     async fn next_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
         let Some(h3) = &self.inner.h3 else {
             let (send, recv) = self.inner.conn.accept_bi().await.map_err(raw_end)?;
-            return Ok((
-                SendStream::new(send, Mapping::Raw),
-                RecvStream::new(recv, Bytes::new(), Mapping::Raw),
-            ));
+            return Ok(stream::bidi(send, recv, Bytes::new(), Mapping::Raw));
         };
         match h3.state.next_arrival(Direction::Bidi).await? {
             ExtensionStream::Bidi {
@@ -110,10 +104,7 @@ impl Session {
             } => {
                 self.count(|c| &c.streams_accepted_bidi);
                 let mapping = self.mapping();
-                Ok((
-                    SendStream::new(send, mapping.clone()),
-                    RecvStream::new(recv, buffered, mapping),
-                ))
+                Ok(stream::bidi(send, recv, buffered, mapping))
             }
             _ => Err(SessionError::Protocol(Violation::WrongDirection)),
         }

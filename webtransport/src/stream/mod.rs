@@ -8,11 +8,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use quay_h3::proto::VarInt;
 use quay_transport::{ReadError, WriteError};
 
 use crate::error::{StreamError, peer_code};
-use crate::held::{EndsWithSession, Held};
+use crate::held::{self, Held, Side};
 use crate::proto::error::app_code_to_h3;
 use crate::state::SessionState;
 use crate::stats;
@@ -69,24 +70,32 @@ impl Mapping {
         }
     }
 
-    /// Registers a new stream's handle with its session, to end it with the session; the slot
-    /// to give back when the stream is dropped ([`Mapping::dropped`]).
-    fn hold<S: EndsWithSession>(&self, held: &Held<S>) -> u32 {
+    /// Registers a new stream's handles with its session, to end them with the session; the
+    /// slot to give back when the stream's last half is dropped ([`Mapping::dropped`]).
+    fn hold<S: Side>(&self, held: &Held<S>) -> u32 {
         match self {
             Self::Http3(state) => state.hold(held.for_session()),
             Self::Raw => u32::MAX,
         }
     }
 
-    /// A stream is being dropped. quinn would finish (send) or stop with code 0 (receive) a
-    /// dropped stream; one of a session that has ended is ended as the session's end does
-    /// instead (draft-16 §6). Its slot goes back to the session.
-    fn dropped<S: EndsWithSession>(&self, held: &Held<S>, slot: u32) {
-        if let Self::Http3(state) = self {
-            if state.is_gone() {
-                held.end_with_session();
+    /// A stream's half is being dropped. quinn would finish (send) or stop with code 0
+    /// (receive) a dropped stream; one of a session that has ended is ended as the session's
+    /// end does instead (draft-16 §6). The stream's slot goes back to the session with its
+    /// last half.
+    fn dropped<S: Side>(&self, held: &Held<S>, slot: u32) {
+        match self {
+            Self::Http3(state) => {
+                if state.is_gone() {
+                    held.end_with_session();
+                }
+                if held.drop_half() {
+                    state.release(slot);
+                }
             }
-            state.release(slot);
+            Self::Raw => {
+                held.drop_half();
+            }
         }
     }
 
@@ -141,6 +150,23 @@ pub enum ReadToEndError {
     /// The stream is longer than the limit.
     #[error("stream longer than the limit")]
     TooLong,
+}
+
+/// Both halves of a bidirectional stream; `buffered` is payload read with its header. One
+/// allocation and one session slot for the two ([`held::pair`]).
+pub(crate) fn bidi(
+    send: quay_transport::SendStream,
+    recv: quay_transport::RecvStream,
+    buffered: Bytes,
+    mapping: Mapping,
+) -> (SendStream, RecvStream) {
+    let id = send.id();
+    let (send, recv) = held::pair(send, recv);
+    let slot = mapping.hold(&send);
+    (
+        SendStream::from_held(send, id, slot, mapping.clone()),
+        RecvStream::from_held(recv, id, slot, buffered, mapping),
+    )
 }
 
 mod recv;

@@ -20,7 +20,8 @@ use super::{Mapping, ReadToEndError, read_error};
 pub struct RecvStream {
     /// quinn's stream, which the session takes away and stops when it ends.
     inner: Held<quay_transport::RecvStream>,
-    /// Its slot among the session's streams.
+    /// Its slot among the session's streams (shared with the other half of a bidirectional
+    /// stream).
     slot: u32,
     id: StreamId,
     /// Payload read together with the stream header; comes before anything in `inner`.
@@ -37,6 +38,17 @@ impl RecvStream {
         let id = inner.id();
         let inner = Held::new(inner);
         let slot = mapping.hold(&inner);
+        Self::from_held(inner, id, slot, buffered, mapping)
+    }
+
+    /// Stream `id`, whose handle is held already, in session slot `slot`.
+    pub(crate) fn from_held(
+        inner: Held<quay_transport::RecvStream>,
+        id: StreamId,
+        slot: u32,
+        buffered: Bytes,
+        mapping: Mapping,
+    ) -> Self {
         Self {
             inner,
             slot,

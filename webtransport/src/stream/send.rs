@@ -22,7 +22,8 @@ use super::{Mapping, write_error};
 pub struct SendStream {
     /// quinn's stream, which the session takes away and resets when it ends.
     inner: Held<quay_transport::SendStream>,
-    /// Its slot among the session's streams.
+    /// Its slot among the session's streams (shared with the other half of a bidirectional
+    /// stream).
     slot: u32,
     id: StreamId,
     mapping: Mapping,
@@ -42,6 +43,16 @@ impl SendStream {
         let id = inner.id();
         let inner = Held::new(inner);
         let slot = mapping.hold(&inner);
+        Self::from_held(inner, id, slot, mapping)
+    }
+
+    /// Stream `id`, whose handle is held already, in session slot `slot`.
+    pub(crate) fn from_held(
+        inner: Held<quay_transport::SendStream>,
+        id: StreamId,
+        slot: u32,
+        mapping: Mapping,
+    ) -> Self {
         Self {
             inner,
             slot,
