@@ -7,7 +7,10 @@
 //! which may sit unused. So the handles live behind a lock the session can reach too: the
 //! session keeps a weak reference ([`HeldRef`]) and, when it ends, takes every handle out and
 //! resets or stops it. A stream whose handle was taken reports the session's end. Until then
-//! each use of a stream takes this uncontended lock.
+//! each use of a stream takes this uncontended lock. An operation that waits on quinn leaves
+//! its task's waker with the handle, and the session's end wakes it: a read or a write that
+//! waits ends with the session rather than holding its stream past it, and needs no place
+//! among the session's waiters.
 //!
 //! Both halves of a bidirectional stream share one [`Handles`]: one allocation, one weak
 //! reference in the session and one slot, given back when the last half is dropped. A half
@@ -20,7 +23,7 @@
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use quay_transport::{RecvStream, SendStream};
 
@@ -30,14 +33,37 @@ use crate::proto::error::WT_SESSION_GONE;
 /// The handles of one stream, both sides of a bidirectional one.
 #[derive(Debug)]
 pub(crate) struct Handles {
-    send: Option<SendStream>,
-    recv: Option<RecvStream>,
+    send: Handle<SendStream>,
+    recv: Handle<RecvStream>,
     /// Halves ([`Held`]s) not dropped yet: the session's slot is given back when none is left.
     halves: u8,
 }
 
-// What a stream costs the session: one small allocation, whichever its kind.
-const _: () = assert!(size_of::<Mutex<Handles>>() <= 80);
+/// One side's handle, and the task waiting in an operation on it.
+#[derive(Debug)]
+pub(crate) struct Handle<S> {
+    stream: Option<S>,
+    /// Woken when the session takes the handle away, so that an operation that waits ends
+    /// with the session (draft-16 §6) rather than when quinn next has news of the stream.
+    waiting: Option<Waker>,
+}
+
+impl<S> Handle<S> {
+    fn new(stream: Option<S>) -> Self {
+        Self {
+            stream,
+            waiting: None,
+        }
+    }
+
+    /// Takes the handle and the waiting task's waker out.
+    fn take(&mut self) -> (Option<S>, Option<Waker>) {
+        (self.stream.take(), self.waiting.take())
+    }
+}
+
+// What a stream costs: one small allocation, whichever its kind (both handles and wakers).
+const _: () = assert!(size_of::<Mutex<Handles>>() <= 112);
 // The session's list of streams holds one word per stream.
 const _: () = assert!(size_of::<Option<HeldRef>>() == size_of::<usize>());
 
@@ -60,11 +86,11 @@ impl<S: Side> Held<S> {
     /// A unidirectional stream's handle.
     pub(crate) fn new(stream: S) -> Self {
         let mut handles = Handles {
-            send: None,
-            recv: None,
+            send: Handle::new(None),
+            recv: Handle::new(None),
             halves: 1,
         };
-        *S::of(&mut handles) = Some(stream);
+        S::of(&mut handles).stream = Some(stream);
         Self::on(Arc::new(Mutex::new(handles)))
     }
 
@@ -78,23 +104,35 @@ impl<S: Side> Held<S> {
     /// Runs `op` on the stream; [`StreamError::SessionGone`] if the session took it away.
     pub(crate) fn with<T>(&self, op: impl FnOnce(&mut S) -> T) -> Result<T, StreamError> {
         S::of(&mut lock(&self.shared))
+            .stream
             .as_mut()
             .map(op)
             .ok_or(StreamError::SessionGone)
     }
 
     /// Polls one quinn operation on the stream, its error turned into ours by `error`;
-    /// [`StreamError::SessionGone`] if the session took the stream away.
+    /// [`StreamError::SessionGone`] if the session took the stream away. While the operation
+    /// waits, the session's end wakes it too.
     pub(crate) fn poll<T, E>(
         &self,
         cx: &mut Context<'_>,
         op: impl FnOnce(&mut S, &mut Context<'_>) -> Poll<Result<T, E>>,
         error: impl FnOnce(E) -> StreamError,
     ) -> Poll<Result<T, StreamError>> {
-        match self.with(|stream| op(stream, cx)) {
-            Ok(Poll::Ready(result)) => Poll::Ready(result.map_err(error)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(gone) => Poll::Ready(Err(gone)),
+        let mut handles = lock(&self.shared);
+        let slot = S::of(&mut handles);
+        let Some(stream) = slot.stream.as_mut() else {
+            return Poll::Ready(Err(StreamError::SessionGone));
+        };
+        match op(stream, cx) {
+            Poll::Ready(result) => Poll::Ready(result.map_err(error)),
+            Poll::Pending => {
+                match &mut slot.waiting {
+                    Some(waker) => waker.clone_from(cx.waker()),
+                    none => *none = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -111,13 +149,13 @@ impl<S: Side> Held<S> {
     /// This half is being dropped: drops its handle now (quinn finishes or stops a dropped
     /// handle as usual). True if it was the stream's last half, whose session slot is free.
     pub(crate) fn drop_half(&self) -> bool {
-        let (stream, last) = {
+        let (taken, last) = {
             let mut handles = lock(&self.shared);
             handles.halves = handles.halves.saturating_sub(1);
             (S::of(&mut handles).take(), handles.halves == 0)
         };
         // Outside the lock: quinn takes the connection's lock to finish or stop it.
-        drop(stream);
+        drop(taken);
         last
     }
 }
@@ -125,8 +163,8 @@ impl<S: Side> Held<S> {
 /// Both halves of a bidirectional stream, sharing one [`Handles`].
 pub(crate) fn pair(send: SendStream, recv: RecvStream) -> (Held<SendStream>, Held<RecvStream>) {
     let shared = Arc::new(Mutex::new(Handles {
-        send: Some(send),
-        recv: Some(recv),
+        send: Handle::new(Some(send)),
+        recv: Handle::new(Some(recv)),
         halves: 2,
     }));
     (Held::on(shared.clone()), Held::on(shared))
@@ -139,7 +177,7 @@ pub(crate) trait Side: Sized {
     fn end_with_session(&mut self);
 
     /// This side's place in a stream's handles.
-    fn of(handles: &mut Handles) -> &mut Option<Self>;
+    fn of(handles: &mut Handles) -> &mut Handle<Self>;
 }
 
 impl Side for SendStream {
@@ -147,7 +185,7 @@ impl Side for SendStream {
         let _ = self.reset(WT_SESSION_GONE.to_varint());
     }
 
-    fn of(handles: &mut Handles) -> &mut Option<Self> {
+    fn of(handles: &mut Handles) -> &mut Handle<Self> {
         &mut handles.send
     }
 }
@@ -157,7 +195,7 @@ impl Side for RecvStream {
         let _ = self.stop(WT_SESSION_GONE.to_varint());
     }
 
-    fn of(handles: &mut Handles) -> &mut Option<Self> {
+    fn of(handles: &mut Handles) -> &mut Handle<Self> {
         &mut handles.recv
     }
 }
@@ -167,13 +205,14 @@ impl Side for RecvStream {
 pub(crate) struct HeldRef(Weak<Mutex<Handles>>);
 
 impl HeldRef {
-    /// The session ended: takes the handles away and resets the sending side and stops the
-    /// receiving side with WT_SESSION_GONE (draft-16 §6). Nothing if the stream is gone.
+    /// The session ended: takes the handles away, resets the sending side and stops the
+    /// receiving side with WT_SESSION_GONE (draft-16 §6), and wakes the tasks waiting on
+    /// them (they then fail with [`StreamError::SessionGone`]). Nothing if the stream is gone.
     pub(crate) fn end(self) {
         let Some(shared) = self.0.upgrade() else {
             return;
         };
-        let (send, recv) = {
+        let ((send, send_waiting), (recv, recv_waiting)) = {
             let mut handles = lock(&shared);
             (handles.send.take(), handles.recv.take())
         };
@@ -183,5 +222,9 @@ impl HeldRef {
         if let Some(mut recv) = recv {
             recv.end_with_session();
         }
+        send_waiting
+            .into_iter()
+            .chain(recv_waiting)
+            .for_each(Waker::wake);
     }
 }

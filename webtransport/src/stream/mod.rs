@@ -5,7 +5,6 @@
 //! The stream header (0x41 or 0x54 and the session ID) is written by
 //! [`Session`](crate::Session) when it opens a stream and read before it hands one out; these
 //! types only carry the payload. They implement tokio's `AsyncRead` / `AsyncWrite`.
-use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,25 +47,6 @@ impl Mapping {
         match self {
             Self::Http3(state) if state.flow_on() => Some(state),
             _ => None,
-        }
-    }
-
-    /// Runs `op` until it completes or the session ends, whichever is first: a read or a write
-    /// that waits must not hold its stream past the session (draft-16 §6), so it ends with
-    /// [`StreamError::SessionGone`] (the caller then resets or stops the stream).
-    async fn until_session_end<T>(
-        &self,
-        op: impl Future<Output = Result<T, StreamError>>,
-    ) -> Result<T, StreamError> {
-        match self {
-            Self::Http3(state) => {
-                tokio::select! {
-                    biased;
-                    result = op => result,
-                    _ = state.ended() => Err(StreamError::SessionGone),
-                }
-            }
-            Self::Raw => op.await,
         }
     }
 

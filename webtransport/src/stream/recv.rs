@@ -95,17 +95,12 @@ impl RecvStream {
             self.mapping.on_read(n)?;
             return Ok(Some(n));
         }
-        let mapping = &self.mapping;
         let want = buf.len();
-        let read = async {
-            let n =
-                poll_fn(|cx| self.poll_quinn(cx, |stream, cx| stream.poll_read(cx, buf))).await?;
-            // quinn reads nothing into a non-empty buffer only at the end.
-            Ok((n > 0 || want == 0).then_some(n))
-        };
-        let read = match mapping.until_session_end(read).await {
+        let read = poll_fn(|cx| self.poll_quinn(cx, |stream, cx| stream.poll_read(cx, buf))).await;
+        let read = match read {
             Err(StreamError::SessionGone) => return Err(self.session_gone()),
-            read => read?,
+            // quinn reads nothing into a non-empty buffer only at the end.
+            read => Some(read?).filter(|&n| n > 0 || want == 0),
         };
         self.mapping.on_read(read.unwrap_or(0))?;
         Ok(read)
@@ -120,17 +115,13 @@ impl RecvStream {
             let n = max.min(self.buffered.len());
             Some(self.buffered.split_to(n))
         } else {
-            let mapping = &self.mapping;
-            let read = async {
-                let chunk = poll_fn(|cx| {
-                    self.poll_quinn(cx, |stream, cx| pin!(stream.read_chunk(max, true)).poll(cx))
-                })
-                .await?;
-                Ok(chunk.map(|chunk| chunk.bytes))
-            };
-            match mapping.until_session_end(read).await {
+            let read = poll_fn(|cx| {
+                self.poll_quinn(cx, |stream, cx| pin!(stream.read_chunk(max, true)).poll(cx))
+            })
+            .await;
+            match read {
                 Err(StreamError::SessionGone) => return Err(self.session_gone()),
-                read => read?,
+                read => read?.map(|chunk| chunk.bytes),
             }
         };
         self.mapping.on_read(chunk.as_ref().map_or(0, Bytes::len))?;

@@ -167,11 +167,7 @@ impl SendStream {
     /// [`StreamError::SessionGone`] if the session ends while it waits.
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
         self.check_session()?;
-        let result = self
-            .mapping
-            .clone()
-            .until_session_end(self.write_some(buf))
-            .await;
+        let result = self.write_some(buf).await;
         self.after_wait(result)
     }
 
@@ -197,7 +193,6 @@ impl SendStream {
     pub async fn write_all(&mut self, mut buf: &[u8]) -> Result<(), StreamError> {
         self.check_session()?;
         if self.mapping.flow().is_none() {
-            let mapping = self.mapping.clone();
             let write = async {
                 poll_fn(|cx| self.poll_header(cx)).await?;
                 // Bounded by `buf`: each turn writes at least one byte or fails.
@@ -206,12 +201,12 @@ impl SendStream {
                         self.poll_quinn(cx, |stream, cx| pin!(stream.write(buf)).poll(cx))
                     })
                     .await?;
-                    mapping.on_written(written);
+                    self.mapping.on_written(written);
                     buf = &buf[written..];
                 }
                 Ok(())
             };
-            let result = mapping.until_session_end(write).await;
+            let result = write.await;
             return self.after_wait(result);
         }
         // Bounded by `buf`: each turn writes at least one byte or fails.
@@ -228,11 +223,7 @@ impl SendStream {
     /// took: part of the chunk may have gone out, and over-counting is the safe side.
     pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
         self.check_session()?;
-        let result = self
-            .mapping
-            .clone()
-            .until_session_end(self.write_whole_chunk(chunk))
-            .await;
+        let result = self.write_whole_chunk(chunk).await;
         self.after_wait(result)
     }
 
