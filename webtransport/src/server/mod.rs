@@ -182,26 +182,18 @@ async fn accept_connections(
     }
 }
 
-/// A connection's handshake, as [`serve_connection`] takes it.
-trait Handshake:
-    Future<Output = Result<quay_h3::server::Connection, quay_h3::ConnectionError>> + Send + 'static
-{
-}
-
-impl<F> Handshake for F where
-    F: Future<Output = Result<quay_h3::server::Connection, quay_h3::ConnectionError>>
-        + Send
-        + 'static
-{
-}
-
 /// The task of one connection: its handshake, then [`serve`].
 #[allow(clippy::manual_async_fn)] // Keeps the arguments once; see `serve`.
-fn serve_connection(
-    handshake: Pin<Box<impl Handshake>>,
+fn serve_connection<H>(
+    handshake: Pin<Box<H>>,
     config: Arc<Config>,
     tx: mpsc::Sender<Incoming>,
-) -> impl Future<Output = ()> + Send + 'static {
+) -> impl Future<Output = ()> + Send + 'static
+where
+    H: Future<Output = Result<quay_h3::server::Connection, quay_h3::ConnectionError>>
+        + Send
+        + 'static,
+{
     async move {
         if let Ok(h3) = handshake.await {
             serve(Arc::new(h3), config, tx).await;
