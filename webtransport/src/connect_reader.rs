@@ -62,57 +62,63 @@ pub(crate) fn read_connect_stream(
 /// The end of [`read_connect_stream`]: after a local close (`read` is `None`), reads on for
 /// [`CLOSE_LINGER`]; hands the CONNECT stream's end to the core and writes what it asks for;
 /// retires the session's routes.
-async fn end_session(
+///
+/// A function returning an `async move` block rather than an `async fn`, which would keep its
+/// arguments twice (the CONNECT stream's reader is most of the future).
+#[allow(clippy::manual_async_fn)] // On purpose: see above.
+fn end_session(
     mut recv: RecvHalf,
     state: Arc<SessionState>,
     routes: Arc<Routes>,
     id: u64,
     read: Option<ConnectRead>,
-) {
-    let read = match read {
-        Some(read) => read,
-        None => {
-            let linger = tokio::time::timeout(
-                CLOSE_LINGER,
-                poll_fn(|cx| poll_capsules(&mut recv, &state, cx)),
-            );
-            match linger.await {
-                Ok(read) => read,
-                Err(_) => {
-                    recv.stop(state.with_core_then_write(SessionCore::handle_linger_over));
-                    state.write_pending().await;
-                    routes.close(id);
-                    return;
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let read = match read {
+            Some(read) => read,
+            None => {
+                let linger = tokio::time::timeout(
+                    CLOSE_LINGER,
+                    poll_fn(|cx| poll_capsules(&mut recv, &state, cx)),
+                );
+                match linger.await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        recv.stop(state.with_core_then_write(SessionCore::handle_linger_over));
+                        state.write_pending().await;
+                        routes.close(id);
+                        return;
+                    }
                 }
             }
-        }
-    };
-    match read {
-        ConnectRead::Close(capsule) => {
-            // The peer ended the session: all we may still send on the CONNECT stream is FIN,
-            // which a connection close makes moot. Said before the application learns of the
-            // close, so that a GOAWAY its reaction causes leaves at once.
-            state.settle_connect().await;
-            match state.with_core_then_write(|core| core.handle_capsule(&capsule)) {
-                ReadOn::FinOnly => after_close_capsule(&mut recv, &state).await,
-                ReadOn::Stop(code) => recv.stop(code),
-                ReadOn::Capsules => {}
+        };
+        match read {
+            ConnectRead::Close(capsule) => {
+                // The peer ended the session: all we may still send on the CONNECT stream is FIN,
+                // which a connection close makes moot. Said before the application learns of the
+                // close, so that a GOAWAY its reaction causes leaves at once.
+                state.settle_connect().await;
+                match state.with_core_then_write(|core| core.handle_capsule(&capsule)) {
+                    ReadOn::FinOnly => after_close_capsule(&mut recv, &state).await,
+                    ReadOn::Stop(code) => recv.stop(code),
+                    ReadOn::Capsules => {}
+                }
+            }
+            ConnectRead::Stopped => {}
+            ConnectRead::Fin => state.with_core_then_write(SessionCore::handle_connect_fin),
+            ConnectRead::Reset(code) => {
+                state.with_core_then_write(|core| core.handle_connect_reset(code))
+            }
+            ConnectRead::Malformed(code) => {
+                state.with_core_then_write(|core| core.handle_connect_malformed(code));
+            }
+            ConnectRead::Lost(error) => {
+                state.with_core_then_write(|core| core.handle_connection_lost(error))
             }
         }
-        ConnectRead::Stopped => {}
-        ConnectRead::Fin => state.with_core_then_write(SessionCore::handle_connect_fin),
-        ConnectRead::Reset(code) => {
-            state.with_core_then_write(|core| core.handle_connect_reset(code))
-        }
-        ConnectRead::Malformed(code) => {
-            state.with_core_then_write(|core| core.handle_connect_malformed(code));
-        }
-        ConnectRead::Lost(error) => {
-            state.with_core_then_write(|core| core.handle_connection_lost(error))
-        }
+        state.write_pending().await;
+        routes.close(id);
     }
-    state.write_pending().await;
-    routes.close(id);
 }
 
 /// After the peer's WT_CLOSE_SESSION (draft-16 §6): reads on, for at most [`CLOSE_LINGER`],
