@@ -3,7 +3,9 @@
 //!
 //! The WebTransport benchmark's `cost` measurement counts the UDP datagrams of a session (set-up,
 //! one echo, close). This tool says what is in them, for the two stacks whose figures the table
-//! compares. For web-transport-quinn and quay in turn, it runs a server and a client in this process, on two threads with a single-threaded
+//! compares, and for the two mixed pairs (a quay server with a web-transport-quinn client, and
+//! the reverse), which tell whose behaviour a difference comes from. For each pair in turn, it
+//! runs a server and a client in this process, on two threads with a single-threaded
 //! runtime each (as the benchmark's two processes have), and has quinn's trace events sort every
 //! 1-RTT and handshake packet either side builds by the frames it carries: `ACK` alone,
 //! `ACK+STREAM`, `PADDING` (an MTU probe), and so on. It prints, per session:
@@ -146,10 +148,13 @@ fn main() -> ExitCode {
         let mut columns = Vec::new();
         for (name, run) in [
             (
-                WebTransportQuinn::NAME,
-                run::<WebTransportQuinn> as fn(usize, usize) -> anyhow::Result<()>,
+                "web-transport-quinn",
+                run::<WebTransportQuinn, WebTransportQuinn>
+                    as fn(usize, usize) -> anyhow::Result<()>,
             ),
-            (Quay::NAME, run::<Quay>),
+            ("quay server, wtq client", run::<Quay, WebTransportQuinn>),
+            ("wtq server, quay client", run::<WebTransportQuinn, Quay>),
+            ("quay", run::<Quay, Quay>),
         ] {
             PACKETS.lock().unwrap().clear();
             if let Err(error) = run(sessions, concurrency) {
@@ -175,9 +180,9 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs `sessions` sessions of `S`, `concurrency` at a time, against a server of `S` on its own
-/// thread; the server's thread is named `server` and this one's runtime runs on `client`.
-fn run<S: WtStack>(sessions: usize, concurrency: usize) -> anyhow::Result<()> {
+/// Runs `sessions` sessions of a client of `S`, `concurrency` at a time, against a server of
+/// `Server` on its own thread; the threads are named `server` and `client`.
+fn run<Server: WtStack, S: WtStack>(sessions: usize, concurrency: usize) -> anyhow::Result<()> {
     let identity = setup::identity()?;
     let hash = identity.certificate_hash();
     let builder = setup::server_builder(identity);
@@ -189,7 +194,7 @@ fn run<S: WtStack>(sessions: usize, concurrency: usize) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("server".into())
             .spawn(move || {
-                let _ = runtime.block_on(S::serve(endpoint, builder));
+                let _ = runtime.block_on(Server::serve(endpoint, builder));
             })?;
         addr
     };
@@ -230,7 +235,7 @@ fn print_table(title: &str, columns: &[(&str, Counted)], sessions: usize) {
     println!("\n{title}: packets per session ({sessions} sessions)");
     print!("{:<8} {:<10} {:<42}", "side", "phase", "frames");
     for (name, _) in columns {
-        print!(" {name:>20}");
+        print!(" {name:>24}");
     }
     println!();
     let mut rows: Vec<_> = columns
@@ -258,7 +263,7 @@ fn print_table(title: &str, columns: &[(&str, Counted)], sessions: usize) {
                 .filter(|((s, _, _), _)| s == side)
                 .map(|(_, count)| count)
                 .sum();
-            print!(" {:>20.3}", per_session(total));
+            print!(" {:>24.3}", per_session(total));
         }
         println!();
     }
