@@ -249,7 +249,7 @@ fn print_table(title: &str, columns: &[(&str, Counted)], sessions: usize) {
         print!("{:<8} {:<10} {:<42}", row.0, row.1, row.2);
         for (_, counted) in columns {
             print!(
-                " {:>20.3}",
+                " {:>24.3}",
                 per_session(counted.get(row).copied().unwrap_or(0))
             );
         }
