@@ -51,30 +51,38 @@ impl Connection {
     /// As [`Connection::from_incoming`], accepting through `acceptor` when given (see
     /// `ServerBuilder::acceptor`: with a qlog directory, the connection gets a qlog file, which
     /// quinn's events and this crate's share).
-    pub async fn accept_with(
+    ///
+    /// The connection is accepted (or refused, and its qlog file created) before this returns;
+    /// the future only waits for the handshake. It borrows neither `acceptor` nor `incoming`, and keeps the configuration
+    /// once (an `async fn` would keep its arguments twice), so a server that boxes it per
+    /// connection allocates a few hundred bytes rather than 1.7 KiB.
+    pub fn accept_with(
         incoming: quay_transport::quinn::Incoming,
         acceptor: Option<&quay_transport::Acceptor>,
         config: Config,
-    ) -> Result<Self, ConnectionError> {
+    ) -> impl Future<Output = Result<Self, ConnectionError>> + Send + use<> {
         let started = std::time::Instant::now();
         let odcid = Some(incoming.orig_dst_cid());
         let accepted = match acceptor {
             Some(acceptor) => acceptor.accept(incoming),
             None => incoming.accept().map(|connecting| (connecting, None)),
         };
-        let result = match accepted {
-            Ok((connecting, qlog)) => connecting.await.map(|connection| (connection, qlog)),
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok((connection, qlog)) => {
-                let handshake = Some(started.elapsed());
-                let shared = task::start(connection, config, Side::Server, handshake, odcid, qlog);
-                Ok(Self { shared })
-            }
-            Err(error) => {
-                crate::metrics::handshake_failed(Side::Server, &error);
-                Err(error.into())
+        async move {
+            let result = match accepted {
+                Ok((connecting, qlog)) => connecting.await.map(|connection| (connection, qlog)),
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok((connection, qlog)) => {
+                    let handshake = Some(started.elapsed());
+                    let shared =
+                        task::start(connection, config, Side::Server, handshake, odcid, qlog);
+                    Ok(Self { shared })
+                }
+                Err(error) => {
+                    crate::metrics::handshake_failed(Side::Server, &error);
+                    Err(error.into())
+                }
             }
         }
     }

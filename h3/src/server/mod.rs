@@ -167,10 +167,11 @@ impl Server {
                 incoming = self.next_incoming(), if endpoints_open => match incoming {
                     Some(incoming) => {
                         let config = self.config.clone();
-                        let acceptor = self.acceptor.clone();
-                        handshakes.spawn(async move {
-                            Connection::accept_with(incoming, acceptor.as_ref(), config).await
-                        });
+                        handshakes.spawn(Connection::accept_with(
+                            incoming,
+                            self.acceptor.as_ref(),
+                            config,
+                        ));
                     }
                     None => endpoints_open = false,
                 },

@@ -170,14 +170,13 @@ async fn accept_connections(
     // Worked out once, not per connection.
     let h3_config = config.h3_config();
     while let Some(incoming) = endpoint.accept().await {
-        let h3_config = h3_config.clone();
-        let acceptor = acceptor.clone();
-        // Boxed with what it needs: the connection's task, which lives as long as the
-        // connection, then keeps no room for the handshake's state or its inputs (a future
-        // keeps room for what it captured even after moving it out).
-        let handshake = Box::pin(async move {
-            quay_h3::server::Connection::accept_with(incoming, acceptor.as_ref(), h3_config).await
-        });
+        // Boxed: the connection's task, which lives as long as the connection, then keeps no
+        // room for the handshake's state.
+        let handshake = Box::pin(quay_h3::server::Connection::accept_with(
+            incoming,
+            acceptor.as_ref(),
+            h3_config.clone(),
+        ));
         tokio::spawn(serve_connection(handshake, config.clone(), tx.clone()));
     }
 }
