@@ -111,63 +111,73 @@ impl Request {
         Box::pin(self.accept(Some(protocol.to_owned())))
     }
 
-    async fn accept(mut self, protocol: Option<String>) -> Result<Session, SessionError> {
-        let Some(mut stream) = self.stream.take().map(|stream| *stream) else {
-            return Err(SessionError::LocallyClosed);
-        };
-        let mut response = Response::new(());
-        if connect::asks_draft02(self.head.headers()) {
-            response.headers_mut().insert(
-                connect::DRAFT02_RESPONSE_HEADER,
-                HeaderValue::from_static("draft02"),
-            );
-        }
-        let protocol = protocol.and_then(|p| {
-            let value = connect::encode_chosen_protocol(&p)?;
-            Some((p, value))
-        });
-        if let Some((_, value)) = &protocol {
-            response
-                .headers_mut()
-                .insert(connect::PROTOCOL_HEADER, value.clone());
-        }
-        if let Err(error) = stream.send_response(response).await {
-            self.routes.close(self.id);
-            return Err(match error {
-                quay_h3::StreamError::ConnectionLost(error) => SessionError::ConnectionLost(error),
-                quay_h3::StreamError::Stopped(code) | quay_h3::StreamError::Reset(code) => {
-                    SessionError::Reset(code)
-                }
-                _ => SessionError::Protocol(Violation::ResponseNotSent),
+    /// A function returning an `async move` block rather than an `async fn`, which would keep
+    /// `self` twice; the stream stays boxed. Both keep the boxed future small.
+    #[allow(clippy::manual_async_fn)] // On purpose: see above.
+    fn accept(
+        mut self,
+        protocol: Option<String>,
+    ) -> impl Future<Output = Result<Session, SessionError>> + Send + 'static {
+        async move {
+            let Some(mut stream) = self.stream.take() else {
+                return Err(SessionError::LocallyClosed);
+            };
+            let mut response = Response::new(());
+            if connect::asks_draft02(self.head.headers()) {
+                response.headers_mut().insert(
+                    connect::DRAFT02_RESPONSE_HEADER,
+                    HeaderValue::from_static("draft02"),
+                );
+            }
+            let protocol = protocol.and_then(|p| {
+                let value = connect::encode_chosen_protocol(&p)?;
+                Some((p, value))
             });
-        }
-        if let Some(qlog) = stream.qlog() {
-            session_event(
-                qlog,
-                "quay-webtransport:session_accepted",
-                self.id,
-                |data| {
-                    data.str("initiator", initiator(true)).u64("status", 200);
-                    if let Some((protocol, _)) = &protocol {
-                        data.str("protocol", protocol);
+            if let Some((_, value)) = &protocol {
+                response
+                    .headers_mut()
+                    .insert(connect::PROTOCOL_HEADER, value.clone());
+            }
+            if let Err(error) = stream.send_response(response).await {
+                self.routes.close(self.id);
+                return Err(match error {
+                    quay_h3::StreamError::ConnectionLost(error) => {
+                        SessionError::ConnectionLost(error)
                     }
-                },
-            );
+                    quay_h3::StreamError::Stopped(code) | quay_h3::StreamError::Reset(code) => {
+                        SessionError::Reset(code)
+                    }
+                    _ => SessionError::Protocol(Violation::ResponseNotSent),
+                });
+            }
+            if let Some(qlog) = stream.qlog() {
+                session_event(
+                    qlog,
+                    "quay-webtransport:session_accepted",
+                    self.id,
+                    |data| {
+                        data.str("initiator", initiator(true)).u64("status", 200);
+                        if let Some((protocol, _)) = &protocol {
+                            data.str("protocol", protocol);
+                        }
+                    },
+                );
+            }
+            let (send, recv) = (*stream).split();
+            // The session keeps its request (Session::request); a placeholder stays behind.
+            let head = detach(std::mem::take(&mut self.head));
+            Session::new_http3(Established {
+                conn: self.conn.clone(),
+                send,
+                recv,
+                routes: self.routes.clone(),
+                protocol: protocol.map(|(p, _)| p),
+                draft: self.draft,
+                request: Some(head),
+                client: None,
+                flow: self.flow,
+            })
         }
-        let (send, recv) = stream.split();
-        // The session keeps its request (Session::request); a placeholder stays behind.
-        let head = detach(std::mem::take(&mut self.head));
-        Session::new_http3(Established {
-            conn: self.conn.clone(),
-            send,
-            recv,
-            routes: self.routes.clone(),
-            protocol: protocol.map(|(p, _)| p),
-            draft: self.draft,
-            request: Some(head),
-            client: None,
-            flow: self.flow,
-        })
     }
 
     /// Refuses the session with `status` (which should not be 2xx) and an empty body. Boxed, as
@@ -176,21 +186,25 @@ impl Request {
         Box::pin(self.refuse(status))
     }
 
-    async fn refuse(mut self, status: StatusCode) {
-        self.routes.close(self.id);
-        let Some(mut stream) = self.stream.take().map(|stream| *stream) else {
-            return;
-        };
-        if let Some(qlog) = stream.qlog() {
-            session_event(qlog, "quay-webtransport:session_refused", self.id, |data| {
-                data.str("initiator", initiator(true))
-                    .u64("status", status.as_u16().into());
-            });
-        }
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        if stream.send_response(response).await.is_ok() {
-            let _ = stream.finish();
+    /// As [`Request::accept`], a function returning an `async move` block.
+    #[allow(clippy::manual_async_fn)] // On purpose: see `accept`.
+    fn refuse(mut self, status: StatusCode) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            self.routes.close(self.id);
+            let Some(mut stream) = self.stream.take() else {
+                return;
+            };
+            if let Some(qlog) = stream.qlog() {
+                session_event(qlog, "quay-webtransport:session_refused", self.id, |data| {
+                    data.str("initiator", initiator(true))
+                        .u64("status", status.as_u16().into());
+                });
+            }
+            let mut response = Response::new(());
+            *response.status_mut() = status;
+            if stream.send_response(response).await.is_ok() {
+                let _ = stream.finish();
+            }
         }
     }
 }
