@@ -1,5 +1,6 @@
 //! Metrics pushed through the `metrics` crate's facade, as `quay_h3::metrics` does for
-//! connections: nothing is recorded until the application installs a recorder.
+//! connections: nothing is recorded until the application installs a recorder. Every label is a
+//! literal (one `static` key per combination), so a call allocates nothing.
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
@@ -24,43 +25,64 @@ pub(crate) struct SessionLabels {
     pub(crate) draft: Draft,
 }
 
-impl SessionLabels {
-    fn side(self) -> &'static str {
-        if self.client { "client" } else { "server" }
-    }
-
-    fn draft(self) -> &'static str {
-        match self.draft {
-            Draft::Draft02 => "draft02",
-            Draft::Draft07 => "draft07",
-            Draft::Draft13 => "draft13",
-            _ => "draft15",
+/// `::metrics::$kind!($name, "side" => .., $key => $value, ..)` for a session we opened
+/// (`$client`) or accepted, with every label a literal: each arm's key is then a `static`, and
+/// the call allocates nothing.
+macro_rules! by_side {
+    ($kind:ident, $client:expr, $name:literal $(, $key:literal => $value:literal)*) => {
+        if $client {
+            ::metrics::$kind!($name, "side" => "client" $(, $key => $value)*)
+        } else {
+            ::metrics::$kind!($name, "side" => "server" $(, $key => $value)*)
         }
-    }
+    };
+}
+
+/// As `by_side!`, with the `draft` label too.
+macro_rules! by_side_and_draft {
+    ($kind:ident, $labels:expr, $name:literal) => {{
+        let labels: SessionLabels = $labels;
+        match labels.draft {
+            Draft::Draft02 => by_side!($kind, labels.client, $name, "draft" => "draft02"),
+            Draft::Draft07 => by_side!($kind, labels.client, $name, "draft" => "draft07"),
+            Draft::Draft13 => by_side!($kind, labels.client, $name, "draft" => "draft13"),
+            _ => by_side!($kind, labels.client, $name, "draft" => "draft15"),
+        }
+    }};
 }
 
 /// A session was established.
 pub(crate) fn session_started(labels: SessionLabels) {
-    let (side, draft) = (labels.side(), labels.draft());
-    ::metrics::counter!("quay_wt_sessions_total", "side" => side, "draft" => draft).increment(1);
-    ::metrics::gauge!("quay_wt_sessions_open", "side" => side, "draft" => draft).increment(1.0);
+    by_side_and_draft!(counter, labels, "quay_wt_sessions_total").increment(1);
+    by_side_and_draft!(gauge, labels, "quay_wt_sessions_open").increment(1.0);
 }
 
 /// A session ended, for `why`, after `lifetime`.
 pub(crate) fn session_ended(labels: SessionLabels, why: &SessionError, lifetime: Duration) {
-    let (side, draft) = (labels.side(), labels.draft());
-    let reason = match why {
-        SessionError::PeerClosed { .. } => "peer_closed",
-        SessionError::PeerDrained => "peer_drained",
-        SessionError::LocallyClosed => "locally_closed",
-        SessionError::Reset(_) => "reset",
-        SessionError::Protocol(_) => "protocol",
-        _ => "connection_lost",
+    by_side_and_draft!(gauge, labels, "quay_wt_sessions_open").decrement(1.0);
+    let client = labels.client;
+    let ended = match why {
+        SessionError::PeerClosed { .. } => {
+            by_side!(counter, client, "quay_wt_sessions_ended_total", "reason" => "peer_closed")
+        }
+        SessionError::PeerDrained => {
+            by_side!(counter, client, "quay_wt_sessions_ended_total", "reason" => "peer_drained")
+        }
+        SessionError::LocallyClosed => {
+            by_side!(counter, client, "quay_wt_sessions_ended_total", "reason" => "locally_closed")
+        }
+        SessionError::Reset(_) => {
+            by_side!(counter, client, "quay_wt_sessions_ended_total", "reason" => "reset")
+        }
+        SessionError::Protocol(_) => {
+            by_side!(counter, client, "quay_wt_sessions_ended_total", "reason" => "protocol")
+        }
+        _ => {
+            by_side!(counter, client, "quay_wt_sessions_ended_total", "reason" => "connection_lost")
+        }
     };
-    ::metrics::gauge!("quay_wt_sessions_open", "side" => side, "draft" => draft).decrement(1.0);
-    ::metrics::counter!("quay_wt_sessions_ended_total", "side" => side, "reason" => reason)
-        .increment(1);
-    ::metrics::histogram!("quay_wt_session_seconds", "side" => side).record(lifetime.as_secs_f64());
+    ended.increment(1);
+    by_side!(histogram, client, "quay_wt_session_seconds").record(lifetime.as_secs_f64());
 }
 
 /// A datagram was not sent.
