@@ -13,9 +13,10 @@ use quay_h3::proto::VarInt;
 use quay_h3::proto::frame::FrameType;
 use quay_h3::proto::headers::Protocol;
 use quay_h3::proto::settings::SettingId;
+use quay_h3::stream::{RecvHalf, SendHalf};
 use quay_transport::ClientBuilder;
-use quay_webtransport::SessionError;
 use quay_webtransport::proto::capsule::WtCapsule;
+use quay_webtransport::{Server, SessionError};
 use tokio::sync::mpsc;
 
 mod common;
@@ -26,14 +27,31 @@ async fn bounded<F: Future>(future: F) -> F::Output {
         .expect("timed out")
 }
 
+/// The URL of a session on `server`.
+fn session_url(server: &Server) -> String {
+    format!(
+        "https://localhost:{}/s",
+        server.local_addr().unwrap().port()
+    )
+}
+
+/// Ends the session of `connect` as a client does by hand: WT_CLOSE_SESSION with `code` and
+/// `reason`, then FIN. Returns both halves for the caller to keep: dropping the receiving half
+/// would stop the CONNECT stream.
+async fn close_by_hand(connect: RequestStream, code: u32, reason: &str) -> (SendHalf, RecvHalf) {
+    let (mut send, recv) = connect.split();
+    send.send_capsule(&WtCapsule::close(code, reason).to_capsule())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    (send, recv)
+}
+
 /// A server that accepts every session and reports how each ended; the URL and a client
 /// builder that trusts it.
 fn server() -> (String, ClientBuilder, mpsc::UnboundedReceiver<SessionError>) {
     let (server, builder) = common::default_server();
-    let url = format!(
-        "https://localhost:{}/s",
-        server.local_addr().unwrap().port()
-    );
+    let url = session_url(&server);
     let (ended, endings) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(request) = server.accept().await {
@@ -212,10 +230,7 @@ async fn a_client_without_webtransport_settings_has_its_connect_reset_with_h3_me
 #[tokio::test]
 async fn a_read_or_write_that_waits_ends_with_the_session_and_its_stream_is_reset_and_stopped() {
     let (server, builder) = common::default_server();
-    let url = format!(
-        "https://localhost:{}/s",
-        server.local_addr().unwrap().port()
-    );
+    let url = session_url(&server);
     let (parked_tx, mut parked) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let session = server.accept().await.unwrap().ok().await.unwrap();
@@ -242,12 +257,7 @@ async fn a_read_or_write_that_waits_ends_with_the_session_and_its_stream_is_rese
     // Let the writer fill the stream's window, then end the session.
     let mut first = [0; 1];
     bounded(recv.read_exact(&mut first)).await.unwrap();
-    let (mut connect_send, _connect_recv) = connect.split();
-    connect_send
-        .send_capsule(&WtCapsule::close(9, "gone").to_capsule())
-        .await
-        .unwrap();
-    connect_send.finish().unwrap();
+    let _connect = close_by_hand(connect, 9, "gone").await;
 
     let (read, write) = bounded(parked.recv()).await.unwrap();
     assert!(
@@ -292,10 +302,7 @@ async fn assert_reset_with(recv: &mut quay_transport::RecvStream, code: VarInt) 
 #[tokio::test]
 async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
     let (server, builder) = common::default_server();
-    let url = format!(
-        "https://localhost:{}/s",
-        server.local_addr().unwrap().port()
-    );
+    let url = session_url(&server);
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -322,12 +329,7 @@ async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
         panic!("the server's unidirectional stream");
     };
     bounded(ready).await.unwrap();
-    let (mut connect_send, _connect_recv) = connect.split();
-    connect_send
-        .send_capsule(&WtCapsule::close(7, "bye").to_capsule())
-        .await
-        .unwrap();
-    connect_send.finish().unwrap();
+    let _connect = close_by_hand(connect, 7, "bye").await;
 
     let gone = quay_webtransport::proto::error::WT_SESSION_GONE.to_varint();
     // The accepted stream: its receive side stopped, its send side reset.
@@ -352,10 +354,7 @@ async fn streams_nobody_uses_are_reset_and_stopped_when_the_session_ends() {
 #[tokio::test]
 async fn the_half_a_stream_keeps_is_ended_with_the_session_after_the_other_was_dropped() {
     let (server, builder) = common::default_server();
-    let url = format!(
-        "https://localhost:{}/s",
-        server.local_addr().unwrap().port()
-    );
+    let url = session_url(&server);
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -398,12 +397,7 @@ async fn the_half_a_stream_keeps_is_ended_with_the_session_after_the_other_was_d
     // The dropped send half of `A` was finished as usual.
     let mut buf = [0; 64];
     assert_eq!(bounded(a_recv.read(&mut buf)).await.unwrap(), None);
-    let (mut connect_send, _connect_recv) = connect.split();
-    connect_send
-        .send_capsule(&WtCapsule::close(7, "bye").to_capsule())
-        .await
-        .unwrap();
-    connect_send.finish().unwrap();
+    let _connect = close_by_hand(connect, 7, "bye").await;
 
     let gone = quay_webtransport::proto::error::WT_SESSION_GONE.to_varint();
     assert_eq!(bounded(a_send.stopped()).await.unwrap(), Some(gone));
