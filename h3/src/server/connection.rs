@@ -53,9 +53,9 @@ impl Connection {
     /// quinn's events and this crate's share).
     ///
     /// The connection is accepted (or refused, and its qlog file created) before this returns;
-    /// the future only waits for the handshake. It borrows neither `acceptor` nor `incoming`, and keeps the configuration
-    /// once (an `async fn` would keep its arguments twice), so a server that boxes it per
-    /// connection allocates a few hundred bytes rather than 1.7 KiB.
+    /// the future only waits for the handshake. It borrows neither `acceptor` nor `incoming`,
+    /// and keeps the configuration once (an `async fn` would keep its arguments twice), so a
+    /// server that boxes it per connection allocates a few hundred bytes rather than 1.7 KiB.
     pub fn accept_with(
         incoming: quay_transport::quinn::Incoming,
         acceptor: Option<&quay_transport::Acceptor>,
