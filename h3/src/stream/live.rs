@@ -21,8 +21,10 @@ pub(crate) struct Live {
     pub(super) malformed: AtomicU64,
     /// Settled ([`SendHalf::settle`](super::SendHalf::settle)).
     pub(super) settled: AtomicBool,
-    /// A pooled client's count of this request: held until both halves are gone.
-    _lease: Option<Lease>,
+    /// A pooled client's count of this request: held until both halves are gone. Boxed: 80
+    /// bytes that every other request stream and WebTransport session would carry as `None`
+    /// (`Live` is 32 bytes with it boxed, 112 without).
+    _lease: Option<Box<Lease>>,
 }
 
 impl Live {
@@ -37,7 +39,7 @@ impl Live {
             shared,
             malformed: AtomicU64::new(0),
             settled: AtomicBool::new(false),
-            _lease: lease,
+            _lease: lease.map(Box::new),
         })
     }
 
@@ -54,5 +56,17 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         self.shared.stream_closed(*self.settled.get_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request stream and WebTransport session keeps one `Live` for its whole life; a
+    /// pooled client's lease is boxed so the others do not carry its room.
+    #[test]
+    fn live_stays_small() {
+        assert!(size_of::<Live>() <= 32, "{}", size_of::<Live>());
     }
 }
