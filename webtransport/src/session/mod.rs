@@ -203,8 +203,10 @@ impl Session {
     }
 
     /// Server: the CONNECT request this session was accepted from (URL with its query, the
-    /// `origin` and every header, `:protocol` in its extensions); `None` on a client or raw
-    /// session.
+    /// `origin` and every header); `None` on a client or raw session. Its extensions are not
+    /// kept: the `:protocol` they held is
+    /// [`Request::upgrade_token`](crate::server::Request::upgrade_token) before the session is
+    /// accepted, and follows from [`Session::draft`] after.
     pub fn request(&self) -> Option<&http::Request<()>> {
         self.inner.h3.as_ref()?.request.as_deref()
     }
