@@ -67,10 +67,19 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections (or sessions) held open by the memory measurement.
 pub const IDLE_CONNECTIONS: usize = 1_000;
-/// Sessions counted by a [`Kind::SessionCost`] measurement.
+/// Sessions counted by a [`Kind::SessionCost`] measurement, unless [`COST_SESSIONS_VAR`] says
+/// otherwise.
 pub const COST_SESSIONS: usize = 2_000;
+/// Sessions a [`Kind::SessionCost`] measurement counts instead of [`COST_SESSIONS`] (1 to
+/// 100,000), for a server wrapper so slow that 2,000 sessions outlast the client's timeouts
+/// (callgrind with its cache simulation: 500). The rows' labels still say 2,000; the table says
+/// the count above them.
+pub const COST_SESSIONS_VAR: &str = "QUAY_BENCH_COST_SESSIONS";
 /// Sessions a [`Kind::SessionCost`] client runs before the counted ones.
 pub const COST_WARMUP: usize = 20;
+/// How long a child may take to exit once its stdin is closed before it is killed: long
+/// enough for a server wrapper such as valgrind to write its results.
+const EXIT_GRACE: Duration = Duration::from_secs(30);
 /// How long the parent lets the server settle before reading its memory.
 const SETTLE: Duration = Duration::from_millis(500);
 /// A command that server children run under, e.g. `heaptrack` or `valgrind --tool=massif`
@@ -140,10 +149,10 @@ pub enum Kind {
     /// ([`idle_protocol`]); the parent reads the server's resident memory before and after.
     /// Lower is better.
     ServerMemory,
-    /// The client runs a few sessions to warm up ([`cost_protocol`]), then
-    /// [`COST_SESSIONS`] sessions and waits until all their connections are closed; the parent
-    /// reads the server's CPU time and the UDP datagrams sent, before and after (see the
-    /// module docs). Two rows: server CPU µs per session (the measurement's `label` and
+    /// The client runs a few sessions to warm up ([`cost_protocol`]), then [`COST_SESSIONS`]
+    /// sessions (or [`COST_SESSIONS_VAR`]'s count) and waits until all their connections are
+    /// closed; the parent reads the server's CPU time and the UDP datagrams sent, before and
+    /// after (see the module docs). Two rows: server CPU µs per session (the measurement's `label` and
     /// `decimals`), and datagrams per session (`datagrams_label`, one decimal). Lower is
     /// better.
     SessionCost {
@@ -241,7 +250,22 @@ where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<Vec<T>>>,
 {
-    two_steps(COST_WARMUP, COST_SESSIONS, run).await
+    two_steps(COST_WARMUP, cost_sessions()?, run).await
+}
+
+/// The sessions a [`Kind::SessionCost`] measurement counts: [`COST_SESSIONS_VAR`] if set,
+/// else [`COST_SESSIONS`].
+pub fn cost_sessions() -> anyhow::Result<usize> {
+    match std::env::var(COST_SESSIONS_VAR) {
+        Err(_) => Ok(COST_SESSIONS),
+        Ok(value) => {
+            let count: usize = value.parse().context(COST_SESSIONS_VAR)?;
+            if !(1..=100_000).contains(&count) {
+                bail!("{COST_SESSIONS_VAR}={count}: between 1 and 100,000");
+            }
+            Ok(count)
+        }
+    }
 }
 
 /// `step(first)`, report `warm`, wait for the parent, `step(second)`, report `ready` with how
@@ -442,7 +466,8 @@ impl Pinning {
     }
 }
 
-/// A child process with its stdout read line by line on a thread. Killed when dropped.
+/// A child process with its stdout read line by line on a thread. Told to exit when dropped
+/// (its stdin closes), and killed if it has not after [`EXIT_GRACE`].
 struct Child {
     process: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
@@ -580,7 +605,17 @@ fn udp_out_datagrams() -> anyhow::Result<u64> {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        // A child exits when its stdin closes. Give it [`EXIT_GRACE`] to do so, so that a
+        // server wrapper that writes its results at exit (valgrind's tools) gets to write them;
+        // an unwrapped child is gone within milliseconds.
         drop(self.stdin.take());
+        let deadline = Instant::now() + EXIT_GRACE;
+        while Instant::now() < deadline {
+            match self.process.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                _ => return,
+            }
+        }
         // Only this child, by its own handle; it may have exited already.
         let _ = self.process.kill();
         let _ = self.process.wait();
@@ -598,6 +633,7 @@ fn parent(
         Ok(runs) => runs.parse().context(RUNS_VAR)?,
         Err(_) => DEFAULT_RUNS,
     };
+    let cost_sessions = cost_sessions()?;
     let pinning = Pinning::detect();
     let profile = if cfg!(debug_assertions) {
         "DEBUG build: numbers are meaningless, use `cargo bench`"
@@ -617,6 +653,12 @@ fn parent(
         kib(rmem_max),
         kib(wmem_max)
     );
+    if cost_sessions != COST_SESSIONS {
+        println!(
+            "{COST_SESSIONS_VAR}: the per-session cost rows count {cost_sessions} sessions, not \
+             the 2,000 their labels say"
+        );
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?");
     println!("load average before the run: {load} (other work on these cores skews the numbers)");
