@@ -152,9 +152,9 @@ pub enum Kind {
     /// The client runs a few sessions to warm up ([`cost_protocol`]), then [`COST_SESSIONS`]
     /// sessions (or [`COST_SESSIONS_VAR`]'s count) and waits until all their connections are
     /// closed; the parent reads the server's CPU time and the UDP datagrams sent, before and
-    /// after (see the module docs). Two rows: server CPU µs per session (the measurement's `label` and
-    /// `decimals`), and datagrams per session (`datagrams_label`, one decimal). Lower is
-    /// better.
+    /// after (see the module docs). Two rows: server CPU µs per session (the measurement's
+    /// `label` and `decimals`), and datagrams per session (`datagrams_label`, one decimal).
+    /// Lower is better.
     SessionCost {
         /// The label of the datagram row.
         datagrams_label: &'static str,

@@ -194,9 +194,9 @@ where
         + 'static,
 {
     async move {
-        // Not `if let`: its scrutinee, the handshake's result, would stay in the task's state
-        // for the connection's life, beside `serve`'s future (56 bytes, and the task the next
-        // size step).
+        // Not `if let`: its scrutinee, the handshake's result (56 bytes), would stay in the
+        // task's state beside `serve`'s future for the connection's life, enough to push the
+        // task into tokio's next 128-byte size step.
         let h3 = match handshake.await {
             Ok(h3) => Arc::new(h3),
             Err(_) => return,
