@@ -607,7 +607,8 @@ impl Drop for Child {
     fn drop(&mut self) {
         // A child exits when its stdin closes. Give it [`EXIT_GRACE`] to do so, so that a
         // server wrapper that writes its results at exit (valgrind's tools) gets to write them;
-        // an unwrapped child is gone within milliseconds.
+        // an unwrapped child is gone within milliseconds. std's `Child` cannot wait with a
+        // timeout, hence the bounded poll with a short sleep.
         drop(self.stdin.take());
         let deadline = Instant::now() + EXIT_GRACE;
         while Instant::now() < deadline {
