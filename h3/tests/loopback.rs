@@ -269,6 +269,7 @@ async fn goaway_with_requests_in_flight() {
     let accepted = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(tokio::sync::Notify::new());
     let (shutdown_done_tx, shutdown_done) = tokio::sync::oneshot::channel();
+    let (goaway_queued_tx, goaway_queued) = tokio::sync::oneshot::channel();
     {
         let accepted = accepted.clone();
         let release = release.clone();
@@ -290,6 +291,15 @@ async fn goaway_with_requests_in_flight() {
                 let connection = connection.clone();
                 tokio::spawn(async move { connection.shutdown(Duration::from_secs(10)).await })
             };
+            // The client sends its late requests once the GOAWAY is queued, so that the server
+            // refuses them all (a request arriving before it would be accepted here).
+            for _ in 0..1000 {
+                if connection.stats().h3.goaway_sent.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let _ = goaway_queued_tx.send(());
             // Later requests are refused; accept ends when the connection closes.
             while let Ok(Some(_)) = t(connection.accept()).await {}
             t(shutdown).await.unwrap();
@@ -307,13 +317,9 @@ async fn goaway_with_requests_in_flight() {
             client.request(request).await
         }));
     }
-    // Wait until the server holds every request, then let GOAWAY out before answering.
-    for _ in 0..300 {
-        if accepted.load(Ordering::SeqCst) == IN_FLIGHT {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Wait until the server holds every request and has queued its GOAWAY, then let the GOAWAY
+    // out before answering.
+    t(goaway_queued).await.unwrap();
     assert_eq!(accepted.load(Ordering::SeqCst), IN_FLIGHT);
     // GOAWAY reaches the client: new requests fail with a clear, retryable error.
     let mut refused = None;
