@@ -38,6 +38,7 @@
 
 mod request;
 
+use request::Pending;
 pub use request::Request;
 
 use std::net::SocketAddr;
@@ -417,18 +418,18 @@ fn sort(
                 .str("path", request.uri().path());
         });
     }
-    let request = Request {
+    let request = Request::new(Pending {
         head: Box::new(request),
-        stream: Some(Box::new(stream)),
+        stream: Some(stream),
         routes: routes.clone(),
         conn: h3.connection().clone(),
         draft,
         id,
         flow,
-    };
+    });
     if let Err(error) = tx.try_send(Incoming::Session(request))
         && let Incoming::Session(mut request) = error.into_inner()
-        && let Some(mut stream) = request.stream.take()
+        && let Some(mut stream) = request.take_stream()
     {
         stream.reject(Code::H3_REQUEST_REJECTED);
     }

@@ -23,12 +23,22 @@ use crate::session::{Established, Session};
 
 /// A WebTransport session request, to accept with [`Request::ok`] or refuse with
 /// [`Request::reject`]. Dropping it refuses the session with H3_REQUEST_REJECTED.
+///
+/// One pointer: a request waits in queues and in the application's task, which often awaits
+/// [`Request::ok`] and then serves the session for hours, keeping room for the request all
+/// that time.
 #[derive(Debug)]
 pub struct Request {
-    /// Boxed, as the stream is: a request waits in queues and in the application's task, and
-    /// is small there.
+    inner: Box<Pending>,
+}
+
+/// What a [`Request`] holds until it is answered.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// Boxed on its own: an accepted session keeps it (see [`Session::request`]).
     pub(super) head: Box<http::Request<()>>,
-    pub(super) stream: Option<Box<RequestStream>>,
+    /// Taken when the request is answered.
+    pub(super) stream: Option<RequestStream>,
     pub(super) routes: Arc<Routes>,
     pub(super) conn: quay_transport::Connection,
     pub(super) draft: Draft,
@@ -38,46 +48,63 @@ pub struct Request {
 }
 
 impl Request {
+    pub(super) fn new(pending: Pending) -> Self {
+        Self {
+            inner: Box::new(pending),
+        }
+    }
+
+    /// Takes the stream back, unanswered (when the request cannot be queued).
+    pub(super) fn take_stream(&mut self) -> Option<RequestStream> {
+        self.inner.stream.take()
+    }
+
     /// The request URL (`https://authority/path?query`).
     pub fn url(&self) -> &Uri {
-        self.head.uri()
+        self.inner.head.uri()
     }
 
     /// The `:authority`.
     pub fn authority(&self) -> &str {
-        self.head.uri().authority().map_or("", |a| a.as_str())
+        self.inner.head.uri().authority().map_or("", |a| a.as_str())
     }
 
     /// The `:path`, without the query.
     pub fn path(&self) -> &str {
-        self.head.uri().path()
+        self.inner.head.uri().path()
     }
 
     /// The `origin` header (browsers always send it), if present and text.
     pub fn origin(&self) -> Option<&str> {
-        self.head.headers().get(http::header::ORIGIN)?.to_str().ok()
+        self.inner
+            .head
+            .headers()
+            .get(http::header::ORIGIN)?
+            .to_str()
+            .ok()
     }
 
     /// Every request header.
     pub fn headers(&self) -> &HeaderMap {
-        self.head.headers()
+        self.inner.head.headers()
     }
 
     /// The subprotocols the client offers (`wt-available-protocols`), most preferred first.
     pub fn protocols(&self) -> Vec<String> {
-        connect::offered_protocols(self.head.headers())
+        connect::offered_protocols(self.inner.head.headers())
     }
 
     /// The newest WebTransport draft the client's SETTINGS announce (Chromium and Firefox:
     /// draft-02). A client that announces none has its CONNECT refused before it becomes a
     /// `Request` (draft-16 §3.1).
     pub fn draft(&self) -> Draft {
-        self.draft
+        self.inner.draft
     }
 
     /// The `:protocol` the client used (`webtransport` or `webtransport-h3`).
     pub fn upgrade_token(&self) -> Option<&str> {
-        self.head
+        self.inner
+            .head
             .extensions()
             .get::<Protocol>()
             .map(Protocol::as_str)
@@ -85,12 +112,12 @@ impl Request {
 
     /// The QUIC connection the request came on.
     pub fn connection(&self) -> &quay_transport::Connection {
-        &self.conn
+        &self.inner.conn
     }
 
     /// The connection's qlog file, if it has one.
     pub fn qlog(&self) -> Option<&quay_transport::Qlog> {
-        self.stream.as_ref().and_then(|stream| stream.qlog())
+        self.inner.stream.as_ref().and_then(|stream| stream.qlog())
     }
 
     /// Accepts the session (200).
@@ -112,18 +139,18 @@ impl Request {
     }
 
     /// A function returning an `async move` block rather than an `async fn`, which would keep
-    /// `self` twice; the stream stays boxed. Both keep the boxed future small.
+    /// `self` twice.
     #[allow(clippy::manual_async_fn)] // On purpose: see above.
     fn accept(
         mut self,
         protocol: Option<String>,
     ) -> impl Future<Output = Result<Session, SessionError>> + Send + 'static {
         async move {
-            let Some(mut stream) = self.stream.take() else {
+            let Some(mut stream) = self.inner.stream.take() else {
                 return Err(SessionError::LocallyClosed);
             };
             let mut response = Response::new(());
-            if connect::asks_draft02(self.head.headers()) {
+            if connect::asks_draft02(self.inner.head.headers()) {
                 response.headers_mut().insert(
                     connect::DRAFT02_RESPONSE_HEADER,
                     HeaderValue::from_static("draft02"),
@@ -139,7 +166,7 @@ impl Request {
                     .insert(connect::PROTOCOL_HEADER, value.clone());
             }
             if let Err(error) = stream.send_response(response).await {
-                self.routes.close(self.id);
+                self.inner.routes.close(self.inner.id);
                 return Err(match error {
                     quay_h3::StreamError::ConnectionLost(error) => {
                         SessionError::ConnectionLost(error)
@@ -154,7 +181,7 @@ impl Request {
                 session_event(
                     qlog,
                     "quay-webtransport:session_accepted",
-                    self.id,
+                    self.inner.id,
                     |data| {
                         data.str("initiator", initiator(true)).u64("status", 200);
                         if let Some((protocol, _)) = &protocol {
@@ -163,19 +190,19 @@ impl Request {
                     },
                 );
             }
-            let (send, recv) = (*stream).split();
+            let (send, recv) = stream.split();
             // The session keeps its request (Session::request); a placeholder stays behind.
-            let head = detach(std::mem::take(&mut self.head));
+            let head = detach(std::mem::take(&mut self.inner.head));
             Session::new_http3(Established {
-                conn: self.conn.clone(),
+                conn: self.inner.conn.clone(),
                 send,
                 recv,
-                routes: self.routes.clone(),
+                routes: self.inner.routes.clone(),
                 protocol: protocol.map(|(p, _)| p),
-                draft: self.draft,
+                draft: self.inner.draft,
                 request: Some(head),
                 client: None,
-                flow: self.flow,
+                flow: self.inner.flow,
             })
         }
     }
@@ -190,15 +217,20 @@ impl Request {
     #[allow(clippy::manual_async_fn)] // On purpose: see `accept`.
     fn refuse(mut self, status: StatusCode) -> impl Future<Output = ()> + Send + 'static {
         async move {
-            self.routes.close(self.id);
-            let Some(mut stream) = self.stream.take() else {
+            self.inner.routes.close(self.inner.id);
+            let Some(mut stream) = self.inner.stream.take() else {
                 return;
             };
             if let Some(qlog) = stream.qlog() {
-                session_event(qlog, "quay-webtransport:session_refused", self.id, |data| {
-                    data.str("initiator", initiator(true))
-                        .u64("status", status.as_u16().into());
-                });
+                session_event(
+                    qlog,
+                    "quay-webtransport:session_refused",
+                    self.inner.id,
+                    |data| {
+                        data.str("initiator", initiator(true))
+                            .u64("status", status.as_u16().into());
+                    },
+                );
             }
             let mut response = Response::new(());
             *response.status_mut() = status;
@@ -211,8 +243,8 @@ impl Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if let Some(mut stream) = self.stream.take().map(|stream| *stream) {
-            self.routes.close(self.id);
+        if let Some(mut stream) = self.inner.stream.take() {
+            self.inner.routes.close(self.inner.id);
             stream.reject(Code::H3_REQUEST_REJECTED);
         }
     }
@@ -237,6 +269,13 @@ fn detach(mut request: Box<http::Request<()>>) -> Box<http::Request<()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An application's task that accepts a session and then serves it keeps room for the
+    /// request all session long: one pointer.
+    #[test]
+    fn a_request_is_one_pointer() {
+        assert_eq!(size_of::<Request>(), size_of::<usize>());
+    }
 
     #[test]
     fn a_kept_request_holds_no_received_bytes_and_no_extensions() {
