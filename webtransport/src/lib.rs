@@ -71,8 +71,9 @@
 //! `session_accepted` and `session_refused` (with `status`, and `protocol` if one was chosen),
 //! `session_closed` (`code` and `reason`; a session dropped without a close has code 0; an end
 //! by reset, protocol error or lost connection has `error` instead), `session_drained`, and
-//! `datagram_dropped` (`direction` "send", `length`: the send buffer had no room). A session's
-//! datagrams sent are `http3:datagram_created`; received ones are quay-h3's
+//! `datagram_dropped` (`direction` "send", `length`: QUIC refused a datagram already logged as
+//! created). A session's datagrams sent are `http3:datagram_created`, written as the
+//! application hands them over; received ones are quay-h3's
 //! `http3:datagram_parsed`. Capsules on the CONNECT stream are `http:capsule_created` and
 //! `http:capsule_parsed` (draft-ietf-quic-qlog-h3-events §7; `capsule_type` "datagram", or
 //! WebTransport's types in lowercase, such as "wt_close_session"). Servers log through an `Acceptor` ([`Server::bind`] uses one;

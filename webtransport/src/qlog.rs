@@ -43,27 +43,30 @@ pub(crate) fn session_event(
     });
 }
 
-/// A datagram of session `session_id` with `length` payload bytes: `http3:datagram_created`
-/// (draft-ietf-quic-qlog-h3-events §4.7; the session ID is the stream's, so the quarter stream
-/// ID is a quarter of it) if it was handed to QUIC, else `quay-webtransport:datagram_dropped`.
-pub(crate) fn datagram_sent(qlog: &Qlog, session_id: u64, sent: bool, length: usize) {
-    if sent {
-        qlog.emit(Instant::now(), "http3:datagram_created", |data| {
-            data.u64("quarter_stream_id", session_id / 4)
-                .object("raw", |raw| {
-                    raw.u64("payload_length", length as u64);
-                });
-        });
-    } else {
-        session_event(
-            qlog,
-            "quay-webtransport:datagram_dropped",
-            session_id,
-            |data| {
-                data.str("direction", "send").u64("length", length as u64);
-            },
-        );
-    }
+/// A datagram of session `session_id` with `length` payload bytes, as the application hands it
+/// over: `http3:datagram_created` (draft-ietf-quic-qlog-h3-events §4.7; the session ID is the
+/// stream's, so the quarter stream ID is a quarter of it). Written before the datagram goes to
+/// QUIC, so that it comes before whatever the peer's answer causes.
+pub(crate) fn datagram_created(qlog: &Qlog, session_id: u64, length: usize) {
+    qlog.emit(Instant::now(), "http3:datagram_created", |data| {
+        data.u64("quarter_stream_id", session_id / 4)
+            .object("raw", |raw| {
+                raw.u64("payload_length", length as u64);
+            });
+    });
+}
+
+/// `quay-webtransport:datagram_dropped`: QUIC refused a datagram of session `session_id` that
+/// [`datagram_created`] logged.
+pub(crate) fn datagram_dropped(qlog: &Qlog, session_id: u64, length: usize) {
+    session_event(
+        qlog,
+        "quay-webtransport:datagram_dropped",
+        session_id,
+        |data| {
+            data.str("direction", "send").u64("length", length as u64);
+        },
+    );
 }
 
 /// `http:capsule_created` (`local`) or `http:capsule_parsed` (draft-ietf-quic-qlog-h3-events

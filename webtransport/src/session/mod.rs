@@ -303,18 +303,24 @@ impl Session {
         self.check_open()?;
         let length = payload.len();
         let datagram = self.datagram(payload);
+        self.log_datagram(|qlog, id| crate::qlog::datagram_created(qlog, id, length));
         let sent = self.inner.conn.send_datagram(datagram);
         self.count_datagram_sent(sent.is_ok(), length);
         sent.map_err(|error| self.datagram_error(error))
     }
 
-    /// Counts a datagram of `length` payload bytes, sent or dropped, and logs it.
-    fn count_datagram_sent(&self, sent: bool, length: usize) {
+    /// Writes a datagram's event to the connection's qlog, if it has one.
+    fn log_datagram(&self, event: impl FnOnce(&quay_transport::Qlog, u64)) {
         if let Some(h3) = &self.inner.h3 {
-            h3.state
-                .log(|qlog, id| crate::qlog::datagram_sent(qlog, id, sent, length));
+            h3.state.log(event);
         }
+    }
+
+    /// Counts a datagram of `length` payload bytes, sent or dropped (and logs a drop; the
+    /// datagram was logged before it was handed to QUIC).
+    fn count_datagram_sent(&self, sent: bool, length: usize) {
         if !sent {
+            self.log_datagram(|qlog, id| crate::qlog::datagram_dropped(qlog, id, length));
             crate::metrics::datagram_dropped_on_send();
         }
         self.count(|c| match sent {
@@ -330,6 +336,7 @@ impl Session {
         self.check_open()?;
         let length = payload.len();
         let datagram = self.datagram(payload);
+        self.log_datagram(|qlog, id| crate::qlog::datagram_created(qlog, id, length));
         let sent = self.inner.conn.send_datagram_wait(datagram).await;
         self.count_datagram_sent(sent.is_ok(), length);
         sent.map_err(|error| self.datagram_error(error))
