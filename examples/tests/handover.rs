@@ -246,13 +246,6 @@ async fn finish_request(
     Ok(())
 }
 
-/// Whether the server said it did not process the request (RFC 9114 §4.1.1, §5.2), so a
-/// client may send it again.
-fn not_processed(error: &StreamError) -> bool {
-    matches!(error, StreamError::GoingAway)
-        || matches!(error, StreamError::Reset(code) if *code == Code::H3_REQUEST_REJECTED)
-}
-
 /// One whole request on a fresh connection.
 async fn whole_request(endpoint: Endpoint, addr: SocketAddr, number: usize) {
     let client = connect(&endpoint, addr).await;
@@ -354,8 +347,9 @@ async fn a_new_process_takes_over_and_the_old_one_drains_losing_nothing() {
             };
             match finished {
                 Ok(()) => 0,
-                // Refused unprocessed by the draining server: sent again, to the new one.
-                Err(error) if not_processed(&error) => {
+                // Refused unprocessed by the draining server (RFC 9114 §4.1.1, §5.2; a stop
+                // while the body was still going counts too): sent again, to the new one.
+                Err(error) if error.is_retryable() => {
                     whole_request(endpoint, addr, number).await;
                     1
                 }

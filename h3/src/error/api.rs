@@ -181,12 +181,16 @@ pub enum Feature {
 }
 
 impl StreamError {
-    /// Whether the request was certainly not processed by the server and may be retried
-    /// (GOAWAY, or a reset with H3_REQUEST_REJECTED; RFC 9114 §4.1.1).
+    /// Whether the request was certainly not processed by the server and may be retried:
+    /// GOAWAY (RFC 9114 §5.2), or H3_REQUEST_REJECTED on either direction of the stream. A
+    /// server that rejects a request resets its response and stops reading the request
+    /// (§4.1.1), so a client still sending the body sees the stop first.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::GoingAway | Self::Reset(Code::H3_REQUEST_REJECTED)
+            Self::GoingAway
+                | Self::Reset(Code::H3_REQUEST_REJECTED)
+                | Self::Stopped(Code::H3_REQUEST_REJECTED)
         )
     }
 }
@@ -204,5 +208,22 @@ impl From<StreamError> for io::Error {
             StreamError::Invalid(_) | StreamError::NotNegotiated(_) => io::ErrorKind::InvalidInput,
         };
         Self::new(kind, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 9114 §4.1.1: H3_REQUEST_REJECTED in either direction means "not processed"; other
+    /// codes, even on a reset, do not.
+    #[test]
+    fn retryable_errors() {
+        assert!(StreamError::GoingAway.is_retryable());
+        assert!(StreamError::Reset(Code::H3_REQUEST_REJECTED).is_retryable());
+        assert!(StreamError::Stopped(Code::H3_REQUEST_REJECTED).is_retryable());
+        assert!(!StreamError::Reset(Code::H3_REQUEST_CANCELLED).is_retryable());
+        assert!(!StreamError::Stopped(Code::H3_NO_ERROR).is_retryable());
+        assert!(!StreamError::Incomplete.is_retryable());
     }
 }
