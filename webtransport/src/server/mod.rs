@@ -45,8 +45,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use http::{Method, Response, StatusCode};
 use quay_h3::Code;
 use quay_h3::proto::VarInt;
@@ -296,10 +296,22 @@ fn serve(
         loop {
             tokio::select! {
                 incoming = h3.accept_stream() => match incoming {
-                    // Boxed: FuturesUnordered keeps one empty slot of its future type for good.
-                    Ok(Some(stream)) => heads
-                        .get_or_insert_with(FuturesUnordered::new)
-                        .push(Box::pin(read_head(stream, h3.clone(), config.h3.request_head_timeout))),
+                    Ok(Some(stream)) => {
+                        // Boxed: FuturesUnordered keeps one empty slot of its future type for
+                        // good.
+                        let timeout = config.h3.request_head_timeout;
+                        let mut head = Box::pin(read_head(stream, h3.clone(), timeout));
+                        // A head usually comes in the stream's first packet: sorted at once,
+                        // without a set made for it. The poll's no-op waker is replaced when
+                        // the set polls the head again.
+                        match (&mut head).now_or_never() {
+                            Some(Ok(Some((request, stream)))) => {
+                                sort(request, stream, &h3, &routes, &config, &tx);
+                            }
+                            Some(_) => {}
+                            None => heads.get_or_insert_with(FuturesUnordered::new).push(head),
+                        }
+                    }
                     _ => break,
                 },
                 Some(head) = next_head(&mut heads), if heads.is_some() => {
