@@ -274,7 +274,7 @@ async fn goaway_with_requests_in_flight() {
         let accepted = accepted.clone();
         let release = release.clone();
         tokio::spawn(async move {
-            let connection = Arc::new(accept(&fixture).await);
+            let connection = accept(&fixture).await;
             let mut handlers = Vec::new();
             for _ in 0..IN_FLIGHT {
                 let (_, mut stream) = t(connection.accept()).await.unwrap().unwrap();
@@ -287,22 +287,22 @@ async fn goaway_with_requests_in_flight() {
                     stream.finish().unwrap();
                 }));
             }
-            let shutdown = {
-                let connection = connection.clone();
-                tokio::spawn(async move { connection.shutdown(Duration::from_secs(10)).await })
-            };
-            // The client sends its late requests once the GOAWAY is queued, so that the server
-            // refuses them all (a request arriving before it would be accepted here).
-            for _ in 0..1000 {
-                if connection.stats().h3.goaway_sent.is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let _ = goaway_queued_tx.send(());
-            // Later requests are refused; accept ends when the connection closes.
-            while let Ok(Some(_)) = t(connection.accept()).await {}
-            t(shutdown).await.unwrap();
+            // `biased`: the shutdown is polled first, and queues the GOAWAY before the client is
+            // told to send its late requests, so that the server refuses them all (a request
+            // arriving before it would be accepted here).
+            let connection = &connection;
+            t(async {
+                tokio::join!(
+                    biased;
+                    connection.shutdown(Duration::from_secs(10)),
+                    async move {
+                        let _ = goaway_queued_tx.send(());
+                        // Later requests are refused; accept ends when the connection closes.
+                        while let Ok(Some(_)) = t(connection.accept()).await {}
+                    },
+                )
+            })
+            .await;
             let _ = shutdown_done_tx.send(());
         });
     }
