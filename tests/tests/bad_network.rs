@@ -442,8 +442,9 @@ async fn goaway_round(seed: u64) -> usize {
             stream.finish().unwrap();
         });
         accepted_tx.send(()).unwrap();
-        // `join!` polls the shutdown first, which sends GOAWAY before anything else is accepted.
-        tokio::join!(connection.shutdown(TIMEOUT), async {
+        // `biased`: the shutdown is polled first, which sends GOAWAY before anything else is
+        // accepted (an unbiased `join!` rotates which future goes first).
+        tokio::join!(biased; connection.shutdown(TIMEOUT), async {
             while let Ok(Some(_)) = connection.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
             }
