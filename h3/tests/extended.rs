@@ -24,6 +24,18 @@ fn extended() -> Config {
     config
 }
 
+/// Claims WebTransport's unidirectional stream type and bidirectional signal.
+fn webtransport_streams() -> Config {
+    let mut config = Config::default();
+    config
+        .extension_uni_stream_types
+        .push(StreamType::WEBTRANSPORT);
+    config
+        .extension_bidi_signals
+        .push(FrameType::WEBTRANSPORT_STREAM);
+    config
+}
+
 fn connect_udp() -> Request<()> {
     Request::builder()
         .method(Method::CONNECT)
@@ -280,14 +292,7 @@ async fn extension_signals_whole_or_split_and_requests_share_a_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_streams_are_handed_out() {
-    let mut config = Config::default();
-    config
-        .extension_uni_stream_types
-        .push(StreamType::WEBTRANSPORT);
-    config
-        .extension_bidi_signals
-        .push(FrameType::WEBTRANSPORT_STREAM);
-    let fixture = server(config);
+    let fixture = server(webtransport_streams());
     let target = fixture.target();
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
@@ -387,13 +392,7 @@ async fn taken_extension_streams_arrive_then_end_with_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_receives_extension_streams() {
-    let mut config = Config::default();
-    config
-        .extension_uni_stream_types
-        .push(StreamType::WEBTRANSPORT);
-    config
-        .extension_bidi_signals
-        .push(FrameType::WEBTRANSPORT_STREAM);
+    let config = webtransport_streams();
     let fixture = server(Config::default());
     let target = fixture.target();
     tokio::spawn(async move {
@@ -492,4 +491,119 @@ async fn taken_datagrams_end_with_the_connection() {
     let (got, end) = t(rx).await.unwrap();
     assert_eq!(got, [&b"one"[..], &b"two"[..]]);
     assert_eq!(end, None);
+}
+
+/// What the test's [`Handler`] saw, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// A request, by path, once its head was read in `poll`.
+    Request(String),
+    /// An extension stream: "uni" or "bidi", and its session ID.
+    Extension(&'static str, u64),
+    Closed,
+}
+
+type Resolving = std::pin::Pin<
+    Box<dyn Future<Output = Result<Option<(Request<()>, RequestStream)>, StreamError>> + Send>,
+>;
+
+/// A handler that reads request heads in `poll` (so they wake the connection's task) and
+/// answers each with 200 from a task of its own.
+struct Recorder {
+    seen: tokio::sync::mpsc::UnboundedSender<Seen>,
+    resolving: Vec<Resolving>,
+}
+
+impl server::Handler for Recorder {
+    fn request(&mut self, request: server::IncomingRequest) {
+        self.resolving.push(Box::pin(request.resolve()));
+    }
+
+    fn extension_stream(&mut self, stream: ExtensionStream) {
+        let seen = match stream {
+            ExtensionStream::Uni { session_id, .. } => {
+                Seen::Extension("uni", session_id.into_inner())
+            }
+            ExtensionStream::Bidi { session_id, .. } => {
+                Seen::Extension("bidi", session_id.into_inner())
+            }
+            other => panic!("{other:?}"),
+        };
+        self.seen.send(seen).unwrap();
+    }
+
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) {
+        let seen = &self.seen;
+        self.resolving
+            .retain_mut(|resolving| match resolving.as_mut().poll(cx) {
+                std::task::Poll::Pending => true,
+                std::task::Poll::Ready(resolved) => {
+                    if let Ok(Some((request, mut stream))) = resolved {
+                        seen.send(Seen::Request(request.uri().path().into()))
+                            .unwrap();
+                        tokio::spawn(async move {
+                            t(stream.send_response(Response::new(()))).await.unwrap();
+                            stream.finish().unwrap();
+                        });
+                    }
+                    false
+                }
+            });
+    }
+
+    fn closed(&mut self) {
+        self.seen.send(Seen::Closed).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_takes_requests_and_extension_streams_on_the_connection_task() {
+    let fixture = server(webtransport_streams());
+    let target = fixture.target();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (checked_tx, checked) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = accept(&fixture).await;
+        let recorder = Recorder {
+            seen: seen_tx.clone(),
+            resolving: Vec::new(),
+        };
+        assert!(connection.set_handler(recorder).is_ok());
+        // One handler per connection, and the handler has the streams.
+        let second = Recorder {
+            seen: seen_tx,
+            resolving: Vec::new(),
+        };
+        assert!(connection.set_handler(second).is_err());
+        assert!(t(connection.accept_stream()).await.unwrap().is_none());
+        assert!(connection.take_extension_streams().is_none());
+        // Dropping the handle would close the connection, as without a handler.
+        checked_tx.send(connection).unwrap();
+    });
+    let client = client(target, Config::default()).await;
+    let _server_connection = t(checked).await.unwrap();
+    let connection = client.connection().clone();
+    let mut uni = t(connection.open_uni()).await.unwrap();
+    // Type 0x54 (two-byte varint 0x40 0x54), session ID 4.
+    t(uni.write_all(&[0x40, 0x54, 0x04])).await.unwrap();
+    assert_eq!(t(seen.recv()).await.unwrap(), Seen::Extension("uni", 4));
+    // A signal that may come split across packets: if it is, the head read in `poll` hands
+    // the stream out.
+    let (mut split, _recv) = t(connection.open_bi()).await.unwrap();
+    t(split.write_all(&[0x40])).await.unwrap();
+    tokio::task::yield_now().await;
+    t(split.write_all(&[0x41, 0x08])).await.unwrap();
+    assert_eq!(t(seen.recv()).await.unwrap(), Seen::Extension("bidi", 8));
+    let request = Request::get("https://localhost/handled").body(()).unwrap();
+    let mut stream = t(client.send_request(request)).await.unwrap();
+    assert_eq!(
+        t(stream.recv_response()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        t(seen.recv()).await.unwrap(),
+        Seen::Request("/handled".into())
+    );
+    connection.close(0u32.into(), b"done");
+    assert_eq!(t(seen.recv()).await.unwrap(), Seen::Closed);
 }

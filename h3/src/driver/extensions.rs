@@ -110,6 +110,18 @@ pub(crate) fn hand_out_bidi(
 pub(crate) fn hand_out(shared: &Shared, stream: ExtensionStream) {
     {
         let mut inner = shared.lock();
+        // A handler takes them: the connection's task hands them over at the end of its
+        // wake-up. While it runs, the handler is out of its slot and the task sees this stream
+        // before it puts the handler back (under this lock); otherwise, it is woken.
+        if inner.extension_taker == Taker::Handler {
+            inner.extensions.push_back(stream);
+            if inner.handler.0.is_some() {
+                let waiters = inner.driver_waiters.take();
+                drop(inner);
+                waiters.for_each(Waker::wake);
+            }
+            return;
+        }
         if inner.extension_taker != Taker::Nobody {
             inner.extensions.push_back(stream);
             let waiters = inner.extension_waiters.take();

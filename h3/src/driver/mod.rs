@@ -16,6 +16,7 @@
 pub(crate) mod datagrams;
 pub(crate) mod extensions;
 mod grease;
+mod handler;
 pub(crate) mod prefix;
 pub(crate) mod routes;
 pub(crate) mod shared;

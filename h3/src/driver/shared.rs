@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Waker};
+use std::task::Waker;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use crate::config::ConnectionConfig;
 use crate::connection::{CloseAction, ConnectionState, HeaderBlock, ProtocolError, Side};
 use crate::error::{Code, ConnectionError, StreamError};
 use crate::proto::settings::Settings;
+use crate::server::HandlerSlot;
 use crate::stats::ConnectionStats;
 use crate::stream::extension::ExtensionStream;
 use crate::waiter::Waiters;
@@ -86,6 +87,11 @@ pub(crate) struct Inner {
     /// The [`ExtensionStreams`](crate::stream::ExtensionStreams) waiting in
     /// [`Shared::poll_extension_stream`] (the handle's waiters wait on [`Shared::changed`]).
     pub(super) extension_waiters: Waiters,
+    /// The server connection's [`Handler`](crate::server::Handler), when it has one and the
+    /// connection's task is not calling it.
+    pub(super) handler: HandlerSlot,
+    /// A handler was given: the connection's task accepts the request streams.
+    pub(super) serving: bool,
 }
 
 impl Inner {
@@ -119,6 +125,9 @@ pub(crate) enum Taker {
     Handle,
     /// An [`ExtensionStreams`](crate::stream::ExtensionStreams).
     Taken,
+    /// The server connection's [`Handler`](crate::server::Handler), to which the connection's
+    /// task hands them at the end of its wake-up.
+    Handler,
 }
 
 impl Shared {
@@ -226,13 +235,6 @@ impl Shared {
     pub(crate) fn take_grease_frame(&self) -> bool {
         self.grease_frame.load(Ordering::Relaxed)
             && self.grease_frame.swap(false, Ordering::Relaxed)
-    }
-
-    /// Registers the connection's task to be woken when bytes are queued for our streams (see
-    /// [`Inner::flush_waker`]). It does so before it looks for output, so bytes queued after
-    /// that look wake it.
-    pub(super) fn set_driver_waker(&self, cx: &Context<'_>) {
-        self.lock().driver_waiters.register(cx.waker());
     }
 
     /// QPACK-encodes a field section for `stream_id`.

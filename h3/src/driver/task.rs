@@ -12,7 +12,10 @@
 //! - accepts the peer's unidirectional streams and reads their types, then reads the control
 //!   and QPACK streams into the state machine, hands extension streams out and stops the rest;
 //! - on a client, reads the extension signal of the server's bidirectional streams and hands
-//!   them out.
+//!   them out;
+//! - on a server with a [`Handler`], accepts the request streams and gives them, and the
+//!   extension streams, to the handler, which it polls at the end of each wake-up
+//!   (`Shared::begin_poll` and `Shared::end_poll` take it out and put it back).
 //!
 //! The task ends with the connection. On one connection in eight it also sends a GREASE stream,
 //! right after its SETTINGS. Request streams are not read here: the user's task reads and writes
@@ -44,6 +47,8 @@ use super::shared::{BUDGET, Inner, Shared, Taker};
 use crate::config::Config;
 use crate::connection::{ConnectionState, Side, UniStream};
 use crate::qlog::StreamKind;
+use crate::server::connection::admit;
+use crate::server::{Handler, HandlerSlot};
 use crate::waiter::Waiters;
 
 /// Starts the tasks of a connection. Must be called inside a tokio runtime.
@@ -96,6 +101,8 @@ pub(crate) fn start(
             },
             driver_waiters: Waiters::default(),
             extension_waiters: Waiters::default(),
+            handler: HandlerSlot::default(),
+            serving: false,
         }),
         changed: Notify::new(),
         grease_frame: AtomicBool::new(grease),
@@ -214,7 +221,8 @@ struct Incoming {
 /// queues for it, opening our QPACK streams when they first have bytes; accepts the peer's
 /// unidirectional streams and reads their types, then reads the critical ones into the state
 /// machine, hands out extension streams and stops the rest; on a client, does the same for the
-/// server's extension bidirectional streams. It ends with the connection.
+/// server's extension bidirectional streams; on a server with a [`Handler`], accepts the request
+/// streams for it. It ends with the connection.
 ///
 /// Everything is polled by hand from one future, so an idle connection costs one small task
 /// rather than one per stream; futures that are rarely pending, or exist on some connections
@@ -230,6 +238,7 @@ fn drive(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         {
+            let shared_arc = &shared;
             let shared = &*shared;
             let conn = &shared.conn;
             let mut driver = Driver {
@@ -243,98 +252,149 @@ fn drive(
             }
             let driver = &mut driver;
             let mut accept_uni = pin!(conn.accept_uni());
+            let shared = shared_arc;
             // `move`: the closure keeps three references, not one per local it uses.
             poll_fn(move |cx| {
-                shared.set_driver_waker(cx);
-                let conn = &shared.conn;
-                let mut busy = false;
-                let mut budget = BUDGET;
-                loop {
-                    match accept_uni.as_mut().poll(cx) {
-                        Poll::Ready(Ok(recv)) => {
-                            accept_uni.set(conn.accept_uni());
-                            driver.incoming.push(Incoming {
-                                recv,
-                                send: None,
-                                buf: BytesMut::new(),
-                            });
-                        }
-                        // The connection is gone.
-                        Poll::Ready(Err(_)) => return Poll::Ready(()),
-                        Poll::Pending => break,
-                    }
-                    budget -= 1;
-                    if budget == 0 {
-                        busy = true;
-                        break;
-                    }
+                let mut handler = shared.begin_poll(cx);
+                let polled = driver.poll(cx, shared, accept_uni.as_mut(), handler.as_deref_mut());
+                if let Some(handler) = handler {
+                    shared.end_poll(handler, cx);
                 }
-                if let Some(accept) = &mut driver.accept_bi {
-                    let mut budget = BUDGET;
-                    while let Poll::Ready(result) = accept.as_mut().poll(cx) {
-                        let Ok((send, recv)) = result else {
-                            return Poll::Ready(());
-                        };
-                        accept.set(conn.accept_bi());
-                        // RFC 9114 §6.1: a server opens bidirectional streams only for an
-                        // extension.
-                        if shared.config.extension_bidi_signals.is_empty() {
-                            let refused = shared.lock().proto.handle_peer_bidi_stream(false);
-                            if let Err(error) = refused {
-                                shared.fail(error);
-                                return Poll::Ready(());
-                            }
-                        }
-                        driver.incoming.push(Incoming {
-                            recv,
-                            send: Some(send),
-                            buf: BytesMut::new(),
-                        });
-                        budget -= 1;
-                        if budget == 0 {
-                            busy = true;
-                            break;
-                        }
-                    }
-                }
-                if driver.read_incoming(cx, shared).is_break() {
-                    return Poll::Ready(());
-                }
-                match driver.read_critical(cx, shared) {
-                    ControlFlow::Break(()) => return Poll::Ready(()),
-                    ControlFlow::Continue(more) => busy |= more,
-                }
-                if driver.write(cx, shared).is_break() {
-                    return Poll::Ready(());
-                }
-                if let Some((index, open)) = &mut driver.opening
-                    && let Poll::Ready(result) = open.as_mut().poll(cx)
-                {
-                    let Ok(stream) = result else {
-                        return Poll::Ready(());
-                    };
-                    let kind = OURS[usize::from(*index)];
-                    driver.opening = None;
-                    driver.opened(shared, kind, stream);
-                    // Write to it, and open the next one if needed.
-                    busy = true;
-                }
-                if busy {
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending
+                polled
             })
             .await;
         }
         // The connection is gone: every datagram receiver sees the end, and so does every
-        // `wait_for` (it reads the close reason when woken).
+        // `wait_for` (it reads the close reason when woken), and a handler.
         shared.end_datagrams();
+        shared.end_handler();
         shared.changed.notify_waiters();
         crate::metrics::connection_closed(shared.side, &shared.conn.stats());
     }
 }
 
 impl<'a> Driver<'a> {
+    /// One wake-up of the connection's task; `Ready` once the connection is gone or failed.
+    /// `handler`, a server's, takes the request streams (which the task then accepts).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &'a Arc<Shared>,
+        mut accept_uni: Pin<&mut quinn::AcceptUni<'a>>,
+        handler: Option<&mut dyn Handler>,
+    ) -> Poll<()> {
+        let conn = &shared.conn;
+        let mut busy = false;
+        let mut budget = BUDGET;
+        loop {
+            match accept_uni.as_mut().poll(cx) {
+                Poll::Ready(Ok(recv)) => {
+                    accept_uni.set(conn.accept_uni());
+                    self.incoming.push(Incoming {
+                        recv,
+                        send: None,
+                        buf: BytesMut::new(),
+                    });
+                }
+                // The connection is gone.
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+            budget -= 1;
+            if budget == 0 {
+                busy = true;
+                break;
+            }
+        }
+        match (shared.side, handler) {
+            (Side::Client, _) => match self.accept_extension_bidi(cx, shared) {
+                ControlFlow::Break(()) => return Poll::Ready(()),
+                ControlFlow::Continue(more) => busy |= more,
+            },
+            (Side::Server, Some(handler)) => match self.accept_requests(cx, shared, handler) {
+                ControlFlow::Break(()) => return Poll::Ready(()),
+                ControlFlow::Continue(more) => busy |= more,
+            },
+            (Side::Server, None) => {}
+        }
+        if self.read_incoming(cx, shared).is_break() {
+            return Poll::Ready(());
+        }
+        match self.read_critical(cx, shared) {
+            ControlFlow::Break(()) => return Poll::Ready(()),
+            ControlFlow::Continue(more) => busy |= more,
+        }
+        if self.write(cx, shared).is_break() {
+            return Poll::Ready(());
+        }
+        if let Some((index, open)) = &mut self.opening
+            && let Poll::Ready(result) = open.as_mut().poll(cx)
+        {
+            let Ok(stream) = result else {
+                return Poll::Ready(());
+            };
+            let kind = OURS[usize::from(*index)];
+            self.opening = None;
+            self.opened(shared, kind, stream);
+            // Write to it, and open the next one if needed.
+            busy = true;
+        }
+        if busy {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    /// A client's: accepts the server's bidirectional streams, which only an extension opens,
+    /// for [`Driver::read_incoming`] to read their signal. Breaks once the connection is gone
+    /// or failed; continues with whether the budget ran out.
+    fn accept_extension_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &'a Shared,
+    ) -> ControlFlow<(), bool> {
+        let Some(accept) = &mut self.accept_bi else {
+            return ControlFlow::Continue(false);
+        };
+        let incoming = &mut self.incoming;
+        accept_bidi(accept, cx, shared, |send, recv| {
+            // RFC 9114 §6.1: a server opens bidirectional streams only for an extension.
+            if shared.config.extension_bidi_signals.is_empty() {
+                let refused = shared.lock().proto.handle_peer_bidi_stream(false);
+                if let Err(error) = refused {
+                    shared.fail(error);
+                    return ControlFlow::Break(());
+                }
+            }
+            incoming.push(Incoming {
+                recv,
+                send: Some(send),
+                buf: BytesMut::new(),
+            });
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// A server's with a handler: accepts the client's request streams and gives them to
+    /// `handler` (or to their extension, see [`admit`]). Breaks once the connection is gone;
+    /// continues with whether the budget ran out.
+    fn accept_requests(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &'a Arc<Shared>,
+        handler: &mut dyn Handler,
+    ) -> ControlFlow<(), bool> {
+        let accept = self
+            .accept_bi
+            .get_or_insert_with(|| Box::pin(shared.conn.accept_bi()));
+        accept_bidi(accept, cx, shared, |send, recv| {
+            if let Some(request) = admit(shared, send, recv) {
+                handler.request(request);
+            }
+            ControlFlow::Continue(())
+        })
+    }
+
     /// Writes what the state machine queued for our streams; starts opening a stream that
     /// has bytes and is not open yet. Breaks once the connection is gone or failed.
     fn write(&mut self, cx: &mut Context<'_>, shared: &'a Shared) -> ControlFlow<()> {
@@ -445,4 +505,26 @@ impl<'a> Driver<'a> {
             _ => &mut self.qpack.get_or_insert_default().decoder,
         }
     }
+}
+
+/// Accepts the peer's bidirectional streams with `accept`, at most [`BUDGET`] of them, giving each
+/// to `take`. Breaks once the connection is gone or `take` breaks; continues with whether the
+/// budget ran out.
+fn accept_bidi<'a>(
+    accept: &mut Pin<Box<quinn::AcceptBi<'a>>>,
+    cx: &mut Context<'_>,
+    shared: &'a Shared,
+    mut take: impl FnMut(SendStream, RecvStream) -> ControlFlow<()>,
+) -> ControlFlow<(), bool> {
+    for _ in 0..BUDGET {
+        let Poll::Ready(result) = accept.as_mut().poll(cx) else {
+            return ControlFlow::Continue(false);
+        };
+        let Ok((send, recv)) = result else {
+            return ControlFlow::Break(());
+        };
+        accept.set(shared.conn.accept_bi());
+        take(send, recv)?;
+    }
+    ControlFlow::Continue(true)
 }

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http::Request;
 use tokio::time::Instant;
 
+use super::handler::Handler;
 use super::request::{IncomingRequest, RequestStream};
 use crate::config::Config;
 use crate::connection::Side;
@@ -165,60 +166,35 @@ impl Connection {
     /// Requests at or above our GOAWAY ID are refused here with H3_REQUEST_REJECTED.
     pub async fn accept_stream(&self) -> Result<Option<IncomingRequest>, ConnectionError> {
         let shared = &self.shared;
+        if shared.is_serving() {
+            return Ok(None);
+        }
         loop {
-            let (mut send, mut recv) = match shared.conn.accept_bi().await {
+            let (send, recv) = match shared.conn.accept_bi().await {
                 Ok(streams) => streams,
                 Err(error) => return shared.connection_error(error).end_of_accept(),
             };
-            let id: u64 = send.id().into();
-            {
-                let mut inner = shared.lock();
-                // RFC 9114 §5.2: requests at or above our GOAWAY ID are refused unprocessed.
-                if !inner.proto.handle_request_accepted(id) {
-                    drop(inner);
-                    let _ = send.reset(Code::H3_REQUEST_REJECTED.to_varint());
-                    let _ = recv.stop(Code::H3_REQUEST_REJECTED.to_varint());
-                    continue;
-                }
+            if let Some(request) = admit(shared, send, recv) {
+                return Ok(Some(request));
             }
-            // An extension's stream usually brings its signal in its first packet: hand it out
-            // now, without a task's detour through `resolve`.
-            let mut initial = Bytes::new();
-            let signals = &shared.config.extension_bidi_signals;
-            if !signals.is_empty() {
-                let mut read = BytesMut::new();
-                let prefix = poll_prefix(
-                    &mut Context::from_waker(Waker::noop()),
-                    &mut recv,
-                    &mut read,
-                    |cur| decode_bidi_signal(signals, cur),
-                );
-                match prefix {
-                    Poll::Ready(Ok(Some((Some(signal), rest)))) => {
-                        hand_out_bidi(shared, signal, send, recv, rest);
-                        continue;
-                    }
-                    // Not an extension's: `resolve` reads the request from here on.
-                    Poll::Ready(Ok(Some((None, rest)))) => initial = rest,
-                    // RFC 9114 §4.1.2: the stream ended before a request.
-                    Poll::Ready(Ok(None)) => {
-                        let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
-                        shared.request_error(Code::H3_REQUEST_INCOMPLETE);
-                        continue;
-                    }
-                    // Reset before its head, or the connection is gone (the next accept says).
-                    Poll::Ready(Err(_)) => continue,
-                    // What arrived so far goes to `resolve`.
-                    Poll::Pending => initial = read.freeze(),
-                }
-            }
-            return Ok(Some(IncomingRequest {
-                shared: shared.clone(),
-                send,
-                recv,
-                initial,
-            }));
         }
+    }
+
+    /// Gives this connection's streams to `handler`, called from the connection's own task as
+    /// they arrive, instead of to [`Connection::accept_stream`] (which returns `Ok(None)` from
+    /// then on) and [`Connection::accept_extension_stream`]. For an extension that sorts every
+    /// request stream and routes every extension stream (WebTransport's server): it needs no
+    /// task of its own, and each stream reaches it without waking one. Call it before anything
+    /// accepts a stream.
+    ///
+    /// The connection still closes once this handle and its request streams are all dropped,
+    /// as without a handler: a handler that serves the connection for its life keeps the handle
+    /// (in an `Arc`). The connection's task drops the handler when the connection ends.
+    ///
+    /// Gives `handler` back, boxed, when the connection has one already, its extension streams
+    /// were taken ([`Connection::take_extension_streams`]), or it is gone.
+    pub fn set_handler(&self, handler: impl Handler) -> Result<(), Box<dyn Handler>> {
+        self.shared.set_handler(Box::new(handler))
     }
 
     /// Takes the extension streams out, for a task that routes them (see
@@ -280,4 +256,62 @@ impl Connection {
         let error = self.shared.conn.closed().await;
         self.shared.connection_error(error)
     }
+}
+
+/// A request stream the client opened, checked as [`Connection::accept_stream`] says: refused
+/// at or above our GOAWAY's ID, handed to its extension when it opens with an extension's whole
+/// signal, dropped when it ended or was reset before its first byte. `None` for those.
+pub(crate) fn admit(
+    shared: &Arc<Shared>,
+    mut send: quay_transport::SendStream,
+    mut recv: quay_transport::RecvStream,
+) -> Option<IncomingRequest> {
+    let id: u64 = send.id().into();
+    {
+        let mut inner = shared.lock();
+        // RFC 9114 §5.2: requests at or above our GOAWAY ID are refused unprocessed.
+        if !inner.proto.handle_request_accepted(id) {
+            drop(inner);
+            let _ = send.reset(Code::H3_REQUEST_REJECTED.to_varint());
+            let _ = recv.stop(Code::H3_REQUEST_REJECTED.to_varint());
+            return None;
+        }
+    }
+    // An extension's stream usually brings its signal in its first packet: hand it out now,
+    // without a task's detour through `resolve`.
+    let mut initial = Bytes::new();
+    let signals = &shared.config.extension_bidi_signals;
+    if !signals.is_empty() {
+        let mut read = BytesMut::new();
+        let prefix = poll_prefix(
+            &mut Context::from_waker(Waker::noop()),
+            &mut recv,
+            &mut read,
+            |cur| decode_bidi_signal(signals, cur),
+        );
+        match prefix {
+            Poll::Ready(Ok(Some((Some(signal), rest)))) => {
+                hand_out_bidi(shared, signal, send, recv, rest);
+                return None;
+            }
+            // Not an extension's: `resolve` reads the request from here on.
+            Poll::Ready(Ok(Some((None, rest)))) => initial = rest,
+            // RFC 9114 §4.1.2: the stream ended before a request.
+            Poll::Ready(Ok(None)) => {
+                let _ = send.reset(Code::H3_REQUEST_INCOMPLETE.to_varint());
+                shared.request_error(Code::H3_REQUEST_INCOMPLETE);
+                return None;
+            }
+            // Reset before its head, or the connection is gone (the next accept says).
+            Poll::Ready(Err(_)) => return None,
+            // What arrived so far goes to `resolve`.
+            Poll::Pending => initial = read.freeze(),
+        }
+    }
+    Some(IncomingRequest {
+        shared: shared.clone(),
+        send,
+        recv,
+        initial,
+    })
 }

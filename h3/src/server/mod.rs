@@ -214,12 +214,15 @@ impl Server {
 
 #[cfg(feature = "http-body")]
 mod body;
-mod connection;
+pub(crate) mod connection;
+mod handler;
 mod request;
 
 #[cfg(feature = "http-body")]
 pub use body::RequestBody;
 pub use connection::Connection;
+pub use handler::Handler;
+pub(crate) use handler::HandlerSlot;
 #[cfg(feature = "tower")]
 pub(crate) use request::send_response_head;
 pub use request::{IncomingRequest, RequestStream};

@@ -2,8 +2,9 @@
 //! existing `quay_h3` server, so that HTTP/3 requests and sessions share a port and even a
 //! connection.
 //!
-//! Each connection has one task that takes the peer's request streams, reads their heads
-//! (several at once, so a slow client delays no one), and sorts them: a WebTransport CONNECT
+//! Each connection's request streams are taken on the connection's own task, the HTTP/3 one
+//! (as its `quay_h3::server::Handler`), which reads their heads (several at once, so a slow
+//! client delays no one) and sorts them: a WebTransport CONNECT
 //! becomes a [`Request`], anything else an HTTP/3 request for the application
 //! ([`Incoming::Http`]); WebTransport streams go to their session. A [`Request`] is looked at
 //! (URL, `origin`, headers, offered subprotocols, the client's draft) and then accepted with
@@ -44,14 +45,15 @@ pub use request::Request;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::{Method, Response, StatusCode};
 use quay_h3::Code;
 use quay_h3::proto::VarInt;
 use quay_h3::proto::headers::Protocol;
-use quay_h3::server::RequestStream;
+use quay_h3::server::{Handler, IncomingRequest, RequestStream};
 use quay_transport::{Acceptor, Endpoint, EndpointError, Identity, ServerBuilder};
 use tokio::sync::mpsc;
 
@@ -182,8 +184,9 @@ async fn accept_connections(
     }
 }
 
-/// The task of one connection: its handshake, then [`serve`].
-#[allow(clippy::manual_async_fn)] // Keeps the arguments once; see `serve`.
+/// The task of one connection's handshake, which then hands the connection to a [`Sorter`] on
+/// the connection's own task, and ends.
+#[allow(clippy::manual_async_fn)] // Keeps the arguments once.
 fn serve_connection<H>(
     handshake: Pin<Box<H>>,
     config: Arc<Config>,
@@ -195,14 +198,10 @@ where
         + 'static,
 {
     async move {
-        // Not `if let`: its scrutinee, the handshake's result (56 bytes), would stay in the
-        // task's state beside `serve`'s future for the connection's life, enough to push the
-        // task into tokio's next 128-byte size step.
-        let h3 = match handshake.await {
-            Ok(h3) => Arc::new(h3),
-            Err(_) => return,
-        };
-        serve(h3, config, tx).await;
+        if let Ok(h3) = handshake.await {
+            // Refused only when the connection is gone already.
+            let _ = Sorter::start(Arc::new(h3), config, tx);
+        }
     }
 }
 
@@ -244,7 +243,9 @@ impl Connection {
     pub fn new(connection: quay_h3::server::Connection, config: Config) -> Self {
         let h3 = Arc::new(connection);
         let (tx, rx) = mpsc::channel(config.accept_queue.max(1));
-        tokio::spawn(serve(h3.clone(), Arc::new(config), tx));
+        // Refused when the connection is gone, has a handler, or its extension streams were
+        // taken: `accept` then returns `None`.
+        let _ = Sorter::start(h3.clone(), Arc::new(config), tx);
         Self {
             h3,
             incoming: tokio::sync::Mutex::new(rx),
@@ -273,61 +274,103 @@ fn answer(mut stream: RequestStream, status: StatusCode) {
     });
 }
 
-/// The task of one connection: reads request heads, sorts requests from sessions, routes
-/// WebTransport streams.
-///
-/// It lives as long as the connection, so it is kept small (tokio's task sizes go in steps of
-/// 128 bytes): a function returning an `async move` block, because rustc keeps an async fn's
-/// arguments twice, and no wait future of its own for the extension streams.
-#[allow(clippy::manual_async_fn)] // On purpose: see above.
-fn serve(
+/// The WebTransport side of one connection: it reads the request heads (several at once, so a
+/// slow client delays no one), sorts sessions from HTTP/3 requests, and routes WebTransport
+/// streams. It runs on the connection's own task, as its [`Handler`]: each stream reaches it
+/// without a task of its own to wake.
+struct Sorter {
     h3: Arc<quay_h3::server::Connection>,
     config: Arc<Config>,
     tx: mpsc::Sender<Incoming>,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let routes = Routes::new(config.max_buffered_streams);
-        let mut streams = h3.take_extension_streams();
-        // Request heads being read; dropped while there are none (most connections send one
-        // request, a session's CONNECT), since an empty set still holds an allocation.
-        let mut heads = None;
-        // Bounded by the connection: each turn accepts a stream, finishes reading a head, or routes
-        // a WebTransport stream.
+    routes: Arc<Routes>,
+    /// Request heads still on their way; dropped while there are none (most connections send
+    /// one request, a session's CONNECT, whose head comes with its stream), since an empty set
+    /// still holds an allocation.
+    heads: Option<FuturesUnordered<HeadRead>>,
+}
+
+/// A request head being read ([`read_head`]).
+type HeadRead = Pin<Box<dyn Future<Output = HeadResult> + Send>>;
+type HeadResult = Result<Option<(http::Request<()>, RequestStream)>, quay_h3::StreamError>;
+
+impl Sorter {
+    /// Hands `h3`'s streams to a new sorter; fails when the connection is gone, has a handler,
+    /// or its extension streams were taken.
+    fn start(
+        h3: Arc<quay_h3::server::Connection>,
+        config: Arc<Config>,
+        tx: mpsc::Sender<Incoming>,
+    ) -> Result<(), Box<dyn Handler>> {
+        let sorter = Self {
+            h3: h3.clone(),
+            routes: Routes::new(config.max_buffered_streams),
+            config,
+            tx,
+            heads: None,
+        };
+        h3.set_handler(sorter)
+    }
+}
+
+impl Handler for Sorter {
+    fn request(&mut self, request: IncomingRequest) {
+        let timeout = self.config.h3.request_head_timeout;
+        let mut head: HeadRead = Box::pin(read_head(request, self.h3.clone(), timeout));
+        // A head usually comes in the stream's first packet: sorted at once, without a set made
+        // for it. The poll's no-op waker is replaced when the set polls the head, at the end of
+        // this wake-up of the connection's task.
+        match head.as_mut().now_or_never() {
+            Some(Ok(Some((request, stream)))) => {
+                sort(
+                    request,
+                    stream,
+                    &self.h3,
+                    &self.routes,
+                    &self.config,
+                    &self.tx,
+                );
+            }
+            Some(_) => {}
+            None => self
+                .heads
+                .get_or_insert_with(FuturesUnordered::new)
+                .push(head),
+        }
+    }
+
+    fn extension_stream(&mut self, stream: quay_h3::stream::ExtensionStream) {
+        self.routes.route(stream, self.h3.connection());
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) {
+        let Self {
+            h3,
+            config,
+            tx,
+            routes,
+            heads,
+        } = self;
+        let Some(set) = heads else {
+            return;
+        };
+        // Bounded: the set yields after polling each of its heads once.
         loop {
-            tokio::select! {
-                incoming = h3.accept_stream() => match incoming {
-                    Ok(Some(stream)) => {
-                        // Boxed: FuturesUnordered keeps one empty slot of its future type for
-                        // good.
-                        let timeout = config.h3.request_head_timeout;
-                        let mut head = Box::pin(read_head(stream, h3.clone(), timeout));
-                        // A head usually comes in the stream's first packet: sorted at once,
-                        // without a set made for it. The poll's no-op waker is replaced when
-                        // the set polls the head again.
-                        match (&mut head).now_or_never() {
-                            Some(Ok(Some((request, stream)))) => {
-                                sort(request, stream, &h3, &routes, &config, &tx);
-                            }
-                            Some(_) => {}
-                            None => heads.get_or_insert_with(FuturesUnordered::new).push(head),
-                        }
-                    }
-                    _ => break,
-                },
-                Some(head) = next_head(&mut heads), if heads.is_some() => {
-                    if heads.as_ref().is_some_and(FuturesUnordered::is_empty) {
-                        heads = None;
-                    }
-                    if let Ok(Some((request, stream))) = head {
-                        sort(request, stream, &h3, &routes, &config, &tx);
-                    }
+            match set.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Some((request, stream))))) => {
+                    sort(request, stream, h3, routes, config, tx);
                 }
-                Some(stream) = next_extension_stream(&mut streams) => {
-                    routes.route(stream, h3.connection());
+                Poll::Ready(Some(_)) => {}
+                Poll::Ready(None) => {
+                    *heads = None;
+                    return;
                 }
+                Poll::Pending => return,
             }
         }
-        routes.connection_closed();
+    }
+
+    fn closed(&mut self) {
+        self.routes.connection_closed();
     }
 }
 
@@ -337,7 +380,7 @@ fn serve(
 /// not come in that time has the CONNECT refused with H3_REQUEST_REJECTED (it was not
 /// processed, and may be retried).
 async fn read_head(
-    stream: quay_h3::server::IncomingRequest,
+    stream: IncomingRequest,
     h3: Arc<quay_h3::server::Connection>,
     timeout: std::time::Duration,
 ) -> Result<Option<(http::Request<()>, RequestStream)>, quay_h3::StreamError> {
@@ -362,21 +405,6 @@ fn is_webtransport(request: &http::Request<()>) -> bool {
             .extensions()
             .get::<Protocol>()
             .is_some_and(connect::is_webtransport)
-}
-
-/// The next request head read from `heads`.
-async fn next_head<F: Future>(heads: &mut Option<FuturesUnordered<F>>) -> Option<F::Output> {
-    heads.as_mut()?.next().await
-}
-
-/// The next WebTransport stream; pending forever once there are none.
-async fn next_extension_stream(
-    streams: &mut Option<quay_h3::stream::ExtensionStreams>,
-) -> Option<quay_h3::stream::ExtensionStream> {
-    match streams {
-        Some(streams) => streams.next().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Sends one resolved request where it belongs.
