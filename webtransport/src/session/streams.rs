@@ -29,7 +29,7 @@ impl Session {
             Err(error) => return Err(self.lost(error).await),
         };
         if let Some(h3) = &self.inner.h3 {
-            self.write_header(&mut send, h3.bidi_header).await?;
+            self.write_header(&mut send, h3.bidi_header()).await?;
         }
         self.count(|c| &c.streams_opened_bidi);
         let mapping = self.mapping();
@@ -53,7 +53,7 @@ impl Session {
         Ok(match &self.inner.h3 {
             // The header goes with the first write: the peer has nothing to read before.
             Some(h3) => {
-                let header = Bytes::copy_from_slice(h3.uni_header.as_slice());
+                let header = Bytes::copy_from_slice(h3.uni_header().as_slice());
                 SendStream::with_header(send, self.mapping(), header)
             }
             None => SendStream::new(send, self.mapping()),
