@@ -31,8 +31,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// peer's answer. Then retires the session's routes.
 ///
 /// The task lives as long as the session, so it is kept small (tokio's task sizes go in steps
-/// of 128 bytes; this one is in the 640-byte step, its future 472 bytes, of which the CONNECT
-/// stream's `RecvHalf` is 416): the capsules are read by polling
+/// of 128 bytes; this one is in the 512-byte step, its future 408 bytes, of which the CONNECT
+/// stream's `RecvHalf` is 352): the capsules are read by polling
 /// ([`poll_capsules`]) and the session's end is waited for through a waker in its state, so
 /// the long wait keeps no future; the end ([`end_session`]), with its timer and locks, is
 /// boxed; and it returns an `async move` block rather than being an `async fn`, whose

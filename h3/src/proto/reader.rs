@@ -53,11 +53,13 @@ pub(crate) enum TlvEvent {
     Payload { ty: VarInt, payload: Bytes },
 }
 
+/// Where the reader is. 16 bytes: a buffered payload's length is a `u32` (a payload that must
+/// be held in memory at once is far smaller), so the tag fits beside it.
 #[derive(Debug, Clone, Copy)]
 enum State {
     Header,
     Stream { remaining: u64 },
-    Buffer { ty: VarInt, len: usize },
+    Buffer { ty: VarInt, len: u32 },
     Skip { remaining: u64 },
 }
 
@@ -68,16 +70,21 @@ pub(crate) struct TlvReader {
     /// Input chunks not yet looked at.
     queue: VecDeque<Bytes>,
     /// Bytes copied out of `queue` to make a header or a buffered payload contiguous. They come
-    /// before anything in `queue`.
-    scratch: BytesMut,
+    /// before anything in `queue`. Boxed, and dropped once emptied: most readers seldom need it
+    /// (only when a header or payload is split across input chunks), and every request stream,
+    /// control stream and WebTransport session keeps a reader.
+    scratch: Option<Box<BytesMut>>,
     state: State,
 }
+
+// Every long-lived stream keeps one or two (frames, and capsules inside them).
+const _: () = assert!(size_of::<TlvReader>() <= 56);
 
 impl TlvReader {
     pub(crate) fn new() -> Self {
         Self {
             queue: VecDeque::new(),
-            scratch: BytesMut::new(),
+            scratch: None,
             state: State::Header,
         }
     }
@@ -90,7 +97,7 @@ impl TlvReader {
 
     /// Whether the reader sits between two elements with nothing buffered.
     pub(crate) fn is_idle(&self) -> bool {
-        matches!(self.state, State::Header) && self.scratch.is_empty() && self.queue.is_empty()
+        matches!(self.state, State::Header) && self.scratch.is_none() && self.queue.is_empty()
     }
 
     /// Whether the reader sits between two elements (possibly with the start of the next one
@@ -112,12 +119,13 @@ impl TlvReader {
     /// Returns whether anything moved.
     fn fill(&mut self, target: usize) -> bool {
         let mut moved = false;
-        while self.scratch.len() < target {
+        while self.scratch_len() < target {
             let Some(front) = self.queue.front_mut() else {
                 break;
             };
-            let n = (target - self.scratch.len()).min(front.len());
-            self.scratch.extend_from_slice(&front[..n]);
+            let scratch = self.scratch.get_or_insert_default();
+            let n = (target - scratch.len()).min(front.len());
+            scratch.extend_from_slice(&front[..n]);
             front.advance(n);
             if front.is_empty() {
                 self.pop_front();
@@ -127,11 +135,47 @@ impl TlvReader {
         moved
     }
 
+    /// How many bytes `scratch` holds.
+    fn scratch_len(&self) -> usize {
+        self.scratch.as_ref().map_or(0, |scratch| scratch.len())
+    }
+
+    /// Takes `n` bytes off the front of `scratch`, which holds at least that many, and drops it
+    /// if that empties it.
+    fn split_scratch(&mut self, n: usize) -> Bytes {
+        let Some(scratch) = &mut self.scratch else {
+            return Bytes::new();
+        };
+        let front = scratch.split_to(n).freeze();
+        if scratch.is_empty() {
+            self.scratch = None;
+        }
+        front
+    }
+
+    /// Decodes from the front of `scratch` with `decode`, consuming what it read only on
+    /// success.
+    fn decode_scratch<T>(
+        &mut self,
+        decode: impl FnOnce(&mut &[u8]) -> Result<T, UnexpectedEnd>,
+    ) -> Result<T, UnexpectedEnd> {
+        let scratch = self
+            .scratch
+            .as_deref()
+            .map_or(&[][..], |scratch| &scratch[..]);
+        let mut cur = scratch;
+        let value = decode(&mut cur)?;
+        let used = scratch.len() - cur.len();
+        self.split_scratch(used);
+        Ok(value)
+    }
+
     /// Takes up to `max` bytes from the front of the input without copying queued chunks.
     fn take_front(&mut self, max: u64) -> Option<Bytes> {
-        if !self.scratch.is_empty() {
-            let n = usize::try_from(max).map_or(self.scratch.len(), |m| m.min(self.scratch.len()));
-            return Some(self.scratch.split_to(n).freeze());
+        let held = self.scratch_len();
+        if held > 0 {
+            let n = usize::try_from(max).map_or(held, |m| m.min(held));
+            return Some(self.split_scratch(n));
         }
         let front = self.queue.front_mut()?;
         let n = usize::try_from(max).map_or(front.len(), |m| m.min(front.len()));
@@ -150,11 +194,7 @@ impl TlvReader {
     ) -> Option<T> {
         debug_assert!(self.at_boundary());
         self.fill(HEADER_MAX);
-        let mut cur = &self.scratch[..];
-        let value = decode(&mut cur).ok()?;
-        let used = self.scratch.len() - cur.len();
-        self.scratch.advance(used);
-        Some(value)
+        self.decode_scratch(decode).ok()
     }
 
     /// Applies the policy to a header just read and enters the matching state.
@@ -168,10 +208,10 @@ impl TlvReader {
         self.state = match policy(ty, len)? {
             Policy::Stream => State::Stream { remaining },
             Policy::Skip => State::Skip { remaining },
-            Policy::Buffer => match usize::try_from(remaining) {
+            Policy::Buffer => match u32::try_from(remaining) {
                 Ok(len) => State::Buffer { ty, len },
-                // Only reachable with a policy that does not bound the length; such a payload
-                // could never be held in memory anyway.
+                // Only reachable with a policy that bounds the length above 4 GiB; such a
+                // payload could not be held in memory at once anyway.
                 Err(_) => State::Skip { remaining },
             },
         };
@@ -185,7 +225,7 @@ impl TlvReader {
         loop {
             match self.state {
                 State::Header => {
-                    if self.scratch.is_empty()
+                    if self.scratch.is_none()
                         && let Some(front) = self.queue.front_mut()
                     {
                         // Fast path: the header sits in one input chunk, read it in place.
@@ -199,8 +239,7 @@ impl TlvReader {
                             return self.start(ty, len, &mut policy).map(Some);
                         }
                     }
-                    let mut cur = &self.scratch[..];
-                    let (ty, len) = match decode_header(&mut cur) {
+                    let (ty, len) = match self.decode_scratch(decode_header) {
                         Ok(header) => header,
                         Err(UnexpectedEnd) => {
                             if self.fill(HEADER_MAX) {
@@ -209,8 +248,6 @@ impl TlvReader {
                             return Ok(None);
                         }
                     };
-                    let used = self.scratch.len() - cur.len();
-                    self.scratch.advance(used);
                     return self.start(ty, len, &mut policy).map(Some);
                 }
                 State::Stream { remaining } => {
@@ -230,7 +267,9 @@ impl TlvReader {
                     return Ok(Some(TlvEvent::Chunk(chunk)));
                 }
                 State::Buffer { ty, len } => {
-                    if self.scratch.is_empty()
+                    // Lossless: `usize` is at least 32 bits wide on every target quay builds for.
+                    let len = len as usize;
+                    if self.scratch.is_none()
                         && let Some(front) = self.queue.front_mut()
                         && front.len() >= len
                     {
@@ -242,13 +281,13 @@ impl TlvReader {
                         self.state = State::Header;
                         return Ok(Some(TlvEvent::Payload { ty, payload }));
                     }
-                    if self.scratch.len() < len && !self.fill(len) {
+                    if self.scratch_len() < len && !self.fill(len) {
                         return Ok(None);
                     }
-                    if self.scratch.len() < len {
+                    if self.scratch_len() < len {
                         return Ok(None);
                     }
-                    let payload = self.scratch.split_to(len).freeze();
+                    let payload = self.split_scratch(len);
                     self.state = State::Header;
                     return Ok(Some(TlvEvent::Payload { ty, payload }));
                 }
