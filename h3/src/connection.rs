@@ -35,6 +35,8 @@
 //! After a `ProtocolError` close the connection with its code; the state is not meant to be used
 //! further.
 
+use std::sync::Arc;
+
 use crate::proto::Codec;
 use crate::proto::VarInt;
 use bytes::Bytes;
@@ -188,7 +190,7 @@ pub struct ConnectionState {
     seen_control: bool,
     seen_encoder: bool,
     seen_decoder: bool,
-    extension_uni: Box<[StreamType]>,
+    extension_uni: Arc<[StreamType]>,
     control_out: Vec<u8>,
     encoder_out: Vec<u8>,
     decoder_out: Vec<u8>,
@@ -273,7 +275,10 @@ impl ConnectionState {
             seen_control: false,
             seen_encoder: false,
             seen_decoder: false,
-            extension_uni: config.extension_uni_stream_types.as_slice().into(),
+            extension_uni: config
+                .connection_config()
+                .extension_uni_stream_types
+                .clone(),
             control_out,
             encoder_out: Vec::new(),
             decoder_out: Vec::new(),

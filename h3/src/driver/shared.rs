@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ pub(super) const BUDGET: usize = 32;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) conn: Connection,
-    pub(crate) config: ConnectionConfig,
+    pub(crate) config: Arc<ConnectionConfig>,
     pub(crate) side: Side,
     pub(super) inner: Mutex<Inner>,
     /// Something changed that waiters re-check: a blocked section was decoded, SETTINGS or

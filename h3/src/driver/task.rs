@@ -86,7 +86,7 @@ pub(crate) fn start(
     let grease = config.grease;
     let shared = Arc::new(Shared {
         conn,
-        config: config.into(),
+        config: config.connection_config(),
         side,
         inner: Mutex::new(Inner {
             proto,
