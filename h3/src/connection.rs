@@ -50,7 +50,7 @@ use crate::proto::message::{ControlStreamFrames, FrameOrderError, Sender};
 use crate::proto::reader::{FrameEvent, FrameReader};
 use crate::proto::settings::{SettingId, Settings, SettingsError};
 use crate::proto::stream::{StreamType, UniStreamHeader};
-use crate::stats::{FrameStats, H3Counts, H3Stats};
+use crate::stats::{Count, FrameStats, H3Counts, H3Stats};
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,13 +341,13 @@ impl ConnectionState {
         &mut self,
         header: UniStreamHeader,
     ) -> Result<UniStream, ProtocolError> {
-        let counts = &mut self.stats.peer_streams;
+        let counts = &mut self.stats;
         let kind = match header {
             UniStreamHeader::Control => UniStream::Control,
             UniStreamHeader::QpackEncoder => UniStream::Encoder,
             UniStreamHeader::QpackDecoder => UniStream::Decoder,
             UniStreamHeader::Push { .. } => {
-                counts.push += 1;
+                counts.bump(Count::PeerPush);
                 return Err(match self.side {
                     // RFC 9114 §6.2.2: only servers push.
                     Side::Server => ProtocolError::StreamCreation("push stream from a client"),
@@ -363,23 +363,23 @@ impl ConnectionState {
         };
         let seen = match kind {
             UniStream::Control => {
-                counts.control += 1;
+                counts.bump(Count::PeerControl);
                 &mut self.seen_control
             }
             UniStream::Encoder => {
-                counts.qpack += 1;
+                counts.bump(Count::PeerQpack);
                 &mut self.seen_encoder
             }
             UniStream::Decoder => {
-                counts.qpack += 1;
+                counts.bump(Count::PeerQpack);
                 &mut self.seen_decoder
             }
             UniStream::Extension(_) => {
-                counts.extension += 1;
+                counts.bump(Count::PeerExtension);
                 return Ok(kind);
             }
             _ => {
-                counts.unknown += 1;
+                counts.bump(Count::PeerUnknown);
                 return Ok(kind);
             }
         };
@@ -399,7 +399,7 @@ impl ConnectionState {
     /// extension (RFC 9114 §6.1: H3_STREAM_CREATION_ERROR otherwise); a server takes every one
     /// as a request stream.
     pub fn handle_peer_bidi_stream(&mut self, extension: bool) -> Result<(), ProtocolError> {
-        self.stats.peer_streams.bidi += 1;
+        self.stats.bump(Count::PeerBidi);
         if self.side == Side::Client && !extension {
             return Err(ProtocolError::StreamCreation(
                 "server-initiated bidirectional stream without an extension signal",
@@ -589,7 +589,7 @@ impl ConnectionState {
         match result {
             Ok(Decoded::Fields(fields)) => Ok(HeaderBlock::Fields(fields)),
             Ok(Decoded::Blocked) => {
-                self.stats.blocked_sections += 1;
+                self.stats.bump(Count::BlockedSection);
                 Ok(HeaderBlock::Blocked)
             }
             Err(quay_qpack::Error::FieldSectionTooLarge { .. }) => Ok(HeaderBlock::TooLarge),
@@ -651,12 +651,12 @@ impl ConnectionState {
     /// Server: the peer opened request stream `id`. `false` if it is at or above the ID of the
     /// GOAWAY we sent: refuse it with H3_REQUEST_REJECTED, unprocessed (RFC 9114 §5.2).
     pub fn handle_request_accepted(&mut self, id: u64) -> bool {
-        self.stats.peer_streams.bidi += 1;
+        self.stats.bump(Count::PeerBidi);
         if self
             .goaway_sent
             .is_some_and(|limit| id >= limit.into_inner())
         {
-            self.stats.requests.rejected += 1;
+            self.stats.bump(Count::RequestRejected);
             return false;
         }
         self.max_request_id = Some(self.max_request_id.map_or(id, |max| max.max(id)));
@@ -666,23 +666,22 @@ impl ConnectionState {
     /// A request stream became live (opened by us, or accepted).
     pub fn handle_request_opened(&mut self) {
         self.requests_live += 1;
-        self.stats.requests.opened += 1;
+        self.stats.bump(Count::RequestOpened);
     }
 
     /// A request stream ended as a stream error: `code` is what we reset or stopped it with
     /// (H3_REQUEST_INCOMPLETE, H3_MESSAGE_ERROR, ...), counted in [`ConnectionState::stats`].
     pub fn handle_request_error(&mut self, code: Code) {
-        let requests = &mut self.stats.requests;
-        match code {
-            Code::H3_REQUEST_INCOMPLETE => requests.incomplete += 1,
-            Code::H3_REQUEST_REJECTED => requests.rejected += 1,
-            _ => requests.malformed += 1,
-        }
+        self.stats.bump(match code {
+            Code::H3_REQUEST_INCOMPLETE => Count::RequestIncomplete,
+            Code::H3_REQUEST_REJECTED => Count::RequestRejected,
+            _ => Count::RequestMalformed,
+        });
     }
 
     /// The peer reset a request stream.
     pub fn handle_request_reset_by_peer(&mut self) {
-        self.stats.requests.reset_by_peer += 1;
+        self.stats.bump(Count::RequestResetByPeer);
     }
 
     /// A request stream ended: adds the frames it sent and received to the connection's.

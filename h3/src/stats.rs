@@ -85,12 +85,17 @@ impl FrameStats {
     }
 }
 
-/// Frames by type as a connection keeps them: counts as `u32` (saturating), bytes as `u64`,
-/// so an idle connection holds 112 bytes per direction rather than [`FrameStats`]' 144.
+/// Frames by type as a connection keeps them: counts as `u32`, bytes as `u64` for DATA,
+/// HEADERS and unknown types (which may carry much) and as `u32` for the control frames (a few
+/// bytes each), all saturating, so an idle connection holds 88 bytes per direction rather
+/// than [`FrameStats`]' 144.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct FrameTally {
     frames: [u32; 9],
-    bytes: [u64; 9],
+    /// DATA, HEADERS, unknown: slots 0, 1 and 8.
+    bulk_bytes: [u64; 3],
+    /// Slots 2 to 7.
+    control_bytes: [u32; 6],
 }
 
 impl FrameTally {
@@ -108,19 +113,29 @@ impl FrameTally {
         }
     }
 
+    /// Adds `frames` frames of `bytes` bytes in all to slot `i`.
+    fn add_to(&mut self, i: usize, frames: u64, bytes: u64) {
+        let frames = u32::try_from(frames).unwrap_or(u32::MAX);
+        self.frames[i] = self.frames[i].saturating_add(frames);
+        match i {
+            0 | 1 => self.bulk_bytes[i] = self.bulk_bytes[i].saturating_add(bytes),
+            8 => self.bulk_bytes[2] = self.bulk_bytes[2].saturating_add(bytes),
+            _ => {
+                let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                self.control_bytes[i - 2] = self.control_bytes[i - 2].saturating_add(bytes);
+            }
+        }
+    }
+
     /// Counts one frame of `ty` whose whole encoding is `bytes` long.
     pub(crate) fn count(&mut self, ty: FrameType, bytes: u64) {
-        let i = Self::slot(ty);
-        self.frames[i] = self.frames[i].saturating_add(1);
-        self.bytes[i] = self.bytes[i].saturating_add(bytes);
+        self.add_to(Self::slot(ty), 1, bytes);
     }
 
     /// Adds `stats`' counts to these.
     pub(crate) fn add(&mut self, stats: &FrameStats) {
         for (i, count) in stats.slots().into_iter().enumerate() {
-            let frames = u32::try_from(count.frames).unwrap_or(u32::MAX);
-            self.frames[i] = self.frames[i].saturating_add(frames);
-            self.bytes[i] = self.bytes[i].saturating_add(count.bytes);
+            self.add_to(i, count.frames, count.bytes);
         }
     }
 
@@ -128,7 +143,11 @@ impl FrameTally {
     pub(crate) fn to_stats(self) -> FrameStats {
         let count = |i: usize| FrameCount {
             frames: u64::from(self.frames[i]),
-            bytes: self.bytes[i],
+            bytes: match i {
+                0 | 1 => self.bulk_bytes[i],
+                8 => self.bulk_bytes[2],
+                _ => u64::from(self.control_bytes[i - 2]),
+            },
         };
         FrameStats {
             data: count(0),
@@ -242,7 +261,9 @@ pub struct QpackStats {
     pub decoder_stream_received: u64,
 }
 
-/// The HTTP/3 layer's own counters, from the pure connection state.
+/// The HTTP/3 layer's own counters, from the pure connection state. A connection keeps its
+/// counts of streams, requests and frames as 32 bits (and the bytes of control frames, a few
+/// each): they stop at 2^32 - 1 rather than wrap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct H3Stats {
@@ -274,16 +295,50 @@ pub struct H3Stats {
     pub peer_h3_datagram: bool,
 }
 
+/// One of the events [`H3Counts`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// A bidirectional stream from the peer ([`StreamCounts::bidi`]).
+    PeerBidi,
+    /// [`StreamCounts::control`].
+    PeerControl,
+    /// [`StreamCounts::qpack`].
+    PeerQpack,
+    /// [`StreamCounts::push`].
+    PeerPush,
+    /// [`StreamCounts::extension`].
+    PeerExtension,
+    /// [`StreamCounts::unknown`].
+    PeerUnknown,
+    /// [`RequestCounts::opened`].
+    RequestOpened,
+    /// [`RequestCounts::rejected`].
+    RequestRejected,
+    /// [`RequestCounts::incomplete`].
+    RequestIncomplete,
+    /// [`RequestCounts::malformed`].
+    RequestMalformed,
+    /// [`RequestCounts::reset_by_peer`].
+    RequestResetByPeer,
+    /// [`QpackStats::blocked_sections`].
+    BlockedSection,
+}
+
+impl Count {
+    /// How many there are: the last one's index, plus one.
+    const ALL: usize = Self::BlockedSection as usize + 1;
+}
+
 /// What [`ConnectionState`](crate::connection::ConnectionState) counts itself; the rest of
-/// [`H3Stats`] is read off its state when asked. Small, as every connection holds one.
+/// [`H3Stats`] is read off its state when asked. Small, as every connection holds one: events
+/// are counted as `u32`, saturating, and frames as [`FrameTally`] does.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct H3Counts {
-    pub(crate) requests: RequestCounts,
-    pub(crate) peer_streams: StreamCounts,
+    /// By [`Count`], in its order.
+    events: [u32; Count::ALL],
     pub(crate) frames_sent: FrameTally,
     pub(crate) frames_received: FrameTally,
-    /// QPACK: blocked sections, then encoder and decoder stream bytes sent and received.
-    pub(crate) blocked_sections: u64,
+    /// QPACK: encoder and decoder stream bytes sent and received.
     pub(crate) encoder_stream_sent: u64,
     pub(crate) encoder_stream_received: u64,
     pub(crate) decoder_stream_sent: u64,
@@ -291,15 +346,35 @@ pub(crate) struct H3Counts {
 }
 
 impl H3Counts {
+    /// Counts one `event`.
+    pub(crate) fn bump(&mut self, event: Count) {
+        let n = &mut self.events[event as usize];
+        *n = n.saturating_add(1);
+    }
+
     /// The counts as [`H3Stats`], for the connection state to complete.
     pub(crate) fn to_stats(self) -> H3Stats {
+        let n = |event: Count| u64::from(self.events[event as usize]);
         H3Stats {
-            requests: self.requests,
-            peer_streams: self.peer_streams,
+            requests: RequestCounts {
+                opened: n(Count::RequestOpened),
+                rejected: n(Count::RequestRejected),
+                incomplete: n(Count::RequestIncomplete),
+                malformed: n(Count::RequestMalformed),
+                reset_by_peer: n(Count::RequestResetByPeer),
+            },
+            peer_streams: StreamCounts {
+                bidi: n(Count::PeerBidi),
+                control: n(Count::PeerControl),
+                qpack: n(Count::PeerQpack),
+                push: n(Count::PeerPush),
+                extension: n(Count::PeerExtension),
+                unknown: n(Count::PeerUnknown),
+            },
             frames_sent: self.frames_sent.to_stats(),
             frames_received: self.frames_received.to_stats(),
             qpack: QpackStats {
-                blocked_sections: self.blocked_sections,
+                blocked_sections: n(Count::BlockedSection),
                 encoder_stream_sent: self.encoder_stream_sent,
                 encoder_stream_received: self.encoder_stream_received,
                 decoder_stream_sent: self.decoder_stream_sent,
@@ -392,8 +467,8 @@ mod tests {
 
     #[test]
     fn a_connection_keeps_its_counts_small() {
-        assert_eq!(size_of::<FrameTally>(), 112);
-        assert!(size_of::<H3Counts>() <= 360, "{}", size_of::<H3Counts>());
+        assert_eq!(size_of::<FrameTally>(), 88);
+        assert!(size_of::<H3Counts>() <= 256, "{}", size_of::<H3Counts>());
         let mut tally = FrameTally::default();
         tally.count(FrameType::GOAWAY, 3);
         let more = FrameStats {
@@ -411,6 +486,41 @@ mod tests {
                 bytes: 7
             }
         );
+    }
+
+    #[test]
+    fn compact_counts_saturate_and_keep_bulk_bytes_wide() {
+        let mut tally = FrameTally::default();
+        let big = FrameCount {
+            frames: u64::from(u32::MAX) + 5,
+            bytes: 1 << 40,
+        };
+        tally.add(&FrameStats {
+            data: big,
+            settings: big,
+            other: big,
+            ..FrameStats::default()
+        });
+        tally.count(FrameType::SETTINGS, 9);
+        let stats = tally.to_stats();
+        assert_eq!(stats.data.bytes, 1 << 40);
+        assert_eq!(stats.other.bytes, 1 << 40);
+        assert_eq!(stats.data.frames, u64::from(u32::MAX));
+        // A control frame type's bytes stop at 4 GiB; none of its frames is that large.
+        assert_eq!(stats.settings.bytes, u64::from(u32::MAX));
+        assert_eq!(stats.settings.frames, u64::from(u32::MAX));
+        assert_eq!(stats.headers, FrameCount::default());
+
+        let mut counts = H3Counts::default();
+        counts.bump(Count::PeerBidi);
+        counts.bump(Count::PeerBidi);
+        counts.bump(Count::RequestMalformed);
+        counts.bump(Count::BlockedSection);
+        let stats = counts.to_stats();
+        assert_eq!(stats.peer_streams.bidi, 2);
+        assert_eq!(stats.requests.malformed, 1);
+        assert_eq!(stats.qpack.blocked_sections, 1);
+        assert_eq!(stats.requests.opened, 0);
     }
 
     #[test]
