@@ -192,8 +192,9 @@ pub struct ConnectionState {
     seen_decoder: bool,
     extension_uni: Arc<[StreamType]>,
     control_out: Vec<u8>,
-    encoder_out: Vec<u8>,
-    decoder_out: Vec<u8>,
+    /// Bytes for our QPACK encoder and decoder streams, from the first instruction on: a
+    /// connection whose header sections use only the static table never has any.
+    qpack_out: Option<Box<QpackOut>>,
     /// Whether our encoder and decoder streams have been started (their type queued).
     encoder_started: bool,
     decoder_started: bool,
@@ -230,6 +231,13 @@ pub enum CloseAction {
     /// closes it or after a short linger, so that the last responses are delivered rather than
     /// discarded by the QUIC close.
     Linger,
+}
+
+/// What [`ConnectionState`] queued for our QPACK encoder and decoder streams.
+#[derive(Debug, Default)]
+struct QpackOut {
+    encoder: Vec<u8>,
+    decoder: Vec<u8>,
 }
 
 impl ConnectionState {
@@ -280,8 +288,7 @@ impl ConnectionState {
                 .extension_uni_stream_types
                 .clone(),
             control_out,
-            encoder_out: Vec::new(),
-            decoder_out: Vec::new(),
+            qpack_out: None,
             encoder_started: false,
             decoder_started: false,
             goaway_sent: None,
@@ -571,9 +578,11 @@ impl ConnectionState {
         let encoded = self.encoder.encode(stream_id, fields);
         if !encoded.encoder_stream.is_empty() {
             if !std::mem::replace(&mut self.encoder_started, true) {
-                UniStreamHeader::QpackEncoder.encode(&mut self.encoder_out);
+                UniStreamHeader::QpackEncoder.encode(&mut self.qpack_out().encoder);
             }
-            self.encoder_out.extend_from_slice(&encoded.encoder_stream);
+            self.qpack_out()
+                .encoder
+                .extend_from_slice(&encoded.encoder_stream);
         }
         encoded.field_section
     }
@@ -795,7 +804,7 @@ impl ConnectionState {
 
     /// Bytes to write on our QPACK encoder stream; the first ones start with its type.
     pub fn poll_encoder(&mut self) -> Option<Bytes> {
-        let bytes = take(&mut self.encoder_out)?;
+        let bytes = take(&mut self.qpack_out.as_mut()?.encoder)?;
         self.stats.encoder_stream_sent += bytes.len() as u64;
         Some(bytes)
     }
@@ -803,23 +812,32 @@ impl ConnectionState {
     /// Bytes to write on our QPACK decoder stream; the first ones start with its type.
     pub fn poll_decoder(&mut self) -> Option<Bytes> {
         self.pull_decoder_stream();
-        let bytes = take(&mut self.decoder_out)?;
+        let bytes = take(&mut self.qpack_out.as_mut()?.decoder)?;
         self.stats.decoder_stream_sent += bytes.len() as u64;
         Some(bytes)
     }
 
     /// Whether any of the three outputs has bytes.
     pub fn has_output(&self) -> bool {
-        !(self.control_out.is_empty() && self.encoder_out.is_empty() && self.decoder_out.is_empty())
+        !self.control_out.is_empty()
+            || self
+                .qpack_out
+                .as_ref()
+                .is_some_and(|out| !out.encoder.is_empty() || !out.decoder.is_empty())
     }
 
     fn pull_decoder_stream(&mut self) {
         if let Some(bytes) = self.decoder.poll_decoder_stream() {
             if !std::mem::replace(&mut self.decoder_started, true) {
-                UniStreamHeader::QpackDecoder.encode(&mut self.decoder_out);
+                UniStreamHeader::QpackDecoder.encode(&mut self.qpack_out().decoder);
             }
-            self.decoder_out.extend_from_slice(&bytes);
+            self.qpack_out().decoder.extend_from_slice(&bytes);
         }
+    }
+
+    /// The bytes for our QPACK streams, made when the first instruction is queued.
+    fn qpack_out(&mut self) -> &mut QpackOut {
+        self.qpack_out.get_or_insert_default()
     }
 }
 

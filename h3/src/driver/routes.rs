@@ -92,7 +92,10 @@ pub(crate) struct DatagramRoutes {
     /// The connection is gone: nothing is routed any more.
     ended: bool,
     /// Datagrams for streams without a route yet, oldest first: stream ID, arrival, payload.
-    early: VecDeque<(u64, Instant, Bytes)>,
+    /// Boxed, and dropped once empty: most connections never have one, and the box is one
+    /// word where the queue would be four.
+    #[allow(clippy::box_collection)] // On purpose: see above.
+    early: Option<Box<VecDeque<(u64, Instant, Bytes)>>>,
 }
 
 impl DatagramRoutes {
@@ -104,16 +107,16 @@ impl DatagramRoutes {
             return;
         }
         let mut route = Route::default();
-        if !self.early.is_empty() {
-            self.early.retain(|(id, arrived, payload)| {
+        if let Some(early) = &mut self.early {
+            early.retain(|(id, arrived, payload)| {
                 let fresh = now.duration_since(*arrived) <= max_age;
                 if *id == stream_id && fresh {
                     route.queue.push_back(payload.clone());
                 }
                 *id != stream_id && fresh
             });
-            if self.early.is_empty() {
-                self.early = VecDeque::new();
+            if early.is_empty() {
+                self.early = None;
             }
         }
         self.routes.insert(stream_id, route);
@@ -163,10 +166,11 @@ impl DatagramRoutes {
             Some(route) => route.dropped += 1,
             None if self.ended => {}
             None => {
-                if self.early.len() >= EARLY_DATAGRAMS {
-                    self.early.pop_front();
+                let early = self.early.get_or_insert_default();
+                if early.len() >= EARLY_DATAGRAMS {
+                    early.pop_front();
                 }
-                self.early.push_back((stream_id, now, payload));
+                early.push_back((stream_id, now, payload));
             }
         }
         woken.take()
@@ -177,7 +181,7 @@ impl DatagramRoutes {
     #[must_use = "the wakers must be woken"]
     pub(super) fn end(&mut self) -> impl Iterator<Item = Waker> + use<> {
         self.ended = true;
-        self.early = VecDeque::new();
+        self.early = None;
         std::mem::take(&mut self.routes)
             .0
             .into_iter()
@@ -246,6 +250,6 @@ mod tests {
         assert_eq!(routes.end().count(), 2, "both readers see the end");
         assert!(matches!(routes.pop(4, waker), Popped::Gone));
         assert_eq!(routes.push(12, start, Bytes::new()).count(), 0);
-        assert!(routes.early.is_empty(), "nothing is kept after the end");
+        assert!(routes.early.is_none(), "nothing is kept after the end");
     }
 }
