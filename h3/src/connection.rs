@@ -35,6 +35,7 @@
 //! After a `ProtocolError` close the connection with its code; the state is not meant to be used
 //! further.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use crate::proto::Codec;
@@ -198,9 +199,9 @@ pub struct ConnectionState {
     /// Whether our encoder and decoder streams have been started (their type queued).
     encoder_started: bool,
     decoder_started: bool,
-    goaway_sent: Option<VarInt>,
-    goaway_received: Option<VarInt>,
-    peer_max_push_id: Option<VarInt>,
+    goaway_sent: MaybeId,
+    goaway_received: MaybeId,
+    peer_max_push_id: MaybeId,
     /// Blocked field sections decoded since and not taken yet, by stream ID. Few streams block
     /// at once (the peer's limit is our SETTINGS_QPACK_BLOCKED_STREAMS), so a list does; it
     /// holds no buffer while empty.
@@ -212,7 +213,7 @@ pub struct ConnectionState {
     requests_live: usize,
     requests_settled: usize,
     /// Server: the highest request stream ID accepted, for our GOAWAY.
-    max_request_id: Option<u64>,
+    max_request_id: MaybeId,
     /// The application dropped its handle on the connection.
     handle_gone: bool,
     /// Server: [`CloseAction::Linger`] was given.
@@ -231,6 +232,33 @@ pub enum CloseAction {
     /// closes it or after a short linger, so that the last responses are delivered rather than
     /// discarded by the QUIC close.
     Linger,
+}
+
+/// A stream or push ID, or none, in 8 bytes rather than `Option<VarInt>`'s 16: an ID is a
+/// varint, below 2^62, so the ID plus one is never zero. [`ConnectionState`] keeps four.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MaybeId(Option<NonZeroU64>);
+
+impl MaybeId {
+    const NONE: Self = Self(None);
+
+    fn some(id: VarInt) -> Self {
+        Self(NonZeroU64::new(id.into_inner() + 1))
+    }
+
+    fn get(self) -> Option<VarInt> {
+        let id = self.0?.get() - 1;
+        // Always a varint: `some` took one.
+        VarInt::from_u64(id).ok()
+    }
+
+    fn is_some(self) -> bool {
+        self.0.is_some()
+    }
+
+    fn is_none(self) -> bool {
+        self.0.is_none()
+    }
 }
 
 /// What [`ConnectionState`] queued for our QPACK encoder and decoder streams.
@@ -291,16 +319,16 @@ impl ConnectionState {
             qpack_out: None,
             encoder_started: false,
             decoder_started: false,
-            goaway_sent: None,
-            goaway_received: None,
-            peer_max_push_id: None,
+            goaway_sent: MaybeId::NONE,
+            goaway_received: MaybeId::NONE,
+            peer_max_push_id: MaybeId::NONE,
             unblocked: Vec::new(),
             // RFC 9297 §2.1.1 needs QUIC datagrams only when both ends announce H3_DATAGRAM; a
             // state made without the transport's answer assumes they are there.
             quic_datagrams: true,
             requests_live: 0,
             requests_settled: 0,
-            max_request_id: None,
+            max_request_id: MaybeId::NONE,
             handle_gone: false,
             lingering: false,
             stats,
@@ -324,13 +352,13 @@ impl ConnectionState {
 
     /// The ID in the last GOAWAY we sent.
     pub fn goaway_sent(&self) -> Option<VarInt> {
-        self.goaway_sent
+        self.goaway_sent.get()
     }
 
     /// The ID in the last GOAWAY the peer sent: a server's names the first request stream it
     /// will not process (RFC 9114 §5.2).
     pub fn goaway_received(&self) -> Option<VarInt> {
-        self.goaway_received
+        self.goaway_received.get()
     }
 
     /// The QPACK encoder, for inspection.
@@ -478,17 +506,25 @@ impl ConnectionState {
                         "GOAWAY names a stream that is not a request stream",
                     ));
                 }
-                if self.goaway_received.is_some_and(|previous| id > previous) {
+                if self
+                    .goaway_received
+                    .get()
+                    .is_some_and(|previous| id > previous)
+                {
                     return Err(ProtocolError::Id("GOAWAY ID increased"));
                 }
-                self.goaway_received = Some(id);
+                self.goaway_received = MaybeId::some(id);
             }
             Frame::MaxPushId(id) => {
                 // RFC 9114 §7.2.7: MAX_PUSH_ID must not decrease.
-                if self.peer_max_push_id.is_some_and(|previous| id < previous) {
+                if self
+                    .peer_max_push_id
+                    .get()
+                    .is_some_and(|previous| id < previous)
+                {
                     return Err(ProtocolError::Id("MAX_PUSH_ID decreased"));
                 }
-                self.peer_max_push_id = Some(id);
+                self.peer_max_push_id = MaybeId::some(id);
             }
             Frame::CancelPush(id) => {
                 // RFC 9114 §7.2.3: a push ID above what the connection allows. A client never
@@ -496,7 +532,7 @@ impl ConnectionState {
                 // MAX_PUSH_ID says, though it never pushes.
                 let allowed = match self.side {
                     Side::Client => false,
-                    Side::Server => self.peer_max_push_id.is_some_and(|max| id <= max),
+                    Side::Server => self.peer_max_push_id.get().is_some_and(|max| id <= max),
                 };
                 if !allowed {
                     return Err(ProtocolError::Id("CANCEL_PUSH for a push ID not allowed"));
@@ -638,10 +674,10 @@ impl ConnectionState {
     /// Queues a GOAWAY with `id` on our control stream (RFC 9114 §5.2). A server passes the first
     /// request stream ID it will not process. Ignored if it would grow the last one sent.
     pub fn send_goaway(&mut self, id: VarInt) {
-        if self.goaway_sent.is_some_and(|previous| id > previous) {
+        if self.goaway_sent.get().is_some_and(|previous| id > previous) {
             return;
         }
-        self.goaway_sent = Some(id);
+        self.goaway_sent = MaybeId::some(id);
         let frame = Frame::Goaway(id);
         self.stats
             .frames_sent
@@ -663,12 +699,18 @@ impl ConnectionState {
         self.stats.bump(Count::PeerBidi);
         if self
             .goaway_sent
+            .get()
             .is_some_and(|limit| id >= limit.into_inner())
         {
             self.stats.bump(Count::RequestRejected);
             return false;
         }
-        self.max_request_id = Some(self.max_request_id.map_or(id, |max| max.max(id)));
+        let max = self
+            .max_request_id
+            .get()
+            .map_or(id, |max| max.into_inner().max(id));
+        // A QUIC stream ID is a varint.
+        self.max_request_id = MaybeId::some(VarInt::from_u64(max).unwrap_or(VarInt::MAX));
         true
     }
 
@@ -710,8 +752,8 @@ impl ConnectionState {
         (qpack.decoder_table_size, qpack.decoder_table_entries) = (size, entries as u64);
         qpack.decoder_inserts = self.decoder.insert_count();
         qpack.blocked_streams = self.decoder.blocked_streams() as u64;
-        stats.goaway_sent = self.goaway_sent.map(VarInt::into_inner);
-        stats.goaway_received = self.goaway_received.map(VarInt::into_inner);
+        stats.goaway_sent = self.goaway_sent.get().map(VarInt::into_inner);
+        stats.goaway_received = self.goaway_received.get().map(VarInt::into_inner);
         if let Some(peer) = &self.peer_settings {
             stats.peer_settings_received = true;
             stats.peer_max_field_section_size = peer.max_field_section_size();
@@ -752,7 +794,10 @@ impl ConnectionState {
     /// Server: queues a GOAWAY naming the first request stream not accepted, so that the client
     /// retries later ones elsewhere (RFC 9114 §5.2).
     pub fn send_shutdown_goaway(&mut self) {
-        let next = self.max_request_id.map_or(0, |id| id + 4);
+        let next = self
+            .max_request_id
+            .get()
+            .map_or(0, |id| id.into_inner() + 4);
         self.send_goaway(VarInt::from_u64(next).unwrap_or(VarInt::MAX));
     }
 
@@ -876,6 +921,17 @@ impl FromFieldLine for Field {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_id_is_one_word() {
+        assert_eq!(size_of::<MaybeId>(), 8);
+        for id in [VarInt::from_u32(0), VarInt::from_u32(4), VarInt::MAX] {
+            assert_eq!(MaybeId::some(id).get(), Some(id));
+            assert!(MaybeId::some(id).is_some());
+        }
+        assert_eq!(MaybeId::NONE.get(), None);
+        assert!(MaybeId::NONE.is_none());
+    }
 
     fn config() -> Config {
         Config {

@@ -170,6 +170,11 @@ impl SessionState {
             && entry.take().is_some()
         {
             held.free.push(slot);
+            // The last live stream went: a session that waits, streamless, keeps no buffers.
+            if held.free.len() == held.slots.len() {
+                held.slots = Vec::new();
+                held.free = Vec::new();
+            }
         }
     }
 
