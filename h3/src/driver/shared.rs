@@ -57,9 +57,10 @@ pub(crate) struct Shared {
     /// How long the QUIC handshake took, when the caller saw it.
     pub(super) handshake: Option<Duration>,
     /// The connection's tracing span (side, connection, peer address, original destination
-    /// connection ID): the connection's task runs in it, and extensions start their own spans
-    /// inside it.
-    pub(crate) span: tracing::Span,
+    /// connection ID), for the parent of its events and of extensions' spans ([`Shared::span`]).
+    /// Boxed, and none when no subscriber wanted it: most connections' spans are disabled, and
+    /// a span is five words.
+    pub(super) span: Option<Box<tracing::Span>>,
     /// The connection's qlog file, if it has one (see `crate::qlog`).
     pub(crate) qlog: Option<quay_transport::Qlog>,
 }
@@ -130,7 +131,15 @@ pub(crate) enum Taker {
     Handler,
 }
 
+/// The span of a connection whose span is disabled.
+static DISABLED: tracing::Span = tracing::Span::none();
+
 impl Shared {
+    /// The connection's tracing span (see the field).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        self.span.as_deref().unwrap_or(&DISABLED)
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep going.
         self.inner
@@ -146,7 +155,7 @@ impl Shared {
             if inner.error.is_some() {
                 return;
             }
-            tracing::debug!(parent: &self.span, %error, ?code, "closing the connection");
+            tracing::debug!(parent: self.span(), %error, ?code, "closing the connection");
             inner.error = Some(Box::new(ConnectionError::Protocol(error.clone())));
         }
         let mut reason = error.to_string();

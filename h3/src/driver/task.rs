@@ -108,7 +108,7 @@ pub(crate) fn start(
         grease_frame: AtomicBool::new(grease),
         grease_stream: grease && sends_grease_stream(seed),
         handshake,
-        span: span.clone(),
+        span: (!span.is_disabled()).then(|| Box::new(span)),
         qlog,
     });
     crate::metrics::connection_opened(side, handshake);

@@ -71,7 +71,7 @@ impl SendHalf {
     /// The tracing span of the stream's connection (side, connection, peer address, original
     /// destination connection ID), for an extension's own spans, such as a session's.
     pub fn connection_span(&self) -> &tracing::Span {
-        &self.live.shared.span
+        self.live.shared.span()
     }
 
     /// The connection's qlog file, if it has one: extensions (WebTransport) write their events
