@@ -164,6 +164,8 @@ impl Server {
     }
 }
 
+/// Accepts the endpoint's connections, waits for their handshakes and hands each connection to
+/// a [`Sorter`] on the connection's own task.
 async fn accept_connections(
     endpoint: Endpoint,
     acceptor: Option<Acceptor>,
@@ -172,35 +174,29 @@ async fn accept_connections(
 ) {
     // Worked out once, not per connection.
     let h3_config = config.h3_config();
-    while let Some(incoming) = endpoint.accept().await {
-        // Boxed: the connection's task, which lives as long as the connection, then keeps no
-        // room for the handshake's state.
-        let handshake = Box::pin(quay_h3::server::Connection::accept_with(
-            incoming,
-            acceptor.as_ref(),
-            h3_config.clone(),
-        ));
-        tokio::spawn(serve_connection(handshake, config.clone(), tx.clone()));
-    }
-}
-
-/// The task of one connection's handshake, which then hands the connection to a [`Sorter`] on
-/// the connection's own task, and ends.
-#[allow(clippy::manual_async_fn)] // Keeps the arguments once.
-fn serve_connection<H>(
-    handshake: Pin<Box<H>>,
-    config: Arc<Config>,
-    tx: mpsc::Sender<Incoming>,
-) -> impl Future<Output = ()> + Send + 'static
-where
-    H: Future<Output = Result<quay_h3::server::Connection, quay_h3::ConnectionError>>
-        + Send
-        + 'static,
-{
-    async move {
-        if let Ok(h3) = handshake.await {
-            // Refused only when the connection is gone already.
-            let _ = Sorter::start(Arc::new(h3), config, tx);
+    // Handshakes under way, waited for here rather than each in a task of its own: the
+    // handshake's work is quinn's, in the connection's own task; what waits here is its end,
+    // and a slow one holds up no other.
+    let mut handshakes = FuturesUnordered::new();
+    // Bounded by the endpoint: each turn accepts a connection or ends a handshake.
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else {
+                    break;
+                };
+                handshakes.push(quay_h3::server::Connection::accept_with(
+                    incoming,
+                    acceptor.as_ref(),
+                    h3_config.clone(),
+                ));
+            }
+            Some(handshake) = handshakes.next(), if !handshakes.is_empty() => {
+                if let Ok(h3) = handshake {
+                    // Refused only when the connection is gone already.
+                    let _ = Sorter::start(Arc::new(h3), config.clone(), tx.clone());
+                }
+            }
         }
     }
 }

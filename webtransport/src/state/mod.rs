@@ -292,18 +292,14 @@ impl SessionState {
         let why = ended.then(|| end_of(&inner));
         drop(inner);
         if let Some(why) = why {
-            self.log_end(&why);
-            tracing::debug!(parent: &self.connection_span(), %why, "session ended");
-            crate::metrics::session_ended(self.labels, &why, self.started.elapsed());
+            self.publish_end(&why);
         }
         for waker in wake {
             waker.wake();
         }
         if ended {
             self.datagrams.stop();
-        }
-        // Draft-16 §6: every stream of the session, used or not, is reset and stopped now.
-        if ended {
+            // Draft-16 §6: every stream of the session, used or not, is reset and stopped now.
             self.end_held();
         }
         for stream in refused {
@@ -421,6 +417,16 @@ impl SessionState {
                     .str("reason", reason);
             });
         });
+    }
+
+    /// Says that the session ended, and why: its qlog event, its trace event, its metrics.
+    /// Once a session, out of the way of [`Self::after`]'s usual path (waking waiters).
+    #[cold]
+    #[inline(never)]
+    fn publish_end(&self, why: &SessionError) {
+        self.log_end(why);
+        tracing::debug!(parent: &self.connection_span(), %why, "session ended");
+        crate::metrics::session_ended(self.labels, why, self.started.elapsed());
     }
 
     /// `session_closed` for an end that was not our close (that one is logged by
