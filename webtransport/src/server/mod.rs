@@ -281,8 +281,8 @@ struct Sorter {
     routes: Arc<Routes>,
     /// Request heads still on their way; dropped while there are none (most connections send
     /// one request, a session's CONNECT, whose head comes with its stream), since an empty set
-    /// still holds an allocation.
-    heads: Option<FuturesUnordered<HeadRead>>,
+    /// still holds an allocation; boxed, so that a connection's sorter is five words.
+    heads: Option<Box<FuturesUnordered<HeadRead>>>,
 }
 
 /// A request head being read ([`read_head`]).
@@ -327,10 +327,7 @@ impl Handler for Sorter {
                 );
             }
             Some(_) => {}
-            None => self
-                .heads
-                .get_or_insert_with(FuturesUnordered::new)
-                .push(head),
+            None => self.heads.get_or_insert_default().push(head),
         }
     }
 
