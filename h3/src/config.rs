@@ -230,6 +230,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn default_settings() {
+        let config = Config {
+            grease: false,
+            ..Config::default()
+        };
+        let settings = config.settings(0);
+        assert_eq!(settings.qpack_max_table_capacity(), 4096);
+        assert_eq!(settings.qpack_blocked_streams(), 16);
+        assert_eq!(settings.max_field_section_size(), Some(64 * 1024));
+        assert!(!settings.enable_connect_protocol());
+        assert!(!settings.h3_datagram());
+        assert_eq!(settings.len(), 3);
+    }
+
+    #[test]
+    fn grease_and_extras() {
+        let mut config = Config {
+            enable_extended_connect: true,
+            enable_datagrams: true,
+            ..Config::default()
+        };
+        config
+            .extra_settings
+            .push((SettingId::WT_MAX_SESSIONS, VarInt::from_u32(16)));
+        // A duplicate is dropped rather than breaking SETTINGS.
+        config
+            .extra_settings
+            .push((SettingId::H3_DATAGRAM, VarInt::from_u32(1)));
+        let settings = config.settings(7);
+        assert!(settings.enable_connect_protocol());
+        assert!(settings.h3_datagram());
+        assert_eq!(
+            settings.get(SettingId::WT_MAX_SESSIONS),
+            Some(VarInt::from_u32(16))
+        );
+        assert_eq!(settings.iter().filter(|(id, _)| id.is_grease()).count(), 1);
+    }
+
+    #[test]
     fn connections_of_one_config_share_what_they_keep_of_it() {
         let config =
             Config::default().with_extension_uni_stream_types(vec![StreamType::WEBTRANSPORT]);
