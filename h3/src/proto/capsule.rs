@@ -21,7 +21,7 @@ use crate::proto::VarInt;
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::error::Code;
-use crate::proto::reader::{Policy, TlvEvent, TlvReader};
+use crate::proto::reader::{MAX_BUFFERED_PAYLOAD, Policy, TlvEvent, TlvReader};
 use crate::proto::{len_varint, varint_len};
 
 wire_values! {
@@ -188,11 +188,12 @@ pub struct CapsuleReader {
 }
 
 impl CapsuleReader {
-    /// A reader that accepts DATAGRAM capsules of at most `max_payload` bytes.
+    /// A reader that accepts DATAGRAM capsules of at most `max_payload` bytes (and of at most
+    /// 4 GiB whatever `max_payload` says).
     pub fn new(max_payload: u64) -> Self {
         Self {
             tlv: TlvReader::new(),
-            max_payload,
+            max_payload: max_payload.min(MAX_BUFFERED_PAYLOAD),
             accepted: Cow::Borrowed(&[]),
         }
     }

@@ -53,6 +53,10 @@ pub(crate) enum TlvEvent {
     Payload { ty: VarInt, payload: Bytes },
 }
 
+/// The longest payload a reader buffers whole, whatever bound it was given: a buffered length
+/// is kept in 32 bits ([`State`]). Anything longer is refused as too large.
+pub(crate) const MAX_BUFFERED_PAYLOAD: u64 = u32::MAX as u64;
+
 /// Where the reader is. 16 bytes: a buffered payload's length is a `u32` (a payload that must
 /// be held in memory at once is far smaller), so the tag fits beside it.
 #[derive(Debug, Clone, Copy)]
@@ -210,8 +214,8 @@ impl TlvReader {
             Policy::Skip => State::Skip { remaining },
             Policy::Buffer => match u32::try_from(remaining) {
                 Ok(len) => State::Buffer { ty, len },
-                // Only reachable with a policy that bounds the length above 4 GiB; such a
-                // payload could not be held in memory at once anyway.
+                // Not reached: the frame and capsule readers bound what they buffer by
+                // [`MAX_BUFFERED_PAYLOAD`], and refuse a longer payload before this.
                 Err(_) => State::Skip { remaining },
             },
         };
@@ -361,11 +365,11 @@ pub struct FrameReader {
 
 impl FrameReader {
     /// A reader that refuses known non-DATA frames with a payload over `max_payload` bytes
-    /// ([`FrameError::TooLarge`]).
+    /// ([`FrameError::TooLarge`]), and over 4 GiB whatever `max_payload` says.
     pub fn new(max_payload: u64) -> Self {
         Self {
             tlv: TlvReader::new(),
-            max_payload,
+            max_payload: max_payload.min(MAX_BUFFERED_PAYLOAD),
         }
     }
 
@@ -582,6 +586,24 @@ mod tests {
         let mut reader = FrameReader::new(8);
         reader.handle_data(Bytes::from_static(&[0x04, 0x09]));
         let err = drain(&mut reader).unwrap_err();
+        assert_eq!(Code::from(err), Code::H3_EXCESSIVE_LOAD);
+    }
+
+    #[test]
+    fn no_bound_buffers_more_than_4_gib() {
+        // A SETTINGS frame of 2^32 bytes (length varint 0xc0000001_00000000), with no bound
+        // given: refused as too large rather than buffered or skipped.
+        let mut reader = FrameReader::new(u64::MAX);
+        reader.handle_data(Bytes::from_static(&[
+            0x04, 0xc0, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        ]));
+        let err = drain(&mut reader).unwrap_err();
+        assert_eq!(Code::from(err), Code::H3_EXCESSIVE_LOAD);
+        let mut capsules = crate::proto::capsule::CapsuleReader::new(u64::MAX);
+        capsules.handle_data(Bytes::from_static(&[
+            0x00, 0xc0, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        ]));
+        let err = capsules.poll_capsule().unwrap_err();
         assert_eq!(Code::from(err), Code::H3_EXCESSIVE_LOAD);
     }
 
