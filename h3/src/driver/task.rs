@@ -238,8 +238,7 @@ fn drive(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         {
-            let shared_arc = &shared;
-            let shared = &*shared;
+            let shared = &shared;
             let conn = &shared.conn;
             let mut driver = Driver {
                 accept_bi: (shared.side == Side::Client).then(|| Box::pin(conn.accept_bi())),
@@ -252,7 +251,6 @@ fn drive(
             }
             let driver = &mut driver;
             let mut accept_uni = pin!(conn.accept_uni());
-            let shared = shared_arc;
             // `move`: the closure keeps three references, not one per local it uses.
             poll_fn(move |cx| {
                 let mut handler = shared.begin_poll(cx);

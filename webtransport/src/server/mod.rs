@@ -4,9 +4,9 @@
 //!
 //! Each connection's request streams are taken on the connection's own task, the HTTP/3 one
 //! (as its `quay_h3::server::Handler`), which reads their heads (several at once, so a slow
-//! client delays no one) and sorts them: a WebTransport CONNECT
-//! becomes a [`Request`], anything else an HTTP/3 request for the application
-//! ([`Incoming::Http`]); WebTransport streams go to their session. A [`Request`] is looked at
+//! client delays no one) and sorts them: a WebTransport CONNECT becomes a [`Request`],
+//! anything else an HTTP/3 request for the application ([`Incoming::Http`]); WebTransport
+//! streams go to their session. A [`Request`] is looked at
 //! (URL, `origin`, headers, offered subprotocols, the client's draft) and then accepted with
 //! [`Request::ok`] or refused with [`Request::reject`].
 //!
